@@ -1,0 +1,46 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ROOT_HINTS ?= root.hints
+LISTEN ?= 127.0.0.1:5300
+UPSTREAM_PORT ?= 53
+LAB_PORT ?= 53
+LAB_HINTS ?= lab.hints
+
+.PHONY: run test lab lint unit integration replay clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $(STAMP)
+
+## run: start the resolver on $(LISTEN) (try it offline: make run ROOT_HINTS=lab.hints, with `make lab` running)
+run: $(STAMP)
+	$(BIN)/resolver serve --listen $(LISTEN) --root-hints $(ROOT_HINTS) --upstream-port $(UPSTREAM_PORT)
+
+## lab: the offline mini internet of authoritative servers on 127.x.y.z
+lab: $(STAMP)
+	$(BIN)/resolver lab --hints-file $(LAB_HINTS) --port $(LAB_PORT)
+
+## test: every test (unit, replay, integration with real dig on loopback)
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+replay: $(STAMP)
+	$(BIN)/pytest -q tests/replay
+
+integration: $(STAMP)
+	$(BIN)/pytest -q -m integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check resolver tests
+	$(BIN)/mypy resolver
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,126 @@
+"""Settings: the work limits of one resolution and the resolver's configuration.
+
+Rules: every limit is a named field with its unit in the name and the peer value it
+follows (see ../shared/design/reliability.md, "Proposed defaults"). Values here are
+frozen; the composition root (`resolver.app`) builds them once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Budgets that bound the work one client query can cause."""
+
+    #: Upstream sends for one client query, sub-lookups for NS addresses included
+    #: (Unbound MAX_GLOBAL_QUOTA 200; BIND max-query-count 200).
+    max_upstream_queries: int = 200
+    #: Sends while resolving one name at one level of dependency (Unbound max-sent-count 32).
+    max_sends_per_name: int = 32
+    #: Referrals followed for one name (Unbound MAX_REFERRAL_COUNT 130).
+    max_referrals: int = 130
+    #: CNAME/DNAME restarts (Unbound and BIND max-query-restarts 11).
+    max_cname_chain: int = 11
+    #: Nesting of NS-address lookups that a lookup may wait on (Unbound target-fetch-policy
+    #: "3 2 1 0 0": dependency depth 4).
+    max_dependency_depth: int = 4
+    #: NS names of one delegation whose addresses we may look up (PowerDNS max-ns-per-resolve 13).
+    max_ns_names_per_delegation: int = 13
+    #: NS-address lookups that may fail with NXDOMAIN/NODATA before giving up (Unbound
+    #: MAX_TARGET_NX 5; the NXNSAttack defence).
+    max_failed_ns_lookups: int = 5
+    #: Attempts at one server address within one name's resolution (Unbound outbound-msg-retry 5).
+    max_tries_per_server: int = 2
+    #: First per-try timeout; it doubles with each try (Unbound's initial RTO is 376 ms).
+    first_timeout_s: float = 0.4
+    #: Longest single try (Unbound RTT_MAX_TIMEOUT 120 s is for a dead host; a client waits far less).
+    max_timeout_s: float = 1.5
+    #: The whole resolution; below glibc's 5 s stub timeout so the stub sees our SERVFAIL.
+    total_budget_s: float = 4.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheSettings:
+    """Cache bounds and TTL clamps (Unbound option names in comments)."""
+
+    #: RRsets and negative entries held (LRU beyond).
+    max_entries: int = 100_000
+    max_ttl_s: int = 86_400  # cache-max-ttl
+    min_ttl_s: int = 0  # cache-min-ttl
+    max_negative_ttl_s: int = 3_600  # cache-max-negative-ttl
+    min_negative_ttl_s: int = 0  # cache-min-negative-ttl
+    #: How long a resolution failure is remembered (RFC 9520 §3.2: at least 1 s; BIND servfail-ttl 1).
+    failure_ttl_s: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    """Everything a resolution needs to know besides the question and the shared state."""
+
+    limits: Limits = field(default_factory=Limits)
+    #: EDNS payload size we advertise upstream (DNS Flag Day 2020).
+    edns_udp_size: int = 1232
+    #: Never ask 127.0.0.0/8, ::1, 0.0.0.0/8 or :: (Unbound do-not-query-localhost), unless the
+    #: configured root hints themselves are loopback (the lab).
+    do_not_query_localhost: bool = True
+    do_ip4: bool = True
+    do_ip6: bool = True
+    #: Port of every upstream server (53; the lab may run elsewhere).
+    upstream_port: int = 53
+    #: Ask for the root NS set before the first lookup (RFC 8109).
+    prime_root: bool = True
+    #: QNAME minimisation (RFC 9156).
+    qname_minimisation: bool = False
+    #: Extra addresses never to query (our own listen addresses).
+    never_query: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenAddress:
+    ip: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, *, default_port: int = 53) -> ListenAddress:
+        """"127.0.0.1:5300", "[::1]:5300", "::1" or "127.0.0.1" (port 53)."""
+        text = text.strip()
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise ValueError(f"cannot read listen address {text!r}")
+            port = rest[1:] or str(default_port)
+        elif text.count(":") == 1:
+            host, _, port = text.partition(":")
+        else:
+            host, port = text, str(default_port)
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"bad port in listen address {text!r}")
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {text!r} is not an IP address") from None
+        return cls(ip=host, port=int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeConfig:
+    """What `resolver serve` runs with."""
+
+    listen: tuple[ListenAddress, ...] = (
+        ListenAddress(ip="127.0.0.1", port=53),
+        ListenAddress(ip="::1", port=53),
+    )
+    root_hints_file: str = "root.hints"
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    #: Close a TCP connection after this long without a complete query (RFC 7766 §6.2.3).
+    tcp_idle_timeout_s: float = 10.0
+    #: Concurrent TCP clients (PowerDNS max-tcp-clients 128).
+    max_tcp_clients: int = 128

@@ -1,0 +1,635 @@
+"""The resolution engine: a sans-I/O state machine that answers one question.
+
+Theory of operation. A `Resolution` is driven from outside: `next_action()` says what
+to do next (`SendQuery` to a server, or `Finished` with the outcome); the driver
+performs the exchange and reports back with `on_reply`, `on_timeout` or `on_error`.
+The engine never opens a socket, never reads a clock and never draws randomness of
+its own: `now` comes with every input and `rng` is given (RFC 5452 requires an
+unpredictable one in production; tests pass a seeded one).
+
+Inside, the iteration is written as plain sequential code in generators that yield
+`SendQuery` and receive the reply: resolving a glueless name server's address is just
+a nested `yield from self._resolve(...)`, so the algorithm of RFC 1034 §5.3.3 reads
+top to bottom:
+
+    _resolve     one question: cache, then iterate; follow CNAMEs (restart)
+    _iterate     from the closest known zone cut, follow referrals down to an answer
+    _ask_zone    choose a server of the zone cut, fall over to the next on failure,
+                 look up name-server addresses that came without glue
+    _exchange    one query to one server and the checks on its reply
+
+Every budget of `Limits` is enforced here, so each driver (daemon, trace, replay)
+behaves the same.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
+
+from resolver import names
+from resolver.cache import Rank, RecordCache
+from resolver.classify import Classified, ResponseKind, classify
+from resolver.config import EngineSettings
+from resolver.delegation import Delegation, NameServer, is_ipv6, is_loopback_or_unspecified
+from resolver.events import (
+    Action,
+    CacheAnswered,
+    CnameFollowed,
+    Finished,
+    Outcome,
+    QueryFailed,
+    QuerySent,
+    RecordsDropped,
+    ReferralFollowed,
+    ReplyReceived,
+    ResolutionFinished,
+    ResolutionStarted,
+    SendQuery,
+    ServerSkipped,
+    TraceEvent,
+    ZoneCutChosen,
+)
+from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.selection import Candidate, ServerSelection
+from resolver.wire import (
+    MalformedMessage,
+    Message,
+    Question,
+    Rcode,
+    Record,
+    RRType,
+    decode,
+    make_query,
+    type_name,
+)
+
+#: What the driver reports for a `SendQuery`: reply bytes or the failure.
+Reply = bytes | UpstreamTimeout | UpstreamError
+
+
+class _OutOfBudget(Exception):
+    """One of our own work limits ran out; the client gets SERVFAIL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: str
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """Bookkeeping of one zone cut's servers during one `_ask_zone`."""
+
+    servers: list[NameServer]
+    tries: dict[str, int] = field(default_factory=dict)
+    looked_up: set[str] = field(default_factory=set)
+    failed_lookups: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedState:
+    """The process-wide state every resolution reads and feeds."""
+
+    cache: RecordCache
+    selection: ServerSelection
+    root_hints: Delegation
+    #: Forward and stub zones (Unbound forward-zone / stub-zone), by zone name.
+    configured_zones: dict[str, Delegation] = field(default_factory=dict)
+
+
+class Resolution:
+    """Resolves one question; see the module docstring for how it is driven."""
+
+    def __init__(
+        self,
+        question: Question,
+        *,
+        settings: EngineSettings,
+        state: SharedState,
+        rng: random.Random,
+        now: float,
+        observer: Callable[[TraceEvent], None] | None = None,
+    ) -> None:
+        self.question = question
+        self.settings = settings
+        self.limits = settings.limits
+        self.cache = state.cache
+        self.selection = state.selection
+        self.state = state
+        self.rng = rng
+        self.now = now
+        self.started = now
+        self.queries_sent = 0
+        self._observer = observer
+        self._token = 0
+        self._sent_at = now
+        self._pending_token: int | None = None
+        self._active: set[tuple[str, int]] = set()
+        self._allow_loopback = not settings.do_not_query_localhost or _all_loopback(
+            state.root_hints, state.configured_zones
+        )
+        self._steps = self._main()
+        self._action: Action = self._advance(None)
+
+    # -- the driver's interface ---------------------------------------------------
+
+    def next_action(self) -> Action:
+        return self._action
+
+    def on_reply(self, token: int, data: bytes, now: float) -> None:
+        self._deliver(token, data, now)
+
+    def on_timeout(self, token: int, now: float) -> None:
+        self._deliver(token, UpstreamTimeout(), now)
+
+    def on_error(self, token: int, error: Exception, now: float) -> None:
+        self._deliver(token, UpstreamError(str(error) or type(error).__name__), now)
+
+    def _deliver(self, token: int, reply: Reply, now: float) -> None:
+        if token != self._pending_token:
+            raise ValueError(f"no query with token {token} is pending")
+        self.now = now
+        self._action = self._advance(reply)
+
+    def _advance(self, reply: Reply | None) -> Action:
+        try:
+            action = self._steps.send(reply) if reply is not None else next(self._steps)
+        except StopIteration as stop:
+            return Finished(outcome=stop.value)
+        self._pending_token = action.token
+        return action
+
+    def _emit(self, event_type: type[TraceEvent], depth: int, **fields: object) -> None:
+        if self._observer is not None:
+            self._observer(event_type(depth=depth, at_s=round(self.now - self.started, 6), **fields))
+
+    # -- the algorithm ------------------------------------------------------------
+
+    def _main(self) -> Generator[SendQuery, Reply, Outcome]:
+        try:
+            outcome = yield from self._resolve(self.question, 0, "client question")
+        except _OutOfBudget as exc:
+            outcome = Outcome(rcode=Rcode.SERVFAIL, reason=str(exc))
+            self.cache.store_failure(self.question, str(exc))
+        return replace(outcome, queries_sent=self.queries_sent)
+
+    def _resolve(
+        self, question: Question, depth: int, purpose: str
+    ) -> Generator[SendQuery, Reply, Outcome]:
+        """Answer `question`, following CNAMEs across zones (RFC 1034 §5.3.3 step 3)."""
+        self._emit(
+            ResolutionStarted, depth, qname=question.name, qtype=type_name(question.rtype),
+            purpose=purpose,
+        )
+        outcome = yield from self._resolve_chain(question, depth)
+        self._emit(
+            ResolutionFinished, depth, qname=question.name, qtype=type_name(question.rtype),
+            rcode=_rcode_name(outcome.rcode), answer=tuple(rr.to_text() for rr in outcome.answer),
+            reason=outcome.reason, queries_sent=self.queries_sent,
+        )
+        return outcome
+
+    def _resolve_chain(
+        self, question: Question, depth: int
+    ) -> Generator[SendQuery, Reply, Outcome]:
+        failure = self.cache.failure(question)
+        if failure is not None:
+            self._emit(CacheAnswered, depth, qname=question.name,
+                       qtype=type_name(question.rtype), what="failure", ttl=0)
+            return Outcome(rcode=Rcode.SERVFAIL, reason=f"recently failed: {failure}")
+        chain: list[Record] = []
+        current = question
+        seen = {question.name}
+        for _ in range(self.limits.max_cname_chain + 1):
+            result = self._from_cache(current, depth)
+            if result is None:
+                result = yield from self._iterate(current, depth)
+            if isinstance(result, Failure):
+                self.cache.store_failure(question, result.reason)
+                return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=result.reason)
+            chain.extend(rr for rr in result.answer if rr not in chain)
+            if result.kind is ResponseKind.ANSWER:
+                return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain))
+            if result.kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
+                rcode = Rcode.NXDOMAIN if result.kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
+                authority = (result.soa,) if result.soa is not None else ()
+                return Outcome(rcode=rcode, answer=tuple(chain), authority=authority)
+            assert result.target is not None
+            if result.target in seen:
+                reason = f"CNAME loop at {result.target}"
+                self.cache.store_failure(question, reason)
+                return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=reason)
+            seen.add(result.target)
+            self._emit(CnameFollowed, depth, from_name=current.name, to_name=result.target)
+            current = Question(result.target, question.rtype, question.rclass)
+        reason = f"CNAME chain longer than {self.limits.max_cname_chain}"
+        return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=reason)
+
+    def _from_cache(self, question: Question, depth: int) -> Classified | None:
+        """A cached answer, CNAME or negative answer for `question`, if live."""
+        rrset = self.cache.rrset(question.name, question.rtype, question.rclass)
+        if rrset:
+            self._cache_event(question, depth, "answer", rrset[0].ttl)
+            return Classified(kind=ResponseKind.ANSWER, answer=rrset)
+        if question.rtype != RRType.CNAME:
+            cname = self.cache.rrset(question.name, RRType.CNAME, question.rclass)
+            if cname:
+                self._cache_event(question, depth, "cname", cname[0].ttl)
+                return Classified(kind=ResponseKind.CNAME, answer=cname, target=cname[0].target)
+        negative = self.cache.negative(question)
+        if negative is not None:
+            kind = ResponseKind.NXDOMAIN if negative.rcode == Rcode.NXDOMAIN else ResponseKind.NODATA
+            ttl = negative.soa.ttl if negative.soa else 0
+            self._cache_event(question, depth, kind.value, ttl)
+            return Classified(kind=kind, soa=negative.soa)
+        return None
+
+    def _cache_event(self, question: Question, depth: int, what: str, ttl: int) -> None:
+        self._emit(CacheAnswered, depth, qname=question.name, qtype=type_name(question.rtype),
+                   what=what, ttl=ttl)
+
+    def _iterate(
+        self, question: Question, depth: int
+    ) -> Generator[SendQuery, Reply, Classified | Failure]:
+        """Ask the closest zone cut and follow referrals down (RFC 1034 §5.3.3 step 2-4)."""
+        cut = yield from self._start_cut(question.name, depth)
+        self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
+                   nameservers=tuple(cut.names()))
+        for _ in range(self.limits.max_referrals):
+            result = yield from self._ask_zone(cut, question, depth)
+            if isinstance(result, Failure):
+                return result
+            reply, classified = result
+            if classified.dropped:
+                self._emit(RecordsDropped, depth,
+                           records=tuple(f"{text}: {why}" for text, why in classified.dropped))
+            self._store(reply, classified, cut, question)
+            if classified.kind is not ResponseKind.REFERRAL:
+                return classified
+            assert classified.delegation is not None
+            cut = self._with_known_addresses(classified.delegation)
+            self._emit(ReferralFollowed, depth, from_zone=reply_zone(cut, classified),
+                       to_zone=cut.zone, ttl=cut.ttl,
+                       nameservers=tuple(f"{ns.name} {','.join(ns.addresses)}".strip()
+                                         for ns in cut.servers))
+        return Failure(f"more than {self.limits.max_referrals} referrals")
+
+    def _start_cut(self, qname: str, depth: int) -> Generator[SendQuery, Reply, Delegation]:
+        """The deepest zone cut we can start from: configured, cached or the root hints."""
+        configured = self._configured_cut(qname)
+        if configured.recursion_desired:
+            return configured
+        cached = self.cache.closest_delegation(qname)
+        if cached is not None and names.is_subdomain(cached.zone, configured.zone):
+            return cached
+        if configured is self.state.root_hints and self.settings.prime_root:
+            primed = yield from self._prime(depth)
+            if primed is not None:
+                cached = self.cache.closest_delegation(qname)
+                if cached is not None:
+                    return cached
+        return configured
+
+    def _configured_cut(self, qname: str) -> Delegation:
+        for zone in names.ancestors(qname):
+            found = self.state.configured_zones.get(zone)
+            if found is not None:
+                return found
+        return self.state.root_hints
+
+    def _prime(self, depth: int) -> Generator[SendQuery, Reply, Delegation | None]:
+        """Ask a root server for the root NS set and cache it (RFC 8109 §3)."""
+        question = Question(".", RRType.NS)
+        if (".", RRType.NS) in self._active:
+            return None
+        self._active.add((".", RRType.NS))
+        try:
+            self._emit(ResolutionStarted, depth + 1, qname=".", qtype="NS", purpose="root priming")
+            result = yield from self._ask_zone(self.state.root_hints, question, depth + 1)
+        finally:
+            self._active.discard((".", RRType.NS))
+        if isinstance(result, Failure):
+            return None
+        reply, classified = result
+        if classified.kind is not ResponseKind.ANSWER:
+            return None
+        self._store(reply, classified, self.state.root_hints, question)
+        return self.cache.closest_delegation(".")
+
+    def _with_known_addresses(self, delegation: Delegation) -> Delegation:
+        """Fill in addresses the cache already knows for glueless name servers."""
+        servers = []
+        for ns in delegation.servers:
+            if ns.addresses:
+                servers.append(ns)
+                continue
+            known = tuple(
+                rr.address
+                for rtype in (RRType.A, RRType.AAAA)
+                for rr in self.cache.rrset(ns.name, rtype) or ()
+            )
+            servers.append(NameServer(ns.name, known))
+        return replace(delegation, servers=tuple(servers))
+
+    # -- choosing and asking servers --------------------------------------------
+
+    def _ask_zone(
+        self, cut: Delegation, question: Question, depth: int
+    ) -> Generator[SendQuery, Reply, tuple[Message, Classified] | Failure]:
+        """Get a usable reply from one of the zone's servers, trying the next on failure."""
+        attempts = _Attempts(servers=list(cut.servers))
+        sends = 0
+        last_problem = f"no server of {cut.zone} could be reached"
+        while True:
+            candidates = self._candidates(cut, attempts, depth)
+            if not candidates:
+                found = yield from self._look_up_next_server(cut, attempts, depth)
+                if isinstance(found, Failure):
+                    return Failure(f"{last_problem}; {found.reason}")
+                continue
+            if sends >= self.limits.max_sends_per_name:
+                return Failure(f"{sends} queries to {cut.zone} without an answer")
+            fewest = min(attempts.tries.get(c.address, 0) for c in candidates)
+            fresh = [c for c in candidates if attempts.tries.get(c.address, 0) == fewest]
+            chosen = self.selection.choose(fresh, zone=cut.zone, now=self.now, rng=self.rng)
+            tries = attempts.tries[chosen.address] = attempts.tries.get(chosen.address, 0) + 1
+            sends += 1
+            result = yield from self._query_server(cut, chosen, question, depth, tries)
+            if isinstance(result, Failure):
+                last_problem = result.reason
+                continue
+            reply, classified = result
+            if classified.kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
+                # RFC 1034 §4.2.2 / RFC 2308 §7.1: try the next server; remember the lameness.
+                self.selection.record_lame(chosen.address, cut.zone, self.now)
+                attempts.tries[chosen.address] = self.limits.max_tries_per_server
+                last_problem = f"{chosen.ns_name} ({chosen.address}) {classified.reason}"
+                continue
+            return reply, classified
+
+    def _candidates(self, cut: Delegation, attempts: _Attempts, depth: int) -> list[Candidate]:
+        found: list[Candidate] = []
+        for ns in attempts.servers:
+            for address in ns.addresses:
+                if attempts.tries.get(address, 0) >= self.limits.max_tries_per_server:
+                    continue
+                reason = self._unusable(address)
+                if reason:
+                    if address not in attempts.tries:
+                        attempts.tries[address] = self.limits.max_tries_per_server
+                        self._emit(ServerSkipped, depth, server_name=ns.name, address=address,
+                                   reason=reason)
+                    continue
+                found.append(Candidate(ns.name, address))
+        return found
+
+    def _unusable(self, address: str) -> str:
+        if is_ipv6(address) and not self.settings.do_ip6:
+            return "IPv6 disabled (do-ip6: no)"
+        if not is_ipv6(address) and not self.settings.do_ip4:
+            return "IPv4 disabled (do-ip4: no)"
+        if address in self.settings.never_query:
+            return "one of our own addresses"
+        if not self._allow_loopback and is_loopback_or_unspecified(address):
+            return "loopback or unspecified address (do-not-query-localhost)"
+        return ""
+
+    def _look_up_next_server(
+        self, cut: Delegation, attempts: _Attempts, depth: int
+    ) -> Generator[SendQuery, Reply, None | Failure]:
+        """Resolve the address of one name server that came without glue."""
+        if cut.recursion_desired:
+            return Failure("no forwarder answered")
+        pending = [ns for ns in attempts.servers if ns.name not in attempts.looked_up
+                   and not ns.addresses]
+        pending = pending[: max(0, self.limits.max_ns_names_per_delegation - len(attempts.looked_up))]
+        if not pending:
+            return Failure(f"no more servers to try for {cut.zone}")
+        if depth + 1 > self.limits.max_dependency_depth:
+            return Failure(f"name-server lookups nested deeper than {self.limits.max_dependency_depth}")
+        # Prefer names outside the zone: names inside need glue that was not given.
+        pending.sort(key=lambda ns: names.is_subdomain(ns.name, cut.zone))
+        ns = pending[0]
+        attempts.looked_up.add(ns.name)
+        addresses = yield from self._addresses_of(ns.name, depth + 1)
+        if not addresses:
+            attempts.failed_lookups += 1
+            if attempts.failed_lookups > self.limits.max_failed_ns_lookups:
+                return Failure(f"{attempts.failed_lookups} name-server lookups failed")
+            return None
+        index = attempts.servers.index(ns)
+        attempts.servers[index] = NameServer(ns.name, tuple(addresses))
+        return None
+
+    def _addresses_of(self, ns_name: str, depth: int) -> Generator[SendQuery, Reply, list[str]]:
+        """IPv4, then IPv6 addresses of a name server (a nested resolution)."""
+        found: list[str] = []
+        types = [RRType.A] if self.settings.do_ip4 else []
+        if self.settings.do_ip6:
+            types.append(RRType.AAAA)
+        for rtype in types:
+            key = (ns_name, int(rtype))
+            if key in self._active:  # a dependency cycle (TsuNAME): give up on this name
+                continue
+            self._active.add(key)
+            try:
+                outcome = yield from self._resolve(
+                    Question(ns_name, rtype), depth, f"address of name server {ns_name}"
+                )
+            finally:
+                self._active.discard(key)
+            found.extend(rr.address for rr in outcome.answer if rr.rtype == rtype)
+            if found:
+                break
+        return found
+
+    def _query_server(
+        self, cut: Delegation, server: Candidate, question: Question, depth: int, tries: int
+    ) -> Generator[SendQuery, Reply, tuple[Message, Classified] | Failure]:
+        """One server: UDP first, TCP when truncated, without EDNS after a FORMERR."""
+        transport = Transport.UDP
+        use_edns = True
+        while True:
+            reply = yield from self._exchange(cut, server, question, depth, transport, use_edns, tries)
+            if isinstance(reply, Failure):
+                return reply
+            classified = classify(question, reply, cut.zone, forwarding=cut.recursion_desired)
+            self._emit(
+                ReplyReceived, depth, address=server.address,
+                rtt_ms=round((self.now - self._sent_at) * 1000, 3), rcode=_rcode_name(reply.rcode),
+                aa=reply.aa, tc=reply.tc, answer_count=len(reply.answer),
+                authority_count=len(reply.authority), additional_count=len(reply.additional),
+                kind=classified.kind.value, detail=classified.reason,
+            )
+            if classified.kind is ResponseKind.TRUNCATED and transport is Transport.UDP:
+                transport = Transport.TCP  # RFC 7766 §5: retry the same server over TCP
+                continue
+            if classified.kind is ResponseKind.TRUNCATED:
+                return reply, replace(classified, kind=ResponseKind.SERVER_ERROR,
+                                      reason="truncated over TCP")
+            if reply.rcode == Rcode.FORMERR and reply.edns is None and use_edns:
+                use_edns = False  # RFC 6891 §7: a server that does not know EDNS
+                continue
+            return reply, classified
+
+    def _exchange(
+        self,
+        cut: Delegation,
+        server: Candidate,
+        question: Question,
+        depth: int,
+        transport: Transport,
+        use_edns: bool,
+        tries: int,
+    ) -> Generator[SendQuery, Reply, Message | Failure]:
+        """Send one query and check the reply belongs to it (RFC 5452 §9.1)."""
+        self._check_budget()
+        query_id = self.rng.randrange(0x10000)
+        wire = make_query(
+            question,
+            query_id=query_id,
+            recursion_desired=cut.recursion_desired,
+            edns_udp_size=self.settings.edns_udp_size if use_edns else None,
+        )
+        timeout_s = min(
+            self.selection.timeout_for(server.address, first_s=self.limits.first_timeout_s,
+                                       max_s=self.limits.max_timeout_s) * (2 ** (tries - 1)),
+            self.limits.max_timeout_s,
+            max(0.05, self.limits.total_budget_s - (self.now - self.started)),
+        )
+        self._token += 1
+        self.queries_sent += 1
+        self._sent_at = self.now
+        self._emit(
+            QuerySent, depth, zone=cut.zone, server_name=server.ns_name, address=server.address,
+            port=self.settings.upstream_port, qname=question.name,
+            qtype=type_name(question.rtype), recursion_desired=cut.recursion_desired,
+            transport=transport.value, why=_why(cut, server, self.selection, self.now),
+        )
+        outcome = yield SendQuery(
+            token=self._token,
+            server=ServerAddress(server.address, self.settings.upstream_port),
+            transport=transport,
+            wire=wire,
+            timeout_s=timeout_s,
+        )
+        if isinstance(outcome, UpstreamTimeout):
+            self.selection.record_timeout(server.address, timeout_s, self.now)
+            return self._failed(depth, server, f"timeout after {round(timeout_s * 1000)} ms")
+        if isinstance(outcome, UpstreamError):
+            self.selection.record_lame(server.address, cut.zone, self.now)
+            return self._failed(depth, server, f"transport error: {outcome}")
+        try:
+            reply = decode(outcome)
+        except MalformedMessage as exc:
+            return self._failed(depth, server, f"malformed reply: {exc.reason}")
+        mismatch = _mismatch(reply, query_id, question)
+        if mismatch:
+            return self._failed(depth, server, f"reply does not match the query: {mismatch}")
+        self.selection.record_rtt(server.address, self.now - self._sent_at)
+        return reply
+
+    def _failed(self, depth: int, server: Candidate, error: str) -> Failure:
+        self._emit(QueryFailed, depth, address=server.address, error=error)
+        return Failure(f"{server.ns_name} ({server.address}): {error}")
+
+    def _check_budget(self) -> None:
+        if self.queries_sent >= self.limits.max_upstream_queries:
+            raise _OutOfBudget(f"more than {self.limits.max_upstream_queries} upstream queries")
+        if self.now - self.started >= self.limits.total_budget_s:
+            raise _OutOfBudget(f"no answer within {self.limits.total_budget_s:g} s")
+
+    # -- caching ------------------------------------------------------------------
+
+    def _store(self, reply: Message, classified: Classified, cut: Delegation,
+               question: Question) -> None:
+        """Put what the scrubbed reply proves into the cache, ranked (RFC 2181 §5.4.1)."""
+        kind = classified.kind
+        answer_rank = Rank.AUTHORITATIVE_ANSWER if reply.aa else Rank.ANSWER
+        for rrset in _rrsets(classified.answer):
+            self.cache.store_rrset(rrset, answer_rank)
+        if kind is ResponseKind.REFERRAL and classified.delegation is not None:
+            zone = classified.delegation.zone
+            ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
+            self.cache.store_rrset(ns_set, Rank.AUTHORITY)
+            targets = {rr.target for rr in ns_set}
+            glue = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
+                    and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
+            for rrset in _rrsets(glue):
+                self.cache.store_rrset(rrset, Rank.ADDITIONAL)
+            return
+        if kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
+            end = classified.target or _chain_end(question.name, classified.answer)
+            rcode = Rcode.NXDOMAIN if kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
+            self.cache.store_negative(Question(end, question.rtype, question.rclass), rcode,
+                                      classified.soa)
+            return
+        if kind is ResponseKind.ANSWER and reply.aa and not cut.recursion_desired:
+            # The zone's own NS set and their addresses, as the child states them.
+            ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS
+                      and names.is_subdomain(question.name, rr.name)
+                      and names.is_subdomain(rr.name, cut.zone)]
+            for rrset in _rrsets(ns_set):
+                self.cache.store_rrset(rrset, Rank.AUTHORITATIVE_AUTHORITY)
+            targets = {rr.target for rr in (*ns_set, *classified.answer) if rr.rtype == RRType.NS}
+            extra = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
+                     and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
+            for rrset in _rrsets(extra):
+                self.cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+
+def reply_zone(cut: Delegation, classified: Classified) -> str:
+    """The zone that referred us to `cut` (its parent), for traces."""
+    return names.parent(cut.zone) if classified.delegation is not None else cut.zone
+
+
+def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: float) -> str:
+    if cut.recursion_desired:
+        return "forwarder"
+    if cut.source == "root hints":
+        return "root hints"
+    return "chosen at random among the fastest known" if selection.score(
+        server.address, cut.zone, now) < 0.376 else f"address from {cut.source}"
+
+
+def _mismatch(reply: Message, query_id: int, question: Question) -> str:
+    if not reply.qr:
+        return "QR=0"
+    if reply.id != query_id:
+        return f"id {reply.id} instead of {query_id}"
+    if reply.question is None:
+        return "no question section"
+    if reply.question != question:
+        return f"question {reply.question} instead of {question}"
+    return ""
+
+
+def _rrsets(records: tuple[Record, ...] | list[Record]) -> list[list[Record]]:
+    groups: dict[tuple[str, int, int], list[Record]] = {}
+    for rr in records:
+        groups.setdefault((rr.name, rr.rtype, rr.rclass), []).append(rr)
+    return list(groups.values())
+
+
+def _chain_end(qname: str, chain: tuple[Record, ...]) -> str:
+    current = qname
+    for rr in chain:
+        if rr.rtype == RRType.CNAME and rr.name == current:
+            current = rr.target
+    return current
+
+
+def _rcode_name(rcode: int) -> str:
+    try:
+        return Rcode(rcode).name
+    except ValueError:
+        return f"RCODE{rcode}"
+
+
+def _all_loopback(root_hints: Delegation, configured: dict[str, Delegation]) -> bool:
+    """True when the configured servers are themselves loopback (a lab or a test)."""
+    addresses = [a for d in (root_hints, *configured.values()) for ns in d.servers
+                 for a in ns.addresses]
+    return bool(addresses) and any(is_loopback_or_unspecified(a) for a in addresses)

@@ -1,0 +1,187 @@
+"""Inbound query bytes -> reply bytes: every rule a stub client relies on.
+
+Rules, in the order they apply (../shared/design/reliability.md (b) and (c)):
+- Fewer than 12 octets, or QR=1: no reply (a reply to a reply feeds loops).
+- Malformed (strict scanner): FORMERR echoing the id and opcode, header only.
+- Opcode other than QUERY: NOTIMP (RFC 1035 §4.1.1).
+- EDNS version above 0: BADVERS with an OPT of version 0 (RFC 6891 §6.1.3).
+- Meta types OPT/TSIG/TKEY/MAILA/MAILB, reserved 0 and 128-248: FORMERR; AXFR/IXFR:
+  REFUSED (a resolver does not transfer zones); classes other than IN: REFUSED.
+- RD=0: REFUSED — we never recurse unasked (Unbound's default for allowed clients).
+- ANY: the minimal RFC 8482 §4.2 reply, so we are no amplifier.
+- Otherwise resolve. Replies echo id, question (letter case as sent), RD and CD; set
+  RA; never AA or AD. OPT in the reply iff the query had one. UDP replies are cut to
+  the client's size (512 without EDNS, at most 1232) with TC=1 (RFC 6891 §7).
+- A resolution failure is SERVFAIL, never NXDOMAIN, with an extended error (RFC 8914).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+
+from resolver.events import Outcome
+from resolver.network import Transport
+from resolver.service import ResolverService
+from resolver.wire import CLASS_IN, Edns, Message, Question, Rcode, RRType, encode, parse_record
+from resolver.wirecheck import MalformedMessage, ScannedMessage, scan_query
+
+log = logging.getLogger(__name__)
+
+#: Largest UDP reply we send (DNS Flag Day 2020; BIND max-udp-size 1232).
+MAX_UDP_REPLY = 1232
+#: Without EDNS a UDP reply is at most 512 octets (RFC 1035 §4.2.1).
+CLASSIC_UDP_REPLY = 512
+_EDNS_OPTION_EDE = 15
+#: RFC 8914 §5.2 info-codes we use.
+EDE_NO_REACHABLE_AUTHORITY = 22
+EDE_OTHER = 0
+_TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
+_TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Where a query came from and how."""
+
+    ip: str
+    port: int
+    transport: Transport
+
+
+class QueryHandler:
+    """Turns one query's bytes into the reply's bytes (or None for no reply)."""
+
+    def __init__(self, service: ResolverService) -> None:
+        self.service = service
+        self.queries = 0
+        self.rcodes: dict[str, int] = {}
+
+    async def handle(self, wire: bytes, client: Client) -> bytes | None:
+        try:
+            reply = await self._handle(wire, client)
+        except Exception:  # the last line of defence: never let one query stop the server
+            log.exception("internal error answering a query from %s", client.ip)
+            reply = _servfail_for(wire)
+        return reply
+
+    async def _handle(self, wire: bytes, client: Client) -> bytes | None:
+        if len(wire) < 12 or wire[2] & 0x80:
+            return None
+        self.queries += 1
+        try:
+            query = scan_query(wire)
+        except MalformedMessage as exc:
+            return self._count(_header_reply(wire, Rcode.FORMERR, with_opt=exc.opt_seen))
+        if query.opcode != 0:
+            return self._count(_header_reply(wire, Rcode.NOTIMP, with_opt=query.edns is not None))
+        if query.edns is not None and query.edns.version > 0:
+            return self._count(_header_reply(wire, Rcode.BADVERS, with_opt=True))
+        assert query.qname is not None and query.qtype is not None and query.qclass is not None
+        question = Question(query.qname, query.qtype, query.qclass)
+        rcode = _refusal(query)
+        if rcode is not None:
+            return self._count(self._reply(wire, query, client, Outcome(rcode=rcode)))
+        if question.rtype == RRType.ANY:
+            return self._count(self._reply(wire, query, client, _rfc8482_answer(question)))
+        outcome = await self.service.resolve(question)
+        if outcome.rcode == Rcode.SERVFAIL:
+            log.info("SERVFAIL for %s from %s: %s", question, client.ip, outcome.reason)
+        return self._count(self._reply(wire, query, client, outcome))
+
+    def _count(self, reply: bytes | None) -> bytes | None:
+        if reply is not None and len(reply) >= 4:
+            name = _rcode_name(reply[3] & 0xF)
+            self.rcodes[name] = self.rcodes.get(name, 0) + 1
+        return reply
+
+    def _reply(self, wire: bytes, query: ScannedMessage, client: Client, outcome: Outcome) -> bytes:
+        assert query.qname is not None and query.qtype is not None and query.qclass is not None
+        edns = None
+        if query.edns is not None:
+            options: tuple[tuple[int, bytes], ...] = ()
+            if outcome.rcode == Rcode.SERVFAIL and outcome.reason:
+                options = ((_EDNS_OPTION_EDE, _ede(outcome.reason)),)
+            edns = Edns(udp_size=MAX_UDP_REPLY, options=options)
+        message = Message(
+            id=query.id,
+            qr=True,
+            opcode=0,
+            rcode=outcome.rcode,
+            rd=bool(query.flags & 0x0100),
+            ra=True,
+            cd=bool(query.flags & 0x0010),
+            question=Question(query.qname, query.qtype, query.qclass),
+            answer=outcome.answer,
+            authority=outcome.authority,
+            edns=edns,
+        )
+        data = encode(message, max_size=_max_size(query, client))
+        return _with_client_case(data, query)
+
+
+def _refusal(query: ScannedMessage) -> Rcode | None:
+    qtype, qclass = query.qtype, query.qclass
+    if qtype in _TYPES_FORMERR or qtype is not None and 128 <= qtype <= 248:
+        return Rcode.FORMERR
+    if qtype in _TYPES_REFUSED or qclass != CLASS_IN:
+        return Rcode.REFUSED
+    if not query.flags & 0x0100:  # RD=0: we only answer recursive queries
+        return Rcode.REFUSED
+    return None
+
+
+def _rfc8482_answer(question: Question) -> Outcome:
+    hinfo = parse_record(f'{question.name} 3789 IN HINFO "RFC8482" ""')
+    return Outcome(rcode=Rcode.NOERROR, answer=(hinfo,))
+
+
+def _max_size(query: ScannedMessage, client: Client) -> int:
+    if client.transport is Transport.TCP:
+        return 65535
+    if query.edns is None:
+        return CLASSIC_UDP_REPLY
+    # RFC 6891 §6.2.5: sizes below 512 are treated as 512.
+    return max(CLASSIC_UDP_REPLY, min(query.edns.udp_size, MAX_UDP_REPLY))
+
+
+def _with_client_case(data: bytes, query: ScannedMessage) -> bytes:
+    """Put the question name back exactly as the client wrote it (0x20 clients check it)."""
+    name = query.qname_wire
+    if name is None or data[12 : 12 + len(name)].lower() != name.lower():
+        return data
+    return data[:12] + name + data[12 + len(name) :]
+
+
+def _header_reply(wire: bytes, rcode: Rcode, *, with_opt: bool) -> bytes:
+    """A header-only reply (FORMERR, NOTIMP, BADVERS) echoing id, opcode and RD."""
+    ident = struct.unpack_from("!H", wire)[0]
+    opcode_rd = wire[2] & 0x79  # opcode bits and RD; QR set below, AA/TC cleared
+    flags = ((0x80 | opcode_rd) << 8) | (rcode & 0xF)
+    if not with_opt:
+        return struct.pack("!HHHHHH", ident, flags, 0, 0, 0, 0)
+    opt_ttl = (rcode >> 4) << 24  # extended rcode, version 0 (RFC 6891 §6.1.3)
+    opt = b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY, opt_ttl, 0)
+    return struct.pack("!HHHHHH", ident, flags, 0, 0, 0, 1) + opt
+
+
+def _servfail_for(wire: bytes) -> bytes | None:
+    if len(wire) < 12 or wire[2] & 0x80:
+        return None
+    return _header_reply(wire, Rcode.SERVFAIL, with_opt=False)
+
+
+def _ede(reason: str) -> bytes:
+    code = EDE_NO_REACHABLE_AUTHORITY if (
+        "timeout" in reason or "reached" in reason or "no server" in reason
+        or "no more servers" in reason
+    ) else EDE_OTHER
+    return struct.pack("!H", code) + reason.encode("utf-8", "replace")[:200]
+
+
+def _rcode_name(rcode: int) -> str:
+    try:
+        return Rcode(rcode).name
+    except ValueError:
+        return f"RCODE{rcode}"

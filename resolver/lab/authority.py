@@ -1,0 +1,338 @@
+"""How an authoritative name server answers: zone data in, DNS messages out, no sockets.
+
+`Zone` holds one zone loaded from master-file text (RFC 1035 §5). `Authority` is one
+server's view of the zones it serves; `Authority.lookup` is the algorithm of RFC 1034
+§4.3.2 and `Authority.respond` wraps it in the wire format with the rules every
+server must follow:
+
+1. Pick the most specific zone this server serves that contains the name; if there
+   is none the question is not ours: REFUSED.
+2. Walk down from the zone apex. A name with NS records below the apex is a zone cut:
+   the data beyond it belongs to another server, so answer with a *referral* (AA=0,
+   the child's NS records in authority, their addresses - the glue - in additional).
+3. Data of the asked type at the name: an authoritative answer (AA=1).
+4. A CNAME at the name: answer with it and, while the target has authoritative data in
+   the same zone, go on with the target (RFC 1034 §3.6.2, §4.3.2 step 3a).
+5. The name exists, without that type (or is an empty non-terminal): NODATA, that is
+   NOERROR with no answer and the zone's SOA in authority (RFC 2308 §2.2).
+6. The name does not exist: NXDOMAIN with the SOA (RFC 2308 §2.1).
+
+The SOA in a negative answer has TTL min(SOA TTL, SOA MINIMUM), the time a resolver may
+cache the negative answer (RFC 2308 §3, §5).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+
+from resolver.network import Transport
+
+log = logging.getLogger(__name__)
+
+#: A domain name as a tuple of lower-cased labels, most specific first; () is the root.
+Name = tuple[bytes, ...]
+
+#: The UDP payload size we advertise and the most we ever send over UDP (DNS Flag Day 2020).
+EDNS_UDP_SIZE = 1232
+#: Without EDNS a UDP reply may not exceed 512 octets (RFC 1035 §4.2.1).
+CLASSIC_UDP_SIZE = 512
+_TCP_MAX_SIZE = 65535
+_BADVERS = 16  # extended RCODE (RFC 6891 §6.1.3); dnslib has no name for it
+_ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
+
+
+class ZoneError(ValueError):
+    """A zone file is unusable; the message names the zone and the problem."""
+
+
+class Outcome(enum.Enum):
+    """The kind of answer a lookup produced (RFC 1034 §4.3.2, RFC 2308)."""
+
+    ANSWER = "answer"  #: authoritative data (possibly a CNAME chain leaving the zone)
+    REFERRAL = "referral"  #: the name is below a zone cut: NS + glue, AA=0
+    NXDOMAIN = "nxdomain"  #: the name does not exist
+    NODATA = "nodata"  #: the name exists, but not with this type
+    REFUSED = "refused"  #: the name is in no zone this server serves
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """What a server says about one question, before it becomes a message."""
+
+    outcome: Outcome
+    rcode: int
+    aa: bool
+    answer: tuple[RR, ...] = ()
+    authority: tuple[RR, ...] = ()
+    additional: tuple[RR, ...] = ()
+
+
+def to_name(name: str | DNSLabel) -> Name:
+    """The lower-cased label tuple of a textual or dnslib name (DNS names ignore case)."""
+    label = name if isinstance(name, DNSLabel) else DNSLabel(name)
+    return tuple(part.lower() for part in label.label)
+
+
+def _is_at_or_below(name: Name, zone: Name) -> bool:
+    return len(name) >= len(zone) and name[len(name) - len(zone) :] == zone
+
+
+class Zone:
+    """The records of one zone, indexed by owner name and type."""
+
+    def __init__(self, origin: str, records: Iterable[RR]) -> None:
+        self.origin_text = origin
+        self.origin: Name = to_name(origin)
+        self._rrsets: dict[Name, dict[int, list[RR]]] = {}
+        for rr in records:
+            owner = to_name(rr.rname)
+            if not _is_at_or_below(owner, self.origin):
+                raise ZoneError(f"zone {origin}: {rr.rname} is outside the zone")
+            if rr.rclass != CLASS.IN:
+                raise ZoneError(f"zone {origin}: {rr.rname} is not class IN")
+            self._rrsets.setdefault(owner, {}).setdefault(rr.rtype, []).append(rr)
+        apex = self._rrsets.get(self.origin, {})
+        if len(apex.get(QTYPE.SOA, [])) != 1 or not apex.get(QTYPE.NS):
+            raise ZoneError(f"zone {origin}: the apex needs exactly one SOA and some NS records")
+        self.soa: RR = apex[QTYPE.SOA][0]
+        # Zone cuts: names below the apex that own NS records (RFC 1034 §4.2.1).
+        self.cuts = frozenset(
+            n for n, t in self._rrsets.items() if n != self.origin and QTYPE.NS in t
+        )
+        # Every name that exists, including empty non-terminals (RFC 8020 §2).
+        self._existing = {n[i:] for n in self._rrsets for i in range(len(n) - len(self.origin) + 1)}
+        self._check(origin)
+
+    @classmethod
+    def from_text(cls, origin: str, text: str) -> Zone:
+        """Parse master-file text (with `$ORIGIN`/`$TTL`) into a zone."""
+        # dnslib's parser trips over lines holding only a comment or blanks; drop them.
+        lines = [
+            line for line in text.splitlines() if line.strip() and not line.lstrip().startswith(";")
+        ]
+        try:
+            records = RR.fromZone("\n".join(lines) + "\n", origin=origin)
+        except Exception as exc:  # dnslib raises assorted errors on bad syntax
+            raise ZoneError(f"zone {origin}: cannot parse: {exc}") from exc
+        return cls(origin, records)
+
+    def _check(self, origin: str) -> None:
+        for owner, types in self._rrsets.items():
+            if QTYPE.CNAME in types and (len(types) > 1 or len(types[QTYPE.CNAME]) > 1):
+                raise ZoneError(
+                    f"zone {origin}: a CNAME must be alone at its name (RFC 2181 §10.1)"
+                )
+            cut = self.cut_above(owner)
+            if cut is not None and cut != owner and not set(types) <= set(_ADDRESS_TYPES):
+                raise ZoneError(f"zone {origin}: only glue may sit below the zone cut {cut!r}")
+
+    def contains(self, name: Name) -> bool:
+        """Is the name at or below this zone's apex (whether or not it exists)?"""
+        return _is_at_or_below(name, self.origin)
+
+    def exists(self, name: Name) -> bool:
+        """Does the name own records, or records below it (an empty non-terminal)?"""
+        return name in self._existing
+
+    def rrset(self, name: Name, rtype: int) -> list[RR]:
+        """The records of one type at one name (glue included), or []."""
+        return list(self._rrsets.get(name, {}).get(rtype, []))
+
+    def rrsets_at(self, name: Name) -> list[RR]:
+        """All the records at one name, for ANY queries."""
+        return [rr for rrs in self._rrsets.get(name, {}).values() for rr in rrs]
+
+    def cut_above(self, name: Name) -> Name | None:
+        """The highest zone cut at or above `name` and below the apex, if any."""
+        for depth in range(len(self.origin) + 1, len(name) + 1):
+            candidate = name[len(name) - depth :]
+            if candidate in self.cuts:
+                return candidate
+        return None
+
+    def negative_soa(self) -> RR:
+        """The SOA for a negative answer: TTL = min(SOA TTL, MINIMUM) (RFC 2308 §3)."""
+        minimum = self.soa.rdata.times[4]
+        return RR(self.soa.rname, QTYPE.SOA, ttl=min(self.soa.ttl, minimum), rdata=self.soa.rdata)
+
+    def addresses_for(self, targets: Iterable[DNSLabel]) -> list[RR]:
+        """A and AAAA records this zone holds (authoritative or glue) for the given names."""
+        found: list[RR] = []
+        for target in dict.fromkeys(to_name(t) for t in targets):
+            for rtype in _ADDRESS_TYPES:
+                found.extend(self.rrset(target, rtype))
+        return found
+
+
+def _targets(records: Iterable[RR]) -> list[DNSLabel]:
+    """Names whose addresses belong in the additional section (RFC 1035 §3.3.9, §3.3.11)."""
+    names: list[DNSLabel] = []
+    for rr in records:
+        if rr.rtype in (QTYPE.NS, QTYPE.MX):
+            names.append(rr.rdata.label)
+        elif rr.rtype == QTYPE.SRV:
+            names.append(rr.rdata.target)
+    return names
+
+
+class Authority:
+    """One authoritative server: the zones it serves and how it answers."""
+
+    def __init__(self, zones: Iterable[Zone]) -> None:
+        self.zones = tuple(zones)
+
+    def zone_for(self, name: Name) -> Zone | None:
+        """The most specific served zone containing the name (RFC 1034 §4.3.2 step 2)."""
+        candidates = [z for z in self.zones if z.contains(name)]
+        return max(candidates, key=lambda z: len(z.origin), default=None)
+
+    def lookup(self, qname: str | DNSLabel, qtype: int) -> Answer:
+        """Answer one question from this server's zones."""
+        name = to_name(qname)
+        zone = self.zone_for(name)
+        if zone is None:
+            return Answer(outcome=Outcome.REFUSED, rcode=RCODE.REFUSED, aa=False)
+        answer: list[RR] = []
+        seen = {name}
+        while True:
+            cut = zone.cut_above(name)
+            if cut is not None:
+                if answer:
+                    # A CNAME led below a cut: give the chain so far; the resolver follows it.
+                    return Answer(
+                        outcome=Outcome.ANSWER, rcode=RCODE.NOERROR, aa=True, answer=tuple(answer)
+                    )
+                ns = zone.rrset(cut, QTYPE.NS)
+                return Answer(
+                    outcome=Outcome.REFERRAL,
+                    rcode=RCODE.NOERROR,
+                    aa=False,
+                    authority=tuple(ns),
+                    additional=tuple(zone.addresses_for(_targets(ns))),
+                )
+            if not zone.exists(name):
+                return Answer(
+                    outcome=Outcome.NXDOMAIN,
+                    rcode=RCODE.NXDOMAIN,
+                    aa=True,
+                    answer=tuple(answer),
+                    authority=(zone.negative_soa(),),
+                )
+            found = zone.rrsets_at(name) if qtype == QTYPE.ANY else zone.rrset(name, qtype)
+            if found:
+                answer.extend(found)
+                return Answer(
+                    outcome=Outcome.ANSWER,
+                    rcode=RCODE.NOERROR,
+                    aa=True,
+                    answer=tuple(answer),
+                    additional=tuple(zone.addresses_for(_targets(found))),
+                )
+            cname = zone.rrset(name, QTYPE.CNAME)
+            if not cname:
+                return Answer(
+                    outcome=Outcome.NODATA,
+                    rcode=RCODE.NOERROR,
+                    aa=True,
+                    answer=tuple(answer),
+                    authority=(zone.negative_soa(),),
+                )
+            answer.extend(cname)
+            target = to_name(cname[0].rdata.label)
+            if target in seen or not zone.contains(target):
+                # Another zone (or a loop): stop here, the resolver restarts with the target.
+                return Answer(
+                    outcome=Outcome.ANSWER, rcode=RCODE.NOERROR, aa=True, answer=tuple(answer)
+                )
+            seen.add(target)
+            name = target
+
+    def respond(self, wire: bytes, *, transport: Transport) -> bytes | None:
+        """Answer one query message; None means "send nothing". Never raises."""
+        try:
+            return self._respond(wire, transport)
+        except Exception:  # a server must survive any input (reliability.md)
+            log.exception("internal error answering a %d-octet query", len(wire))
+            return None
+
+    def _respond(self, wire: bytes, transport: Transport) -> bytes | None:
+        if len(wire) < 12:
+            return None  # too short to even echo an id
+        qid, flags, qdcount, ancount, nscount, arcount = struct.unpack("!6H", wire[:12])
+        if flags & 0x8000:
+            return None  # a response: never answer it (that is how reflection loops start)
+        opcode = (flags >> 11) & 0xF
+        rd = flags & 0x0100
+        if opcode != 0:
+            return _header_only(qid, opcode, rd, RCODE.NOTIMP)  # RFC 1035 §4.1.1
+        # A query has one question, no answers, and at most one OPT in additional (RFC 6891 §6.1.1).
+        if qdcount != 1 or ancount or nscount or arcount > 1:
+            return _header_only(qid, opcode, rd, RCODE.FORMERR)
+        try:
+            query = DNSRecord.parse(wire)
+        except Exception:  # DNSError, but also RecursionError and others on crafted input
+            return _header_only(qid, opcode, rd, RCODE.FORMERR)
+        question = query.q
+        if not _valid_name(question.qname):
+            return _header_only(qid, opcode, rd, RCODE.FORMERR)
+
+        opt = query.ar[0] if query.ar else None
+        if opt is not None and (opt.rtype != QTYPE.OPT or opt.rname.label):
+            return _header_only(qid, opcode, rd, RCODE.FORMERR)  # not an OPT, or not owned by root
+        client_size = CLASSIC_UDP_SIZE if opt is None else max(CLASSIC_UDP_SIZE, opt.rclass)
+
+        reply = DNSRecord(
+            DNSHeader(id=qid, qr=1, rd=rd >> 8),
+            q=DNSQuestion(question.qname, question.qtype, question.qclass),
+        )
+        if opt is not None and (opt.ttl >> 16) & 0xFF != 0:
+            reply.add_ar(EDNS0(udp_len=EDNS_UDP_SIZE, ext_rcode=_BADVERS >> 4))  # RFC 6891 §6.1.3
+            return bytes(reply.pack())
+        if question.qclass != CLASS.IN:
+            reply.header.rcode = RCODE.REFUSED  # the lab has class IN data only
+        elif question.qtype == QTYPE.OPT:
+            reply.header.rcode = RCODE.FORMERR  # a pseudo-type, not a question (RFC 6891 §6.1.1)
+        elif question.qtype in (QTYPE.AXFR, QTYPE.IXFR):
+            reply.header.rcode = RCODE.REFUSED  # zone transfers are not offered
+        else:
+            answer = self.lookup(question.qname, question.qtype)
+            reply.header.rcode = answer.rcode
+            reply.header.aa = int(answer.aa)
+            for rr in answer.answer:
+                reply.add_answer(rr)
+            for rr in answer.authority:
+                reply.add_auth(rr)
+            for rr in answer.additional:
+                reply.add_ar(rr)
+        if opt is not None:
+            reply.add_ar(EDNS0(udp_len=EDNS_UDP_SIZE))
+
+        packed = bytes(reply.pack())
+        limit = min(client_size, EDNS_UDP_SIZE) if transport is Transport.UDP else _TCP_MAX_SIZE
+        if len(packed) <= limit:
+            return packed
+        # Too big: header, question (and OPT) only, with TC=1; the client retries over TCP
+        # (RFC 1035 §4.2.1, RFC 6891 §7, RFC 7766 §5).
+        reply.rr, reply.auth = [], []
+        reply.ar = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+        reply.header.tc = 1
+        return bytes(reply.pack())
+
+
+def _valid_name(name: DNSLabel) -> bool:
+    """Labels of at most 63 octets, names of at most 255 (RFC 1035 §2.3.4)."""
+    labels = name.label
+    return (
+        all(0 < len(label) <= 63 for label in labels) and sum(len(x) + 1 for x in labels) + 1 <= 255
+    )
+
+
+def _header_only(qid: int, opcode: int, rd: int, rcode: int) -> bytes:
+    """A reply with no sections, for queries we cannot or will not parse."""
+    return struct.pack("!6H", qid, 0x8000 | (opcode << 11) | rd | rcode, 0, 0, 0, 0)

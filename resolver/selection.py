@@ -1,0 +1,107 @@
+"""Which server to ask next: what we remember about every upstream address.
+
+Shared by all resolutions (Unbound's infra cache). Per address: a smoothed RTT and
+its variance (RFC 6298 §2), timeouts in a row, and the zones it was lame for. Among
+the candidates, those within `RTT_BAND_S` of the fastest are chosen at random so that
+load spreads and an attacker cannot predict the server (RFC 5452 §4).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+#: Estimate for a server never measured (Unbound UNKNOWN_SERVER_NICENESS 376 ms).
+UNKNOWN_RTT_S = 0.376
+#: Servers this close to the fastest are equally good (Unbound's 400 ms band).
+RTT_BAND_S = 0.400
+#: Timeouts in a row after which a server is considered down (Unbound TIMEOUT_COUNT_MAX 3).
+DOWN_AFTER_TIMEOUTS = 3
+#: How long "down" and "lame" are remembered (Unbound infra-host-ttl 900 s).
+MEMORY_S = 900.0
+#: Penalty that sorts down or lame servers after every healthy one.
+_PENALTY_S = 1000.0
+
+
+@dataclass(slots=True)
+class _ServerState:
+    srtt_s: float | None = None
+    rttvar_s: float = 0.0
+    timeouts_in_row: int = 0
+    down_until: float = 0.0
+    lame_zones: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    ns_name: str
+    address: str
+
+
+class ServerSelection:
+    """Long-lived memory of upstream servers, and the choice it implies."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, _ServerState] = {}
+
+    def _state(self, address: str) -> _ServerState:
+        state = self._servers.get(address)
+        if state is None:
+            if len(self._servers) > 100_000:  # bounded memory: forget the oldest
+                self._servers.pop(next(iter(self._servers)))
+            state = self._servers[address] = _ServerState()
+        return state
+
+    def score(self, address: str, zone: str, now: float) -> float:
+        state = self._servers.get(address)
+        if state is None:
+            return UNKNOWN_RTT_S
+        score = state.srtt_s if state.srtt_s is not None else UNKNOWN_RTT_S
+        if state.down_until > now:
+            score += _PENALTY_S
+        if state.lame_zones.get(zone, 0.0) > now:
+            score += _PENALTY_S
+        return score
+
+    def choose(
+        self, candidates: list[Candidate], *, zone: str, now: float, rng: random.Random
+    ) -> Candidate:
+        """One of the fastest candidates, at random within the RTT band."""
+        scored = [(self.score(c.address, zone, now), i, c) for i, c in enumerate(candidates)]
+        best = min(s for s, _, _ in scored)
+        band = [c for s, _, c in scored if s <= best + RTT_BAND_S]
+        return band[rng.randrange(len(band))]
+
+    def is_known_bad(self, address: str, zone: str, now: float) -> bool:
+        return self.score(address, zone, now) >= _PENALTY_S
+
+    def timeout_for(self, address: str, *, first_s: float, max_s: float) -> float:
+        """Retransmission timeout: srtt + 4*rttvar (RFC 6298 §2), within bounds."""
+        state = self._servers.get(address)
+        if state is None or state.srtt_s is None:
+            return first_s
+        rto = state.srtt_s + 4 * state.rttvar_s
+        return min(max(rto, 0.05, first_s / 4), max_s)
+
+    def record_rtt(self, address: str, rtt_s: float) -> None:
+        state = self._state(address)
+        if state.srtt_s is None:
+            state.srtt_s, state.rttvar_s = rtt_s, rtt_s / 2
+        else:  # RFC 6298 §2.3 with alpha 1/8, beta 1/4
+            state.rttvar_s = 0.75 * state.rttvar_s + 0.25 * abs(state.srtt_s - rtt_s)
+            state.srtt_s = 0.875 * state.srtt_s + 0.125 * rtt_s
+        state.timeouts_in_row = 0
+        state.down_until = 0.0
+
+    def record_timeout(self, address: str, timeout_s: float, now: float) -> None:
+        state = self._state(address)
+        state.timeouts_in_row += 1
+        state.srtt_s = max(state.srtt_s or 0.0, timeout_s)
+        if state.timeouts_in_row >= DOWN_AFTER_TIMEOUTS:
+            state.down_until = now + MEMORY_S
+
+    def record_lame(self, address: str, zone: str, now: float) -> None:
+        self._state(address).lame_zones[zone] = now + MEMORY_S
+
+    def known_servers(self) -> int:
+        return len(self._servers)

@@ -1,0 +1,248 @@
+"""Upstream exchanges over asyncio sockets: one query out, the one matching reply back.
+
+Rules this module keeps (RFC 5452, RFC 7766):
+- UDP: a fresh socket per exchange, bound to port 0 so the OS picks a random ephemeral source
+  port (RFC 5452 §9.2), and `connect()`ed to the server so that only that address and port can
+  deliver and ICMP errors reach us. The query is sent once.
+- A reply is accepted only if it matches the query (RFC 5452 §9.1): at least a header, the same
+  id, QR=1, the same opcode, QDCOUNT=1 and the same question (name compared case-insensitively,
+  RFC 4343; type and class exactly). Anything else is counted and ignored while the exchange
+  keeps waiting: junk must never end an exchange early (TuDoor).
+- ICMP port unreachable (ECONNREFUSED on the connected socket) fails the exchange at once:
+  nothing listens there. Other ICMP errors are ignored like junk; the deadline decides.
+- TCP: one connection per exchange, messages framed by a two-octet length (RFC 1035 §4.2.2);
+  framed replies are read until one matches.
+- At most `max_outstanding` exchanges hold a socket at once, so file descriptors never run out.
+
+The query bytes are sent exactly as given: the engine chose their random id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import sys
+from dataclasses import dataclass
+
+from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+
+_HEADER_OCTETS = 12
+_MAX_LABEL_OCTETS = 63
+_MAX_TCP_MESSAGE = 0xFFFF
+# Linux values, for Pythons whose socket module does not export them (3.11 does not).
+_LINUX_IP_MTU_DISCOVER = 10
+_LINUX_IP_PMTUDISC_OMIT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyMatcher:
+    """What a reply must echo to count as the answer to one query (RFC 5452 §9.1)."""
+
+    query_id: bytes  #: the two id octets
+    opcode: int
+    qname: bytes  #: the question name in wire form, lower-cased
+    qtype_qclass: bytes  #: the four octets after the name
+
+    @classmethod
+    def for_query(cls, query: bytes) -> ReplyMatcher:
+        """Read the question of a query we built (uncompressed, QDCOUNT=1); ValueError otherwise."""
+        if len(query) < _HEADER_OCTETS or query[4:6] != b"\x00\x01":
+            raise ValueError("a query must have a header and exactly one question")
+        pos = _HEADER_OCTETS
+        while True:
+            if pos >= len(query):
+                raise ValueError("the query's question name runs past the end")
+            length = query[pos]
+            if length == 0:
+                break
+            if length > _MAX_LABEL_OCTETS:
+                raise ValueError("the query's question name is compressed or malformed")
+            pos += 1 + length
+        name_end = pos + 1
+        if name_end + 4 > len(query):
+            raise ValueError("the query's question has no type and class")
+        return cls(
+            query_id=query[:2],
+            opcode=(query[2] >> 3) & 0xF,
+            # bytes.lower() only touches A-Z (65..90); length octets are <= 63, so they survive.
+            qname=query[_HEADER_OCTETS:name_end].lower(),
+            qtype_qclass=query[name_end : name_end + 4],
+        )
+
+    def matches(self, reply: bytes) -> bool:
+        """True if `reply` answers the query; never raises, whatever the bytes."""
+        if len(reply) < _HEADER_OCTETS:
+            return False
+        name_end = _HEADER_OCTETS + len(self.qname)
+        return (
+            reply[:2] == self.query_id
+            and reply[2] & 0x80 != 0  # QR=1: a response, not a reflected query
+            and (reply[2] >> 3) & 0xF == self.opcode
+            and reply[4:6] == b"\x00\x01"
+            and reply[_HEADER_OCTETS:name_end].lower() == self.qname
+            and reply[name_end : name_end + 4] == self.qtype_qclass
+        )
+
+
+class AsyncioNetwork:
+    """The production `Network`: real UDP and TCP exchanges on the running event loop."""
+
+    def __init__(self, max_outstanding: int = 512) -> None:
+        if max_outstanding < 1:
+            raise ValueError("max_outstanding must be at least 1")
+        self._slots = asyncio.Semaphore(max_outstanding)
+        self.sent = 0  #: queries written to a socket
+        self.timeouts = 0  #: exchanges that ended at the deadline
+        self.errors = 0  #: exchanges that failed at once (refused, reset, no fd, ...)
+        self.mismatched = 0  #: datagrams or TCP messages ignored because they did not match
+
+    async def exchange(
+        self, query: bytes, server: ServerAddress, transport: Transport, timeout_s: float
+    ) -> bytes:
+        """Send `query` to `server` and return the first matching reply.
+
+        Raises UpstreamTimeout when nothing matching arrives within `timeout_s` (waiting for
+        a free socket slot included), UpstreamError when the exchange fails at once.
+        """
+        matcher = ReplyMatcher.for_query(query)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            # A local shortage, not the server's silence: report it as a failure, not a timeout.
+            self.errors += 1
+            raise UpstreamError(f"{server}: no free upstream socket before the deadline") from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                if transport is Transport.UDP:
+                    return await self._exchange_udp(query, matcher, server)
+                return await self._exchange_tcp(query, matcher, server)
+        except TimeoutError:
+            # Also an OS-level ETIMEDOUT: TimeoutError is an OSError, and a timeout all the same.
+            self.timeouts += 1
+            raise UpstreamTimeout(
+                f"{server} ({transport.value}): no matching reply within {timeout_s:g} s"
+            ) from None
+        except UpstreamError:
+            self.errors += 1
+            raise
+        except OSError as exc:  # EMFILE, ENETUNREACH, ECONNREFUSED, ECONNRESET, ...
+            self.errors += 1
+            raise UpstreamError(f"{server} ({transport.value}): {exc}") from exc
+        finally:
+            self._slots.release()
+
+    async def _exchange_udp(
+        self, query: bytes, matcher: ReplyMatcher, server: ServerAddress
+    ) -> bytes:
+        loop = asyncio.get_running_loop()
+        family = _family(server)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        endpoint: asyncio.DatagramTransport | None = None
+        try:
+            sock.setblocking(False)
+            if family == socket.AF_INET:
+                omit_path_mtu_discovery(sock)
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+            sock.connect((server.ip, server.port))
+            # Sent before the endpoint exists: a fast reply simply waits in the socket buffer.
+            sock.send(query)
+            self.sent += 1
+            reply: asyncio.Future[bytes] = loop.create_future()
+            receiver = _UdpReceiver(self, matcher, reply, server)
+            endpoint, _ = await loop.create_datagram_endpoint(lambda: receiver, sock=sock)
+            return await reply
+        finally:
+            if endpoint is not None:
+                endpoint.abort()  # the endpoint owns the socket now and closes it
+            else:
+                sock.close()
+
+    async def _exchange_tcp(
+        self, query: bytes, matcher: ReplyMatcher, server: ServerAddress
+    ) -> bytes:
+        _family(server)
+        if len(query) > _MAX_TCP_MESSAGE:
+            raise UpstreamError(f"{server}: query of {len(query)} octets cannot be framed for TCP")
+        reader, writer = await asyncio.open_connection(server.ip, server.port)
+        try:
+            writer.write(len(query).to_bytes(2, "big") + query)
+            await writer.drain()
+            self.sent += 1
+            while True:
+                try:
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    message = await reader.readexactly(size)  # size 0 gives b"": a mismatch
+                except asyncio.IncompleteReadError:
+                    raise UpstreamError(
+                        f"{server} (tcp): connection closed without a matching reply"
+                    ) from None
+                if matcher.matches(message):
+                    return message
+                self.mismatched += 1
+        finally:
+            writer.close()
+
+
+class _UdpReceiver(asyncio.DatagramProtocol):
+    """Waits on one connected socket for the datagram that matches; ignores the rest."""
+
+    def __init__(
+        self,
+        network: AsyncioNetwork,
+        matcher: ReplyMatcher,
+        reply: asyncio.Future[bytes],
+        server: ServerAddress,
+    ) -> None:
+        self._network = network
+        self._matcher = matcher
+        self._reply = reply
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if self._reply.done():
+            return
+        if self._matcher.matches(data):
+            self._reply.set_result(data)
+        else:
+            self._network.mismatched += 1
+
+    def error_received(self, exc: Exception) -> None:
+        # ECONNREFUSED on a connected UDP socket is ICMP port unreachable: nobody listens there,
+        # so fail fast. Other ICMP errors may be forged; they must not end the exchange (TuDoor).
+        if isinstance(exc, ConnectionRefusedError) and not self._reply.done():
+            self._reply.set_exception(
+                UpstreamError(f"{self._server} (udp): port unreachable (ICMP)")
+            )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._reply.done():
+            self._reply.set_exception(UpstreamError(f"{self._server} (udp): socket closed"))
+
+
+def _family(server: ServerAddress) -> socket.AddressFamily:
+    try:
+        version = ipaddress.ip_address(server.ip).version
+    except ValueError:
+        raise UpstreamError(f"{server}: not an IP address") from None
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
+def omit_path_mtu_discovery(sock: socket.socket) -> None:
+    """Set IP_PMTUDISC_OMIT on an IPv4 socket where the platform has it; ignore it elsewhere.
+
+    Forged ICMP "fragmentation needed" then cannot lower the path MTU of our sockets, one step
+    of the fragmentation-poisoning defence (RFC 9715).
+    """
+    option = getattr(socket, "IP_MTU_DISCOVER", None)
+    value = getattr(socket, "IP_PMTUDISC_OMIT", None)
+    if sys.platform == "linux":
+        option = _LINUX_IP_MTU_DISCOVER if option is None else option
+        value = _LINUX_IP_PMTUDISC_OMIT if value is None else value
+    if option is None or value is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_IP, option, value)

@@ -1,0 +1,395 @@
+"""The DNS message format: the only module that imports dnslib.
+
+Everything else sees frozen values: `Question`, `Record`, `Message`, `Edns`. Decoding
+first runs the strict linear-time scanner (`resolver.wirecheck`) and only then hands
+the bytes to dnslib, because dnslib alone accepts over-long labels and names and
+burns quadratic time on pointer chains (see ../shared/design/reliability.md §0).
+
+Names are canonical (lower case, trailing dot). Types and classes are plain ints so
+that unknown types travel untouched (RFC 3597); `RRType`/`Rcode` name the ones the
+resolver reasons about.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import dnslib
+import dnslib.dns
+
+from resolver import names
+from resolver.wirecheck import MalformedMessage, scan_message
+
+__all__ = [
+    "Edns",
+    "MalformedMessage",
+    "Message",
+    "Question",
+    "RRType",
+    "Rcode",
+    "Record",
+    "decode",
+    "encode",
+    "make_query",
+    "parse_record",
+]
+
+# dnslib has no DNAME parser; its RDATA has the shape of a CNAME's (RFC 6672 §2.1).
+dnslib.dns.RDMAP.setdefault("DNAME", dnslib.CNAME)
+
+
+class RRType(enum.IntEnum):
+    """Record types the engine treats specially; any other int is carried as is."""
+
+    A = 1
+    NS = 2
+    CNAME = 5
+    SOA = 6
+    PTR = 12
+    MX = 15
+    TXT = 16
+    AAAA = 28
+    SRV = 33
+    DNAME = 39
+    OPT = 41
+    DS = 43
+    RRSIG = 46
+    NSEC = 47
+    DNSKEY = 48
+    NSEC3 = 50
+    HTTPS = 65
+    IXFR = 251
+    AXFR = 252
+    ANY = 255
+
+
+class Rcode(enum.IntEnum):
+    """Response codes (RFC 1035 §4.1.1, RFC 6891 §9 for the extended BADVERS)."""
+
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
+    BADVERS = 16
+
+
+CLASS_IN = 1
+OPCODE_QUERY = 0
+
+#: Types whose RDATA holds a domain name that resolution follows or compares.
+_NAME_RDATA = {RRType.NS, RRType.CNAME, RRType.DNAME, RRType.PTR, RRType.MX, RRType.SRV}
+
+
+def type_name(rtype: int) -> str:
+    """Mnemonic of a type ("A", "TYPE65400" for unknown ones, RFC 3597 §5)."""
+    value = dnslib.QTYPE.forward.get(rtype)
+    return str(value) if value is not None else f"TYPE{rtype}"
+
+
+def type_from_text(text: str) -> int:
+    """Type number for a mnemonic or TYPEnnn; raises ValueError for unknown text."""
+    upper = text.upper()
+    if upper.startswith("TYPE") and upper[4:].isdigit():
+        return _check_u16(int(upper[4:]))
+    if upper.isdigit():
+        return _check_u16(int(upper))
+    number = dnslib.QTYPE.reverse.get(upper)
+    if number is None:
+        raise ValueError(f"unknown record type {text!r}")
+    return int(number)
+
+
+def _check_u16(value: int) -> int:
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"type {value} is outside 0-65535")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What is asked: name, type, class (RFC 1035 §4.1.2)."""
+
+    name: str
+    rtype: int
+    rclass: int = CLASS_IN
+
+    def __str__(self) -> str:
+        return f"{self.name} {type_name(self.rtype)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One resource record. `rdata` is opaque outside this module; `rdata_key` compares."""
+
+    name: str
+    rtype: int
+    rclass: int
+    ttl: int
+    rdata_key: str
+    rdata: Any = field(compare=False, hash=False, repr=False)
+
+    def with_ttl(self, ttl: int) -> Record:
+        return replace(self, ttl=ttl)
+
+    def with_name(self, name: str) -> Record:
+        return replace(self, name=name)
+
+    @property
+    def target(self) -> str:
+        """The domain name inside NS/CNAME/DNAME/PTR/MX/SRV RDATA, canonical."""
+        rd = self.rdata
+        label = getattr(rd, "label", None) or getattr(rd, "target", None) or getattr(rd, "mx", None)
+        if label is None:
+            raise ValueError(f"{type_name(self.rtype)} has no target name")
+        return names.canonical(str(label))
+
+    @property
+    def address(self) -> str:
+        """The address in A/AAAA RDATA."""
+        return str(self.rdata)
+
+    @property
+    def soa_minimum(self) -> int:
+        return int(self.rdata.times[4])
+
+    def to_text(self) -> str:
+        return f"{self.name}\t{self.ttl}\t{_class_name(self.rclass)}\t{type_name(self.rtype)}\t{self.rdata_text}"
+
+    @property
+    def rdata_text(self) -> str:
+        if isinstance(self.rdata, dnslib.RD) and type(self.rdata) is dnslib.RD:
+            return self.rdata.toZone()
+        return str(self.rdata.toZone())
+
+
+def _class_name(rclass: int) -> str:
+    value = dnslib.CLASS.forward.get(rclass)
+    return str(value) if value is not None else f"CLASS{rclass}"
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    """The OPT pseudo-record's meaning (RFC 6891 §6.1.3)."""
+
+    udp_size: int = 1232
+    version: int = 0
+    do: bool = False
+    ext_rcode: int = 0
+    options: tuple[tuple[int, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded DNS message with canonical names."""
+
+    id: int
+    qr: bool
+    opcode: int
+    rcode: int
+    aa: bool = False
+    tc: bool = False
+    rd: bool = False
+    ra: bool = False
+    ad: bool = False
+    cd: bool = False
+    question: Question | None = None
+    answer: tuple[Record, ...] = ()
+    authority: tuple[Record, ...] = ()
+    additional: tuple[Record, ...] = ()
+    edns: Edns | None = None
+
+
+def _rdata_key(rtype: int, rd: Any) -> str:
+    text = str(rd.toZone()) if hasattr(rd, "toZone") else str(rd)
+    if rtype in _NAME_RDATA or rtype == RRType.SOA:
+        return text.lower()
+    return text
+
+
+def _record(rr: Any) -> Record:
+    rtype = int(rr.rtype)
+    ttl = int(rr.ttl)
+    return Record(
+        name=names.canonical(str(rr.rname)),
+        rtype=rtype,
+        rclass=int(rr.rclass),
+        ttl=0 if ttl & 0x80000000 else ttl,  # RFC 2181 §8: a TTL with the top bit set means 0
+        rdata_key=_rdata_key(rtype, rr.rdata),
+        rdata=rr.rdata,
+    )
+
+
+def decode(data: bytes) -> Message:
+    """Decode `data`; raises MalformedMessage for anything not well formed."""
+    scanned = scan_message(data)
+    try:
+        parsed = dnslib.DNSRecord.parse(data[: scanned.end])
+    except Exception as exc:  # dnslib raises several types; all mean "malformed"
+        raise MalformedMessage(f"undecodable message: {exc}") from None
+    header = parsed.header
+    edns = None
+    additional = []
+    for rr in parsed.ar:
+        if rr.rtype == RRType.OPT:
+            continue
+        additional.append(_record(rr))
+    if scanned.edns is not None:
+        e = scanned.edns
+        edns = Edns(
+            udp_size=e.udp_size,
+            version=e.version,
+            do=e.do,
+            ext_rcode=e.ext_rcode,
+            options=e.options,
+        )
+    question = None
+    if parsed.questions:
+        q = parsed.questions[0]
+        question = Question(names.canonical(str(q.qname)), int(q.qtype), int(q.qclass))
+    rcode = int(header.rcode) | ((edns.ext_rcode << 4) if edns else 0)
+    return Message(
+        id=int(header.id),
+        qr=bool(header.qr),
+        opcode=int(header.opcode),
+        rcode=rcode,
+        aa=bool(header.aa),
+        tc=bool(header.tc),
+        rd=bool(header.rd),
+        ra=bool(header.ra),
+        ad=bool(header.ad),
+        cd=bool(header.cd),
+        question=question,
+        answer=tuple(_record(rr) for rr in parsed.rr),
+        authority=tuple(_record(rr) for rr in parsed.auth),
+        additional=tuple(additional),
+        edns=edns,
+    )
+
+
+def _name_wire(name: str) -> bytes:
+    out = bytearray()
+    for label in names.labels(name):
+        raw = _unescape(label)
+        if not 0 < len(raw) <= 63:
+            raise ValueError(f"bad label in {name!r}")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    if len(out) > 255:
+        raise ValueError(f"name too long: {name!r}")
+    return bytes(out)
+
+
+def _unescape(label: str) -> bytes:
+    if "\\" not in label:
+        return label.encode("ascii", "strict")
+    out = bytearray()
+    i = 0
+    while i < len(label):
+        ch = label[i]
+        if ch == "\\" and label[i + 1 : i + 4].isdigit() and len(label[i + 1 : i + 4]) == 3:
+            out.append(int(label[i + 1 : i + 4]))
+            i += 4
+        elif ch == "\\" and i + 1 < len(label):
+            out += label[i + 1].encode("ascii")
+            i += 2
+        else:
+            out += ch.encode("ascii")
+            i += 1
+    return bytes(out)
+
+
+def make_query(
+    question: Question,
+    *,
+    query_id: int,
+    recursion_desired: bool = False,
+    edns_udp_size: int | None = 1232,
+    dnssec_ok: bool = False,
+    checking_disabled: bool = False,
+) -> bytes:
+    """A query message for `question` (RFC 1035 §4.1; OPT per RFC 6891 §6.1.2)."""
+    flags = (0x0100 if recursion_desired else 0) | (0x0010 if checking_disabled else 0)
+    arcount = 1 if edns_udp_size is not None else 0
+    out = struct.pack("!HHHHHH", query_id, flags, 1, 0, 0, arcount)
+    out += _name_wire(question.name) + struct.pack("!HH", question.rtype, question.rclass)
+    if edns_udp_size is not None:
+        out += b"\x00" + struct.pack("!HHIH", RRType.OPT, edns_udp_size, 0x8000 if dnssec_ok else 0, 0)
+    return out
+
+
+def _to_dnslib_rr(record: Record) -> Any:
+    return dnslib.RR(
+        rname=record.name,
+        rtype=record.rtype,
+        rclass=record.rclass,
+        ttl=max(0, record.ttl),
+        rdata=record.rdata,
+    )
+
+
+def encode(message: Message, *, max_size: int = 65535) -> bytes:
+    """Encode `message`; if larger than `max_size`, send header, question and OPT with TC=1.
+
+    RFC 1035 §4.2.1 and RFC 6891 §7: a reply that does not fit is truncated and
+    the client retries over TCP, which is cheaper and safer than a partial RRset.
+    """
+    header = dnslib.DNSHeader(
+        id=message.id,
+        qr=int(message.qr),
+        opcode=message.opcode,
+        aa=int(message.aa),
+        tc=int(message.tc),
+        rd=int(message.rd),
+        ra=int(message.ra),
+        ad=int(message.ad),
+        cd=int(message.cd),
+        rcode=message.rcode & 0xF,
+    )
+    record = dnslib.DNSRecord(header)
+    if message.question is not None:
+        q = message.question
+        record.add_question(dnslib.DNSQuestion(q.name, q.rtype, q.rclass))
+    for rr in message.answer:
+        record.add_answer(_to_dnslib_rr(rr))
+    for rr in message.authority:
+        record.add_auth(_to_dnslib_rr(rr))
+    for rr in message.additional:
+        record.add_ar(_to_dnslib_rr(rr))
+    if message.edns is not None:
+        record.add_ar(_opt_rr(message.edns, message.rcode))
+    data = bytes(record.pack())
+    if len(data) <= max_size:
+        return data
+    truncated = replace(message, tc=True, answer=(), authority=(), additional=())
+    return encode(truncated)
+
+
+def _opt_rr(edns: Edns, rcode: int) -> Any:
+    ttl = ((rcode >> 4) << 24) | (edns.version << 16) | (0x8000 if edns.do else 0)
+    opts = [dnslib.EDNSOption(code, data) for code, data in edns.options]
+    return dnslib.RR(rname=".", rtype=RRType.OPT, rclass=edns.udp_size, ttl=ttl, rdata=opts)
+
+
+def parse_record(text: str) -> Record:
+    """One record in zone-file syntax ("www.example. 300 IN A 192.0.2.1")."""
+    try:
+        rrs = dnslib.RR.fromZone(text)
+    except Exception as exc:
+        raise ValueError(f"cannot parse record {text!r}: {exc}") from None
+    if len(rrs) != 1:
+        raise ValueError(f"expected one record in {text!r}")
+    return _record(rrs[0])
+
+
+def parse_records(text: str) -> list[Record]:
+    """Records in zone-file syntax (several lines)."""
+    try:
+        return [_record(rr) for rr in dnslib.RR.fromZone(text)]
+    except Exception as exc:
+        raise ValueError(f"cannot parse records: {exc}") from None
