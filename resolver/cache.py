@@ -217,7 +217,7 @@ class RecordCache:
             key
             for key in list(self._entries.keys())
             if _key_name(key) is not None
-            and (_key_name(key) == name or subtree and names.is_subdomain(str(_key_name(key)), name))
+            and (_key_name(key) == name or (subtree and names.is_subdomain(str(_key_name(key)), name)))
             and (rtype is None or _key_type(key) == rtype)
         ]
         for key in doomed:

@@ -121,7 +121,7 @@ def _follow_chain(
     seen = {current}
     while True:
         data = [rr for rr in pool if rr.name == current and rr.rtype == question.rtype]
-        if data or question.rtype == RRType.ANY and any(rr.name == current for rr in pool):
+        if data or (question.rtype == RRType.ANY and any(rr.name == current for rr in pool)):
             if question.rtype == RRType.ANY:
                 data = [rr for rr in pool if rr.name == current]
             chain.extend(data)
@@ -185,7 +185,7 @@ def _referral(
 ) -> Delegation | None:
     """A delegation to a zone strictly below `zone` and at or above `qname`, with in-bailiwick glue."""
     ns_records = [rr for rr in reply.authority if rr.rtype == RRType.NS]
-    if not ns_records or reply.answer and reply.aa:
+    if not ns_records or (reply.answer and reply.aa):
         return None
     cut = ns_records[0].name
     if cut == zone or not names.is_subdomain(cut, zone) or not names.is_subdomain(qname, cut):

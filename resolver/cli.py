@@ -11,8 +11,10 @@ import errno
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -20,6 +22,8 @@ from resolver import __version__
 from resolver.config import EngineSettings, ListenAddress, ServeConfig
 from resolver.delegation import RootHintsError, load_root_hints
 from resolver.wire import Question, Rcode, type_from_text
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -43,7 +47,7 @@ def _parse_listen(values: tuple[str, ...]) -> tuple[ListenAddress, ...]:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
 
 
-def _port_option(help_text: str) -> click.Option:
+def _port_option(help_text: str) -> Callable[[F], F]:
     return click.option(
         "--upstream-port", type=click.IntRange(1, 65535), default=53, show_default=True,
         help=help_text,

@@ -73,6 +73,8 @@ class EngineSettings:
     prime_root: bool = True
     #: QNAME minimisation (RFC 9156).
     qname_minimisation: bool = False
+    #: Send every upstream query over TCP (Unbound tcp-upstream).
+    tcp_upstream: bool = False
     #: Extra addresses never to query (our own listen addresses).
     never_query: frozenset[str] = frozenset()
 

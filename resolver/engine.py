@@ -203,9 +203,8 @@ class Resolution:
         current = question
         seen = {question.name}
         for _ in range(self.limits.max_cname_chain + 1):
-            result = self._from_cache(current, depth)
-            if result is None:
-                result = yield from self._iterate(current, depth)
+            cached = self._from_cache(current, depth)
+            result = cached if cached is not None else (yield from self._iterate(current, depth))
             if isinstance(result, Failure):
                 self.cache.store_failure(question, result.reason)
                 return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=result.reason)
@@ -398,7 +397,7 @@ class Resolution:
 
     def _look_up_next_server(
         self, cut: Delegation, attempts: _Attempts, depth: int
-    ) -> Generator[SendQuery, Reply, None | Failure]:
+    ) -> Generator[SendQuery, Reply, Failure | None]:
         """Resolve the address of one name server that came without glue."""
         if cut.recursion_desired:
             return Failure("no forwarder answered")
@@ -449,7 +448,7 @@ class Resolution:
         self, cut: Delegation, server: Candidate, question: Question, depth: int, tries: int
     ) -> Generator[SendQuery, Reply, tuple[Message, Classified] | Failure]:
         """One server: UDP first, TCP when truncated, without EDNS after a FORMERR."""
-        transport = Transport.UDP
+        transport = Transport.TCP if self.settings.tcp_upstream else Transport.UDP
         use_edns = True
         while True:
             reply = yield from self._exchange(cut, server, question, depth, transport, use_edns, tries)

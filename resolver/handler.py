@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass
 
 from resolver.events import Outcome
+from resolver.listener import Client
 from resolver.network import Transport
 from resolver.service import ResolverService
 from resolver.wire import CLASS_IN, Edns, Message, Question, Rcode, RRType, encode, parse_record
@@ -39,15 +39,6 @@ EDE_NO_REACHABLE_AUTHORITY = 22
 EDE_OTHER = 0
 _TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
 _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    """Where a query came from and how."""
-
-    ip: str
-    port: int
-    transport: Transport
 
 
 class QueryHandler:
@@ -123,7 +114,7 @@ class QueryHandler:
 
 def _refusal(query: ScannedMessage) -> Rcode | None:
     qtype, qclass = query.qtype, query.qclass
-    if qtype in _TYPES_FORMERR or qtype is not None and 128 <= qtype <= 248:
+    if qtype in _TYPES_FORMERR or (qtype is not None and 128 <= qtype <= 248):
         return Rcode.FORMERR
     if qtype in _TYPES_REFUSED or qclass != CLASS_IN:
         return Rcode.REFUSED

@@ -283,7 +283,12 @@ class _TcpConnection:
         finally:
             for task in self._tasks:
                 task.cancel()
-            self._writer.close()
+            self._writer.close()  # flushes queued replies first
+            if self._writer.transport.get_write_buffer_size():
+                # A peer that never reads must not keep the socket open forever.
+                asyncio.get_running_loop().call_later(
+                    self._listener._tcp_idle_timeout_s, self._writer.transport.abort
+                )
 
     async def _read_queries(self) -> bool:
         """Read until the client stops; True if it stopped politely (EOF or idle)."""

@@ -142,6 +142,7 @@ class AsyncioNetwork:
         family = _family(server)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         endpoint: asyncio.DatagramTransport | None = None
+        reply: asyncio.Future[bytes] = loop.create_future()
         try:
             sock.setblocking(False)
             if family == socket.AF_INET:
@@ -151,11 +152,11 @@ class AsyncioNetwork:
             # Sent before the endpoint exists: a fast reply simply waits in the socket buffer.
             sock.send(query)
             self.sent += 1
-            reply: asyncio.Future[bytes] = loop.create_future()
             receiver = _UdpReceiver(self, matcher, reply, server)
             endpoint, _ = await loop.create_datagram_endpoint(lambda: receiver, sock=sock)
             return await reply
         finally:
+            reply.cancel()  # no-op once done; else nothing may set it later, unseen
             if endpoint is not None:
                 endpoint.abort()  # the endpoint owns the socket now and closes it
             else:

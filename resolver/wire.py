@@ -162,8 +162,6 @@ class Record:
 
     @property
     def rdata_text(self) -> str:
-        if isinstance(self.rdata, dnslib.RD) and type(self.rdata) is dnslib.RD:
-            return self.rdata.toZone()
         return str(self.rdata.toZone())
 
 

@@ -122,12 +122,40 @@ class NSEC3(NSEC3PARAM):
         return f"{super().__repr__()} {_b32hex_encode(self.next_hash)} {types}".rstrip()
 
 
+class PX(dnslib.RD):  # type: ignore[misc]
+    """PX RDATA (RFC 2163 §4): preference, MAP822 and MAPX400 names (no compression)."""
+
+    attrs = ("preference", "map822", "mapx400")
+
+    def __init__(self, preference: int, map822: str, mapx400: str) -> None:
+        self.preference = preference
+        self.map822, self.mapx400 = dnslib.DNSLabel(map822), dnslib.DNSLabel(mapx400)
+
+    @classmethod
+    def parse(cls, buffer: dnslib.DNSBuffer, length: int) -> PX:
+        (preference,) = buffer.unpack("!H")
+        return cls(preference, buffer.decode_name(), buffer.decode_name())
+
+    @classmethod
+    def fromZone(cls, rd: list[str], origin: object = None) -> PX:  # noqa: N802
+        return cls(int(rd[0]), dnslib.dns.label(rd[1], origin), dnslib.dns.label(rd[2], origin))
+
+    def pack(self, buffer: dnslib.DNSBuffer) -> None:
+        buffer.pack("!H", self.preference)
+        buffer.encode_name_nocompress(self.map822)
+        buffer.encode_name_nocompress(self.mapx400)
+
+    def __repr__(self) -> str:
+        return f"{self.preference} {self.map822} {self.mapx400}"
+
+
 def _register_dnslib_extensions() -> None:
     """Teach dnslib the types scenario files use but it cannot read (README §3.11)."""
     RDMAP["DNAME"] = DNAME
     RDMAP.setdefault("SVCB", dnslib.HTTPS)
     RDMAP.setdefault("NSEC3", NSEC3)
     RDMAP.setdefault("NSEC3PARAM", NSEC3PARAM)
+    RDMAP.setdefault("PX", PX)
     for code, name in ((39, "DNAME"), (26, "PX")):
         dnslib.QTYPE.forward.setdefault(code, name)
         dnslib.QTYPE.reverse.setdefault(name, code)
@@ -144,6 +172,8 @@ _ALGORITHMS = {
 }
 #: Index of the algorithm field in the RDATA tokens of the types that carry one.
 _ALGORITHM_FIELD = {"DS": 1, "CDS": 1, "RRSIG": 1, "DNSKEY": 2, "CDNSKEY": 2}
+#: Index of the first base64 token of types whose RDATA ends in a base64 blob.
+_BASE64_FROM = {"RRSIG": 8, "DNSKEY": 3, "CDNSKEY": 3}
 _CLASSES = {"IN": 1, "CH": 3, "CS": 2, "HS": 4, "NONE": 254, "ANY": 255}
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\S+')
 
@@ -214,7 +244,8 @@ def parse_rr(text: str, *, origin: str = ".", default_ttl: int = 3600) -> dnslib
     rtype = _rrtype(tokens[index])
     if rtype is None:
         raise RRTextError(f"unknown record type {tokens[index]!r} in {text!r}")
-    rdata = tokens[index + 1 :]
+    # Parentheses only group lines in zone files; scenario records keep them on one line.
+    rdata = [t.strip("()") for t in tokens[index + 1 :] if t.strip("()")]
     try:
         rd = _rdata(dnslib.QTYPE.get(rtype), rdata, origin)
         return dnslib.RR(rname=owner, rtype=rtype, rclass=rclass, ttl=ttl, rdata=rd)
@@ -257,6 +288,9 @@ def _rdata(type_name: str, rdata: list[str], origin: str) -> dnslib.RD:
     fields = list(rdata)
     if (at := _ALGORITHM_FIELD.get(type_name)) is not None and len(fields) > at:
         fields[at] = str(_ALGORITHMS.get(fields[at].upper(), fields[at]))
+    if (at := _BASE64_FROM.get(type_name)) is not None and len(fields) > at:
+        blob = "".join(fields[at:])  # sldns also accepts unpadded base64
+        fields = [*fields[:at], blob + "=" * (-len(blob) % 4)]
     if rd_class is dnslib.HTTPS:  # key="v,w" -> key=v,w (dnslib's lexer keeps the quotes)
         fields = [re.sub(r'^([\w-]+)="(.*)"$', r"\1=\2", f) for f in fields]
     elif type_name in ("TXT", "SPF"):

@@ -1,4 +1,4 @@
-"""The lab's world is consistent: zone files load, glue matches the servers, every zone is reachable."""
+"""The lab's world is consistent: zones load, glue matches the servers, all zones are reachable."""
 
 from __future__ import annotations
 
@@ -102,9 +102,9 @@ def test_world_textbook_records_are_present() -> None:
     assert [str(r.rdata) for r in utopia.rrset(to_name("www.networkutopia.com"), QTYPE.A)] == [
         "212.212.212.2"
     ]
-    assert [str(r.rdata) for r in ZONES["com."].rrset(to_name("dns1.networkutopia.com"), QTYPE.A)] == [
-        "127.212.212.1"
-    ]
+    assert [
+        str(r.rdata) for r in ZONES["com."].rrset(to_name("dns1.networkutopia.com"), QTYPE.A)
+    ] == ["127.212.212.1"]
     ibm = ZONES["ibm.com."].rrset(to_name("www.ibm.com"), QTYPE.CNAME)
     assert str(ibm[0].rdata.label) == "servereast.backup2.ibm.com."
     ptr = ZONES["212.212.212.in-addr.arpa."].rrset(to_name("2.212.212.212.in-addr.arpa"), QTYPE.PTR)

@@ -1,0 +1,81 @@
+"""The real resolver behind the replay seams: production code, scripted network, fake clock.
+
+Only two things differ from `resolver serve`: the `Network` hands each upstream query to
+the scenario's transport callable, and the clock is the scenario's virtual clock. The
+handler, service, engine, cache and server selection are the production objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+
+from resolver.app import build
+from resolver.config import CacheSettings, EngineSettings, ServeConfig
+from resolver.delegation import Delegation, forwarders, parse_root_hints
+from resolver.listener import Client
+from resolver.network import ServerAddress, Transport
+from tests.replay.seam import FakeClock, ReplayConfig, ResolverUnderTest
+from tests.replay.seam import Transport as ScriptedTransport
+
+
+class ScriptedNetwork:
+    """A `Network` whose every exchange is answered by the scenario (port is always 53)."""
+
+    def __init__(self, transport: ScriptedTransport) -> None:
+        self._transport = transport
+
+    async def exchange(
+        self, query: bytes, server: ServerAddress, transport: Transport, timeout_s: float
+    ) -> bytes:
+        return self._transport(server.ip, query, transport is Transport.TCP)
+
+
+class ReplayedResolver:
+    def __init__(self, cfg: ReplayConfig, transport: ScriptedTransport, clock: FakeClock) -> None:
+        config = ServeConfig(
+            engine=EngineSettings(
+                do_ip4=cfg.do_ip4,
+                do_ip6=cfg.do_ip6,
+                do_not_query_localhost=cfg.do_not_query_localhost,
+                qname_minimisation=cfg.qmin,
+            ),
+            cache=CacheSettings(
+                min_ttl_s=cfg.cache_min_ttl,
+                max_ttl_s=cfg.cache_max_ttl,
+                min_negative_ttl_s=cfg.cache_min_negative_ttl,
+                max_negative_ttl_s=cfg.cache_max_negative_ttl,
+            ),
+        )
+        zones: dict[str, Delegation] = {}
+        if cfg.forwarders:
+            zones["."] = forwarders(cfg.forwarders)
+        for zone, addresses in cfg.forward_zones.items():
+            zones[zone] = forwarders(addresses, zone=zone)
+        for zone, addresses in cfg.stub_zones.items():
+            stub = forwarders(addresses, zone=zone)
+            zones[stub.zone] = replace(stub, recursion_desired=False, source="stub zone")
+        hints = parse_root_hints(
+            "\n".join(f". 3600000 NS {name}\n{name} 3600000 {'AAAA' if ':' in ip else 'A'} {ip}"
+                      for name, ip in cfg.root_hints)
+        )
+        self.app = build(
+            config,
+            root_hints=hints,
+            network=ScriptedNetwork(transport),
+            clock=clock.now,
+            rng=random.Random(5452),
+            configured_zones=zones,
+        )
+
+    def handle(self, wire: bytes, *, tcp: bool = False, client_ip: str = "127.0.0.1") -> bytes | None:
+        client = Client(ip=client_ip, port=53000, transport=Transport.TCP if tcp else Transport.UDP)
+        return asyncio.run(self.app.handler.handle(wire, client))
+
+    def run_background(self) -> None:
+        """Nothing runs in the background yet (no prefetch, no serve-stale refresh)."""
+
+
+def make_resolver(cfg: ReplayConfig, transport: ScriptedTransport, clock: FakeClock) -> ResolverUnderTest:
+    return ReplayedResolver(cfg, transport, clock)
