@@ -178,3 +178,33 @@ def lab(hints_file: Path, port: int) -> None:
     from resolver.lab import run
 
     sys.exit(run(hints_file=hints_file, port=port))
+
+
+@main.command()
+@click.argument("name")
+@click.argument("rtype", default="A", metavar="[TYPE]")
+@click.option("--root-hints", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("root.hints"), show_default=True, help="Root hints file to start from.")
+@_port_option("Port of every upstream name server (use the lab's port).")
+@click.option("--tcp", is_flag=True, help="Send every upstream query over TCP.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per trace event per line (see docs/trace-json.md).")
+@click.option("--no-color", is_flag=True, help="Never colour the output.")
+@click.option("--explain", is_flag=True, help="Add a plain-language sentence to each step.")
+@click.option("--recursive", metavar="SERVER[@PORT]",
+              help="Also send one recursive query (RD=1) to this resolver, for contrast.")
+@click.option("--fanout", is_flag=True,
+              help="Ask every server of each zone cut on the path; show RTTs, lame servers "
+                   "and parent/child NS differences.")
+def trace(name: str, rtype: str, root_hints: Path, upstream_port: int, tcp: bool, as_json: bool,
+          no_color: bool, explain: bool, recursive: str | None, fanout: bool) -> None:
+    """Show every step of an iterative lookup of NAME, from the root hints, with a cold cache."""
+    from resolver.trace_run import run_cli
+
+    try:
+        question = _question(name, rtype)
+    except click.BadParameter as exc:
+        raise click.ClickException(exc.format_message()) from None
+    sys.exit(run_cli(question, root_hints=root_hints, upstream_port=upstream_port, tcp=tcp,
+                     as_json=as_json, no_color=no_color, explain=explain, recursive=recursive,
+                     fanout=fanout))

@@ -37,9 +37,9 @@ HEADER_LEN = 12
 MAX_NAME_OCTETS = 255
 #: Follows from MAX_NAME_OCTETS: every non-root label costs at least two octets.
 MAX_LABELS = 127
-#: A name can need at most one pointer per label it adds plus one; longer chains can only be
-#: pointers to pointers, which no encoder emits and which would let a name cost more work
-#: than its length.
+#: Every hop that does not land on another pointer is followed by at least one label, so a
+#: name never needs more hops than this; longer chains are pointers to pointers, which no
+#: encoder emits and which would let a name cost more work than its length.
 MAX_POINTER_HOPS = MAX_LABELS + 1
 
 TYPE_OPT = 41
@@ -208,7 +208,18 @@ def _skip_name(data: bytes, pos: int, known: _Known) -> int:
         # 0x40-0x7F: labels over 63 octets or extended label types (RFC 6891 §5);
         # 0x80-0xBF: reserved (RFC 1035 §4.1.4).
         raise MalformedMessage(_BAD_LABEL)
-    _follow_pointers(data, pos, start, pos - start, known)
+    try:
+        target = ((length & 0x3F) << 8) | data[pos + 1]
+    except IndexError:
+        raise MalformedMessage(_PAST_END) from None
+    suffix = known.get(target)
+    if suffix is not None and target < start:
+        # A pointer to a known suffix, as dnslib and most encoders write: only the length can
+        # still fail (see the owner fast path in scan_message for why the hops cannot).
+        if pos - start + suffix[0] >= MAX_NAME_OCTETS:
+            raise MalformedMessage(_TOO_LONG)
+    else:
+        _follow_pointers(data, pos, start, pos - start, known)
     return pos + 2
 
 
@@ -223,11 +234,13 @@ def _follow_pointers(data: bytes, pos: int, segment_start: int, octets: int, kno
     """
     size = len(data)
     hops = 0
-    # Offsets visited, with octets and hops counted before each; run_targets[i] is filled in
-    # when the run containing trail[i] ends.
-    trail: list[tuple[int, int, int]] = []
-    run_targets: list[int] = []
-    while True:
+    # Offsets visited, with octets and hops counted before each and the number of their run
+    # (the labels between two hops); run_ends[n] is what run n led to: a pointer target, or -1
+    # for the root. Run 0 is the name's own labels, which are not recorded.
+    trail: list[tuple[int, int, int, int]] = []
+    run_ends: list[int] = []
+    complete = False
+    while not complete:
         # `pos` holds a compression pointer (RFC 1035 §4.1.4).
         if pos + 1 >= size:
             raise MalformedMessage(_PAST_END)
@@ -237,7 +250,8 @@ def _follow_pointers(data: bytes, pos: int, segment_start: int, octets: int, kno
         hops += 1
         if hops > MAX_POINTER_HOPS:
             raise MalformedMessage(_TOO_MANY_HOPS)
-        run_targets.extend([target] * (len(trail) - len(run_targets)))
+        run_ends.append(target)
+        run = len(run_ends)
         segment_start = pos = target
         while True:
             suffix = known.get(pos)
@@ -250,38 +264,28 @@ def _follow_pointers(data: bytes, pos: int, segment_start: int, octets: int, kno
                     raise MalformedMessage(_TOO_LONG)
                 if hops > MAX_POINTER_HOPS:
                     raise MalformedMessage(_TOO_MANY_HOPS)
-                run_targets.extend([suffix[2]] * (len(trail) - len(run_targets)))
-                _remember(known, trail, run_targets, octets, hops)
-                return
+                run_ends.append(suffix[2])
+                complete = True
+                break
             if pos >= size:
                 raise MalformedMessage(_PAST_END)
             length = data[pos]
             if length == 0:
-                run_targets.extend([-1] * (len(trail) - len(run_targets)))
-                _remember(known, trail, run_targets, octets, hops)
-                return
-            trail.append((pos, octets, hops))
+                run_ends.append(-1)
+                complete = True
+                break
+            trail.append((pos, octets, hops, run))
             if length < 0x40:
                 octets += length + 1
                 if octets >= MAX_NAME_OCTETS:
                     raise MalformedMessage(_TOO_LONG)
                 pos += length + 1
             elif length >= 0xC0:
-                break
+                break  # the next hop
             else:
                 raise MalformedMessage(_BAD_LABEL)
-
-
-def _remember(
-    known: _Known,
-    trail: list[tuple[int, int, int]],
-    run_targets: list[int],
-    octets: int,
-    hops: int,
-) -> None:
-    """Record every suffix of a name that has just been validated in full."""
-    for (offset, octets_before, hops_before), run_target in zip(trail, run_targets, strict=True):
-        known[offset] = (octets - octets_before, hops - hops_before, run_target)
+    for offset, octets_before, hops_before, run_number in trail:
+        known[offset] = (octets - octets_before, hops - hops_before, run_ends[run_number])
 
 
 def _presentation(labels: list[bytes]) -> str:
@@ -374,13 +378,15 @@ def scan_message(data: bytes) -> ScannedMessage:
         if lead == 0:
             pos += 1
         elif lead >= 0xC0 and pos + 1 < size:
-            # Common case: the owner is one pointer to a suffix validated earlier.
+            # The owner is a single pointer. Commonly it lands on a suffix validated earlier,
+            # which was itself reached through a pointer, so it has at most 254 octets and
+            # MAX_POINTER_HOPS - 1 hops: one more hop keeps it valid. Such a suffix may lie
+            # after this owner, though (a label read earlier can reach past it), so the
+            # pointer must still go back.
             target = ((lead & 0x3F) << 8) | data[pos + 1]
-            suffix = known.get(target)
-            if suffix is not None and target < pos and suffix[1] < MAX_POINTER_HOPS:
-                pos += 2
-            else:
-                pos = _skip_name(data, pos, known)
+            if target >= pos or target not in known:
+                _follow_pointers(data, pos, pos, 0, known)
+            pos += 2
         else:
             pos = _skip_name(data, pos, known)
         if pos + 10 > size:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dnslib
 
-from tests.replay.rplconfig import Dialect, ScenarioConfig, parse_config
+from tests.replay.rplconfig import Dialect, ScenarioConfig, dialect_for, parse_config
 from tests.replay.rrtext import RRTextError, parse_question, parse_rr
 
 __all__ = [
@@ -132,16 +132,6 @@ class Scenario:
         return self.path.parent.name
 
 
-def dialect_for(folder: Path | str) -> Dialect:
-    """Deckard for `deckard*` folders, testbound for `unbound*` (README §3.9)."""
-    name = Path(folder).name
-    if name.startswith("deckard"):
-        return Dialect.DECKARD
-    if name.startswith("unbound"):
-        return Dialect.TESTBOUND
-    raise ValueError(f"cannot tell the dialect of folder {name!r} (deckard* or unbound*)")
-
-
 def _strip_comment(line: str) -> str:
     """Everything before a `;` outside double quotes (README §3.2)."""
     quoted = False
@@ -239,7 +229,11 @@ class _Parser:
             elif word == "ENTRY_BEGIN":
                 entries.append(self.entry(at))
             elif word == "RANGE_END":
-                return Range(lineno=lineno, start=int(words[1]), end=int(words[2]),
+                try:
+                    start, end = int(words[1]), int(words[2])
+                except ValueError:
+                    raise self.error(f"bad RANGE_BEGIN line {text!r}", lineno) from None
+                return Range(lineno=lineno, start=start, end=end,
                              addresses=tuple(addresses), entries=tuple(entries))
             else:
                 raise self.error(f"unexpected {line!r} in RANGE", at)
@@ -258,9 +252,6 @@ class _Parser:
             address, rest = rest[1], rest[2:]
         if rest[:1] == ["ELAPSE"] and len(rest) > 1:
             elapse, rest = float(rest[1]), rest[2:]
-        if kind is StepKind.TIME_PASSES and elapse is None:
-            kind_note = "TIME_PASSES without ELAPSE (EVAL) is not supported"
-            return Step(lineno=lineno, id=step_id, kind=StepKind.ASSIGN, text=kind_note)
         entry = None
         if kind in _ENTRY_STEPS:
             for at, _raw, line in self.lines_left():
@@ -394,10 +385,9 @@ def parse_scenario(text: str, path: Path, dialect: Dialect | None = None) -> Sce
     """Parse scenario text; `path` names the file (its folder gives the default dialect)."""
     dialect = dialect or dialect_for(path.parent)
     lines = text.splitlines()
-    for index, line in enumerate(lines):
-        if line.strip().startswith("CONFIG_END"):
-            break
-    else:
+    index = next((i for i, line in enumerate(lines) if line.strip().startswith("CONFIG_END")),
+                 None)
+    if index is None:
         raise RplSyntaxError(f"{path.name}: no CONFIG_END line")
     try:
         config = parse_config(lines[:index], dialect)
@@ -412,14 +402,3 @@ def parse_scenario(text: str, path: Path, dialect: Dialect | None = None) -> Sce
 def parse_scenario_file(path: Path) -> Scenario:
     """Read and parse one .rpl file (bytes that are not UTF-8 only occur in comments)."""
     return parse_scenario(path.read_text(encoding="utf-8", errors="replace"), path)
-
-
-def config_only(path: Path) -> ScenarioConfig:
-    """Just the CONFIG section: cheap enough for test collection (qmin mode, flags)."""
-    lines: list[str] = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.strip().startswith("CONFIG_END"):
-                break
-            lines.append(line.rstrip("\n"))
-    return parse_config(lines, dialect_for(path.parent))

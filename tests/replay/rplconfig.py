@@ -16,11 +16,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 from tests.replay.rrtext import split_tokens
 from tests.replay.seam import ReplayConfig
 
-__all__ = ["DEFAULT_START_TIME", "Dialect", "ScenarioConfig", "parse_config"]
+__all__ = [
+    "DEFAULT_START_TIME", "Dialect", "ScenarioConfig", "config_only", "dialect_for", "parse_config",
+]
 
 #: Virtual clock start when a file sets no val-override date (README §3.7).
 DEFAULT_START_TIME = 1_700_000_000.0
@@ -295,8 +298,29 @@ def _zone_clause(draft: _Draft, clause: str, settings: dict[str, list[str]]) -> 
         draft.forward_zones.setdefault(name, []).extend(addresses)
 
 
+def dialect_for(folder: Path | str) -> Dialect:
+    """Deckard for `deckard*` folders, testbound for `unbound*` (README §3.9)."""
+    name = Path(folder).name
+    if name.startswith("deckard"):
+        return Dialect.DECKARD
+    if name.startswith("unbound"):
+        return Dialect.TESTBOUND
+    raise ValueError(f"cannot tell the dialect of folder {name!r} (deckard* or unbound*)")
+
+
 def parse_config(lines: Sequence[str], dialect: Dialect) -> ScenarioConfig:
     """Map the lines before CONFIG_END to harness settings (README §3.3)."""
     if dialect is Dialect.DECKARD:
         return _parse_deckard(lines)
     return _parse_testbound(lines)
+
+
+def config_only(path: Path) -> ScenarioConfig:
+    """Just the CONFIG section: cheap enough for test collection (qmin mode, flags)."""
+    lines: list[str] = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip().startswith("CONFIG_END"):
+                break
+            lines.append(line.rstrip("\n"))
+    return parse_config(lines, dialect_for(path.parent))

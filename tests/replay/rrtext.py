@@ -60,7 +60,7 @@ def _salt(text: str) -> bytes:
 class NSEC3PARAM(dnslib.RD):  # type: ignore[misc]
     """NSEC3PARAM RDATA (RFC 5155 §4.2): algorithm, flags, iterations, salt."""
 
-    attrs = ("hash_alg", "flags", "iterations", "salt")
+    attrs: tuple[str, ...] = ("hash_alg", "flags", "iterations", "salt")
 
     def __init__(self, hash_alg: int, flags: int, iterations: int, salt: bytes) -> None:
         self.hash_alg, self.flags, self.iterations, self.salt = hash_alg, flags, iterations, salt
@@ -71,7 +71,7 @@ class NSEC3PARAM(dnslib.RD):  # type: ignore[misc]
         return cls(alg, flags, iterations, bytes(buffer.get(salt_len)))
 
     @classmethod
-    def fromZone(cls, rd: list[str], origin: object = None) -> NSEC3PARAM:  # noqa: N802
+    def fromZone(cls, rd: list[str], origin: object = None) -> NSEC3PARAM:
         return cls(int(rd[0]), int(rd[1]), int(rd[2]), _salt(rd[3]))
 
     def pack(self, buffer: dnslib.DNSBuffer) -> None:
@@ -86,9 +86,9 @@ class NSEC3PARAM(dnslib.RD):  # type: ignore[misc]
 class NSEC3(NSEC3PARAM):
     """NSEC3 RDATA (RFC 5155 §3.2): parameters, next hashed owner, type bit map."""
 
-    attrs = ("hash_alg", "flags", "iterations", "salt", "next_hash", "rrlist")
+    attrs: tuple[str, ...] = ("hash_alg", "flags", "iterations", "salt", "next_hash", "rrlist")
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self, hash_alg: int, flags: int, iterations: int, salt: bytes, next_hash: bytes,
         rrlist: list[str],
     ) -> None:
@@ -106,7 +106,7 @@ class NSEC3(NSEC3PARAM):
         return cls(alg, flags, iterations, salt, next_hash, rrlist)
 
     @classmethod
-    def fromZone(cls, rd: list[str], origin: object = None) -> NSEC3:  # noqa: N802
+    def fromZone(cls, rd: list[str], origin: object = None) -> NSEC3:
         return cls(int(rd[0]), int(rd[1]), int(rd[2]), _salt(rd[3]), _b32hex_decode(rd[4]),
                    [t.upper() for t in rd[5:]])
 
@@ -137,7 +137,7 @@ class PX(dnslib.RD):  # type: ignore[misc]
         return cls(preference, buffer.decode_name(), buffer.decode_name())
 
     @classmethod
-    def fromZone(cls, rd: list[str], origin: object = None) -> PX:  # noqa: N802
+    def fromZone(cls, rd: list[str], origin: object = None) -> PX:
         return cls(int(rd[0]), dnslib.dns.label(rd[1], origin), dnslib.dns.label(rd[2], origin))
 
     def pack(self, buffer: dnslib.DNSBuffer) -> None:
@@ -256,7 +256,7 @@ def parse_rr(text: str, *, origin: str = ".", default_ttl: int = 3600) -> dnslib
 
 
 def _character_string(token: str) -> bytes:
-    """A <character-string> token, quotes removed and `\\X` / `\\DDD` escapes decoded (RFC 1035 §5.1)."""
+    """A <character-string> token without quotes, `\\X` / `\\DDD` decoded (RFC 1035 §5.1)."""
     if len(token) >= 2 and token[0] == token[-1] == '"':
         token = token[1:-1]
     out, i = bytearray(), 0

@@ -31,7 +31,7 @@ Transport = Callable[[str, bytes, bool], bytes]
 
 
 class FakeClock:
-    """Virtual wall-clock seconds since the epoch; moves only when the harness advances it (§3.7)."""
+    """Virtual wall-clock seconds since the epoch; moves only when the harness says (§3.7)."""
 
     __slots__ = ("_now",)
 

@@ -242,6 +242,56 @@ def test_scan_message_rejects_name_over_255_octets_made_by_compression() -> None
     assert scan_message(fits).end == len(fits)
 
 
+def test_scan_message_counts_octets_of_a_suffix_seen_before() -> None:
+    """A name ending in a pointer to an already validated suffix still obeys 255 octets."""
+    suffix = long_name(200)
+    first = rr(b"\x00", rtype=10, rdata=suffix) + rr(ptr(FIRST_RDATA))
+    too_long = header(an=3) + first + rr(long_name(57)[:-1] + ptr(FIRST_RDATA))
+    assert "255 octets" in reason_of(too_long)
+    fits = header(an=3) + first + rr(long_name(56)[:-1] + ptr(FIRST_RDATA))
+    assert scan_message(fits).end == len(fits)
+    # Reached through a further pointer to the in-place labels of that 255-octet owner.
+    third_owner = 12 + len(first)
+    one_more = header(an=4) + fits[12:] + rr(b"\x01c" + ptr(third_owner))
+    assert "255 octets" in reason_of(one_more)
+
+
+def test_scan_message_counts_hops_of_a_suffix_seen_before() -> None:
+    """Pointer hops through an already validated suffix still count towards the bound."""
+    rdata = bytearray(b"\x01a\x00")
+    targets = [FIRST_RDATA]
+    for _ in range(MAX_POINTER_HOPS - 1):
+        targets.append(FIRST_RDATA + len(rdata))
+        rdata += ptr(targets[-2])
+    chain = rr(b"\x00", rtype=10, rdata=bytes(rdata))
+    # Owner 1 points at the top of the chain: MAX_POINTER_HOPS hops, accepted and remembered.
+    # Owner 2 adds a label, same hop count. Owner 3 points at owner 2's pointer: one too many.
+    records = chain + rr(ptr(targets[-1]), rdata=b"")
+    accepted = header(an=3) + records + rr(b"\x01b" + ptr(targets[-1]), rdata=b"")
+    assert scan_message(accepted).end == len(accepted)
+    second_owner = 12 + len(records)
+    refused = accepted[:6] + struct.pack(">H", 4) + accepted[8:] + rr(ptr(second_owner + 2))
+    assert "too many compression pointers" in reason_of(refused)
+
+
+def test_scan_message_rejects_forward_pointer_to_a_remembered_suffix() -> None:
+    """A suffix validated earlier may lie after a later owner; pointing forward to it is refused."""
+    # Record 1's RDATA is one octet, 14: read as a label length from offset 23 it spans
+    # records 2 and 3's owners and lands on record 3's TYPE field, 0x01 0x7a 0x00, which reads
+    # as the name "z.". Record 2's owner points at 23, so offset 38 becomes a known suffix.
+    # Record 3's owner, at 36, points forward to 38.
+    data = (
+        header(an=3)
+        + rr(b"\x00", rtype=10, rdata=b"\x0e")
+        + rr(ptr(23), rdata=b"")
+        + rr(ptr(38), rtype=0x017A, rdata=b"")
+    )
+    assert data[38:41] == b"\x01z\x00"
+    assert "prior" in reason_of(data)
+    name, end = scan_name(data, 24)  # record 2's owner, read on its own
+    assert name.startswith("\\192\\023") and name.endswith(".z.") and end == 26
+
+
 def test_scan_message_rejects_more_than_127_labels() -> None:
     """127 one-octet labels fit in 255 octets; 128 do not."""
     assert scan_message(header(qd=1) + question(b"\x01a" * 127 + b"\x00")).qname == "a." * 127

@@ -1,0 +1,94 @@
+"""Domain-name arithmetic on canonical presentation names (RFC 1034 §3.1, RFC 4343)."""
+
+from __future__ import annotations
+
+import pytest
+
+from resolver import names
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("WWW.Example.COM", "www.example.com."),
+        ("www.example.com.", "www.example.com."),
+        ("  host.test  ", "host.test."),
+        ("", "."),
+        (".", "."),
+    ],
+)
+def test_canonical_lowercases_and_makes_absolute(given: str, expected: str) -> None:
+    """Names compare case-insensitively (RFC 4343), so canonical form is lower case with a final dot."""
+    assert names.canonical(given) == expected
+
+
+def test_canonical_is_idempotent() -> None:
+    """Canonicalising a canonical name changes nothing."""
+    once = names.canonical("Mail.Hamburger.EDU")
+    assert names.canonical(once) == once
+
+
+def test_labels_lists_leftmost_first_and_root_has_none() -> None:
+    """Labels come leftmost first; the root name has no labels."""
+    assert names.labels("www.example.com.") == ["www", "example", "com"]
+    assert names.labels(".") == []
+    assert names.label_count("a.b.c.d.") == 4
+    assert names.label_count(".") == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "zone", "expected"),
+    [
+        ("www.example.com.", "example.com.", True),
+        ("example.com.", "example.com.", True),
+        ("www.example.com.", ".", True),
+        (".", ".", True),
+        ("example.com.", "www.example.com.", False),
+        ("xexample.com.", "example.com.", False),
+        ("example.org.", "example.com.", False),
+    ],
+)
+def test_is_subdomain_respects_label_boundaries(name: str, zone: str, expected: bool) -> None:
+    """A name is below a zone only on a label boundary: xexample.com is not under example.com."""
+    assert names.is_subdomain(name, zone) is expected
+
+
+def test_parent_strips_one_label_and_root_is_its_own_parent() -> None:
+    """The parent of a name is one label up; the root's parent is the root."""
+    assert names.parent("www.example.com.") == "example.com."
+    assert names.parent("com.") == "."
+    assert names.parent(".") == "."
+
+
+def test_ancestors_run_from_the_name_to_the_root() -> None:
+    """Ancestors list the name itself first and end with the root."""
+    assert names.ancestors("www.example.com.") == [
+        "www.example.com.",
+        "example.com.",
+        "com.",
+        ".",
+    ]
+    assert names.ancestors(".") == ["."]
+
+
+@pytest.mark.parametrize(
+    ("qname", "cut", "expected"),
+    [
+        ("a.b.example.com.", ".", "com."),
+        ("a.b.example.com.", "com.", "example.com."),
+        ("a.b.example.com.", "example.com.", "b.example.com."),
+        ("a.b.example.com.", "b.example.com.", "a.b.example.com."),
+        ("example.com.", "example.com.", "example.com."),
+    ],
+)
+def test_minimised_qname_adds_one_label_below_the_cut(qname: str, cut: str, expected: str) -> None:
+    """QNAME minimisation asks a zone's server for one label more than the cut (RFC 9156 §2.3)."""
+    assert names.minimised_qname(qname, cut) == expected
+
+
+def test_relativize_writes_names_relative_to_the_origin() -> None:
+    """Below the origin a name loses the origin; the origin itself is '@'; others stay absolute."""
+    assert names.relativize("www.example.com.", "example.com.") == "www"
+    assert names.relativize("example.com.", "example.com.") == "@"
+    assert names.relativize("www.example.org.", "example.com.") == "www.example.org."
+    assert names.relativize("www.example.com.", ".") == "www.example.com."
