@@ -114,10 +114,12 @@ class RecordCache:
         )
         return True
 
-    def rrset(self, name: str, rtype: int, rclass: int = 1) -> tuple[Record, ...] | None:
-        """The live RRset with TTLs counted down, or None."""
+    def rrset(
+        self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL
+    ) -> tuple[Record, ...] | None:
+        """The live RRset with TTLs counted down, or None (also when ranked below `min_rank`)."""
         entry = self._entries.get(("rr", name, rtype, rclass))
-        if not isinstance(entry, CachedRRset):
+        if not isinstance(entry, CachedRRset) or entry.rank < min_rank:
             return None
         left = self._ttl_left(entry.expires_at)
         if left <= 0:

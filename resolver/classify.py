@@ -48,7 +48,14 @@ def _in_zone(record: Record, zone: str) -> bool:
     return names.is_subdomain(record.name, zone)
 
 
-def classify(question: Question, reply: Message, zone: str, *, forwarding: bool = False) -> Classified:
+def classify(
+    question: Question,
+    reply: Message,
+    zone: str,
+    *,
+    forwarding: bool = False,
+    harden_glue: bool = True,
+) -> Classified:
     """Kind of `reply` to `question`, asked of a server for `zone` (the bailiwick)."""
     if reply.tc:
         return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
@@ -70,7 +77,7 @@ def classify(question: Question, reply: Message, zone: str, *, forwarding: bool 
         return Classified(
             kind=ResponseKind.CNAME, answer=answer_chain, target=target, dropped=tuple(dropped)
         )
-    referral = _referral(reply, zone, question.name, dropped)
+    referral = _referral(reply, zone, question.name, dropped, harden_glue=harden_glue)
     if referral is not None:
         if forwarding:
             return Classified(kind=ResponseKind.LAME, reason="referral from a forwarder")
@@ -79,8 +86,6 @@ def classify(question: Question, reply: Message, zone: str, *, forwarding: bool 
         return Classified(kind=ResponseKind.LAME, reason="referral upwards or sideways")
     if reply.ra and not reply.aa and not forwarding and soa is None:
         return Classified(kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)")
-    if not reply.aa and not forwarding and soa is None:
-        return Classified(kind=ResponseKind.LAME, reason="empty reply without authority (AA=0)")
     return _negative(ResponseKind.NODATA, (), soa, dropped)
 
 
@@ -181,7 +186,7 @@ def _negative_soa(reply: Message, zone: str, question: Question, target: str) ->
 
 
 def _referral(
-    reply: Message, zone: str, qname: str, dropped: list[tuple[str, str]]
+    reply: Message, zone: str, qname: str, dropped: list[tuple[str, str]], *, harden_glue: bool
 ) -> Delegation | None:
     """A delegation to a zone strictly below `zone` and at or above `qname`, with in-bailiwick glue."""
     ns_records = [rr for rr in reply.authority if rr.rtype == RRType.NS]
@@ -196,7 +201,7 @@ def _referral(
     for rr in reply.additional:
         if rr.rtype not in (RRType.A, RRType.AAAA) or rr.name not in ns_names:
             continue
-        if not names.is_subdomain(rr.name, zone):
+        if harden_glue and not names.is_subdomain(rr.name, zone):  # Unbound harden-glue
             dropped.append((rr.to_text(), f"glue outside {zone}"))
             continue
         glue.append(rr)

@@ -73,6 +73,8 @@ class EngineSettings:
     prime_root: bool = True
     #: QNAME minimisation (RFC 9156).
     qname_minimisation: bool = False
+    #: Accept only glue inside the zone that gives it (Unbound harden-glue, RFC 2181 §5.4.1).
+    harden_glue: bool = True
     #: Send every upstream query over TCP (Unbound tcp-upstream).
     tcp_upstream: bool = False
     #: Extra addresses never to query (our own listen addresses).

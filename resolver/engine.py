@@ -127,6 +127,7 @@ class Resolution:
         self._sent_at = now
         self._pending_token: int | None = None
         self._active: set[tuple[str, int]] = set()
+        self._fell_back: set[str] = set()
         self._allow_loopback = not settings.do_not_query_localhost or _all_loopback(
             state.root_hints, state.configured_zones
         )
@@ -228,12 +229,16 @@ class Resolution:
 
     def _from_cache(self, question: Question, depth: int) -> Classified | None:
         """A cached answer, CNAME or negative answer for `question`, if live."""
-        rrset = self.cache.rrset(question.name, question.rtype, question.rclass)
+        # RFC 2181 §5.4.1: glue and referral NS sets may steer our own lookups but are
+        # never given to a client as an answer.
+        min_rank = Rank.ANSWER if depth == 0 else Rank.ADDITIONAL
+        rrset = self.cache.rrset(question.name, question.rtype, question.rclass, min_rank=min_rank)
         if rrset:
             self._cache_event(question, depth, "answer", rrset[0].ttl)
             return Classified(kind=ResponseKind.ANSWER, answer=rrset)
         if question.rtype != RRType.CNAME:
-            cname = self.cache.rrset(question.name, RRType.CNAME, question.rclass)
+            cname = self.cache.rrset(question.name, RRType.CNAME, question.rclass,
+                                     min_rank=min_rank)
             if cname:
                 self._cache_event(question, depth, "cname", cname[0].ttl)
                 return Classified(kind=ResponseKind.CNAME, answer=cname, target=cname[0].target)
@@ -259,7 +264,13 @@ class Resolution:
         for _ in range(self.limits.max_referrals):
             result = yield from self._ask_zone(cut, question, depth)
             if isinstance(result, Failure):
-                return result
+                fallback = self._parent_side(cut)
+                if fallback is None:
+                    return result
+                cut = fallback
+                self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
+                           nameservers=tuple(cut.names()))
+                continue
             reply, classified = result
             if classified.dropped:
                 self._emit(RecordsDropped, depth,
@@ -268,6 +279,10 @@ class Resolution:
             if classified.kind is not ResponseKind.REFERRAL:
                 return classified
             assert classified.delegation is not None
+            glue = _glue_answering(question, classified.delegation, reply)
+            if glue and depth > 0:
+                # Looking up a name server's address and the referral carries it as glue.
+                return Classified(kind=ResponseKind.ANSWER, answer=glue)
             cut = self._with_known_addresses(classified.delegation)
             self._emit(ReferralFollowed, depth, from_zone=reply_zone(cut, classified),
                        to_zone=cut.zone, ttl=cut.ttl,
@@ -290,6 +305,25 @@ class Resolution:
                 if cached is not None:
                     return cached
         return configured
+
+    def _parent_side(self, failed: Delegation) -> Delegation | None:
+        """When a cached zone cut's servers all fail, ask the parent again (once per zone).
+
+        The child's own NS set and addresses outrank the parent's referral in the cache
+        (RFC 2181 §5.4.1), but they may be wrong where the parent is right; the parent's
+        fresh referral is then the way back (Unbound's parent-side fallback).
+        """
+        if failed.source != "cache" or failed.zone == "." or failed.zone in self._fell_back:
+            return None
+        self._fell_back.add(failed.zone)
+        above = names.parent(failed.zone)
+        configured = self._configured_cut(above)
+        if configured.recursion_desired:
+            return None
+        cached = self.cache.closest_delegation(above)
+        if cached is not None and names.is_subdomain(cached.zone, configured.zone):
+            return replace(cached, source="parent-side fallback")
+        return replace(configured, source="parent-side fallback")
 
     def _configured_cut(self, qname: str) -> Delegation:
         for zone in names.ancestors(qname):
@@ -454,7 +488,8 @@ class Resolution:
             reply = yield from self._exchange(cut, server, question, depth, transport, use_edns, tries)
             if isinstance(reply, Failure):
                 return reply
-            classified = classify(question, reply, cut.zone, forwarding=cut.recursion_desired)
+            classified = classify(question, reply, cut.zone, forwarding=cut.recursion_desired,
+                                  harden_glue=self.settings.harden_glue)
             self._emit(
                 ReplyReceived, depth, address=server.address,
                 rtt_ms=round((self.now - self._sent_at) * 1000, 3), rcode=_rcode_name(reply.rcode),
@@ -555,7 +590,8 @@ class Resolution:
             self.cache.store_rrset(ns_set, Rank.AUTHORITY)
             targets = {rr.target for rr in ns_set}
             glue = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
-                    and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
+                    and rr.name in targets
+                    and (names.is_subdomain(rr.name, cut.zone) or not self.settings.harden_glue)]
             for rrset in _rrsets(glue):
                 self.cache.store_rrset(rrset, Rank.ADDITIONAL)
             return
@@ -565,9 +601,11 @@ class Resolution:
             self.cache.store_negative(Question(end, question.rtype, question.rclass), rcode,
                                       classified.soa)
             return
-        if kind is ResponseKind.ANSWER and reply.aa and not cut.recursion_desired:
-            # The zone's own NS set and their addresses, as the child states them.
-            ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS
+        if kind is ResponseKind.ANSWER and not cut.recursion_desired:
+            # The zone's own NS set as the child states it, only when it speaks with
+            # authority: a non-authoritative answer's NS set is promiscuous (Unbound's
+            # iter-scrub-promiscuous) and could hijack the zone (Deckard iter_ns_spoof).
+            ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and reply.aa
                       and names.is_subdomain(question.name, rr.name)
                       and names.is_subdomain(rr.name, cut.zone)]
             for rrset in _rrsets(ns_set):
@@ -577,6 +615,13 @@ class Resolution:
                      and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
             for rrset in _rrsets(extra):
                 self.cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+
+def _glue_answering(question: Question, delegation: Delegation, reply: Message) -> list[Record]:
+    """Address records in a referral's glue that answer `question` itself."""
+    if question.rtype not in (RRType.A, RRType.AAAA) or question.name not in delegation.names():
+        return []
+    return [rr for rr in reply.additional if rr.name == question.name and rr.rtype == question.rtype]
 
 
 def reply_zone(cut: Delegation, classified: Classified) -> str:

@@ -40,6 +40,7 @@ class ReplayedResolver:
                 do_ip6=cfg.do_ip6,
                 do_not_query_localhost=cfg.do_not_query_localhost,
                 qname_minimisation=cfg.qmin,
+                harden_glue=cfg.harden_glue,
             ),
             cache=CacheSettings(
                 min_ttl_s=cfg.cache_min_ttl,

@@ -71,6 +71,7 @@ class _Run:
         self.rng = random.Random(scenario.path.name)  # reproducible Deckard query IDs
         self.report = RunReport(config=self.config, mock=self.mock)
         self.unchecked: list[Answer] = []  # testbound: answers not yet matched
+        self.last: Answer | None = None  # Deckard: the answer to the latest QUERY
         try:
             self.resolver: ResolverUnderTest = factory(self.config, self.mock, self.clock)
         except Exception as exc:  # e.g. a configuration the resolver does not support
@@ -169,11 +170,15 @@ class _Run:
             reply = self.resolver.handle(wire, tcp=tcp, client_ip=client_ip)
         except Exception as exc:
             self.fail(step, f"resolver.handle() raised {exc!r}")
-        if reply is None or query is None:
-            return  # no answer (or RAW garbage: Deckard expects none and checks none)
+        if query is None:
+            return  # Deckard RAW garbage: no answer expected, none checked
+        self.last = None
+        if reply is None:
+            return
         answer = Answer(step=step, query=query, reply=view(bytes(reply)), tcp=tcp)
         self.report.answers.append(answer)
         self.unchecked.append(answer)
+        self.last = answer
 
     def check_answer(self, step: Step) -> None:
         entry = step.entry
@@ -181,7 +186,7 @@ class _Run:
         expected = entry_view(entry, self.dialect)
         candidates = self.unchecked
         if self.dialect is Dialect.DECKARD:  # Deckard compares the last answer only
-            candidates = self.report.answers[-1:]
+            candidates = [self.last] if self.last is not None else []
         if not candidates:
             self.fail(step, "no answer to check: the resolver did not reply")
         first_problems: list[str] = []

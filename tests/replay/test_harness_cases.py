@@ -66,6 +66,7 @@ def test_cases_expectations_by_case_stem_and_category(tmp_path: Path) -> None:
         "forwarding", False)
     b = by_id["deckard/b-qminoff"]
     assert b.xfail == "DNSSEC validation (needs: lenient-timeouts)" and b.lenient_timeouts
+    assert not b.xfail_strict
 
 
 def test_cases_without_manifest_row_use_file_flags(tmp_path: Path) -> None:

@@ -210,3 +210,18 @@ def test_runner_mini_iterator_fails_where_priming_is_required() -> None:
     scenario = parse_scenario_file(default_scenario_root() / "unbound/iter_lame_noaa.rpl")
     with pytest.raises(ScenarioFailure, match="STEP 20 CHECK_OUT_QUERY"):
         run_scenario(scenario, make_mini_iterator, OFF)
+
+
+def test_runner_deckard_checks_only_the_latest_answer(tmp_path: Path) -> None:
+    """Deckard compares the answer to the latest QUERY; a query without reply has none."""
+    class SecondSilent(RecordingRelay):
+        def handle(self, wire: bytes, *, tcp: bool = False,
+                   client_ip: str = "127.0.0.1") -> bytes | None:
+            reply = super().handle(wire, tcp=tcp, client_ip=client_ip)
+            return reply if len(self.calls) == 1 else None
+
+    scenario = make_scenario(tmp_path, "deckard", RANGE + query(10) + check(20) + query(30)
+                             + check(40), CONFIG)
+    with pytest.raises(ScenarioFailure, match="STEP 40 CHECK_ANSWER") as failure:
+        run_scenario(scenario, SecondSilent, OFF)
+    assert "no answer to check" in str(failure.value)

@@ -49,7 +49,7 @@ def test_cache_returns_a_stored_rrset_with_its_ttl(clock: FakeClock) -> None:
 
 
 def test_cache_ttl_counts_down_with_the_clock(clock: FakeClock) -> None:
-    """TTLs handed out are lowered by the time spent in the cache, never raised (RFC 1035 §3.2.1)."""
+    """TTLs handed out drop by the time spent in the cache, never rise (RFC 1035 §3.2.1)."""
     cache = make_cache(clock)
     cache.store_rrset(a_rrset(ttl=300), Rank.AUTHORITATIVE_ANSWER)
     clock.advance(100)
@@ -350,7 +350,9 @@ def test_cache_flush_by_type_keeps_other_types(clock: FakeClock) -> None:
     """flush(name, rtype=...) removes only that type."""
     cache = make_cache(clock)
     cache.store_rrset(a_rrset("www.example."), Rank.AUTHORITATIVE_ANSWER)
-    cache.store_rrset(parse_records("www.example. 300 IN AAAA 2001:db8::1"), Rank.AUTHORITATIVE_ANSWER)
+    cache.store_rrset(
+        parse_records("www.example. 300 IN AAAA 2001:db8::1"), Rank.AUTHORITATIVE_ANSWER
+    )
     assert cache.flush("www.example.", rtype=RRType.AAAA) == 1
     assert cache.rrset("www.example.", RRType.A) is not None
     assert cache.rrset("www.example.", RRType.AAAA) is None

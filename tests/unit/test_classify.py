@@ -153,11 +153,13 @@ def test_classify_soa_of_another_zone_is_not_a_negative_proof() -> None:
 
 
 def test_classify_referral_to_a_child_zone_with_glue() -> None:
-    """NS for a zone below the asked one, AA=0: a referral with in-bailiwick glue (RFC 1034 §4.2.1)."""
+    """NS for a zone below the asked one, AA=0: a referral with its glue (RFC 1034 §4.2.1)."""
     message = reply(
         WWW_A,
         aa=False,
-        authority="example.com. 172800 IN NS ns1.example.com.\nexample.com. 172800 IN NS ns.other.net.",
+        authority=(
+            "example.com. 172800 IN NS ns1.example.com.\nexample.com. 172800 IN NS ns.other.net."
+        ),
         additional="ns1.example.com. 172800 IN A 192.0.2.53",
     )
     result = classify(WWW_A, message, "com.")
@@ -230,7 +232,7 @@ def test_classify_out_of_zone_answer_is_dropped_and_listed() -> None:
 
 
 def test_classify_dname_synthesises_the_cname() -> None:
-    """A DNAME rewrites names below its owner (RFC 6672 §2.2); the synthesised CNAME joins the chain."""
+    """A DNAME rewrites names below its owner (RFC 6672 §2.2); its synthesised CNAME is kept."""
     question = Question("www.old.example.com.", RRType.A)
     message = reply(
         question,
@@ -254,7 +256,9 @@ def test_classify_cname_question_takes_the_cname_as_the_answer() -> None:
     question = Question("www.example.com.", RRType.CNAME)
     message = reply(
         question,
-        answer="www.example.com. 300 IN CNAME cdn.example.com.\ncdn.example.com. 300 IN A 192.0.2.1",
+        answer=(
+            "www.example.com. 300 IN CNAME cdn.example.com.\ncdn.example.com. 300 IN A 192.0.2.1"
+        ),
     )
     result = classify(question, message, "example.com.")
     assert result.kind is ResponseKind.ANSWER
@@ -266,7 +270,9 @@ def test_classify_cname_loop_inside_one_reply_ends() -> None:
     question = Question("a.example.com.", RRType.A)
     message = reply(
         question,
-        answer="a.example.com. 300 IN CNAME b.example.com.\nb.example.com. 300 IN CNAME a.example.com.",
+        answer=(
+            "a.example.com. 300 IN CNAME b.example.com.\nb.example.com. 300 IN CNAME a.example.com."
+        ),
     )
     result = classify(question, message, "example.com.")
     assert result.kind is ResponseKind.CNAME
@@ -286,7 +292,9 @@ def test_classify_forwarder_answer_for_any_zone_is_accepted() -> None:
         WWW_A,
         aa=False,
         ra=True,
-        answer="www.example.com. 300 IN CNAME www.example.net.\nwww.example.net. 300 IN A 192.0.2.7",
+        answer=(
+            "www.example.com. 300 IN CNAME www.example.net.\nwww.example.net. 300 IN A 192.0.2.7"
+        ),
     )
     result = classify(WWW_A, message, "example.com.", forwarding=True)
     assert result.kind is ResponseKind.ANSWER and len(result.answer) == 2

@@ -87,11 +87,11 @@ def test_limits_are_frozen_and_keyword_only() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         limits.max_referrals = 4  # type: ignore[misc]
     with pytest.raises(TypeError):
-        Limits(200)  # type: ignore[misc]
+        Limits(200)  # type: ignore[call-arg]
 
 
 def test_cache_settings_defaults_cap_ttls() -> None:
-    """One day for data, one hour for negative answers, at least one second for failures (RFC 9520)."""
+    """One day for data, one hour for negative answers, failures at least 1 s (RFC 9520)."""
     settings = CacheSettings()
     assert settings.max_ttl_s == 86_400
     assert settings.max_negative_ttl_s == 3_600

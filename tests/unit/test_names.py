@@ -18,7 +18,7 @@ from resolver import names
     ],
 )
 def test_canonical_lowercases_and_makes_absolute(given: str, expected: str) -> None:
-    """Names compare case-insensitively (RFC 4343), so canonical form is lower case with a final dot."""
+    """Names compare case-insensitively (RFC 4343): canonical is lower case with a final dot."""
     assert names.canonical(given) == expected
 
 

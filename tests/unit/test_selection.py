@@ -72,14 +72,16 @@ def test_selection_choose_picks_only_within_the_rtt_band() -> None:
     selection.record_rtt("192.0.2.2", 0.010 + RTT_BAND_S + 0.1)
     rng = random.Random(1)
     chosen = {
-        selection.choose(candidates("192.0.2.1", "192.0.2.2"), zone="example.", now=NOW, rng=rng).address
+        selection.choose(
+            candidates("192.0.2.1", "192.0.2.2"), zone="example.", now=NOW, rng=rng
+        ).address
         for _ in range(50)
     }
     assert chosen == {"192.0.2.1"}
 
 
 def test_selection_choose_spreads_over_servers_in_the_band() -> None:
-    """Servers within the band are chosen at random, so every one gets some queries (RFC 5452 §4)."""
+    """Servers within the band are chosen at random, so each gets queries (RFC 5452 §4)."""
     selection = ServerSelection()
     rng = random.Random(7)
     counts = Counter(
@@ -116,7 +118,7 @@ def test_selection_server_is_down_after_three_timeouts_in_a_row() -> None:
 
 
 def test_selection_down_server_is_forgiven_after_the_memory_time() -> None:
-    """"Down" is remembered for MEMORY_S only."""
+    """ "Down" is remembered for MEMORY_S only."""
     selection = ServerSelection()
     for _ in range(DOWN_AFTER_TIMEOUTS):
         selection.record_timeout("192.0.2.1", 0.4, NOW)
@@ -172,7 +174,9 @@ def test_selection_lame_server_is_avoided_for_its_zone() -> None:
     selection.record_lame("192.0.2.1", "lame.test.", NOW)
     rng = random.Random(0)
     chosen = {
-        selection.choose(candidates("192.0.2.1", "192.0.2.2"), zone="lame.test.", now=NOW, rng=rng).address
+        selection.choose(
+            candidates("192.0.2.1", "192.0.2.2"), zone="lame.test.", now=NOW, rng=rng
+        ).address
         for _ in range(30)
     }
     assert chosen == {"192.0.2.2"}

@@ -24,7 +24,7 @@ from resolver.wire import (
 
 def header(data: bytes) -> tuple[int, int, int, int, int, int]:
     """The six 16-bit header fields of a message."""
-    return struct.unpack("!6H", data[:12])  # type: ignore[return-value]
+    return struct.unpack("!6H", data[:12])
 
 
 def reply_with(records: str, *, edns: Edns | None = None, rcode: int = Rcode.NOERROR) -> Message:
@@ -45,7 +45,7 @@ def reply_with(records: str, *, edns: Edns | None = None, rcode: int = Rcode.NOE
 
 
 def test_make_query_builds_one_question_with_the_given_id_and_flags() -> None:
-    """A query is a header with QDCOUNT=1, the id asked for, RD only when requested (RFC 1035 §4.1.1)."""
+    """A query has QDCOUNT=1, the id asked for, RD only when requested (RFC 1035 §4.1.1)."""
     data = make_query(Question("www.example.com.", RRType.A), query_id=0xBEEF, edns_udp_size=None)
     ident, flags, qd, an, ns, ar = header(data)
     assert (ident, flags, qd, an, ns, ar) == (0xBEEF, 0, 1, 0, 0, 0)
@@ -65,7 +65,7 @@ def test_make_query_sets_rd_and_cd_when_asked() -> None:
 
 
 def test_make_query_adds_an_opt_with_the_payload_size_and_do_bit() -> None:
-    """With EDNS the query carries one OPT owned by the root with our size and the DO bit (RFC 6891 §6.1.2)."""
+    """With EDNS the query carries one OPT with our size and the DO bit (RFC 6891 §6.1.2)."""
     data = make_query(Question("a.test.", RRType.A), query_id=1, edns_udp_size=1232, dnssec_ok=True)
     assert header(data)[5] == 1
     message = decode(data)
