@@ -10,7 +10,7 @@ does `classify` name the reply's kind; the engine decides what to do with it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from resolver import names
 from resolver.delegation import Delegation, delegation_from_records
@@ -64,6 +64,7 @@ def classify(
     if forwarding:
         zone = "."
     dropped: list[tuple[str, str]] = []
+    reply = _only_class(reply, question.rclass, dropped)
     answer_chain, target, final = _follow_chain(question, reply, zone, dropped)
     soa = _negative_soa(reply, zone, question, target)
 
@@ -85,8 +86,25 @@ def classify(
     if _has_ns_at_or_above(reply, zone, question.name) and soa is None:
         return Classified(kind=ResponseKind.LAME, reason="referral upwards or sideways")
     if reply.ra and not reply.aa and not forwarding and soa is None:
-        return Classified(kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)")
+        return Classified(
+            kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)"
+        )
     return _negative(ResponseKind.NODATA, (), soa, dropped)
+
+
+def _only_class(reply: Message, rclass: int, dropped: list[tuple[str, str]]) -> Message:
+    """Records of another class than the question's say nothing about it (RFC 1034 §4.3.2)."""
+    sections = (reply.answer, reply.authority, reply.additional)
+    if all(rr.rclass == rclass for section in sections for rr in section):
+        return reply
+    for section in sections:
+        dropped.extend((rr.to_text(), "other class") for rr in section if rr.rclass != rclass)
+    return replace(
+        reply,
+        answer=tuple(rr for rr in reply.answer if rr.rclass == rclass),
+        authority=tuple(rr for rr in reply.authority if rr.rclass == rclass),
+        additional=tuple(rr for rr in reply.additional if rr.rclass == rclass),
+    )
 
 
 def _negative(
@@ -216,12 +234,21 @@ def _referral(
 
 
 def _has_ns_at_or_above(reply: Message, zone: str, qname: str) -> bool:
-    return any(
-        rr.rtype == RRType.NS and (rr.name == zone or names.is_subdomain(zone, rr.name))
-        for rr in reply.authority
-    ) or any(
-        rr.rtype == RRType.NS and not names.is_subdomain(qname, rr.name) for rr in reply.authority
-    )
+    """A referral that does not lead down: upwards, sideways, or to the zone itself.
+
+    The zone's own NS set in an authoritative reply is no referral: it is how many
+    servers say NODATA (RFC 2308 §2.2 type 3 without SOA).
+    """
+    for rr in reply.authority:
+        if rr.rtype != RRType.NS:
+            continue
+        if rr.name == zone and reply.aa:
+            continue
+        if rr.name == zone or names.is_subdomain(zone, rr.name):
+            return True
+        if not names.is_subdomain(qname, rr.name):
+            return True
+    return False
 
 
 def records_to_cache(reply: Message, zone: str) -> list[Record]:

@@ -214,7 +214,9 @@ class Resolution:
                 return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain))
             if result.kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
                 rcode = Rcode.NXDOMAIN if result.kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
-                authority = (result.soa,) if result.soa is not None else ()
+                # RFC 2308 §3: the SOA of a negative answer lives for min(TTL, MINIMUM).
+                soa = result.soa
+                authority = (soa.with_ttl(min(soa.ttl, soa.soa_minimum)),) if soa else ()
                 return Outcome(rcode=rcode, answer=tuple(chain), authority=authority)
             assert result.target is not None
             if result.target in seen:

@@ -143,7 +143,11 @@ class Record:
     def target(self) -> str:
         """The domain name inside NS/CNAME/DNAME/PTR/MX/SRV RDATA, canonical."""
         rd = self.rdata
-        label = getattr(rd, "label", None) or getattr(rd, "target", None) or getattr(rd, "mx", None)
+        label = None
+        for attribute in ("label", "target", "mx"):  # NS/CNAME/DNAME/PTR, SRV, MX in dnslib
+            label = getattr(rd, attribute, None)
+            if label is not None:
+                break
         if label is None:
             raise ValueError(f"{type_name(self.rtype)} has no target name")
         return names.canonical(str(label))

@@ -217,10 +217,16 @@ def test_classify_recursive_reply_without_authority_is_lame() -> None:
     assert classify(WWW_A, message, "example.com.").kind is ResponseKind.LAME
 
 
-def test_classify_empty_non_authoritative_reply_is_lame() -> None:
-    """An empty AA=0 reply without SOA proves nothing."""
-    message = reply(WWW_A, aa=False)
-    assert classify(WWW_A, message, "example.com.").kind is ResponseKind.LAME
+def test_classify_empty_non_authoritative_reply_is_nodata() -> None:
+    """An empty AA=0 reply with no NS and no SOA is a bare NODATA (RFC 2308 §2.2 type 3)."""
+    result = classify(WWW_A, reply(WWW_A, aa=False), "example.com.")
+    assert result.kind is ResponseKind.NODATA and result.soa is None
+
+
+def test_classify_authoritative_nodata_with_the_zone_ns_set_is_nodata() -> None:
+    """AA=1, no answer, the zone's own NS set and no SOA: NODATA, not an upward referral."""
+    message = reply(WWW_A, authority="example.com. 3600 IN NS ns.example.com.")
+    assert classify(WWW_A, message, "example.com.").kind is ResponseKind.NODATA
 
 
 def test_classify_out_of_zone_answer_is_dropped_and_listed() -> None:
