@@ -76,15 +76,31 @@ def _expiry(_key: _Key, value: Any, _now: float) -> float:
     return float(value.expires_at)
 
 
+def _expiry_keeping_stale(keep_s: float) -> Callable[[_Key, Any, float], float]:
+    """A time-to-use that keeps data `keep_s` past expiry (RFC 8767 §5), failures never."""
+
+    def ttu(_key: _Key, value: Any, _now: float) -> float:
+        if isinstance(value, _FailureEntry):
+            return value.expires_at
+        return float(value.expires_at) + keep_s
+
+    return ttu
+
+
 class RecordCache:
     """RRsets, negative answers and failures, bounded with LRU eviction."""
 
     def __init__(self, settings: CacheSettings, *, timer: Callable[[], float]) -> None:
         self.settings = settings
         self._timer = timer
+        # Serve-stale keeps expired data for max-stale-ttl; lookups still see it as expired.
+        ttu = (_expiry_keeping_stale(settings.max_stale_ttl_s) if settings.stale_answer_enable
+               else _expiry)
         self._entries: TLRUCache[_Key, Any] = TLRUCache(
-            maxsize=settings.max_entries, ttu=_expiry, timer=timer
+            maxsize=settings.max_entries, ttu=ttu, timer=timer
         )
+        #: RRset keys this view does not see (a prefetch must not be answered from them).
+        self._hidden: frozenset[_Key] = frozenset()
         self.hits = 0
         self.misses = 0
 
@@ -104,7 +120,10 @@ class RecordCache:
         key = ("rr", first.name, first.rtype, first.rclass)
         now = self._timer()
         current = self._entries.get(key)
-        if isinstance(current, CachedRRset) and current.rank > rank:
+        # Only live data defends its rank: stale data kept for RFC 8767 yields to anything,
+        # and a prefetch (key hidden) replaces what it refreshes.
+        if (isinstance(current, CachedRRset) and current.rank > rank
+                and current.expires_at > now and key not in self._hidden):
             return False
         unique: dict[str, Record] = {}
         for rr in records:
@@ -118,7 +137,10 @@ class RecordCache:
         self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL
     ) -> tuple[Record, ...] | None:
         """The live RRset with TTLs counted down, or None (also when ranked below `min_rank`)."""
-        entry = self._entries.get(("rr", name, rtype, rclass))
+        key = ("rr", name, rtype, rclass)
+        if self._hidden and key in self._hidden:
+            return None
+        entry = self._entries.get(key)
         if not isinstance(entry, CachedRRset) or entry.rank < min_rank:
             return None
         left = self._ttl_left(entry.expires_at)
@@ -128,7 +150,9 @@ class RecordCache:
 
     def rank_of(self, name: str, rtype: int, rclass: int = 1) -> Rank | None:
         entry = self._entries.get(("rr", name, rtype, rclass))
-        return entry.rank if isinstance(entry, CachedRRset) else None
+        if not isinstance(entry, CachedRRset) or entry.expires_at <= self._timer():
+            return None  # stale data kept for RFC 8767 has no rank to defend
+        return entry.rank
 
     # -- negative answers -----------------------------------------------------
 
@@ -153,12 +177,15 @@ class RecordCache:
     def negative(self, question: Question) -> NegativeAnswer | None:
         """A live NXDOMAIN for the name or an ancestor (RFC 8020 §2), or a NODATA for the type."""
         entry = self._entries.get(("nodata", question.name, question.rtype, question.rclass))
-        if isinstance(entry, _NegativeEntry):
-            return self._lowered(entry)
+        # Expired entries may linger for serve-stale: they must not hide a live one above.
+        found = self._lowered(entry) if isinstance(entry, _NegativeEntry) else None
+        if found is not None:
+            return found
         for name in names.ancestors(question.name):
             entry = self._entries.get(("nx", name, question.rclass))
-            if isinstance(entry, _NegativeEntry):
-                return self._lowered(entry)
+            found = self._lowered(entry) if isinstance(entry, _NegativeEntry) else None
+            if found is not None:
+                return found
         return None
 
     def _lowered(self, entry: _NegativeEntry) -> NegativeAnswer | None:
@@ -179,7 +206,9 @@ class RecordCache:
 
     def failure(self, question: Question) -> str | None:
         entry = self._entries.get(("fail", *_qkey(question)))
-        return entry.reason if isinstance(entry, _FailureEntry) else None
+        if not isinstance(entry, _FailureEntry) or entry.expires_at <= self._timer():
+            return None
+        return entry.reason
 
     # -- delegations ------------------------------------------------------------
 
@@ -211,6 +240,53 @@ class RecordCache:
                 )
         return None
 
+    # -- serve-stale (RFC 8767) and prefetch ---------------------------------------
+
+    def stale_rrset(
+        self, name: str, rtype: int, rclass: int = 1, *, ttl: int
+    ) -> tuple[Record, ...] | None:
+        """An expired RRset still kept for serve-stale, its TTLs set to `ttl` (RFC 8767 §4).
+
+        None when the RRset is live (the normal lookup answers it), absent, or kept no
+        longer (past max-stale-ttl, or serve-stale is off).
+        """
+        entry = self._entries.get(("rr", name, rtype, rclass))
+        if not isinstance(entry, CachedRRset) or self._ttl_left(entry.expires_at) > 0:
+            return None
+        return tuple(rr.with_ttl(ttl) for rr in entry.records)
+
+    def stale_negative(self, question: Question, *, ttl: int) -> NegativeAnswer | None:
+        """An expired NODATA for the type, or NXDOMAIN at or above the name, kept for serve-stale."""
+        keys = [("nodata", question.name, question.rtype, question.rclass)]
+        keys += [("nx", name, question.rclass) for name in names.ancestors(question.name)]
+        for key in keys:
+            entry = self._entries.get(key)
+            if isinstance(entry, _NegativeEntry) and self._ttl_left(entry.expires_at) <= 0:
+                soa = entry.soa.with_ttl(ttl) if entry.soa is not None else None
+                return NegativeAnswer(rcode=entry.rcode, name=entry.name, soa=soa)
+        return None
+
+    def rrset_info(self, name: str, rtype: int, rclass: int = 1) -> RRsetInfo | None:
+        """When a live RRset was stored and with what TTL (prefetch compares it with what is left)."""
+        entry = self._entries.get(("rr", name, rtype, rclass))
+        if not isinstance(entry, CachedRRset) or entry.expires_at <= self._timer():
+            return None
+        return RRsetInfo(
+            rank=entry.rank, stored_at=entry.stored_at, expires_at=entry.expires_at,
+            original_ttl=entry.records[0].ttl, ttl_left=self._ttl_left(entry.expires_at),
+        )
+
+    def hiding(self, rrsets: Iterable[tuple[str, int, int]]) -> RecordCache:
+        """A view of this cache that stores into it but does not see the given RRsets.
+
+        `rrsets` are (owner, type, class). A prefetch resolves through such a view, so the
+        engine asks upstream for what it refreshes instead of answering from the cache,
+        while clients keep getting the cached copies until the new ones replace them.
+        """
+        view = copy.copy(self)  # shares the entries, the timer and the settings
+        view._hidden = frozenset(("rr", *key) for key in rrsets)
+        return view
+
     # -- operator view ----------------------------------------------------------
 
     def flush(self, name: str, *, subtree: bool = False, rtype: int | None = None) -> int:
@@ -226,18 +302,34 @@ class RecordCache:
             self._entries.pop(key, None)
         return len(doomed)
 
-    def dump(self) -> Iterator[str]:
-        """Every live entry as text, TTLs counted down."""
+    def dump(self, *, name: str | None = None, rtype: int | None = None) -> Iterator[str]:
+        """Every live entry as text, TTLs counted down; entries kept for serve-stale marked.
+
+        `name` and `rtype` restrict the listing to one owner name and one type (an
+        NXDOMAIN, which covers every type, is listed for any `rtype`).
+        """
         for key in list(self._entries.keys()):
+            if name is not None and _key_name(key) != name:
+                continue
+            if rtype is not None and _key_type(key) not in (None, rtype):
+                continue
             entry = self._entries.get(key)
             if isinstance(entry, CachedRRset):
                 for rr in self.rrset(key[1], key[2], key[3]) or ():
                     yield f"{rr.to_text()}\t; rank={entry.rank.name.lower()}"
+                for rr in self.stale_rrset(key[1], key[2], key[3], ttl=0) or ():
+                    yield (f"{rr.to_text()}\t; rank={entry.rank.name.lower()}, "
+                           f"{self._stale_note(entry.expires_at)}")
             elif isinstance(entry, _NegativeEntry):
                 neg = self._lowered(entry)
+                what = "NXDOMAIN" if key[0] == "nx" else f"NODATA {key[2]}"
                 if neg is not None:
-                    what = "NXDOMAIN" if key[0] == "nx" else f"NODATA {key[2]}"
                     yield f"{key[1]}\t{self._ttl_left(entry.expires_at)}\t; negative {what}"
+                else:
+                    yield f"{key[1]}\t0\t; negative {what}, {self._stale_note(entry.expires_at)}"
+
+    def _stale_note(self, expires_at: float) -> str:
+        return f"stale (expired {math.floor(self._timer() - expires_at)} s ago)"
 
     # -- helpers ----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ class ResponseKind(enum.Enum):
     LAME = "lame"  #: the server is not authoritative for the zone we asked (RFC 1034 §4.2.2)
     SERVER_ERROR = "server-error"  #: SERVFAIL, REFUSED, NOTIMP, FORMERR...
     TRUNCATED = "truncated"  #: TC=1: ask again over TCP (RFC 7766 §6.2.1)
+    YXDOMAIN = "yxdomain"  #: a DNAME substitution would be too long (RFC 6672 §2.2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,12 +60,18 @@ def classify(
     """Kind of `reply` to `question`, asked of a server for `zone` (the bailiwick)."""
     if reply.tc:
         return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
-    if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN):
+    if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.YXDOMAIN):
         return Classified(kind=ResponseKind.SERVER_ERROR, reason=_rcode_text(reply.rcode))
     if forwarding:
         zone = "."
     dropped: list[tuple[str, str]] = []
     reply = _only_class(reply, question.rclass, dropped)
+    if reply.rcode == Rcode.YXDOMAIN:
+        chain = tuple(rr for rr in reply.answer if rr.rtype == RRType.DNAME and _in_zone(rr, zone)
+                      and names.is_subdomain(question.name, rr.name))
+        if not chain:
+            return Classified(kind=ResponseKind.SERVER_ERROR, reason="YXDOMAIN without a DNAME")
+        return Classified(kind=ResponseKind.YXDOMAIN, answer=chain, dropped=tuple(dropped))
     answer_chain, target, final = _follow_chain(question, reply, zone, dropped)
     soa = _negative_soa(reply, zone, question, target)
 

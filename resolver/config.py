@@ -53,6 +53,17 @@ class CacheSettings:
     min_negative_ttl_s: int = 0  # cache-min-negative-ttl
     #: How long a resolution failure is remembered (RFC 9520 §3.2: at least 1 s; BIND servfail-ttl 1).
     failure_ttl_s: int = 1
+    #: Serve expired data when resolution fails or is slow (RFC 8767; BIND stale-answer-enable).
+    stale_answer_enable: bool = False
+    #: TTL given to stale records in a reply (BIND stale-answer-ttl 30; RFC 8767 §4 suggests 30).
+    stale_answer_ttl_s: int = 30
+    #: How long past expiry data is kept for serve-stale (BIND max-stale-ttl; RFC 8767 §5: 1-3 days).
+    max_stale_ttl_s: int = 86_400
+    #: Serve stale data when no answer came within this time; 0 = at once, refreshing in the
+    #: background (BIND stale-answer-client-timeout; RFC 8767 §5 suggests 1.8 s).
+    stale_answer_client_timeout_ms: int = 1_800
+    #: Refresh an entry asked for in the last 10% of its TTL in the background (Unbound prefetch).
+    prefetch: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,3 +139,6 @@ class ServeConfig:
     tcp_idle_timeout_s: float = 10.0
     #: Concurrent TCP clients (PowerDNS max-tcp-clients 128).
     max_tcp_clients: int = 128
+    #: Unix socket of the local control channel (`resolver cache ...`); None = the default path
+    #: (resolver.control.default_socket_path).
+    control_socket: str | None = None

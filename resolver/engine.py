@@ -212,6 +212,8 @@ class Resolution:
             chain.extend(rr for rr in result.answer if rr not in chain)
             if result.kind is ResponseKind.ANSWER:
                 return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain))
+            if result.kind is ResponseKind.YXDOMAIN:
+                return Outcome(rcode=Rcode.YXDOMAIN, answer=tuple(chain))
             if result.kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
                 rcode = Rcode.NXDOMAIN if result.kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
                 # RFC 2308 §3: the SOA of a negative answer lives for min(TTL, MINIMUM).
@@ -260,10 +262,15 @@ class Resolution:
         self, question: Question, depth: int
     ) -> Generator[SendQuery, Reply, Classified | Failure]:
         """Ask the closest zone cut and follow referrals down (RFC 1034 §5.3.3 step 2-4)."""
-        cut = yield from self._start_cut(question.name, depth)
+        is_ds = question.rtype == RRType.DS and question.name != names.ROOT
+        # RFC 4035 §3.1.4.1: a DS record lives on the parent side of the zone cut.
+        cut = yield from self._start_cut(
+            names.parent(question.name) if is_ds else question.name, depth
+        )
         self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
                    nameservers=tuple(cut.names()))
-        for _ in range(self.limits.max_referrals):
+        relocated = False
+        for _ in range(self.limits.max_referrals + 1):
             result = yield from self._ask_zone(cut, question, depth)
             if isinstance(result, Failure):
                 fallback = self._parent_side(cut)
@@ -277,6 +284,20 @@ class Resolution:
             if classified.dropped:
                 self._emit(RecordsDropped, depth,
                            records=tuple(f"{text}: {why}" for text, why in classified.dropped))
+            if is_ds and _from_child_side(question, classified) and not relocated:
+                # The server answered from the child zone; find the parent's servers.
+                relocated = True
+                parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
+                if parent_cut is not None and parent_cut.zone != cut.zone:
+                    cut = parent_cut
+                    self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
+                               nameservers=tuple(cut.names()))
+                    continue
+            if is_ds and classified.kind is ResponseKind.REFERRAL and (
+                classified.delegation is not None and classified.delegation.zone == question.name
+            ):
+                # The parent refers us to the child: it holds no DS there (insecure delegation).
+                return Classified(kind=ResponseKind.NODATA)
             self._store(reply, classified, cut, question)
             if classified.kind is not ResponseKind.REFERRAL:
                 return classified
@@ -284,13 +305,27 @@ class Resolution:
             glue = _glue_answering(question, classified.delegation, reply)
             if glue and depth > 0:
                 # Looking up a name server's address and the referral carries it as glue.
-                return Classified(kind=ResponseKind.ANSWER, answer=glue)
+                return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
+            previous = cut.zone
             cut = self._with_known_addresses(classified.delegation)
-            self._emit(ReferralFollowed, depth, from_zone=reply_zone(cut, classified),
-                       to_zone=cut.zone, ttl=cut.ttl,
+            self._emit(ReferralFollowed, depth, from_zone=previous, to_zone=cut.zone, ttl=cut.ttl,
                        nameservers=tuple(f"{ns.name} {','.join(ns.addresses)}".strip()
                                          for ns in cut.servers))
         return Failure(f"more than {self.limits.max_referrals} referrals")
+
+    def _delegation_for(
+        self, zone: str, depth: int
+    ) -> Generator[SendQuery, Reply, Delegation | None]:
+        """The servers of the zone that contains `zone` (found by asking for its NS set)."""
+        key = (zone, int(RRType.NS))
+        if key in self._active:
+            return None
+        self._active.add(key)
+        try:
+            yield from self._resolve(Question(zone, RRType.NS), depth + 1, f"servers of {zone}")
+        finally:
+            self._active.discard(key)
+        return self.cache.closest_delegation(zone)
 
     def _start_cut(self, qname: str, depth: int) -> Generator[SendQuery, Reply, Delegation]:
         """The deepest zone cut we can start from: configured, cached or the root hints."""
@@ -619,16 +654,20 @@ class Resolution:
                 self.cache.store_rrset(rrset, Rank.ADDITIONAL)
 
 
+def _from_child_side(question: Question, classified: Classified) -> bool:
+    """A DS answer that speaks for the zone named by the question: the child's view."""
+    if classified.kind in (ResponseKind.NODATA, ResponseKind.NXDOMAIN):
+        return classified.soa is not None and classified.soa.name == question.name
+    if classified.kind is ResponseKind.CNAME:
+        return True  # no DS owner is an alias at the parent; the child answered
+    return False
+
+
 def _glue_answering(question: Question, delegation: Delegation, reply: Message) -> list[Record]:
     """Address records in a referral's glue that answer `question` itself."""
     if question.rtype not in (RRType.A, RRType.AAAA) or question.name not in delegation.names():
         return []
     return [rr for rr in reply.additional if rr.name == question.name and rr.rtype == question.rtype]
-
-
-def reply_zone(cut: Delegation, classified: Classified) -> str:
-    """The zone that referred us to `cut` (its parent), for traces."""
-    return names.parent(cut.zone) if classified.delegation is not None else cut.zone
 
 
 def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: float) -> str:

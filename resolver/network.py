@@ -26,9 +26,13 @@ class ServerAddress:
 
     ip: str
     port: int = 53
+    #: Set for DNS over TLS (RFC 7858): the name the server's certificate must carry (its IP
+    #: address when no name was given). None: plain UDP/TCP.
+    tls_name: str | None = None
 
     def __str__(self) -> str:
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        where = f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return where if self.tls_name is None else f"{where}#{self.tls_name}"
 
 
 class UpstreamTimeout(Exception):

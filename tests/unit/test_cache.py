@@ -6,6 +6,8 @@ caching), RFC 8020 (nothing below NXDOMAIN), RFC 9520 (remembered failures).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from resolver.cache import Rank, RecordCache
@@ -16,7 +18,7 @@ from tests.support.labnet import FakeClock
 SOA = "example. {ttl} IN SOA ns.example. host.example. 1 7200 900 1209600 {minimum}"
 
 
-def make_cache(clock: FakeClock, **settings: int) -> RecordCache:
+def make_cache(clock: FakeClock, **settings: Any) -> RecordCache:
     return RecordCache(CacheSettings(**settings), timer=clock)
 
 

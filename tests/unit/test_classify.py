@@ -184,6 +184,20 @@ def test_classify_referral_drops_glue_outside_the_asked_zone() -> None:
     assert any("6.6.6.6" in text for text, _ in result.dropped)
 
 
+def test_classify_referral_keeps_out_of_zone_glue_when_not_hardened() -> None:
+    """With harden_glue off (Unbound harden-glue: no) out-of-zone glue for the NS names is used."""
+    question = Question("www.glueless.org.", RRType.A)
+    message = reply(
+        question,
+        aa=False,
+        authority="glueless.org. 3600 IN NS ns.hosting.net.",
+        additional="ns.hosting.net. 3600 IN A 192.0.2.53",
+    )
+    result = classify(question, message, "org.", harden_glue=False)
+    assert result.delegation is not None
+    assert result.delegation.servers[0].addresses == ("192.0.2.53",)
+
+
 def test_classify_referral_ignores_additional_records_for_other_names() -> None:
     """Additional records for names that are not the referral's NS are not glue."""
     message = reply(

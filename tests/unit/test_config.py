@@ -100,11 +100,12 @@ def test_cache_settings_defaults_cap_ttls() -> None:
 
 
 def test_engine_settings_defaults_are_safe() -> None:
-    """EDNS 1232 upstream, localhost never asked, root priming on."""
+    """EDNS 1232 upstream, localhost never asked, root priming and harden-glue on."""
     settings = EngineSettings()
     assert settings.edns_udp_size == 1232
     assert settings.do_not_query_localhost
     assert settings.prime_root
+    assert settings.harden_glue
     assert settings.limits == Limits()
 
 

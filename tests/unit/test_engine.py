@@ -69,12 +69,10 @@ class Lab:
         return sum(self.network.received.values())
 
 
-def lab(seed: int = 0, *, settings: EngineSettings | None = None, **cache: int) -> Lab:
+def lab(seed: int = 0, *, settings: EngineSettings | None = None) -> Lab:
     clock = FakeClock()
     network = LabNetwork(clock)
-    service = lab_service(
-        clock, network, settings=settings, cache_settings=CacheSettings(**cache), seed=seed
-    )
+    service = lab_service(clock, network, settings=settings, seed=seed)
     return Lab(clock, network, service)
 
 
