@@ -13,9 +13,10 @@ Rules:
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,18 @@ class NegativeAnswer:
     rcode: Rcode
     name: str
     soa: Record | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RRsetInfo:
+    """Bookkeeping of one live cached RRset (what prefetch decides on)."""
+
+    rank: Rank
+    stored_at: float
+    expires_at: float
+    #: The TTL it was stored with, after the cache-min/max-ttl clamps.
+    original_ttl: int
+    ttl_left: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +263,8 @@ class RecordCache:
         None when the RRset is live (the normal lookup answers it), absent, or kept no
         longer (past max-stale-ttl, or serve-stale is off).
         """
+        if not self.settings.stale_answer_enable:
+            return None
         entry = self._entries.get(("rr", name, rtype, rclass))
         if not isinstance(entry, CachedRRset) or self._ttl_left(entry.expires_at) > 0:
             return None
@@ -257,6 +272,8 @@ class RecordCache:
 
     def stale_negative(self, question: Question, *, ttl: int) -> NegativeAnswer | None:
         """An expired NODATA for the type, or NXDOMAIN at or above the name, kept for serve-stale."""
+        if not self.settings.stale_answer_enable:
+            return None
         keys = [("nodata", question.name, question.rtype, question.rclass)]
         keys += [("nx", name, question.rclass) for name in names.ancestors(question.name)]
         for key in keys:
@@ -325,7 +342,7 @@ class RecordCache:
                 what = "NXDOMAIN" if key[0] == "nx" else f"NODATA {key[2]}"
                 if neg is not None:
                     yield f"{key[1]}\t{self._ttl_left(entry.expires_at)}\t; negative {what}"
-                else:
+                elif self.settings.stale_answer_enable:
                     yield f"{key[1]}\t0\t; negative {what}, {self._stale_note(entry.expires_at)}"
 
     def _stale_note(self, expires_at: float) -> str:

@@ -267,9 +267,15 @@ class Resolution:
         cut = yield from self._start_cut(
             names.parent(question.name) if is_ds else question.name, depth
         )
+        relocated = False
+        if is_ds and cut.zone != names.parent(question.name):
+            # Only the parent's own servers can tell; find them first (Unbound's DS locate).
+            relocated = True
+            parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
+            if parent_cut is not None and names.is_subdomain(parent_cut.zone, cut.zone):
+                cut = parent_cut
         self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
                    nameservers=tuple(cut.names()))
-        relocated = False
         for _ in range(self.limits.max_referrals + 1):
             result = yield from self._ask_zone(cut, question, depth)
             if isinstance(result, Failure):
