@@ -9,6 +9,8 @@ Rules:
 - Trust ranks (RFC 2181 §5.4.1): live data is never replaced by data of lower rank.
 - Negative answers (RFC 2308 §5) live for min(SOA TTL, SOA MINIMUM), clamped by
   cache-max-negative-ttl; an NXDOMAIN also answers for every name below (RFC 8020).
+- Serve-stale (RFC 8767), when enabled, keeps expired RRsets and negative answers for
+  max-stale-ttl; normal lookups still treat them as expired, only `stale_*` return them.
 """
 
 from __future__ import annotations
@@ -274,7 +276,7 @@ class RecordCache:
         """An expired NODATA for the type, or NXDOMAIN at or above the name, kept for serve-stale."""
         if not self.settings.stale_answer_enable:
             return None
-        keys = [("nodata", question.name, question.rtype, question.rclass)]
+        keys: list[_Key] = [("nodata", question.name, question.rtype, question.rclass)]
         keys += [("nx", name, question.rclass) for name in names.ancestors(question.name)]
         for key in keys:
             entry = self._entries.get(key)

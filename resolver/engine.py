@@ -479,7 +479,7 @@ class Resolution:
         if cut.recursion_desired:
             return Failure("no forwarder answered")
         pending = [ns for ns in attempts.servers if ns.name not in attempts.looked_up
-                   and not ns.addresses]
+                   and not any(not self._unusable(a) for a in ns.addresses)]
         pending = pending[: max(0, self.limits.max_ns_names_per_delegation - len(attempts.looked_up))]
         if not pending:
             return Failure(f"no more servers to try for {cut.zone}")
@@ -496,7 +496,7 @@ class Resolution:
                 return Failure(f"{attempts.failed_lookups} name-server lookups failed")
             return None
         index = attempts.servers.index(ns)
-        attempts.servers[index] = NameServer(ns.name, tuple(addresses))
+        attempts.servers[index] = NameServer(ns.name, (*ns.addresses, *addresses))
         return None
 
     def _addresses_of(self, ns_name: str, depth: int) -> Generator[SendQuery, Reply, list[str]]:

@@ -37,6 +37,8 @@ class Outcome:
     reason: str = ""
     #: Upstream queries this resolution sent.
     queries_sent: int = 0
+    #: Served from expired data (RFC 8767); the reply carries EDE 3 "Stale Answer".
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -72,8 +72,10 @@ class QueryHandler:
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
         question = Question(query.qname, query.qtype, query.qclass)
         rcode = _refusal(query)
-        if rcode is not None:
-            return self._count(self._reply(wire, query, client, Outcome(rcode=rcode)))
+        if rcode is not None:  # a policy answer, not a recursive one: RA stays clear
+            return self._count(
+                self._reply(wire, query, client, Outcome(rcode=rcode), recursion_available=False)
+            )
         if question.rtype == RRType.ANY:
             return self._count(self._reply(wire, query, client, _rfc8482_answer(question)))
         outcome = await self.service.resolve(question)
@@ -87,7 +89,15 @@ class QueryHandler:
             self.rcodes[name] = self.rcodes.get(name, 0) + 1
         return reply
 
-    def _reply(self, wire: bytes, query: ScannedMessage, client: Client, outcome: Outcome) -> bytes:
+    def _reply(
+        self,
+        wire: bytes,
+        query: ScannedMessage,
+        client: Client,
+        outcome: Outcome,
+        *,
+        recursion_available: bool = True,
+    ) -> bytes:
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
         edns = None
         if query.edns is not None:
@@ -101,7 +111,7 @@ class QueryHandler:
             opcode=0,
             rcode=outcome.rcode,
             rd=bool(query.flags & 0x0100),
-            ra=True,
+            ra=recursion_available,
             cd=bool(query.flags & 0x0010),
             question=Question(query.qname, query.qtype, query.qclass),
             answer=outcome.answer,
