@@ -56,6 +56,7 @@ def classify(
     *,
     forwarding: bool = False,
     harden_glue: bool = True,
+    accept_recursive: bool = False,
 ) -> Classified:
     """Kind of `reply` to `question`, asked of a server for `zone` (the bailiwick)."""
     if reply.tc:
@@ -75,6 +76,13 @@ def classify(
     answer_chain, target, final = _follow_chain(question, reply, zone, dropped)
     soa = _negative_soa(reply, zone, question, target)
 
+    recursive_lame = reply.ra and not reply.aa and not forwarding and not accept_recursive
+    if answer_chain and recursive_lame:
+        # A recursive server answering from its cache where we expected an authority
+        # (Unbound's RESPONSE_TYPE_REC_LAME): its data is not trusted.
+        return Classified(
+            kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)"
+        )
     if final:
         return Classified(kind=ResponseKind.ANSWER, answer=answer_chain, dropped=tuple(dropped))
     if reply.rcode == Rcode.NXDOMAIN:  # RFC 6604 §2: about the last name of the chain
@@ -92,7 +100,7 @@ def classify(
         return Classified(kind=ResponseKind.REFERRAL, delegation=referral, dropped=tuple(dropped))
     if _has_ns_at_or_above(reply, zone, question.name) and soa is None:
         return Classified(kind=ResponseKind.LAME, reason="referral upwards or sideways")
-    if reply.ra and not reply.aa and not forwarding and soa is None:
+    if recursive_lame and soa is None:
         return Classified(
             kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)"
         )

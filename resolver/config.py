@@ -93,6 +93,25 @@ class EngineSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardingSettings:
+    """Forward and stub zones as the operator wrote them, in Unbound's notation
+    (`ADDR[@PORT][#TLSNAME]`); `resolver.forwarding` reads them."""
+
+    #: Upstream resolvers for every name (Unbound forward-zone "." forward-addr).
+    forward: tuple[str, ...] = ()
+    #: The same over DNS over TLS, port 853 by default (forward-tls-upstream: yes).
+    forward_tls: tuple[str, ...] = ()
+    #: "ZONE=ADDR[@PORT][,ADDR...]": upstream resolvers for one zone, asked with RD=1.
+    forward_zones: tuple[str, ...] = ()
+    #: "ZONE=ADDR[@PORT][,ADDR...]": authoritative servers for one zone, asked with RD=0.
+    stub_zones: tuple[str, ...] = ()
+    #: Iterate from the root hints when every upstream of a forward zone fails (forward-first).
+    forward_first: bool = False
+    #: CA certificates that DNS over TLS upstreams are verified against; None: the system's.
+    tls_ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ListenAddress:
     ip: str
     port: int
@@ -135,6 +154,8 @@ class ServeConfig:
     root_hints_file: str = "root.hints"
     engine: EngineSettings = field(default_factory=EngineSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    #: Forward zones, stub zones and DNS over TLS upstreams.
+    forwarding: ForwardingSettings = field(default_factory=ForwardingSettings)
     #: Close a TCP connection after this long without a complete query (RFC 7766 §6.2.3).
     tcp_idle_timeout_s: float = 10.0
     #: Concurrent TCP clients (PowerDNS max-tcp-clients 128).

@@ -418,11 +418,14 @@ class Resolution:
         attempts = _Attempts(servers=list(cut.servers))
         sends = 0
         last_problem = f"no server of {cut.zone} could be reached"
+        last_resort: tuple[Message, Classified] | None = None
         while True:
             candidates = self._candidates(cut, attempts, depth)
             if not candidates:
                 found = yield from self._look_up_next_server(cut, attempts, depth)
                 if isinstance(found, Failure):
+                    if last_resort is not None:
+                        return last_resort  # every server recursion-lame: take what we have
                     return Failure(f"{last_problem}; {found.reason}")
                 continue
             if sends >= self.limits.max_sends_per_name:
@@ -437,6 +440,11 @@ class Resolution:
                 last_problem = result.reason
                 continue
             reply, classified = result
+            if classified.kind is ResponseKind.LAME and reply.ra and last_resort is None:
+                relaxed = classify(question, reply, cut.zone, harden_glue=self.settings.harden_glue,
+                                   accept_recursive=True)
+                if relaxed.kind not in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
+                    last_resort = (reply, relaxed)
             if classified.kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
                 # RFC 1034 §4.2.2 / RFC 2308 §7.1: try the next server; remember the lameness.
                 self.selection.record_lame(chosen.address, cut.zone, self.now)

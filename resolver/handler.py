@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 
+from resolver.answer_cache import AnswerCache
 from resolver.events import Outcome
 from resolver.listener import Client
 from resolver.network import Transport
@@ -44,10 +46,22 @@ _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 class QueryHandler:
     """Turns one query's bytes into the reply's bytes (or None for no reply)."""
 
-    def __init__(self, service: ResolverService) -> None:
+    def __init__(self, service: ResolverService, *, answers: AnswerCache | None = None) -> None:
         self.service = service
         self.queries = 0
         self.rcodes: dict[str, int] = {}
+        #: Replies as bytes, looked up before anything is decoded (answer_cache.py).
+        self.answers = answers if answers is not None else AnswerCache(
+            clock=getattr(service, "clock", time.monotonic)
+        )
+
+    def answer_from_cache(self, wire: bytes) -> bytes | None:
+        """The UDP fast path: the cached reply to `wire`, or None to go through `handle`."""
+        reply = self.answers.lookup(wire)
+        if reply is not None:
+            self.queries += 1
+            self._count(reply)
+        return reply
 
     async def handle(self, wire: bytes, client: Client) -> bytes | None:
         try:
@@ -61,6 +75,9 @@ class QueryHandler:
         if len(wire) < 12 or wire[2] & 0x80:
             return None
         self.queries += 1
+        cached = self.answers.lookup(wire, client.transport is Transport.TCP)
+        if cached is not None:
+            return self._count(cached)
         try:
             query = scan_query(wire)
         except MalformedMessage as exc:
@@ -81,11 +98,11 @@ class QueryHandler:
         outcome = await self.service.resolve(question)
         if outcome.rcode == Rcode.SERVFAIL:
             log.info("SERVFAIL for %s from %s: %s", question, client.ip, outcome.reason)
-        return self._count(self._reply(wire, query, client, outcome))
+        return self._count(self._reply(wire, query, client, outcome, cache=True))
 
     def _count(self, reply: bytes | None) -> bytes | None:
         if reply is not None and len(reply) >= 4:
-            name = _rcode_name(reply[3] & 0xF)
+            name = _RCODE_NAMES[reply[3] & 0xF]
             self.rcodes[name] = self.rcodes.get(name, 0) + 1
         return reply
 
@@ -97,6 +114,7 @@ class QueryHandler:
         outcome: Outcome,
         *,
         recursion_available: bool = True,
+        cache: bool = False,
     ) -> bytes:
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
         edns = None
@@ -118,7 +136,15 @@ class QueryHandler:
             authority=outcome.authority,
             edns=edns,
         )
-        data = encode(message, max_size=_max_size(query, client))
+        max_size = _max_size(query, client)
+        if cache and outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN):
+            # Store the whole reply; the answer cache truncates per client when it serves it.
+            data = encode(message)
+            self.answers.store(wire, query, data)
+            if len(data) > max_size:
+                data = encode(message, max_size=max_size)
+        else:
+            data = encode(message, max_size=max_size)
         return _with_client_case(data, query)
 
 
@@ -186,3 +212,7 @@ def _rcode_name(rcode: int) -> str:
         return Rcode(rcode).name
     except ValueError:
         return f"RCODE{rcode}"
+
+
+#: Names of the 16 header rcodes, computed once: counting must stay cheap on the hot path.
+_RCODE_NAMES = tuple(_rcode_name(code) for code in range(16))
