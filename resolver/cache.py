@@ -118,6 +118,8 @@ class RecordCache:
         self._hidden: frozenset[_Key] = frozenset()
         self.hits = 0
         self.misses = 0
+        #: Called after every flush: caches built from this one (the answer cache) drop theirs.
+        self.flush_listeners: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -214,6 +216,8 @@ class RecordCache:
 
     def store_failure(self, question: Question, reason: str) -> None:
         ttl = self.settings.failure_ttl_s
+        if self._hidden:
+            return  # a failed prefetch must not turn the still-cached data into SERVFAIL
         if ttl > 0:
             self._entries[("fail", *_qkey(question))] = _FailureEntry(
                 reason=reason, expires_at=self._timer() + ttl
@@ -224,6 +228,10 @@ class RecordCache:
         if not isinstance(entry, _FailureEntry) or entry.expires_at <= self._timer():
             return None
         return entry.reason
+
+    def forget_failure(self, question: Question) -> None:
+        """Drop the remembered failure of `question` (forward-first retries it by iterating)."""
+        self._entries.pop(("fail", *_qkey(question)), None)
 
     # -- delegations ------------------------------------------------------------
 
@@ -273,7 +281,7 @@ class RecordCache:
         return tuple(rr.with_ttl(ttl) for rr in entry.records)
 
     def stale_negative(self, question: Question, *, ttl: int) -> NegativeAnswer | None:
-        """An expired NODATA for the type, or NXDOMAIN at or above the name, kept for serve-stale."""
+        """An expired NODATA for the type, or NXDOMAIN at or above the name, kept stale."""
         if not self.settings.stale_answer_enable:
             return None
         keys: list[_Key] = [("nodata", question.name, question.rtype, question.rclass)]
@@ -286,7 +294,7 @@ class RecordCache:
         return None
 
     def rrset_info(self, name: str, rtype: int, rclass: int = 1) -> RRsetInfo | None:
-        """When a live RRset was stored and with what TTL (prefetch compares it with what is left)."""
+        """When a live RRset was stored and with what TTL (prefetch compares it with the rest)."""
         entry = self._entries.get(("rr", name, rtype, rclass))
         if not isinstance(entry, CachedRRset) or entry.expires_at <= self._timer():
             return None
@@ -319,6 +327,8 @@ class RecordCache:
         ]
         for key in doomed:
             self._entries.pop(key, None)
+        for listener in self.flush_listeners:
+            listener()
         return len(doomed)
 
     def dump(self, *, name: str | None = None, rtype: int | None = None) -> Iterator[str]:

@@ -73,7 +73,10 @@ def classify(
         if not chain:
             return Classified(kind=ResponseKind.SERVER_ERROR, reason="YXDOMAIN without a DNAME")
         return Classified(kind=ResponseKind.YXDOMAIN, answer=chain, dropped=tuple(dropped))
-    answer_chain, target, final = _follow_chain(question, reply, zone, dropped)
+    # A forwarder resolved the whole chain for us: it is the one source we have.
+    answer_chain, target, final = _follow_chain(
+        question, reply, zone, dropped, trust_chain=forwarding
+    )
     soa = _negative_soa(reply, zone, question, target)
 
     recursive_lame = reply.ra and not reply.aa and not forwarding and not accept_recursive
@@ -141,7 +144,12 @@ def _rcode_text(rcode: int) -> str:
 
 
 def _follow_chain(
-    question: Question, reply: Message, zone: str, dropped: list[tuple[str, str]]
+    question: Question,
+    reply: Message,
+    zone: str,
+    dropped: list[tuple[str, str]],
+    *,
+    trust_chain: bool,
 ) -> tuple[tuple[Record, ...], str, bool]:
     """Walk the answer section from the question name along CNAME/DNAME records.
 
@@ -183,11 +191,14 @@ def _follow_chain(
                 return tuple(chain), current, False
             chain.append(cname)
             current = cname.target
+        if not trust_chain:
+            # Only the first link is an authority's answer to our question; the rest of a
+            # chain is asked for in turn, so that one server cannot speak for the targets
+            # (Unbound's trust_cname_chain). Within a zone the cache soon makes it cheap.
+            return tuple(chain), current, False
         if current in seen:  # a loop inside one reply; the engine's restart cap ends it
             return tuple(chain), current, False
         seen.add(current)
-        if not names.is_subdomain(current, zone):
-            return tuple(chain), current, False
 
 
 def _matching_dname(pool: list[Record], name: str) -> Record | None:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from resolver import __version__
-from resolver.config import EngineSettings, ListenAddress, ServeConfig
+from resolver.config import EngineSettings, ForwardingSettings, ListenAddress, ServeConfig
 from resolver.delegation import RootHintsError, load_root_hints
 from resolver.wire import Question, Rcode, type_from_text
 
@@ -54,6 +54,129 @@ def _port_option(help_text: str) -> Callable[[F], F]:
     )
 
 
+def _control_socket_option(f: F) -> F:
+    return click.option(
+        "--control-socket", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Unix socket of the local control channel. Default: "
+             "$XDG_RUNTIME_DIR/resolver/control.sock, /run/resolver/control.sock for root, "
+             "else /tmp/resolver-$UID/control.sock.",
+    )(f)
+
+
+def _cache_options(f: F) -> F:
+    """Serve-stale (RFC 8767, BIND's option names), prefetch and the control socket."""
+    options = [
+        click.option("--stale-answer-enable", is_flag=True,
+                     help="Serve expired data when resolution fails or is slow (RFC 8767)."),
+        click.option("--stale-answer-ttl", type=click.IntRange(1, 86_400), default=30,
+                     show_default=True, metavar="SECONDS", help="TTL of stale records in replies."),
+        click.option("--max-stale-ttl", type=click.IntRange(1, 7 * 86_400), default=86_400,
+                     show_default=True, metavar="SECONDS",
+                     help="How long past expiry data is kept for serve-stale."),
+        click.option("--stale-answer-client-timeout", type=click.IntRange(0, 60_000),
+                     default=1_800, show_default=True, metavar="MS",
+                     help="Serve stale data when no answer came within this time; 0 = at "
+                          "once, refreshing in the background."),
+        click.option("--prefetch", is_flag=True,
+                     help="Refresh entries asked for in the last 10% of their TTL "
+                          "in the background."),
+        _control_socket_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _with_cache_options(config: ServeConfig, options: dict[str, Any]) -> ServeConfig:
+    cache = replace(
+        config.cache,
+        stale_answer_enable=bool(options["stale_answer_enable"]),
+        stale_answer_ttl_s=int(options["stale_answer_ttl"]),
+        max_stale_ttl_s=int(options["max_stale_ttl"]),
+        stale_answer_client_timeout_ms=int(options["stale_answer_client_timeout"]),
+        prefetch=bool(options["prefetch"]),
+    )
+    socket_path = options["control_socket"]
+    return replace(config, cache=cache,
+                   control_socket=str(socket_path) if socket_path is not None else None)
+
+
+def _forwarding_options(f: F) -> F:
+    """Forwarding, stub zones and DNS over TLS, with Unbound's names and notation."""
+    options = [
+        click.option("--forward", multiple=True, metavar="ADDR[@PORT]",
+                     help="Send every query (RD=1) to this upstream resolver instead of "
+                          "iterating (repeatable; the healthiest, fastest one is asked first)."),
+        click.option("--forward-tls", multiple=True, metavar="ADDR[@PORT][#NAME]",
+                     help="The same over DNS over TLS (port 853 by default); the certificate "
+                          "must be valid for NAME (or for ADDR)."),
+        click.option("--forward-zone", multiple=True, metavar="ZONE=ADDR[@PORT][,ADDR...]",
+                     help="Upstream resolvers (RD=1) for names in ZONE only (repeatable)."),
+        click.option("--stub-zone", multiple=True, metavar="ZONE=ADDR[@PORT][,ADDR...]",
+                     help="Authoritative servers (RD=0) for ZONE: iterate from them "
+                          "(repeatable)."),
+        click.option("--forward-first", is_flag=True,
+                     help="When every upstream of a forward zone fails, iterate from the "
+                          "root hints."),
+        click.option("--tls-ca-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="CA certificates (PEM) to verify DNS over TLS upstreams with, "
+                          "instead of the system's."),
+        click.option("--tcp-upstream", is_flag=True, help="Send every upstream query over TCP."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _with_forwarding_options(config: ServeConfig, options: dict[str, Any]) -> ServeConfig:
+    """Apply the forwarding options; a bad one ends the command with one line (exit 1)."""
+    ca_file = options["tls_ca_file"]
+    config = replace(
+        config,
+        engine=replace(config.engine,
+                       tcp_upstream=bool(options["tcp_upstream"]) or config.engine.tcp_upstream),
+        forwarding=ForwardingSettings(
+            forward=tuple(options["forward"]), forward_tls=tuple(options["forward_tls"]),
+            forward_zones=tuple(options["forward_zone"]), stub_zones=tuple(options["stub_zone"]),
+            forward_first=bool(options["forward_first"]),
+            tls_ca_file=str(ca_file) if ca_file is not None else None,
+        ),
+    )
+    _check_forwarding(config)
+    return config
+
+
+def _check_forwarding(config: ServeConfig) -> None:
+    """Read forward and stub zones and the CA file; refuse to forward to ourselves."""
+    from resolver import forwarding
+
+    settings = config.forwarding
+    port = config.engine.upstream_port
+    try:
+        zones = forwarding.configured_zones(settings, default_port=port)
+        upstreams = forwarding.configured_upstreams(zones, default_port=port)
+        forwarding.check_no_self_forwarding(
+            upstreams, [(addr.ip, addr.port) for addr in config.listen]
+        )
+    except forwarding.ForwardingError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings.forward_first and not forwarding.forward_zone_names(zones):
+        raise click.ClickException(
+            "--forward-first needs --forward, --forward-tls or --forward-zone"
+        )
+    if any(server.tls_name is not None for server in upstreams):
+        import ssl
+
+        from resolver.dot import make_tls_context
+
+        try:
+            make_tls_context(settings.tls_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.ClickException(
+                f"cannot use --tls-ca-file {settings.tls_ca_file}: {exc}"
+            ) from None
+
+
 @main.command()
 @click.option("--listen", "listen", multiple=True, metavar="ADDR:PORT",
               help="Address and port to serve on (repeatable). Default: 127.0.0.1:53 and [::1]:53.")
@@ -63,8 +186,10 @@ def _port_option(help_text: str) -> Callable[[F], F]:
 @click.option("--cache-size", type=click.IntRange(1), default=100_000, show_default=True,
               help="Most RRsets and negative answers kept in the cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every SERVFAIL reason and more.")
+@_cache_options
+@_forwarding_options
 def serve(listen: tuple[str, ...], root_hints: Path, upstream_port: int, cache_size: int,
-          verbose: bool) -> None:
+          verbose: bool, **cache_options: Any) -> None:
     """Answer stub clients over UDP and TCP, resolving iteratively from the root hints."""
     _setup_logging(verbose)
     config = ServeConfig(root_hints_file=str(root_hints))
@@ -75,6 +200,8 @@ def serve(listen: tuple[str, ...], root_hints: Path, upstream_port: int, cache_s
         engine=replace(config.engine, upstream_port=upstream_port),
         cache=replace(config.cache, max_entries=cache_size),
     )
+    config = _with_cache_options(config, cache_options)
+    config = _with_forwarding_options(config, cache_options)
     _check_hints(root_hints)
     from resolver.app import serve as run_server
 
@@ -208,3 +335,74 @@ def trace(name: str, rtype: str, root_hints: Path, upstream_port: int, tcp: bool
     sys.exit(run_cli(question, root_hints=root_hints, upstream_port=upstream_port, tcp=tcp,
                      as_json=as_json, no_color=no_color, explain=explain, recursive=recursive,
                      fanout=fanout))
+
+
+@main.group()
+def cache() -> None:
+    """Look at or flush the cache of a running `resolver serve` (local control socket)."""
+
+
+def _control(control_socket: Path | None, payload: dict[str, Any]) -> dict[str, Any]:
+    from resolver.control import ControlError, default_socket_path, request
+
+    path = control_socket if control_socket is not None else default_socket_path()
+    try:
+        return request(path, payload)
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _control_name(name: str) -> str:
+    from resolver.control import ControlError, check_name
+
+    try:
+        return check_name(name)
+    except ControlError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+
+
+def _control_type(rtype: str | None) -> str | None:
+    if rtype is None:
+        return None
+    try:
+        type_from_text(rtype)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--type") from None
+    return rtype
+
+
+@cache.command("show")
+@click.argument("name")
+@click.option("--type", "rtype", metavar="TYPE", help="Only this type (A, AAAA, NS, ...).")
+@_control_socket_option
+def cache_show(name: str, rtype: str | None, control_socket: Path | None) -> None:
+    """Show what the cache holds for NAME, TTLs counted down."""
+    qname = _control_name(name)
+    reply = _control(control_socket, {"cmd": "show", "name": qname, "type": _control_type(rtype)})
+    lines = reply.get("lines") or []
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo(f";; nothing cached for {qname}" + (f" {rtype.upper()}" if rtype else ""))
+
+
+@cache.command("flush")
+@click.argument("name")
+@click.option("--subtree", is_flag=True, help="Also every name below NAME.")
+@click.option("--type", "rtype", metavar="TYPE", help="Only this type (A, AAAA, NS, ...).")
+@_control_socket_option
+def cache_flush(name: str, subtree: bool, rtype: str | None, control_socket: Path | None) -> None:
+    """Remove NAME (and with --subtree every name below it) from the cache."""
+    qname = _control_name(name)
+    reply = _control(control_socket, {"cmd": "flush", "name": qname, "subtree": subtree,
+                                      "type": _control_type(rtype)})
+    removed = int(reply.get("removed", 0))
+    click.echo(f"removed {removed} {'entry' if removed == 1 else 'entries'}")
+
+
+@cache.command("dump")
+@_control_socket_option
+def cache_dump(control_socket: Path | None) -> None:
+    """Print every cache entry, one record per line, TTLs counted down."""
+    for line in _control(control_socket, {"cmd": "dump"}).get("lines") or []:
+        click.echo(line)

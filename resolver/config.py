@@ -57,7 +57,7 @@ class CacheSettings:
     stale_answer_enable: bool = False
     #: TTL given to stale records in a reply (BIND stale-answer-ttl 30; RFC 8767 §4 suggests 30).
     stale_answer_ttl_s: int = 30
-    #: How long past expiry data is kept for serve-stale (BIND max-stale-ttl; RFC 8767 §5: 1-3 days).
+    #: How long past expiry data is kept for serve-stale (BIND max-stale-ttl; RFC 8767 §5: 1-3 d).
     max_stale_ttl_s: int = 86_400
     #: Serve stale data when no answer came within this time; 0 = at once, refreshing in the
     #: background (BIND stale-answer-client-timeout; RFC 8767 §5 suggests 1.8 s).

@@ -308,15 +308,15 @@ class Resolution:
             if classified.kind is not ResponseKind.REFERRAL:
                 return classified
             assert classified.delegation is not None
-            glue = _glue_answering(question, classified.delegation, reply)
-            if glue and depth > 0:
-                # Looking up a name server's address and the referral carries it as glue.
-                return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
             previous = cut.zone
             cut = self._with_known_addresses(classified.delegation)
             self._emit(ReferralFollowed, depth, from_zone=previous, to_zone=cut.zone, ttl=cut.ttl,
                        nameservers=tuple(f"{ns.name} {','.join(ns.addresses)}".strip()
                                          for ns in cut.servers))
+            glue = _glue_answering(question, classified.delegation, reply)
+            if glue and depth > 0:
+                # Looking up a name server's address and the referral carries it as glue.
+                return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
         return Failure(f"more than {self.limits.max_referrals} referrals")
 
     def _delegation_for(
@@ -699,7 +699,9 @@ def _mismatch(reply: Message, query_id: int, question: Question) -> str:
     if reply.id != query_id:
         return f"id {reply.id} instead of {query_id}"
     if reply.question is None:
-        return "no question section"
+        # RFC 6891 §7: a server that does not know EDNS may answer FORMERR without
+        # echoing the question; the id still ties it to our query.
+        return "" if reply.rcode in (Rcode.FORMERR, Rcode.NOTIMP) else "no question section"
     if reply.question != question:
         return f"question {reply.question} instead of {question}"
     return ""
@@ -731,4 +733,4 @@ def _all_loopback(root_hints: Delegation, configured: dict[str, Delegation]) -> 
     """True when the configured servers are themselves loopback (a lab or a test)."""
     addresses = [a for d in (root_hints, *configured.values()) for ns in d.servers
                  for a in ns.addresses]
-    return bool(addresses) and any(is_loopback_or_unspecified(a) for a in addresses)
+    return bool(addresses) and all(is_loopback_or_unspecified(a) for a in addresses)

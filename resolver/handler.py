@@ -9,6 +9,8 @@ Rules, in the order they apply (../shared/design/reliability.md (b) and (c)):
   REFUSED (a resolver does not transfer zones); classes other than IN: REFUSED.
 - RD=0: REFUSED — we never recurse unasked (Unbound's default for allowed clients).
 - ANY: the minimal RFC 8482 §4.2 reply, so we are no amplifier.
+- One of our own forwarded queries coming back (same id and question): SERVFAIL, logged
+  as a forwarding loop.
 - Otherwise resolve. Replies echo id, question (letter case as sent), RD and CD; set
   RA; never AA or AD. OPT in the reply iff the query had one. UDP replies are cut to
   the client's size (512 without EDNS, at most 1232) with TC=1 (RFC 6891 §7).
@@ -20,14 +22,18 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from typing import TYPE_CHECKING
 
 from resolver.answer_cache import AnswerCache
 from resolver.events import Outcome
 from resolver.listener import Client
 from resolver.network import Transport
 from resolver.service import ResolverService
-from resolver.wire import CLASS_IN, Edns, Message, Question, Rcode, RRType, encode, parse_record
+from resolver.wire import CLASS_IN, Edns, Message, Question, Rcode, RRType, encode, make_record
 from resolver.wirecheck import MalformedMessage, ScannedMessage, scan_query
+
+if TYPE_CHECKING:
+    from resolver.forwarding import ForwardLoopGuard
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ _EDNS_OPTION_EDE = 15
 #: RFC 8914 §5.2 info-codes we use.
 EDE_NO_REACHABLE_AUTHORITY = 22
 EDE_OTHER = 0
+EDE_STALE_ANSWER = 3
 _TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
 _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 
@@ -46,8 +53,16 @@ _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 class QueryHandler:
     """Turns one query's bytes into the reply's bytes (or None for no reply)."""
 
-    def __init__(self, service: ResolverService, *, answers: AnswerCache | None = None) -> None:
+    def __init__(
+        self,
+        service: ResolverService,
+        *,
+        answers: AnswerCache | None = None,
+        loop_guard: ForwardLoopGuard | None = None,
+    ) -> None:
         self.service = service
+        #: Recognises our own forwarded queries coming back to us (resolver.forwarding).
+        self.loop_guard = loop_guard
         self.queries = 0
         self.rcodes: dict[str, int] = {}
         #: Replies as bytes, looked up before anything is decoded (answer_cache.py).
@@ -55,8 +70,12 @@ class QueryHandler:
             clock=getattr(service, "clock", time.monotonic)
         )
 
-    def answer_from_cache(self, wire: bytes) -> bytes | None:
-        """The UDP fast path: the cached reply to `wire`, or None to go through `handle`."""
+    def answer_from_cache(self, wire: bytes, client_ip: str) -> bytes | None:
+        """The UDP fast path: the cached reply to `wire`, or None to go through `handle`.
+
+        The listener calls it before `handle`, for every datagram: a check on who the client
+        is (access control) must be made here too.
+        """
         reply = self.answers.lookup(wire)
         if reply is not None:
             self.queries += 1
@@ -95,6 +114,13 @@ class QueryHandler:
             )
         if question.rtype == RRType.ANY:
             return self._count(self._reply(wire, query, client, _rfc8482_answer(question)))
+        if self.loop_guard is not None and self.loop_guard.is_own(wire):
+            # Resolving it again would forward it again: break the loop here.
+            log.warning("forwarding loop: our own query for %s came back from %s; "
+                        "answering SERVFAIL (check the upstreams' configuration)",
+                        question, client.ip)
+            failed = Outcome(rcode=Rcode.SERVFAIL, reason="forwarding loop")
+            return self._count(self._reply(wire, query, client, failed))
         outcome = await self.service.resolve(question)
         if outcome.rcode == Rcode.SERVFAIL:
             log.info("SERVFAIL for %s from %s: %s", question, client.ip, outcome.reason)
@@ -122,6 +148,8 @@ class QueryHandler:
             options: tuple[tuple[int, bytes], ...] = ()
             if outcome.rcode == Rcode.SERVFAIL and outcome.reason:
                 options = ((_EDNS_OPTION_EDE, _ede(outcome.reason)),)
+            elif outcome.stale:  # RFC 8767 §4 / RFC 8914 §5.2: say the answer is stale
+                options = ((_EDNS_OPTION_EDE, struct.pack("!H", EDE_STALE_ANSWER)),)
             edns = Edns(udp_size=MAX_UDP_REPLY, options=options)
         message = Message(
             id=query.id,
@@ -137,8 +165,9 @@ class QueryHandler:
             edns=edns,
         )
         max_size = _max_size(query, client)
-        if cache and outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN):
-            # Store the whole reply; the answer cache truncates per client when it serves it.
+        if cache and outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN) and not outcome.stale:
+            # Store the whole reply (never a stale one: the next query must try to refresh);
+            # the answer cache truncates per client when it serves it.
             data = encode(message)
             self.answers.store(wire, query, data)
             if len(data) > max_size:
@@ -160,7 +189,8 @@ def _refusal(query: ScannedMessage) -> Rcode | None:
 
 
 def _rfc8482_answer(question: Question) -> Outcome:
-    hinfo = parse_record(f'{question.name} 3789 IN HINFO "RFC8482" ""')
+    # HINFO (type 13) with CPU "RFC8482" and an empty OS: two character-strings.
+    hinfo = make_record(question.name, 13, 3789, b"\x07RFC8482\x00")
     return Outcome(rcode=Rcode.NOERROR, answer=(hinfo,))
 
 

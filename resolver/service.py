@@ -4,20 +4,38 @@ It owns nothing but the wiring: each question gets a fresh `Resolution` over the
 shared cache and server selection, driven over the network. Identical questions that
 arrive while one is being resolved wait for that one instead of starting their own
 (RFC 5452 §5: fewer outstanding queries, no birthday attack; Unbound's mesh).
+
+Around the engine, and only when enabled in the cache settings:
+- serve-stale (RFC 8767 §5): when a resolution fails or outlasts the client timeout,
+  expired data kept by the cache is served with stale-answer-ttl; the resolution goes
+  on and refreshes the cache;
+- prefetch (Unbound): an answer from the cache in the last 10% of its TTL starts a
+  background resolution through a cache view that hides the RRsets being refreshed.
+Background work runs as tasks, or waits for `run_background` when `defer_background`
+is set (drivers whose event loop lives for one call only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any
 
+from resolver import names, prefetch
 from resolver.config import EngineSettings
 from resolver.driver import Clock, drive
 from resolver.engine import Resolution, SharedState
 from resolver.events import Outcome, TraceEvent
 from resolver.network import Network
+from resolver.stale import stale_answer
 from resolver.wire import Question, Rcode
+
+log = logging.getLogger(__name__)
+
+BackgroundWork = Callable[[], Coroutine[Any, Any, None]]
 
 
 class ResolverService:
@@ -29,6 +47,7 @@ class ResolverService:
         network: Network,
         clock: Clock,
         rng: random.Random,
+        forward_first_zones: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
         self.state = state
@@ -39,9 +58,162 @@ class ResolverService:
         self.resolutions = 0
         self.shared_waits = 0
         self.upstream_queries = 0
+        #: Client questions answered without an upstream query / with one or after a failure.
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.stale_answers = 0
+        self.prefetches = 0
+        #: Queue background work until `run_background` instead of starting tasks.
+        self.defer_background = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self._deferred: list[BackgroundWork] = []
+        self._prefetching: set[Question] = set()
+        #: Forward zones whose failures fall back to iteration (Unbound forward-first).
+        self.forward_first_zones = forward_first_zones
+        self.forward_first_fallbacks = 0
 
     async def resolve(
         self, question: Question, *, observer: Callable[[TraceEvent], None] | None = None
+    ) -> Outcome:
+        """Resolve `question`: share identical resolutions, serve stale data, prefetch.
+
+        A traced question (with an observer) always runs its own resolution and neither
+        serves stale data nor prefetches, so the trace shows the real work.
+        """
+        if observer is not None:
+            return await self._resolve_shared(question, observer)
+        if self.state.cache.settings.stale_answer_enable:
+            outcome = await self._resolve_or_stale(question)
+        else:
+            outcome = await self._resolve_shared(question, None)
+        self._account(question, outcome)
+        return outcome
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the operator (`{"cmd": "stats"}` on the control channel)."""
+        return {
+            "cache_entries": len(self.state.cache),
+            "cache_max_entries": self.state.cache.settings.max_entries,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "stale_answers": self.stale_answers,
+            "prefetches": self.prefetches,
+            "resolutions": self.resolutions,
+            "shared_waits": self.shared_waits,
+            "upstream_queries": self.upstream_queries,
+            "in_flight": len(self._in_flight),
+            "background": len(self._background) + len(self._deferred),
+        }
+
+    async def run_background(self) -> int:
+        """Run queued background work and wait for running work; returns how many jobs."""
+        done = 0
+        while self._deferred or self._background:
+            while self._deferred:
+                await self._deferred.pop(0)()
+                done += 1
+            running = list(self._background)
+            await asyncio.gather(*running, return_exceptions=True)
+            done += len(running)
+            self._background.difference_update(running)
+        return done
+
+    # -- serve-stale (RFC 8767) ---------------------------------------------------
+
+    async def _resolve_or_stale(self, question: Question) -> Outcome:
+        """RFC 8767 §5: answer from expired data when resolving fails or takes too long."""
+        if self._stale(question, "") is None:  # nothing to fall back on: the plain path
+            return await self._resolve_shared(question, None)
+        timeout_ms = self.state.cache.settings.stale_answer_client_timeout_ms
+        if timeout_ms <= 0:  # serve stale at once, refresh in the background
+            stale = self._stale(question, "served at once; refreshing in the background")
+            if stale is not None:
+                self._spawn(lambda: self._refresh(question))
+                return stale
+        future = self._shared(question)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(future), max(timeout_ms, 1) / 1000)
+        except TimeoutError:
+            stale = self._stale(question, f"no answer within {timeout_ms} ms")
+            if stale is not None:
+                if isinstance(future, asyncio.Task):  # it goes on and refreshes the cache
+                    self._background.add(future)
+                    future.add_done_callback(self._background.discard)
+                return stale
+            outcome = await asyncio.shield(future)
+        if outcome.rcode == Rcode.SERVFAIL:
+            stale = self._stale(question, f"resolution failed: {outcome.reason}")
+            if stale is not None:
+                return stale
+        return outcome
+
+    def _stale(self, question: Question, why: str) -> Outcome | None:
+        found = stale_answer(
+            self.state.cache, question, ttl=self.state.cache.settings.stale_answer_ttl_s,
+            max_chain=self.settings.limits.max_cname_chain,
+        )
+        return replace(found, reason=f"stale answer: {why}") if found is not None else None
+
+    def _shared(self, question: Question) -> asyncio.Future[Outcome]:
+        """The resolution of `question` under way, or a new one started as a task."""
+        pending = self._in_flight.get(question)
+        if pending is not None:
+            self.shared_waits += 1
+            return pending
+        task = asyncio.get_running_loop().create_task(self._run_registered(question))
+        self._in_flight[question] = task
+        return task
+
+    async def _run_registered(self, question: Question) -> Outcome:
+        try:
+            return await self._run(question, None)
+        except Exception as exc:  # never leave waiters hanging
+            return Outcome(rcode=Rcode.SERVFAIL, reason=f"internal error: {exc!r}")
+        finally:
+            if self._in_flight.get(question) is asyncio.current_task():
+                del self._in_flight[question]
+
+    async def _refresh(self, question: Question) -> None:
+        await asyncio.shield(self._shared(question))
+
+    # -- prefetch and accounting ----------------------------------------------------
+
+    def _account(self, question: Question, outcome: Outcome) -> None:
+        if outcome.stale:
+            self.stale_answers += 1
+        elif outcome.queries_sent == 0 and outcome.rcode != Rcode.SERVFAIL:
+            self.cache_hits += 1
+        else:
+            self.cache_misses += 1
+        if self.state.cache.settings.prefetch and question not in self._prefetching:
+            due = prefetch.rrsets_due(self.state.cache, outcome)
+            if due:
+                self._prefetching.add(question)
+                self._spawn(lambda: self._prefetch(question, due))
+
+    async def _prefetch(self, question: Question, rrsets: tuple[prefetch.RRsetKey, ...]) -> None:
+        """Resolve `question` again through a cache view that cannot answer from `rrsets`."""
+        self.prefetches += 1
+        try:
+            state = replace(self.state, cache=self.state.cache.hiding(rrsets))
+            await self._run(question, None, state=state)
+        except Exception:
+            log.exception("prefetch of %s failed", question)
+        finally:
+            self._prefetching.discard(question)
+
+    def _spawn(self, work: BackgroundWork) -> None:
+        if self.defer_background:
+            self._deferred.append(work)
+            return
+        task = asyncio.get_running_loop().create_task(work())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the shared resolution ---------------------------------------------------------
+
+    async def _resolve_shared(
+        self, question: Question, observer: Callable[[TraceEvent], None] | None
     ) -> Outcome:
         """Resolve `question`, joining an identical resolution already under way."""
         pending = self._in_flight.get(question)
@@ -62,17 +234,43 @@ class ResolverService:
         return outcome
 
     async def _run(
-        self, question: Question, observer: Callable[[TraceEvent], None] | None
+        self, question: Question, observer: Callable[[TraceEvent], None] | None,
+        *, state: SharedState | None = None,
     ) -> Outcome:
         self.resolutions += 1
         resolution = Resolution(
             question,
             settings=self.settings,
-            state=self.state,
+            state=state if state is not None else self.state,
             rng=self.rng,
             now=self.clock(),
             observer=observer,
         )
         outcome = await drive(resolution, self.network, self.clock)
         self.upstream_queries += outcome.queries_sent
+        if outcome.rcode == Rcode.SERVFAIL and self.forward_first_zones:
+            outcome = await self._forward_first(question, observer, resolution.state, outcome)
         return outcome
+
+    async def _forward_first(
+        self, question: Question, observer: Callable[[TraceEvent], None] | None,
+        state: SharedState, failed: Outcome,
+    ) -> Outcome:
+        """Unbound's forward-first: when the upstreams of the question's forward zone fail,
+        resolve it again without forward zones, iterating from the root hints."""
+        zone = next((z for z in names.ancestors(question.name) if z in state.configured_zones),
+                    None)
+        if zone is None or zone not in self.forward_first_zones:
+            return failed
+        log.info("forward-first: the upstreams of %s failed for %s (%s); iterating instead",
+                 zone, question, failed.reason)
+        self.forward_first_fallbacks += 1
+        state.cache.forget_failure(question)
+        iterating = replace(state, configured_zones={
+            z: cut for z, cut in state.configured_zones.items() if not cut.recursion_desired})
+        self.resolutions += 1
+        resolution = Resolution(question, settings=self.settings, state=iterating, rng=self.rng,
+                                now=self.clock(), observer=observer)
+        outcome = await drive(resolution, self.network, self.clock)
+        self.upstream_queries += outcome.queries_sent
+        return replace(outcome, queries_sent=failed.queries_sent + outcome.queries_sent)

@@ -25,8 +25,12 @@ import ipaddress
 import socket
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from resolver.dot import DotClient
 
 _HEADER_OCTETS = 12
 _MAX_LABEL_OCTETS = 63
@@ -87,12 +91,18 @@ class ReplyMatcher:
 
 
 class AsyncioNetwork:
-    """The production `Network`: real UDP and TCP exchanges on the running event loop."""
+    """The production `Network`: real UDP and TCP exchanges on the running event loop.
 
-    def __init__(self, max_outstanding: int = 512) -> None:
+    A server with a TLS name is a DNS over TLS upstream: its exchanges go to
+    `resolver.dot.DotClient` (reused, verified connections), whatever the transport asked.
+    """
+
+    def __init__(self, max_outstanding: int = 512, *, tls_ca_file: str | None = None) -> None:
         if max_outstanding < 1:
             raise ValueError("max_outstanding must be at least 1")
         self._slots = asyncio.Semaphore(max_outstanding)
+        self._tls_ca_file = tls_ca_file
+        self.dot: DotClient | None = None  #: created on the first DNS over TLS exchange
         self.sent = 0  #: queries written to a socket
         self.timeouts = 0  #: exchanges that ended at the deadline
         self.errors = 0  #: exchanges that failed at once (refused, reset, no fd, ...)
@@ -117,6 +127,8 @@ class AsyncioNetwork:
             raise UpstreamError(f"{server}: no free upstream socket before the deadline") from None
         try:
             async with asyncio.timeout_at(deadline):
+                if server.tls_name is not None:
+                    return await self._exchange_tls(query, server, deadline)
                 if transport is Transport.UDP:
                     return await self._exchange_udp(query, matcher, server)
                 return await self._exchange_tcp(query, matcher, server)
@@ -126,6 +138,9 @@ class AsyncioNetwork:
             raise UpstreamTimeout(
                 f"{server} ({transport.value}): no matching reply within {timeout_s:g} s"
             ) from None
+        except UpstreamTimeout:
+            self.timeouts += 1
+            raise
         except UpstreamError:
             self.errors += 1
             raise
@@ -134,6 +149,20 @@ class AsyncioNetwork:
             raise UpstreamError(f"{server} ({transport.value}): {exc}") from exc
         finally:
             self._slots.release()
+
+    async def _exchange_tls(self, query: bytes, server: ServerAddress, deadline: float) -> bytes:
+        if self.dot is None:
+            from resolver.dot import DotClient
+
+            self.dot = DotClient(ca_file=self._tls_ca_file)
+        self.sent += 1
+        left = deadline - asyncio.get_running_loop().time()
+        return await self.dot.exchange(query, server, max(left, 0.001))
+
+    async def close(self) -> None:
+        """Close the connections kept open for reuse (DNS over TLS)."""
+        if self.dot is not None:
+            await self.dot.close()
 
     async def _exchange_udp(
         self, query: bytes, matcher: ReplyMatcher, server: ServerAddress

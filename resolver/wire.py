@@ -167,7 +167,20 @@ class Record:
 
     @property
     def rdata_text(self) -> str:
+        if self.rtype == 13 and type(self.rdata) is dnslib.RD:  # HINFO: dnslib has no class
+            return _character_strings(bytes(self.rdata.data))
         return str(self.rdata.toZone())
+
+
+def _character_strings(data: bytes) -> str:
+    """RDATA made of <character-string>s (RFC 1035 §3.3) in zone-file form."""
+    out, i = [], 0
+    while i < len(data):
+        length = data[i]
+        text = data[i + 1 : i + 1 + length].decode("ascii", "backslashreplace")
+        out.append('"' + text.replace('"', '\\"') + '"')
+        i += 1 + length
+    return " ".join(out)
 
 
 def _class_name(rclass: int) -> str:
@@ -377,6 +390,15 @@ def _opt_rr(edns: Edns, rcode: int) -> Any:
     ttl = ((rcode >> 4) << 24) | (edns.version << 16) | (0x8000 if edns.do else 0)
     opts = [dnslib.EDNSOption(code, data) for code, data in edns.options]
     return dnslib.RR(rname=".", rtype=RRType.OPT, rclass=edns.udp_size, ttl=ttl, rdata=opts)
+
+
+def make_record(name: str, rtype: int, ttl: int, rdata: bytes, *, rclass: int = CLASS_IN) -> Record:
+    """A record from raw RDATA octets (for types dnslib has no class for, RFC 3597)."""
+    rd = dnslib.RD(rdata)
+    return Record(
+        name=names.canonical(name), rtype=rtype, rclass=rclass, ttl=ttl,
+        rdata_key=rdata.hex(), rdata=rd,
+    )
 
 
 def parse_record(text: str) -> Record:

@@ -61,8 +61,9 @@ def test_classify_authoritative_data_is_an_answer() -> None:
     assert [rr.address for rr in result.answer] == ["192.0.2.1"]
 
 
-def test_classify_in_zone_cname_chain_with_data_is_an_answer_in_order() -> None:
-    """A CNAME chain that ends in data within the reply is one answer, chain first."""
+def test_classify_cname_chain_trusts_only_the_first_link() -> None:
+    """Only the question's own CNAME is taken from an authority; the rest is asked for
+    in turn, so one server cannot speak for the chain's targets (Unbound trust_cname_chain)."""
     message = reply(
         WWW_A,
         answer=(
@@ -72,6 +73,23 @@ def test_classify_in_zone_cname_chain_with_data_is_an_answer_in_order() -> None:
         ),
     )
     result = classify(WWW_A, message, "example.com.")
+    assert result.kind is ResponseKind.CNAME
+    assert result.target == "step.example.com."
+    assert [(rr.name, rr.rtype) for rr in result.answer] == [("www.example.com.", RRType.CNAME)]
+
+
+def test_classify_forwarder_chain_with_data_is_one_answer_in_order() -> None:
+    """A forwarder resolved the whole chain: it is one answer, chain first."""
+    message = reply(
+        WWW_A,
+        ra=True,
+        answer=(
+            "cdn.example.com. 300 IN A 192.0.2.10\n"
+            "www.example.com. 300 IN CNAME step.example.com.\n"
+            "step.example.com. 300 IN CNAME cdn.example.com."
+        ),
+    )
+    result = classify(WWW_A, message, ".", forwarding=True)
     assert result.kind is ResponseKind.ANSWER
     assert [(rr.name, rr.rtype) for rr in result.answer] == [
         ("www.example.com.", RRType.CNAME),
@@ -252,7 +270,8 @@ def test_classify_out_of_zone_answer_is_dropped_and_listed() -> None:
 
 
 def test_classify_dname_synthesises_the_cname() -> None:
-    """A DNAME rewrites names below its owner (RFC 6672 §2.2); its synthesised CNAME is kept."""
+    """A DNAME rewrites names below its owner (RFC 6672 §2.2): the DNAME and the CNAME it
+    implies are the answer's first link, and resolution continues at the new name."""
     question = Question("www.old.example.com.", RRType.A)
     message = reply(
         question,
@@ -262,13 +281,13 @@ def test_classify_dname_synthesises_the_cname() -> None:
         ),
     )
     result = classify(question, message, "example.com.")
-    assert result.kind is ResponseKind.ANSWER
+    assert result.kind is ResponseKind.CNAME
     assert [(rr.name, rr.rtype) for rr in result.answer] == [
         ("old.example.com.", RRType.DNAME),
         ("www.old.example.com.", RRType.CNAME),
-        ("www.new.example.com.", RRType.A),
     ]
     assert result.answer[1].target == "www.new.example.com."
+    assert result.target == "www.new.example.com."
 
 
 def test_classify_cname_question_takes_the_cname_as_the_answer() -> None:
@@ -285,16 +304,17 @@ def test_classify_cname_question_takes_the_cname_as_the_answer() -> None:
     assert [rr.rtype for rr in result.answer] == [RRType.CNAME]
 
 
-def test_classify_cname_loop_inside_one_reply_ends() -> None:
-    """a -> b -> a in one reply ends without an answer; the target is on the loop."""
+def test_classify_cname_loop_inside_one_forwarded_reply_ends() -> None:
+    """a -> b -> a in one forwarder reply ends without an answer; the target is on the loop."""
     question = Question("a.example.com.", RRType.A)
     message = reply(
         question,
+        ra=True,
         answer=(
             "a.example.com. 300 IN CNAME b.example.com.\nb.example.com. 300 IN CNAME a.example.com."
         ),
     )
-    result = classify(question, message, "example.com.")
+    result = classify(question, message, ".", forwarding=True)
     assert result.kind is ResponseKind.CNAME
     assert result.target == "a.example.com."
 

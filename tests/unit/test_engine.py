@@ -528,12 +528,6 @@ def test_engine_formerr_to_edns_echoing_the_question_retries_without_edns() -> N
     assert sent[0] is not None and sent[-1] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a header-only FORMERR (QDCOUNT=0) to an EDNS query is rejected as a "
-    "mismatched reply (_mismatch: 'no question section') before the no-EDNS retry in "
-    "_query_server can run",
-)
 def test_engine_header_only_formerr_to_edns_retries_without_edns() -> None:
     """A pre-EDNS server's FORMERR often has no question; it still means 'retry without OPT'."""
     lab_ = lab()

@@ -318,12 +318,6 @@ def test_handler_any_gets_one_hinfo_without_upstream(setup: Setup) -> None:
     assert setup.upstream() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: handler._rfc8482_answer builds the HINFO with wire.parse_record; dnslib has "
-    "no HINFO type, so the RDATA is empty (RDLENGTH 0) instead of <7>RFC8482<0>: a malformed "
-    "HINFO that wire.decode itself rejects",
-)
 def test_handler_any_hinfo_rdata_says_rfc8482(setup: Setup) -> None:
     """The HINFO's CPU is "RFC8482" and its OS is empty (RFC 8482 §4.2), well-formed on the wire."""
     reply = setup.answer(query(qtype=RRType.ANY))

@@ -133,7 +133,9 @@ def test_trace_glueless_ns_lookup_is_nested_under_the_referral_that_needed_it() 
     nested = lines[lookup:found + 1]
     assert all(line.startswith("|   ") for line in nested)
     assert any("referral to net." in line for line in nested)
-    assert any("zone hosting.net.: ask ns.hosting.net." in line for line in nested)
+    # The referral to hosting.net. carries ns.hosting.net.'s address as glue: that is the answer.
+    assert any("referral to hosting.net." in line for line in nested)
+    assert any("ns.hosting.net.  glue 127.0.113.53" in line for line in nested)
     assert not lines[use].startswith("|")
 
 
@@ -303,7 +305,11 @@ def test_trace_json_glueless_lookup_runs_at_depth_one() -> None:
                        "qtype": "A", "purpose": "address of name server ns.hosting.net."}]
     nested_zones = [e["zone"] for e in events if e["event"] == "query_sent" and e["depth"] == 1
                     and e["qname"] == "ns.hosting.net."]
-    assert nested_zones == [".", "net.", "hosting.net."]
+    # net.'s referral to hosting.net. carries ns.hosting.net.'s address as glue: no third query.
+    assert nested_zones == [".", "net."]
+    glue = next(e for e in events if e["event"] == "referral_followed" and e["depth"] == 1
+                and e["to_zone"] == "hosting.net.")
+    assert glue["nameservers"] == ["ns.hosting.net. 127.0.113.53"]
     assert depth0_zones(traced) == [".", "org.", "glueless.org."]
 
 
@@ -352,9 +358,9 @@ def test_summarize_counts_queries_servers_and_time() -> None:
     traced = trace("www.glueless.org")
     summary = summarize(traced.result.events)
     addresses = {e.address for e in traced.result.events if isinstance(e, QuerySent)}
-    assert summary.queries_sent == 7 == sum(traced.network.received.values())
+    assert summary.queries_sent == 6 == sum(traced.network.received.values())
     assert summary.servers_contacted == len(addresses) == len(traced.network.received)
-    assert summary.total_ms == 7.0
+    assert summary.total_ms == 6.0
     assert summary.rcode == "NOERROR"
 
 
