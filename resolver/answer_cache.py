@@ -278,7 +278,7 @@ def _udp_limit(edns_size: int) -> int:
 
 
 def _options_valid(data: bytes, pos: int, end: int) -> bool:
-    """EDNS options fill the OPT RDATA exactly (RFC 6891 §6.1.2); COOKIE lengths (RFC 7873 §5.2.2)."""
+    """Options fill the OPT RDATA exactly (RFC 6891 §6.1.2); COOKIE lengths (RFC 7873 §5.2.2)."""
     if end > len(data):
         return False
     while pos < end:

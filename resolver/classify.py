@@ -17,6 +17,10 @@ from resolver.delegation import Delegation, delegation_from_records
 from resolver.wire import Message, Question, Rcode, Record, RRType
 
 
+#: Why an entirely empty reply is set aside: kept as a bare NODATA if no server does better.
+EMPTY_REPLY = "empty reply"
+
+
 class ResponseKind(enum.Enum):
     ANSWER = "answer"  #: data for the question (possibly after a CNAME chain in the same reply)
     CNAME = "cname"  #: the chain leaves this reply: restart at `target`
@@ -103,6 +107,10 @@ def classify(
         return Classified(kind=ResponseKind.REFERRAL, delegation=referral, dropped=tuple(dropped))
     if _has_ns_at_or_above(reply, zone, question.name) and soa is None:
         return Classified(kind=ResponseKind.LAME, reason="referral upwards or sideways")
+    if not forwarding and not reply.answer and not reply.authority:
+        # Not a record in sight, not even the SOA a NODATA carries (RFC 2308 §2.2): a
+        # broken server; the next one is asked (Unbound iter_ignore_empty).
+        return Classified(kind=ResponseKind.LAME, reason=EMPTY_REPLY)
     if recursive_lame and soa is None:
         return Classified(
             kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)"

@@ -186,10 +186,13 @@ def _check_forwarding(config: ServeConfig) -> None:
 @click.option("--cache-size", type=click.IntRange(1), default=100_000, show_default=True,
               help="Most RRsets and negative answers kept in the cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every SERVFAIL reason and more.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes sharing the listen addresses (SO_REUSEPORT), each with "
+                   "its own cache (Unbound num-threads).")
 @_cache_options
 @_forwarding_options
 def serve(listen: tuple[str, ...], root_hints: Path, upstream_port: int, cache_size: int,
-          verbose: bool, **cache_options: Any) -> None:
+          verbose: bool, workers: int, **cache_options: Any) -> None:
     """Answer stub clients over UDP and TCP, resolving iteratively from the root hints."""
     _setup_logging(verbose)
     config = ServeConfig(root_hints_file=str(root_hints))
@@ -203,10 +206,15 @@ def serve(listen: tuple[str, ...], root_hints: Path, upstream_port: int, cache_s
     config = _with_cache_options(config, cache_options)
     config = _with_forwarding_options(config, cache_options)
     _check_hints(root_hints)
+    from resolver.app import run
     from resolver.app import serve as run_server
 
+    if workers > 1:
+        from resolver.workers import run_workers
+
+        sys.exit(run_workers(config, workers))
     try:
-        asyncio.run(run_server(config))
+        run(run_server(config))
     except OSError as exc:
         raise click.ClickException(_bind_error(exc, config)) from None
     except KeyboardInterrupt:

@@ -112,6 +112,38 @@ class ForwardingSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SystemSettings:
+    """Who may ask, what is answered locally, what is counted and logged, as the operator
+    wrote it (Unbound's names); `resolver.acl`, `resolver.local_zones`, `resolver.metrics` and
+    `resolver.ratelimit` read it. The policy part is re-read on SIGHUP."""
+
+    #: "CIDR allow|deny|refuse" over the built-in loopback-only rules (access-control).
+    access_control: tuple[str, ...] = ()
+    #: "NAME TYPE" (local-zone), e.g. "ads.example. always_nxdomain".
+    local_zones: tuple[str, ...] = ()
+    #: Records in zone-file syntax (local-data), e.g. "www.example. A 192.0.2.1".
+    local_data: tuple[str, ...] = ()
+    #: Hosts files whose names are served as local data (A/AAAA and PTR).
+    hosts_files: tuple[str, ...] = ()
+    #: CIDR blocks never returned for names outside `private_domains` (private-address).
+    private_addresses: tuple[str, ...] = ()
+    #: Names allowed to resolve into `private_addresses` (private-domain).
+    private_domains: tuple[str, ...] = ()
+    #: Queries per second per client address; 0 = no limit (ip-ratelimit).
+    ip_ratelimit: int = 0
+    #: One log line per query: client, name, type, rcode, time (log-queries).
+    log_queries: bool = False
+    #: Log at DEBUG level.
+    verbose: bool = False
+    #: "ADDR:PORT" of the Prometheus /metrics endpoint; None = no endpoint.
+    metrics: str | None = None
+    #: Switch to this user after binding the listen addresses (Unbound username).
+    username: str | None = None
+    #: The TOML file the configuration came from (re-read on SIGHUP).
+    config_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ListenAddress:
     ip: str
     port: int
@@ -163,3 +195,5 @@ class ServeConfig:
     #: Unix socket of the local control channel (`resolver cache ...`); None = the default path
     #: (resolver.control.default_socket_path).
     control_socket: str | None = None
+    #: Access control, local zones, rebinding protection, rate limit, metrics, logging, user.
+    system: SystemSettings = field(default_factory=SystemSettings)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 
 from resolver import names
 from resolver.cache import Rank, RecordCache
-from resolver.classify import Classified, ResponseKind, classify
+from resolver.classify import EMPTY_REPLY, Classified, ResponseKind, classify
 from resolver.config import EngineSettings
 from resolver.delegation import Delegation, NameServer, is_ipv6, is_loopback_or_unspecified
 from resolver.events import (
@@ -440,11 +440,16 @@ class Resolution:
                 last_problem = result.reason
                 continue
             reply, classified = result
-            if classified.kind is ResponseKind.LAME and reply.ra and last_resort is None:
-                relaxed = classify(question, reply, cut.zone, harden_glue=self.settings.harden_glue,
-                                   accept_recursive=True)
-                if relaxed.kind not in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
-                    last_resort = (reply, relaxed)
+            if classified.kind is ResponseKind.LAME and last_resort is None:
+                # Recursion-lame and empty replies are set aside, used only if no
+                # server of the zone does better (as Unbound does).
+                if classified.reason == EMPTY_REPLY:
+                    last_resort = (reply, Classified(kind=ResponseKind.NODATA))
+                elif reply.ra:
+                    relaxed = classify(question, reply, cut.zone, accept_recursive=True,
+                                       harden_glue=self.settings.harden_glue)
+                    if relaxed.kind not in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
+                        last_resort = (reply, relaxed)
             if classified.kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
                 # RFC 1034 §4.2.2 / RFC 2308 §7.1: try the next server; remember the lameness.
                 self.selection.record_lame(chosen.address, cut.zone, self.now)

@@ -39,8 +39,22 @@ _PARENT_CHECK_S = 1.0
 class FastListener(Listener):
     """A `Listener` whose UDP datagrams first try the handler's answer cache, synchronously."""
 
-    def __init__(self, handler: QueryHandler, addresses: list[tuple[str, int]], **options: object) -> None:
-        super().__init__(handler, addresses, **options)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        handler: QueryHandler,
+        addresses: list[tuple[str, int]],
+        *,
+        tcp_idle_timeout_s: float = 10.0,
+        max_tcp_clients: int = 128,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(
+            handler,
+            addresses,
+            tcp_idle_timeout_s=tcp_idle_timeout_s,
+            max_tcp_clients=max_tcp_clients,
+            reuse_port=reuse_port,
+        )
         self._from_cache = handler.answer_from_cache
 
     def _on_datagram(
@@ -66,7 +80,8 @@ def run_workers(config: ServeConfig, workers: int) -> int:
     if any(address.port == 0 for address in config.listen):
         log.error("--workers needs explicit ports: with port 0 each worker would get its own")
         return 2
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    # fork: the workers start from this process's configuration, with no event loop running yet.
+    context = multiprocessing.get_context("fork")
     # Signals are caught before any worker exists, so none can be orphaned by an early one.
     wake_read, wake_write = socket.socketpair()
     wake_write.setblocking(False)
@@ -83,7 +98,9 @@ def run_workers(config: ServeConfig, workers: int) -> int:
             if received:
                 break
             process = context.Process(
-                target=_worker_main, args=(config, index, os.getpid()), name=f"resolver-worker-{index}"
+                target=_worker_main,
+                args=(config, index, os.getpid()),
+                name=f"resolver-worker-{index}",
             )
             process.start()
             processes.append(process)

@@ -249,9 +249,18 @@ def test_classify_recursive_reply_without_authority_is_lame() -> None:
     assert classify(WWW_A, message, "example.com.").kind is ResponseKind.LAME
 
 
-def test_classify_empty_non_authoritative_reply_is_nodata() -> None:
-    """An empty AA=0 reply with no NS and no SOA is a bare NODATA (RFC 2308 §2.2 type 3)."""
-    result = classify(WWW_A, reply(WWW_A, aa=False), "example.com.")
+def test_classify_entirely_empty_reply_is_ignored_as_lame() -> None:
+    """A reply with no record at all, AA or not, proves nothing: the next server is asked
+    (Unbound iter_ignore_empty)."""
+    for aa in (True, False):
+        assert classify(WWW_A, reply(WWW_A, aa=aa), "example.com.").kind is ResponseKind.LAME
+
+
+def test_classify_reply_with_only_off_question_records_is_nodata() -> None:
+    """Records of another type than asked are scrubbed; what remains is a bare NODATA
+    (Deckard iter_unexpectedrrtype)."""
+    message = reply(WWW_A, aa=False, answer="www.example.com. 300 IN AAAA 2001:db8::1")
+    result = classify(WWW_A, message, "example.com.")
     assert result.kind is ResponseKind.NODATA and result.soa is None
 
 

@@ -1,0 +1,383 @@
+"""Counters of what the resolver does, and their Prometheus text exposition over HTTP.
+
+Rules:
+- Counters only ever grow: reading them (a scrape, `resolver stats`) never resets them, so any
+  number of scrapers can read at once (the objection raised against reset-on-read statistics).
+- The exposition is the Prometheus text format 0.0.4: `# HELP`, `# TYPE`, one sample a line,
+  label values escaped; histograms as cumulative `_bucket{le=...}`, `_sum` and `_count`.
+- `MetricsServer` is a deliberately small HTTP/1.1 server: GET or HEAD of /metrics, one request
+  per connection, a bounded request head, a read deadline and a cap on open connections.
+- `CountingNetwork` wraps the upstream `Network` to count queries, timeouts and errors.
+- Values that only exist elsewhere (cache size, listener counters) are read at scrape time
+  through collectors registered with `add_collector`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import http.client
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from resolver.network import Network, ServerAddress, Transport, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+#: Where `--metrics` and `resolver stats` meet unless told otherwise (CoreDNS's port).
+DEFAULT_METRICS_PORT = 9153
+#: Client query latency buckets in seconds: a cache hit is well under a millisecond, a cold
+#: resolution tens of milliseconds, and the resolution budget ends at 4 s.
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                     2.0, 4.0, 8.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    """One line of the exposition."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    value: float
+
+    def render(self) -> str:
+        return f"{self.name}{_labels(self.labels)} {_number(self.value)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Family:
+    """Samples of one metric with its help text and type (counter, gauge, histogram)."""
+
+    name: str
+    help: str
+    type: str
+    samples: tuple[Sample, ...]
+
+
+class Counter:
+    """A monotonically increasing count, optionally split by one or more labels."""
+
+    def __init__(self, name: str, help_text: str, labelnames: tuple[str, ...] = ()) -> None:
+        self.name, self.help, self.labelnames = name, help_text, labelnames
+        self._values: dict[tuple[str, ...], float] = {} if labelnames else {(): 0.0}
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self._values[labels] = self._values.get(labels, 0.0) + amount
+
+    def value(self, *labels: str) -> float:
+        return self._values.get(labels, 0.0)
+
+    def family(self) -> Family:
+        samples = tuple(
+            Sample(name=self.name, labels=tuple(zip(self.labelnames, key, strict=True)), value=v)
+            for key, v in sorted(self._values.items())
+        )
+        return Family(name=self.name, help=self.help, type="counter", samples=samples)
+
+
+class Histogram:
+    """Observations counted into cumulative buckets (Prometheus histogram)."""
+
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.help = name, help_text
+        self.buckets = tuple(sorted(buckets))
+        self._counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def family(self) -> Family:
+        samples = []
+        running = 0
+        for bound, count in zip((*self.buckets, math.inf), self._counts, strict=True):
+            running += count
+            samples.append(Sample(name=f"{self.name}_bucket", labels=(("le", _number(bound)),),
+                                  value=running))
+        samples.append(Sample(name=f"{self.name}_sum", value=self.sum))
+        samples.append(Sample(name=f"{self.name}_count", value=self.count))
+        return Family(name=self.name, help=self.help, type="histogram", samples=tuple(samples))
+
+
+Collector = Callable[[], Iterable[Family]]
+
+
+class Metrics:
+    """Every counter the resolver keeps; one instance per process, kept across reloads."""
+
+    def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.queries = Counter("resolver_queries_total",
+                               "Queries received from clients, by transport.", ("transport",))
+        self.responses = Counter("resolver_responses_total",
+                                 "Replies sent to clients, by response code.", ("rcode",))
+        self.dropped = Counter("resolver_dropped_total",
+                               "Queries given no reply, by reason.", ("reason",))
+        self.refused_by_acl = Counter("resolver_acl_refused_total",
+                                      "Queries refused by access control.")
+        self.cache_hits = Counter("resolver_cache_hits_total",
+                                  "Resolutions answered without an upstream query.")
+        self.cache_misses = Counter("resolver_cache_misses_total",
+                                    "Resolutions that needed at least one upstream query.")
+        self.local_answers = Counter("resolver_local_answers_total",
+                                     "Questions answered from local zones and local data.")
+        self.rebinding_removed = Counter(
+            "resolver_rebinding_removed_total",
+            "Private addresses removed from answers for public names (private-address).")
+        self.upstream_queries = Counter("resolver_upstream_queries_total",
+                                        "Queries sent to authoritative servers or forwarders.",
+                                        ("transport",))
+        self.upstream_timeouts = Counter("resolver_upstream_timeouts_total",
+                                         "Upstream queries that got no acceptable reply in time.")
+        self.upstream_errors = Counter("resolver_upstream_errors_total",
+                                       "Upstream queries that failed at once (refused, reset).")
+        self.latency = Histogram("resolver_query_duration_seconds",
+                                 "Time from a client's query to our reply.", LATENCY_BUCKETS_S)
+        self._instruments: list[Counter | Histogram] = [
+            self.queries, self.responses, self.dropped, self.refused_by_acl, self.cache_hits,
+            self.cache_misses, self.local_answers, self.rebinding_removed, self.upstream_queries,
+            self.upstream_timeouts, self.upstream_errors, self.latency,
+        ]
+        self._collectors: list[Collector] = []
+        self.started_at = wall_clock()
+
+    def counter(self, name: str, help_text: str, labelnames: tuple[str, ...] = ()) -> Counter:
+        """A further counter, exposed with the others (for features that count their own)."""
+        counter = Counter(name, help_text, labelnames)
+        self._instruments.append(counter)
+        return counter
+
+    def add_collector(self, collector: Collector) -> None:
+        """Call `collector` at every scrape for values kept elsewhere (gauges, listener counts)."""
+        self._collectors.append(collector)
+
+    def families(self) -> list[Family]:
+        out = [instrument.family() for instrument in self._instruments]
+        out.append(gauge("resolver_start_time_seconds",
+                         "When the resolver started, in seconds since the epoch.",
+                         self.started_at))
+        for collector in self._collectors:
+            try:
+                out.extend(collector())
+            except Exception:  # a broken collector must not break the scrape
+                log.exception("metrics collector failed")
+        return out
+
+    def render(self) -> str:
+        """The Prometheus text exposition of every metric."""
+        lines: list[str] = []
+        for family in self.families():
+            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
+            lines.append(f"# TYPE {family.name} {family.type}")
+            lines.extend(sample.render() for sample in family.samples)
+        return "\n".join(lines) + "\n"
+
+
+def gauge(name: str, help_text: str, value: float,
+          labels: tuple[tuple[str, str], ...] = ()) -> Family:
+    """A one-sample gauge family, for collectors."""
+    return Family(name=name, help=help_text, type="gauge",
+                  samples=(Sample(name=name, labels=labels, value=value),))
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{_escape_label(value)}"' for key, value in labels)
+    return "{" + inner + "}"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+# -- upstream counting ----------------------------------------------------------------------
+
+
+class CountingNetwork:
+    """A `Network` that counts what passes through it into `metrics`."""
+
+    def __init__(self, inner: Network, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def exchange(
+        self, query: bytes, server: ServerAddress, transport: Transport, timeout_s: float
+    ) -> bytes:
+        self.metrics.upstream_queries.inc(transport.value)
+        try:
+            return await self.inner.exchange(query, server, transport, timeout_s)
+        except UpstreamTimeout:
+            self.metrics.upstream_timeouts.inc()
+            raise
+        except (UpstreamError, OSError):
+            self.metrics.upstream_errors.inc()
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        # Anything else the wrapped network offers (close, statistics) stays reachable.
+        return getattr(self.inner, name)
+
+
+# -- the HTTP endpoint ----------------------------------------------------------------------
+
+_MAX_REQUEST_HEAD = 8192
+_READ_DEADLINE_S = 5.0
+_MAX_CONNECTIONS = 32
+
+
+class MetricsServer:
+    """Serves `GET /metrics` on one address; `stop` closes it."""
+
+    def __init__(self, metrics: Metrics, ip: str, port: int) -> None:
+        self.metrics = metrics
+        self.ip, self.port = ip, port
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.scrapes = 0
+
+    async def start(self) -> None:
+        """Bind; OSError if the address cannot be used."""
+        self._server = await asyncio.start_server(
+            self._accept, self.ip, self.port, limit=_MAX_REQUEST_HEAD, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= _MAX_CONNECTIONS:
+            writer.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_READ_DEADLINE_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            status, body, content_type, head_only = self._respond(head)
+            payload = body.encode("utf-8")
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode("ascii")
+                + (b"" if head_only else payload))
+            async with asyncio.timeout(_READ_DEADLINE_S):
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, OSError):
+            pass  # a broken, slow or oversized request: just close
+        finally:
+            writer.close()
+
+    def _respond(self, head: bytes) -> tuple[str, str, str, bool]:
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return "400 Bad Request", "bad request\n", "text/plain", False
+        method, target = parts[0], parts[1].split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", "only GET and HEAD\n", "text/plain", False
+        if target != "/metrics":
+            return "404 Not Found", "metrics are at /metrics\n", "text/plain", method == "HEAD"
+        self.scrapes += 1
+        return "200 OK", self.metrics.render(), CONTENT_TYPE, method == "HEAD"
+
+
+# -- reading a running server's metrics (`resolver stats`) ------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def fetch(ip: str, port: int, *, timeout_s: float = 3.0) -> str:
+    """The exposition text of the server at ip:port; OSError or ValueError if it fails."""
+    host = f"[{ip}]" if ":" in ip else ip
+    connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        body = response.read(16 * 1024 * 1024).decode("utf-8", "replace")
+        if response.status != 200:
+            raise ValueError(f"{ip}:{port} answered HTTP {response.status}")
+        return body
+    finally:
+        connection.close()
+
+
+def parse_exposition(text: str) -> list[Sample]:
+    """The samples of a text exposition (comments skipped, unreadable lines ignored)."""
+    samples = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if line.startswith("#") or match is None:
+            continue
+        labels = tuple((k, v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\"))
+                       for k, v in _LABEL.findall(match.group(2) or ""))
+        try:
+            value = float(match.group(3))
+        except ValueError:
+            continue
+        samples.append(Sample(name=match.group(1), labels=labels, value=value))
+    return samples
+
+
+def format_stats(samples: list[Sample]) -> list[str]:
+    """Lines for `resolver stats`: a short summary, then every sample but histogram buckets."""
+    by_name: dict[str, float] = {}
+    for s in samples:
+        by_name[s.name] = by_name.get(s.name, 0.0) + s.value
+    hits = by_name.get("resolver_cache_hits_total", 0.0)
+    misses = by_name.get("resolver_cache_misses_total", 0.0)
+    answered = by_name.get("resolver_query_duration_seconds_count", 0.0)
+    total_s = by_name.get("resolver_query_duration_seconds_sum", 0.0)
+    lines = [
+        f"queries received      {_number(by_name.get('resolver_queries_total', 0.0))}",
+        f"cache hit rate        {_percent(hits, hits + misses)}",
+        f"mean reply time       {total_s / answered * 1000:.1f} ms" if answered else
+        "mean reply time       -",
+        f"upstream queries      {_number(by_name.get('resolver_upstream_queries_total', 0.0))}"
+        f" ({_number(by_name.get('resolver_upstream_timeouts_total', 0.0))} timed out)",
+        "",
+    ]
+    shown = [s for s in samples if not s.name.endswith("_bucket")]
+    width = max((len(s.name + _labels(s.labels)) for s in shown), default=0)
+    for s in shown:
+        lines.append(f"{s.name + _labels(s.labels):<{width}}  {_number(s.value)}")
+    return lines
+
+
+def _percent(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}% ({_number(part)} of {_number(whole)})" if whole else "-"

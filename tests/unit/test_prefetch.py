@@ -1,0 +1,162 @@
+"""Prefetch (Unbound `prefetch`): entries asked for in the last 10% of their TTL are refreshed.
+
+www.networkutopia.com A has TTL 3600 in the lab, so its last tenth starts 3240 s after
+it was cached. The lab runs in memory with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from resolver.cache import Rank, RecordCache
+from resolver.config import CacheSettings
+from resolver.events import Outcome
+from resolver.prefetch import rrsets_due
+from resolver.service import ResolverService
+from resolver.wire import Question, Rcode, RRType, parse_records
+from tests.support.labnet import FakeClock, LabNetwork, lab_service
+
+WWW = Question("www.networkutopia.com.", RRType.A)
+IBM = Question("www.ibm.com.", RRType.A)
+NETWORKUTOPIA_NS = "127.212.212.1"
+PREFETCH = CacheSettings(prefetch=True)
+
+
+def setup(settings: CacheSettings = PREFETCH) -> tuple[FakeClock, LabNetwork, ResolverService]:
+    clock = FakeClock()
+    network = LabNetwork(clock)
+    service = lab_service(clock, network, cache_settings=settings)
+    service.defer_background = True
+    return clock, network, service
+
+
+def test_prefetch_is_off_by_default() -> None:
+    """Without --prefetch a hit in the last tenth of the TTL starts nothing."""
+    clock, _network, service = setup(CacheSettings())
+    asyncio.run(service.resolve(WWW))
+    clock.advance(3500)
+    asyncio.run(service.resolve(WWW))
+    assert asyncio.run(service.run_background()) == 0 and service.prefetches == 0
+
+
+def test_prefetch_refreshes_an_entry_hit_in_the_last_tenth_of_its_ttl() -> None:
+    """A hit with 100 s of 3600 left refreshes the RRset: it lives on past its old expiry."""
+    clock, network, service = setup()
+    asyncio.run(service.resolve(WWW))
+    clock.advance(3500)
+    before = network.received[NETWORKUTOPIA_NS]
+    hit = asyncio.run(service.resolve(WWW))
+    assert hit.queries_sent == 0 and hit.answer[0].ttl == 100  # the client gets the cached copy
+    assert asyncio.run(service.run_background()) == 1
+    assert network.received[NETWORKUTOPIA_NS] == before + 1
+    assert service.prefetches == 1
+    clock.advance(200)  # past the old expiry
+    later = asyncio.run(service.resolve(WWW))
+    assert later.queries_sent == 0 and later.answer[0].ttl == 3400
+
+
+def test_prefetch_does_not_refresh_before_the_last_tenth() -> None:
+    """A hit with 600 of 3600 s left (more than 10%) is just a hit."""
+    clock, _network, service = setup()
+    asyncio.run(service.resolve(WWW))
+    clock.advance(3000)
+    asyncio.run(service.resolve(WWW))
+    assert asyncio.run(service.run_background()) == 0
+
+
+def test_prefetch_starts_one_refresh_per_question() -> None:
+    """Several hits before the refresh has run schedule it once."""
+    clock, _network, service = setup()
+    asyncio.run(service.resolve(WWW))
+    clock.advance(3500)
+    for _ in range(3):
+        asyncio.run(service.resolve(WWW))
+    assert asyncio.run(service.run_background()) == 1 and service.prefetches == 1
+
+
+def test_prefetch_failure_keeps_serving_the_cached_answer() -> None:
+    """A refresh that fails leaves the cached data answering, not a remembered SERVFAIL."""
+    clock, network, service = setup()
+    asyncio.run(service.resolve(WWW))
+    clock.advance(3500)
+    network.silent.add(NETWORKUTOPIA_NS)
+    asyncio.run(service.resolve(WWW))
+    asyncio.run(service.run_background())
+    after = asyncio.run(service.resolve(WWW))
+    assert after.rcode == Rcode.NOERROR and after.queries_sent == 0
+    assert after.answer[0].ttl < 100
+
+
+def test_prefetch_refreshes_a_whole_cname_chain() -> None:
+    """For www.ibm.com the CNAME and the target's A are both fetched again."""
+    clock, network, service = setup()
+    asyncio.run(service.resolve(IBM))
+    clock.advance(3500)
+    asyncio.run(service.resolve(IBM))
+    before = sum(network.received.values())
+    asyncio.run(service.run_background())
+    assert sum(network.received.values()) - before == 2  # ns.ibm.com and ns.backup2.ibm.com
+    clock.advance(200)
+    later = asyncio.run(service.resolve(IBM))
+    assert later.queries_sent == 0 and all(rr.ttl > 3300 for rr in later.answer)
+
+
+def test_prefetch_runs_as_a_background_task_in_a_live_server() -> None:
+    """Without deferral the refresh runs as a task of the serving loop."""
+    clock, network, service = setup()
+    service.defer_background = False
+
+    async def main() -> int:
+        await service.resolve(WWW)
+        clock.advance(3500)
+        await service.resolve(WWW)
+        return await service.run_background()
+
+    before = network.received[NETWORKUTOPIA_NS]
+    assert asyncio.run(main()) == 1
+    assert network.received[NETWORKUTOPIA_NS] == before + 2  # the first lookup and the refresh
+
+
+def test_prefetch_due_only_for_answers_wholly_from_the_cache() -> None:
+    """Answers that needed upstream queries, stale answers and failures are never due."""
+    clock = FakeClock()
+    cache = RecordCache(CacheSettings(), timer=clock)
+    records = parse_records("a.example. 100 IN A 192.0.2.1")
+    cache.store_rrset(records, Rank.AUTHORITATIVE_ANSWER)
+    clock.advance(95)
+    answer = tuple(rr.with_ttl(5) for rr in records)
+    key = ("a.example.", RRType.A, 1)
+    assert rrsets_due(cache, Outcome(rcode=Rcode.NOERROR, answer=answer)) == (key,)
+    assert rrsets_due(cache, Outcome(rcode=Rcode.NOERROR, answer=answer, queries_sent=1)) == ()
+    assert rrsets_due(cache, Outcome(rcode=Rcode.NOERROR, answer=answer, stale=True)) == ()
+    assert rrsets_due(cache, Outcome(rcode=Rcode.SERVFAIL)) == ()
+
+
+def test_prefetch_cache_info_tells_the_original_ttl() -> None:
+    """rrset_info gives the stored TTL (after clamps) next to what is left."""
+    clock = FakeClock()
+    cache = RecordCache(CacheSettings(max_ttl_s=500), timer=clock)
+    cache.store_rrset(parse_records("a.example. 3600 IN A 192.0.2.1"), Rank.ANSWER)
+    clock.advance(100)
+    info = cache.rrset_info("a.example.", RRType.A)
+    assert info is not None
+    assert (info.original_ttl, info.ttl_left, info.stored_at) == (500, 400, 1000.0)
+    assert cache.rrset_info("b.example.", RRType.A) is None
+
+
+def test_prefetch_cache_view_hides_only_the_refreshed_rrsets() -> None:
+    """The refresh view misses the hidden RRset, sees the rest, and writes through."""
+    clock = FakeClock()
+    cache = RecordCache(CacheSettings(), timer=clock)
+    cache.store_rrset(parse_records("a.example. 100 IN A 192.0.2.1"), Rank.AUTHORITATIVE_ANSWER)
+    cache.store_rrset(parse_records("b.example. 100 IN A 192.0.2.2"), Rank.AUTHORITATIVE_ANSWER)
+    view = cache.hiding([("a.example.", RRType.A, 1)])
+    assert view.rrset("a.example.", RRType.A) is None
+    assert view.rrset("b.example.", RRType.A) is not None
+    assert cache.rrset("a.example.", RRType.A) is not None
+    # A refresh replaces the entry even with a lower rank, and the real cache sees it.
+    assert view.store_rrset(parse_records("a.example. 300 IN A 192.0.2.9"), Rank.ANSWER)
+    fresh = cache.rrset("a.example.", RRType.A)
+    assert fresh is not None and fresh[0].address == "192.0.2.9"
+    view.store_failure(Question("a.example.", RRType.A), "timeout")
+    assert cache.failure(Question("a.example.", RRType.A)) is None
