@@ -2,6 +2,9 @@
 
 Rules, in the order they apply (../shared/design/reliability.md (b) and (c)):
 - Fewer than 12 octets, or QR=1: no reply (a reply to a reply feeds loops).
+- Access control (resolver.acl) before anything else, the answer cache included: `deny`
+  drops the query, `refuse` answers REFUSED. Then the per-client rate limit (ip-ratelimit):
+  over it, no reply.
 - Malformed (strict scanner): FORMERR echoing the id and opcode, header only.
 - Opcode other than QUERY: NOTIMP (RFC 1035 §4.1.1).
 - EDNS version above 0: BADVERS with an OPT of version 0 (RFC 6891 §6.1.3).
@@ -11,7 +14,9 @@ Rules, in the order they apply (../shared/design/reliability.md (b) and (c)):
 - ANY: the minimal RFC 8482 §4.2 reply, so we are no amplifier.
 - One of our own forwarded queries coming back (same id and question): SERVFAIL, logged
   as a forwarding loop.
-- Otherwise resolve. Replies echo id, question (letter case as sent), RD and CD; set
+- Local zones and local data (resolver.local_zones) are answered here, never resolved.
+- Otherwise resolve; with private-address set, private A/AAAA records of public names are
+  removed from the outcome (DNS-rebinding protection). Replies echo id, question (letter case as sent), RD and CD; set
   RA; never AA or AD. OPT in the reply iff the query had one. UDP replies are cut to
   the client's size (512 without EDNS, at most 1232) with TC=1 (RFC 6891 §7).
 - A resolution failure is SERVFAIL, never NXDOMAIN, with an extended error (RFC 8914).
@@ -24,18 +29,34 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from resolver.acl import AccessControl, AclAction
 from resolver.answer_cache import AnswerCache
 from resolver.events import Outcome
 from resolver.listener import Client
 from resolver.network import Transport
 from resolver.service import ResolverService
-from resolver.wire import CLASS_IN, Edns, Message, Question, Rcode, RRType, encode, make_record
+from resolver.wire import (
+    CLASS_IN,
+    Edns,
+    Message,
+    Question,
+    Rcode,
+    RRType,
+    encode,
+    make_record,
+    type_name,
+)
 from resolver.wirecheck import MalformedMessage, ScannedMessage, scan_query
 
 if TYPE_CHECKING:
     from resolver.forwarding import ForwardLoopGuard
+    from resolver.local_zones import LocalZones, RebindingGuard
+    from resolver.metrics import Metrics
+    from resolver.ratelimit import IpRateLimiter
 
 log = logging.getLogger(__name__)
+#: `--log-queries`: one line per query (client, transport, name, type, rcode, time).
+query_log = logging.getLogger("resolver.queries")
 
 #: Largest UDP reply we send (DNS Flag Day 2020; BIND max-udp-size 1232).
 MAX_UDP_REPLY = 1232
@@ -59,10 +80,29 @@ class QueryHandler:
         *,
         answers: AnswerCache | None = None,
         loop_guard: ForwardLoopGuard | None = None,
+        access: AccessControl | None = None,
+        ratelimit: IpRateLimiter | None = None,
+        local_zones: LocalZones | None = None,
+        rebinding: RebindingGuard | None = None,
+        metrics: Metrics | None = None,
+        log_queries: bool = False,
     ) -> None:
         self.service = service
         #: Recognises our own forwarded queries coming back to us (resolver.forwarding).
         self.loop_guard = loop_guard
+        # The policy below is replaced as a whole on SIGHUP (resolver.app); None = none.
+        #: Who may ask (resolver.acl); None lets every client through.
+        self.access = access
+        #: Queries per second per client (resolver.ratelimit).
+        self.ratelimit = ratelimit
+        #: Names answered locally (resolver.local_zones).
+        self.local_zones = local_zones
+        #: Private addresses kept out of public answers (private-address).
+        self.rebinding = rebinding
+        #: One log line per query on the "resolver.queries" logger.
+        self.log_queries = log_queries
+        #: Counters exposed at /metrics (resolver.metrics); kept across reloads.
+        self.metrics = metrics
         self.queries = 0
         self.rcodes: dict[str, int] = {}
         #: Replies as bytes, looked up before anything is decoded (answer_cache.py).
@@ -76,19 +116,79 @@ class QueryHandler:
         The listener calls it before `handle`, for every datagram: a check on who the client
         is (access control) must be made here too.
         """
+        if self.ratelimit is not None or self.log_queries or (
+            self.access is not None and self.access.action_for(client_ip) is not AclAction.ALLOW
+        ):
+            return None  # `handle` applies these, once
+        started = time.monotonic()
         reply = self.answers.lookup(wire)
         if reply is not None:
             self.queries += 1
             self._count(reply)
+            if self.metrics is not None:
+                self.metrics.latency.observe(time.monotonic() - started)
         return reply
 
     async def handle(self, wire: bytes, client: Client) -> bytes | None:
+        started = time.monotonic()
         try:
-            reply = await self._handle(wire, client)
+            if self.access is None and self.ratelimit is None:
+                reply = await self._handle(wire, client)
+            else:
+                reply = await self._admit(wire, client)
         except Exception:  # the last line of defence: never let one query stop the server
             log.exception("internal error answering a query from %s", client.ip)
             reply = _servfail_for(wire)
+        if self.metrics is not None and reply is not None:
+            self.metrics.latency.observe(time.monotonic() - started)
+        if self.log_queries:
+            self._log_query(wire, client, reply, time.monotonic() - started)
         return reply
+
+    async def _admit(self, wire: bytes, client: Client) -> bytes | None:
+        """Access control, then the rate limit, before anything in the query is looked at."""
+        if len(wire) < 12 or wire[2] & 0x80:
+            return None
+        action = AclAction.ALLOW if self.access is None else self.access.action_for(client.ip)
+        if action is AclAction.DENY:
+            return self._drop("access-control")
+        if self.ratelimit is not None and not self.ratelimit.allow(client.ip):
+            return self._drop("ip-ratelimit")
+        if action is AclAction.ALLOW:
+            return await self._handle(wire, client)
+        self.queries += 1
+        if self.metrics is not None:
+            self.metrics.refused_by_acl.inc()
+        return self._count(self._refused(wire, client))
+
+    def _drop(self, reason: str) -> None:
+        self.queries += 1
+        if self.metrics is not None:
+            self.metrics.dropped.inc(reason)
+
+    def _refused(self, wire: bytes, client: Client) -> bytes:
+        """REFUSED for a client that may not ask, echoing its question when it is readable."""
+        try:
+            query = scan_query(wire)
+        except MalformedMessage as exc:
+            return _header_reply(wire, Rcode.REFUSED, with_opt=exc.opt_seen)
+        plain = query.opcode == 0 and (query.edns is None or query.edns.version == 0)
+        if not plain or query.qname is None or query.qtype is None or query.qclass is None:
+            return _header_reply(wire, Rcode.REFUSED, with_opt=query.edns is not None)
+        return self._reply(wire, query, client, Outcome(rcode=Rcode.REFUSED),
+                           recursion_available=False)
+
+    def _log_query(self, wire: bytes, client: Client, reply: bytes | None, elapsed_s: float) -> None:
+        try:
+            query = scan_query(wire)
+            name = query.qname or "-"
+            qtype = type_name(query.qtype) if query.qtype is not None else "-"
+        except MalformedMessage:
+            name = qtype = "-"
+        rcode = _RCODE_NAMES[reply[3] & 0xF] if reply is not None and len(reply) >= 4 else "DROPPED"
+        where = f"[{client.ip}]:{client.port}" if ":" in client.ip else f"{client.ip}:{client.port}"
+        query_log.info("query %s %s %s %s %s %.1fms", where, client.transport.value, name, qtype,
+                       rcode, elapsed_s * 1000)
 
     async def _handle(self, wire: bytes, client: Client) -> bytes | None:
         if len(wire) < 12 or wire[2] & 0x80:
@@ -121,7 +221,18 @@ class QueryHandler:
                         question, client.ip)
             failed = Outcome(rcode=Rcode.SERVFAIL, reason="forwarding loop")
             return self._count(self._reply(wire, query, client, failed))
+        local = self.local_zones.answer(question) if self.local_zones is not None else None
+        if local is not None:  # never sent upstream (RFC 6761, RFC 6303)
+            if self.metrics is not None:
+                self.metrics.local_answers.inc()
+            if local.outcome is None:  # local-zone type deny
+                return None
+            return self._count(self._reply(wire, query, client, local.outcome))
         outcome = await self.service.resolve(question)
+        if self.rebinding is not None:
+            outcome, removed = self.rebinding.filter(outcome)
+            if removed and self.metrics is not None:
+                self.metrics.rebinding_removed.inc(amount=removed)
         if outcome.rcode == Rcode.SERVFAIL:
             log.info("SERVFAIL for %s from %s: %s", question, client.ip, outcome.reason)
         return self._count(self._reply(wire, query, client, outcome, cache=True))

@@ -245,8 +245,11 @@ def decode(data: bytes) -> Message:
     scanned = scan_message(data)
     try:
         parsed = dnslib.DNSRecord.parse(data[: scanned.end])
-    except Exception as exc:  # dnslib raises several types; all mean "malformed"
-        raise MalformedMessage(f"undecodable message: {exc}") from None
+    except Exception:  # dnslib raises several types; retry with opaque RDATA
+        try:
+            parsed = _parse_opaque_rdata(data[: scanned.end])
+        except Exception as exc:
+            raise MalformedMessage(f"undecodable message: {exc}") from None
     header = parsed.header
     edns = None
     additional = []
@@ -285,6 +288,38 @@ def decode(data: bytes) -> Message:
         additional=tuple(additional),
         edns=edns,
     )
+
+
+#: Types whose RDATA the resolver reads; all others may stay opaque octets (RFC 3597 §4).
+_RDATA_NEEDED = {RRType.A, RRType.AAAA, RRType.NS, RRType.CNAME, RRType.DNAME, RRType.SOA,
+                 RRType.PTR, RRType.MX, RRType.SRV}
+
+
+def _parse_opaque_rdata(data: bytes) -> Any:
+    """Parse a message whose RDATA dnslib rejects (a malformed SVCB, say), keeping the RDATA
+    of types the resolver does not interpret as opaque octets (RFC 3597): a bad record of a
+    type we only pass along must not make the whole reply unusable."""
+    buffer = dnslib.DNSBuffer(data)
+    header = dnslib.DNSHeader.parse(buffer)
+    counts = (header.a, header.auth, header.ar)
+    questions = [dnslib.DNSQuestion.parse(buffer) for _ in range(header.q)]
+    sections: list[list[Any]] = [[], [], []]
+    for section, count in zip(sections, counts, strict=True):
+        for _ in range(count):
+            rname = buffer.decode_name()
+            rtype, rclass, ttl, rdlength = buffer.unpack("!HHIH")
+            if rtype == RRType.OPT:
+                buffer.get(rdlength)  # the scanner has read the OPT already
+                continue
+            if rtype in _RDATA_NEEDED:
+                rdata = dnslib.dns.RDMAP.get(dnslib.QTYPE.get(rtype), dnslib.RD).parse(
+                    buffer, rdlength
+                )
+            else:
+                rdata = dnslib.RD(buffer.get(rdlength))
+            section.append(dnslib.RR(rname, rtype, rclass, ttl, rdata))
+    return dnslib.DNSRecord(header, questions=questions, rr=sections[0], auth=sections[1],
+                            ar=sections[2])
 
 
 def _name_wire(name: str) -> bytes:

@@ -110,8 +110,10 @@ def view(wire: bytes) -> MessageView:
         record = dnslib.DNSRecord.parse(wire)
     except Exception as exc:  # dnslib raises several unrelated types on bad input
         reason = "shorter than a header" if len(wire) < 12 else f"{type(exc).__name__}: {exc}"
+        # Keep the question when only later records are bad (testbound reads a malformed
+        # RDATA as opaque octets, so such an entry still matches by question).
         return MessageView(wire=wire, id=ident, opcode=opcode, rcode=rcode, flags=flags,
-                           error=reason)
+                           question=_questions_only(wire), error=reason)
     opts = [rr for rr in record.ar if rr.rtype == OPT]
     edns = _edns_of(opts[0]) if opts else None
     if opts:
@@ -121,6 +123,15 @@ def view(wire: bytes) -> MessageView:
         question=tuple(record.questions), answer=tuple(record.rr), authority=tuple(record.auth),
         additional=tuple(rr for rr in record.ar if rr.rtype != OPT), edns=edns, record=record,
     )
+
+
+def _questions_only(wire: bytes) -> tuple[dnslib.DNSQuestion, ...]:
+    try:
+        buffer = dnslib.DNSBuffer(wire)
+        header = dnslib.DNSHeader.parse(buffer)
+        return tuple(dnslib.DNSQuestion.parse(buffer) for _ in range(header.q))
+    except Exception:  # the question itself is broken: nothing to keep
+        return ()
 
 
 def make_opt(*, payload: int, do: bool, version: int = 0, ext_rcode: int = 0,

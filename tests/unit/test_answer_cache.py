@@ -65,7 +65,8 @@ class Setup:
         self.service = lab_service(self.clock, self.network, cache_settings=cache_settings)
         self.answers = AnswerCache(clock=self.clock)
         self.handler = QueryHandler(self.service, answers=self.answers)
-        self.reference = QueryHandler(self.service, answers=AnswerCache(clock=self.clock, max_entries=0))
+        no_cache = AnswerCache(clock=self.clock, max_entries=0)
+        self.reference = QueryHandler(self.service, answers=no_cache)
 
     def ask(self, wire: bytes, client: Client = UDP) -> bytes:
         reply = asyncio.run(self.handler.handle(wire, client))
@@ -112,7 +113,8 @@ def test_answer_cache_copies_id_and_question_case(setup: Setup) -> None:
     hit = setup.answers.lookup(mixed)
     assert hit is not None
     assert hit[:2] == b"\xbe\xef"
-    assert hit[12 : 12 + len(name_wire("WwW.NetWorkUtopia.COM."))] == name_wire("WwW.NetWorkUtopia.COM.")
+    sent = name_wire("WwW.NetWorkUtopia.COM.")
+    assert hit[12 : 12 + len(sent)] == sent
     assert hit == setup.full_path(mixed)
 
 
@@ -222,6 +224,14 @@ def encode_reply(wire: bytes, records: list[str], *, rcode: int = 0, edns: bool 
     return encode(message)
 
 
+def store_a(answers: AnswerCache, wire: bytes, *, edns: bool = False) -> None:
+    """Store a reply with one A record, TTL 60, for the query `wire`."""
+    name = scan_query(wire).qname
+    assert name is not None
+    reply = encode_reply(wire, [f"{name} 60 IN A 192.0.2.1"], edns=edns)
+    assert answers.store(wire, scan_query(wire), reply)
+
+
 def test_answer_cache_never_stores_servfail_or_zero_ttl(setup: Setup) -> None:
     """SERVFAIL, replies without records, TTL 0 and truncated replies are not kept."""
     answers = AnswerCache(clock=FakeClock())
@@ -299,20 +309,14 @@ def test_answer_cache_is_bounded_and_keeps_entries_in_use() -> None:
     answers = AnswerCache(clock=clock, max_entries=3)
     wires = [query(f"n{i}.example.") for i in range(5)]
     for wire in wires[:3]:
-        answers.store(wire, scan_query(wire), encode_reply(wire, [f"{wire_name(wire)} 60 IN A 192.0.2.1"]))
+        store_a(answers, wire)
     assert answers.lookup(wires[0]) is not None  # n0 used: it gets a second chance
     for wire in wires[3:]:
-        answers.store(wire, scan_query(wire), encode_reply(wire, [f"{wire_name(wire)} 60 IN A 192.0.2.1"]))
+        store_a(answers, wire)
     assert len(answers) == 3
     assert answers.lookup(wires[0]) is not None
     assert answers.lookup(wires[1]) is None and answers.lookup(wires[2]) is None
     assert answers.evicted == 2
-
-
-def wire_name(wire: bytes) -> str:
-    name = scan_query(wire).qname
-    assert name is not None
-    return name
 
 
 def test_answer_cache_cleared_when_the_record_cache_is_flushed() -> None:
@@ -378,7 +382,7 @@ def test_answer_cache_hits_only_what_the_strict_scanner_accepts(
     answers = AnswerCache(clock=clock)
     for edns in (None, 1232):
         wire = query("a.example.", edns=edns)
-        answers.store(wire, scan_query(wire), encode_reply(wire, ["a.example. 60 IN A 192.0.2.1"], edns=edns is not None))
+        store_a(answers, wire, edns=edns is not None)
     for base in (query("a.example."), query("a.example.", edns=1232)):
         damaged = bytearray(base[:cut] if cut < len(base) else base)
         if position < len(damaged):

@@ -259,7 +259,7 @@ def test_control_server_answers_after_an_oversized_request(short_dir: Path) -> N
         await server.start()
         try:
             reader, writer = await asyncio.open_unix_connection(str(path))
-            writer.write(b"x" * 100_000 + b"\n")
+            writer.write(b"x" * 10_000 + b"\n")
             await writer.drain()
             first = await reader.readline()
             writer.close()
