@@ -35,7 +35,7 @@ class AclRule:
 
     @classmethod
     def parse(cls, text: str) -> AclRule:
-        """'10.0.0.0/8 allow', '::1 refuse' or '192.0.2.1/32 deny'; ValueError says what is wrong."""
+        """'10.0.0.0/8 allow', '::1 refuse', '192.0.2.1/32 deny'; ValueError says what is wrong."""
         parts = text.split()
         if len(parts) != 2:
             raise ValueError(f"{text!r} is not 'CIDR ACTION' (for example '10.0.0.0/8 allow')")

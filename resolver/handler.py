@@ -16,9 +16,10 @@ Rules, in the order they apply (../shared/design/reliability.md (b) and (c)):
   as a forwarding loop.
 - Local zones and local data (resolver.local_zones) are answered here, never resolved.
 - Otherwise resolve; with private-address set, private A/AAAA records of public names are
-  removed from the outcome (DNS-rebinding protection). Replies echo id, question (letter case as sent), RD and CD; set
-  RA; never AA or AD. OPT in the reply iff the query had one. UDP replies are cut to
-  the client's size (512 without EDNS, at most 1232) with TC=1 (RFC 6891 §7).
+  removed from the outcome (DNS-rebinding protection).
+- Replies echo id, question (letter case as sent), RD and CD; set RA; never AA or AD.
+  OPT in the reply iff the query had one. UDP replies are cut to the client's size
+  (512 without EDNS, at most 1232) with TC=1 (RFC 6891 §7).
 - A resolution failure is SERVFAIL, never NXDOMAIN, with an extended error (RFC 8914).
 """
 
@@ -151,9 +152,11 @@ class QueryHandler:
             return None
         action = AclAction.ALLOW if self.access is None else self.access.action_for(client.ip)
         if action is AclAction.DENY:
-            return self._drop("access-control")
+            self._drop("access-control")
+            return None
         if self.ratelimit is not None and not self.ratelimit.allow(client.ip):
-            return self._drop("ip-ratelimit")
+            self._drop("ip-ratelimit")  # no reply: even REFUSED would feed a reflection
+            return None
         if action is AclAction.ALLOW:
             return await self._handle(wire, client)
         self.queries += 1
@@ -178,7 +181,9 @@ class QueryHandler:
         return self._reply(wire, query, client, Outcome(rcode=Rcode.REFUSED),
                            recursion_available=False)
 
-    def _log_query(self, wire: bytes, client: Client, reply: bytes | None, elapsed_s: float) -> None:
+    def _log_query(
+        self, wire: bytes, client: Client, reply: bytes | None, elapsed_s: float
+    ) -> None:
         try:
             query = scan_query(wire)
             name = query.qname or "-"

@@ -114,7 +114,8 @@ def read_hosts_file(path: Path, *, ttl: int = DEFAULT_TTL) -> HostsFile:
     """
     records: list[Record] = []
     skipped: list[str] = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].split()
         if not line:
             continue
@@ -128,9 +129,9 @@ def read_hosts_file(path: Path, *, ttl: int = DEFAULT_TTL) -> HostsFile:
             skipped.append(f"{path}:{number}: an address without a name")
             continue
         rtype = "A" if address.version == 4 else "AAAA"
-        text = [f"{name} {ttl} IN {rtype} {address}" for name in host_names]
-        text.append(f"{address.reverse_pointer}. {ttl} IN PTR {host_names[0]}")
-        records.extend(parse_records("\n".join(text)))
+        lines = [f"{name} {ttl} IN {rtype} {address}" for name in host_names]
+        lines.append(f"{address.reverse_pointer}. {ttl} IN PTR {host_names[0]}")
+        records.extend(parse_records("\n".join(lines)))
     return HostsFile(records=tuple(records), skipped=tuple(skipped))
 
 
@@ -214,11 +215,11 @@ class LocalZones:
             if spec.type is not ZoneType.NODEFAULT:
                 self._zones[spec.name] = _Zone(name=spec.name, type=spec.type, builtin=False)
         for record in data:
-            zone = self._zone_for(record.name)
-            if zone is None:  # Unbound: data outside every zone gets a transparent zone
-                zone = self._zones[record.name] = _Zone(
+            found = self._zone_for(record.name)
+            if found is None:  # Unbound: data outside every zone gets a transparent zone
+                found = self._zones[record.name] = _Zone(
                     name=record.name, type=ZoneType.TRANSPARENT, builtin=False)
-            self._add(zone, record)
+            self._add(found, record)
 
     @classmethod
     def from_settings(
@@ -274,11 +275,11 @@ class LocalZones:
         if zone is None:
             return None
         outcome = self._outcome(zone, question)
-        if outcome is _RESOLVE:
+        if isinstance(outcome, _Resolve):
             return None
         return LocalAnswer(zone=zone.name, type=zone.type, outcome=outcome)
 
-    def _outcome(self, zone: _Zone, question: Question) -> Outcome | None | _Resolve:
+    def _outcome(self, zone: _Zone, question: Question) -> Outcome | _Resolve | None:
         kind, qname = zone.type, question.name
         if kind is ZoneType.ALWAYS_NXDOMAIN:
             return self._negative(zone, Rcode.NXDOMAIN)

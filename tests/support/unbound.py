@@ -1,8 +1,11 @@
 """A real Unbound for tests: on a loopback address and a free port, iterating the lab.
 
 `start_unbound` writes an unbound.conf into a test directory and starts `unbound -d` with it:
-its root is the lab (`stub-zone: name "." stub-addr: ...@port`, `do-not-query-localhost: no`),
-it validates nothing (the lab is unsigned), and it can also serve DNS over TLS with a test
+its root is the lab (`stub-zone: name "." stub-addr: ...@port`, `do-not-query-localhost: no`).
+Unbound sends every query learned from a referral to port 53, and the lab runs on a free
+port, so each lab zone also gets a stub zone naming its servers with the lab's port: Unbound
+still iterates (RD=0 to the authoritative servers), only without needing the referrals' port.
+It validates nothing (the lab is unsigned), and it can also serve DNS over TLS with a test
 certificate from `make_certificates` (a throwaway CA and server certificate, made with the
 `openssl` command line at test time). Unbound runs under `timeout`, so it stops by itself
 even if the test run dies; `stop_unbound` stops it by pid.
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resolver.delegation import load_root_hints
+from resolver.lab.world import SERVERS
 from tests.conftest import require_tool
 
 #: Longest an Unbound started here may live (seconds), whatever happens to the test run.
@@ -110,6 +114,11 @@ def unbound_config(
 ) -> str:
     """The text of an unbound.conf for a test instance (see the module docstring)."""
     roots = [a for ns in load_root_hints(lab_hints).servers for a in ns.addresses]
+    zone_servers: dict[str, list[str]] = {}
+    for server in SERVERS:
+        for zone in server.zones:
+            if zone != ".":
+                zone_servers.setdefault(zone, []).append(server.address)
     lines = [
         "server:",
         "    verbosity: 1",
@@ -144,6 +153,9 @@ def unbound_config(
     lines += ["remote-control:", "    control-enable: no"]
     lines += ["stub-zone:", '    name: "."']
     lines += [f"    stub-addr: {address}@{lab_port}" for address in roots]
+    for zone, addresses in sorted(zone_servers.items()):
+        lines += ["stub-zone:", f'    name: "{zone}"']
+        lines += [f"    stub-addr: {address}@{lab_port}" for address in addresses]
     return "\n".join(lines) + "\n"
 
 
