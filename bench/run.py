@@ -135,7 +135,8 @@ def report(rows: list[dict[str, Any]], memory: dict[str, float], elapsed: float)
         t = table[r["peer"]]
         lines.append(
             f"| {r['peer']} | {_fmt(t['qps'], ',.0f')} | {_fmt(t['cpu_us'], '.1f')} | "
-            f"{_fmt(t['p99_ms'], '.3f')} | {_fmt(t['lost'], 'd')} | {_fmt(t['cold_qps'], ',.0f')} | "
+            f"{_fmt(t['p99_ms'], '.3f')} | {_fmt(t['lost'], 'd')} | "
+            f"{_fmt(t['cold_qps'], ',.0f')} | "
             f"{_fmt(t['cold_lost'], 'd')} | {_fmt(t['per_name'], '.2f')} | "
             f"{_fmt(t['cold_cpu_us'], '.0f')} | {_fmt(t['rss_mb'], '.1f')} |"
         )
@@ -149,7 +150,8 @@ def report(rows: list[dict[str, Any]], memory: dict[str, float], elapsed: float)
                 continue
             ratio = a / b
             met = ratio >= factor if op == ">=" else ratio <= factor
-            lines.append(f"| {label} | {ratio:.2f}x | {op} {factor:g}x | {'yes' if met else 'no'} |")
+            verdict = "yes" if met else "no"
+            lines.append(f"| {label} | {ratio:.2f}x | {op} {factor:g}x | {verdict} |")
         lines.append(f"| cached queries lost | {ours.get('lost')} | 0 | "
                      f"{'yes' if ours.get('lost') == 0 else 'no'} |")
         two = table.get("ours-2w")

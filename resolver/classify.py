@@ -183,7 +183,7 @@ def _follow_chain(
         dname = _matching_dname(pool, current)
         if dname is not None and question.rtype != RRType.DNAME:
             chain.append(dname)
-            synthesized = _synthesize(dname, current)
+            synthesized = synthesize_cname(dname, current)
             if synthesized is None:
                 return tuple(chain), current, False
             cname_rr = next(
@@ -216,7 +216,7 @@ def _matching_dname(pool: list[Record], name: str) -> Record | None:
     return None
 
 
-def _synthesize(dname: Record, name: str) -> Record | None:
+def synthesize_cname(dname: Record, name: str) -> Record | None:
     """The CNAME a DNAME implies for `name` (RFC 6672 §2.2); None if too long."""
     prefix = name[: -len(dname.name)] if dname.name != "." else name
     target = prefix + dname.target if dname.target != "." else prefix

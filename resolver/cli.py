@@ -14,12 +14,18 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from resolver import __version__
-from resolver.config import EngineSettings, ForwardingSettings, ListenAddress, ServeConfig
+from resolver.config import (
+    EngineSettings,
+    ForwardingSettings,
+    ListenAddress,
+    ServeConfig,
+    SystemSettings,
+)
 from resolver.delegation import RootHintsError, load_root_hints
 from resolver.wire import Question, Rcode, type_from_text
 
@@ -177,6 +183,162 @@ def _check_forwarding(config: ServeConfig) -> None:
             ) from None
 
 
+def _fail(lines: list[str]) -> NoReturn:
+    """Print each problem on its own line and exit 1."""
+    for line in lines:
+        click.echo(f"Error: {line}", err=True)
+    sys.exit(1)
+
+
+def _read_config_file(ctx: click.Context, _param: click.Parameter, value: Path | None
+                      ) -> Path | None:
+    """--config: the file's settings become the defaults that command-line options override."""
+    if value is None:
+        return None
+    from resolver import config_file
+
+    try:
+        values = config_file.load(value)
+    except config_file.ConfigFileError as exc:
+        _fail(exc.errors)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
+def _checked(check: Callable[[str], object]) -> Callable[[click.Context, click.Parameter, Any],
+                                                        Any]:
+    """A click callback running `check` on each value; its ValueError names the option."""
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is not None:
+                try:
+                    check(str(item))
+                except ValueError as exc:
+                    raise click.BadParameter(str(exc)) from None
+        return value
+    return callback
+
+
+def _system_options(f: F) -> F:
+    """The config file, access control, local data, rebinding, rate limit, metrics, user."""
+    from resolver import config_file as cf
+    from resolver.acl import AclRule, parse_network
+    from resolver.local_zones import ZoneSpec, check_name, parse_local_data
+
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                     is_eager=True, callback=_read_config_file, metavar="FILE",
+                     help="TOML configuration file (see examples/resolver.toml); options on "
+                          "the command line override it. SIGHUP re-reads it."),
+        click.option("--user", metavar="NAME", callback=_checked(cf.check_user),
+                     help="Switch to this user after binding the listen addresses "
+                          "(Unbound username)."),
+        click.option("--access-control", multiple=True, metavar='"CIDR ACTION"',
+                     callback=_checked(AclRule.parse),
+                     help="Who may recurse: ACTION is allow, deny (drop) or refuse (REFUSED); "
+                          "the most specific block wins (repeatable). Built in: 127.0.0.0/8 "
+                          "and ::1 allow, everyone else refuse."),
+        click.option("--local-zone", multiple=True, metavar='"NAME TYPE"',
+                     callback=_checked(ZoneSpec.parse),
+                     help="Answer NAME and below locally: static, transparent, typetransparent, "
+                          "redirect, refuse, deny, always_nxdomain, always_refuse, always_null, "
+                          "nodefault (repeatable)."),
+        click.option("--local-data", multiple=True, metavar='"RR"',
+                     callback=_checked(parse_local_data),
+                     help='A local record, e.g. "www.example. A 192.0.2.1" (repeatable).'),
+        click.option("--hosts-file", multiple=True, metavar="PATH",
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="Serve the names of a hosts file (A/AAAA and PTR) (repeatable)."),
+        click.option("--private-address", multiple=True, metavar="CIDR",
+                     callback=_checked(parse_network),
+                     help="Remove these addresses from answers for names outside "
+                          "--private-domain: DNS-rebinding protection (repeatable)."),
+        click.option("--private-domain", multiple=True, metavar="NAME",
+                     callback=_checked(check_name),
+                     help="Names allowed to resolve to --private-address blocks (repeatable)."),
+        click.option("--ip-ratelimit", type=click.IntRange(0, 1_000_000), default=0,
+                     show_default=True, metavar="QPS",
+                     help="Most queries per second from one client address; beyond, they are "
+                          "dropped. 0: no limit."),
+        click.option("--metrics", metavar="ADDR:PORT", callback=_checked(cf.check_metrics),
+                     help="Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. "
+                          "127.0.0.1:9153)."),
+        click.option("--log-queries", is_flag=True,
+                     help="Log one line per query: client, name, type, rcode, time."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _with_system_options(config: ServeConfig, options: dict[str, Any]) -> ServeConfig:
+    config_path = options.get("config_path")
+    system = SystemSettings(
+        access_control=tuple(options["access_control"]),
+        local_zones=tuple(options["local_zone"]),
+        local_data=tuple(options["local_data"]),
+        hosts_files=tuple(str(path) for path in options["hosts_file"]),
+        private_addresses=tuple(options["private_address"]),
+        private_domains=tuple(options["private_domain"]),
+        ip_ratelimit=int(options["ip_ratelimit"]),
+        log_queries=bool(options["log_queries"]),
+        verbose=bool(options["verbose"]),
+        metrics=options["metrics"],
+        username=options["user"],
+        config_file=str(config_path) if config_path is not None else None,
+    )
+    return replace(config, system=system)
+
+
+def _serve_config(params: dict[str, Any]) -> ServeConfig:
+    """The configuration from `resolver serve`'s parameters (command line over config file)."""
+    config = ServeConfig(root_hints_file=str(params["root_hints"]))
+    if params["listen"]:
+        config = replace(config, listen=_parse_listen(params["listen"]))
+    config = replace(
+        config,
+        engine=replace(config.engine, upstream_port=params["upstream_port"]),
+        cache=replace(config.cache, max_entries=params["cache_size"]),
+    )
+    config = _with_cache_options(config, params)
+    config = _with_forwarding_options(config, params)
+    return _with_system_options(config, params)
+
+
+def _check_files(config: ServeConfig) -> None:
+    """Root hints and hosts files must be readable before anything is bound."""
+    from resolver import config_file
+
+    checked = config_file.check_files(config)
+    for warning in checked.warnings:
+        logging.getLogger("resolver").warning("%s", warning)
+    if checked.errors:
+        _fail(list(checked.errors))
+
+
+def _reloader(ctx: click.Context) -> Callable[[], ServeConfig]:
+    """SIGHUP: the config file read again, with the command line's options still over it."""
+    from click.core import ParameterSource
+
+    from resolver import config_file
+
+    path = ctx.params["config_path"]
+    given = {name: value for name, value in ctx.params.items()
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    command = ctx.command
+
+    def reload() -> ServeConfig:
+        values = config_file.load(path)
+        with command.make_context(ctx.info_name, [], default_map=values) as fresh:
+            config = _serve_config({**fresh.params, **given, "config_path": path})
+        problems = config_file.check_files(config).errors
+        if problems:
+            raise config_file.ConfigFileError(list(problems))
+        return config
+
+    return reload
+
+
 @main.command()
 @click.option("--listen", "listen", multiple=True, metavar="ADDR:PORT",
               help="Address and port to serve on (repeatable). Default: 127.0.0.1:53 and [::1]:53.")
@@ -191,30 +353,27 @@ def _check_forwarding(config: ServeConfig) -> None:
                    "its own cache (Unbound num-threads).")
 @_cache_options
 @_forwarding_options
-def serve(listen: tuple[str, ...], root_hints: Path, upstream_port: int, cache_size: int,
-          verbose: bool, workers: int, **cache_options: Any) -> None:
+@_system_options
+@click.pass_context
+def serve(ctx: click.Context, /, listen: tuple[str, ...], root_hints: Path, upstream_port: int,
+          cache_size: int, verbose: bool, workers: int, **cache_options: Any) -> None:
     """Answer stub clients over UDP and TCP, resolving iteratively from the root hints."""
     _setup_logging(verbose)
-    config = ServeConfig(root_hints_file=str(root_hints))
-    if listen:
-        config = replace(config, listen=_parse_listen(listen))
-    config = replace(
-        config,
-        engine=replace(config.engine, upstream_port=upstream_port),
-        cache=replace(config.cache, max_entries=cache_size),
-    )
-    config = _with_cache_options(config, cache_options)
-    config = _with_forwarding_options(config, cache_options)
+    config = _serve_config(ctx.params)
     _check_hints(root_hints)
-    from resolver.app import run
+    _check_files(config)
+    from resolver.app import StartupError, run
     from resolver.app import serve as run_server
 
     if workers > 1:
         from resolver.workers import run_workers
 
         sys.exit(run_workers(config, workers))
+    reload = _reloader(ctx) if config.system.config_file is not None else None
     try:
-        run(run_server(config))
+        run(run_server(config, reload=reload))
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(_bind_error(exc, config)) from None
     except KeyboardInterrupt:
@@ -313,6 +472,85 @@ def lab(hints_file: Path, port: int) -> None:
     from resolver.lab import run
 
     sys.exit(run(hints_file=hints_file, port=port))
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def check_config(file: Path) -> None:
+    """Check a TOML configuration file: print "ok" and a summary, or every error (exit 1)."""
+    from resolver import config_file
+
+    try:
+        values = config_file.load(file)
+        with serve.make_context("serve", [], default_map=values) as ctx:
+            config = _serve_config({**ctx.params, "config_path": file})
+    except config_file.ConfigFileError as exc:
+        _fail(exc.errors)
+    except click.ClickException as exc:
+        _fail([f"{file}: {exc.format_message()}"])
+    checked = config_file.check_files(config)
+    for warning in checked.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if checked.errors:
+        _fail([f"{file}: {error}" for error in checked.errors])
+    click.echo("ok")
+    for line in config_file.summary(config, checked):
+        click.echo(f"  {line}")
+
+
+@main.command()
+@click.option("--metrics", "address", metavar="ADDR:PORT",
+              help="The running server's metrics endpoint (its --metrics). Default: the one "
+                   "in --config, else 127.0.0.1:9153, else the control channel.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Take the metrics address from this configuration file.")
+@click.option("--raw", is_flag=True, help="Print the Prometheus text exposition as served.")
+@_control_socket_option
+def stats(address: str | None, config_path: Path | None, raw: bool,
+          control_socket: Path | None) -> None:
+    """Print the counters of a running `resolver serve`: queries, cache, rcodes, upstream."""
+    from resolver import config_file, metrics
+
+    explicit = address is not None
+    if address is None and config_path is not None:
+        try:
+            address = config_file.load(config_path).get("metrics")
+        except config_file.ConfigFileError as exc:
+            _fail(exc.errors)
+        explicit = address is not None
+    try:
+        endpoint = config_file.check_metrics(address or f"127.0.0.1:{metrics.DEFAULT_METRICS_PORT}")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics") from None
+    try:
+        text = metrics.fetch(endpoint.ip, endpoint.port)
+    except (OSError, ValueError, http_client_errors()) as exc:
+        if explicit:
+            raise click.ClickException(f"cannot read metrics at http://{endpoint}/metrics: "
+                                       f"{exc}") from None
+        from resolver.control import ControlError, default_socket_path, request
+
+        path = control_socket if control_socket is not None else default_socket_path()
+        try:
+            reply = request(path, {"cmd": "stats"})
+        except ControlError as control_exc:
+            raise click.ClickException(
+                f"no metrics endpoint at http://{endpoint}/metrics ({exc}; start the server "
+                f"with --metrics {endpoint}) and no control channel: {control_exc}") from None
+        for key, value in sorted((reply.get("stats") or {}).items()):
+            click.echo(f"{key:<24}  {value}")
+        return
+    if raw:
+        click.echo(text, nl=False)
+        return
+    for line in metrics.format_stats(metrics.parse_exposition(text)):
+        click.echo(line)
+
+
+def http_client_errors() -> type[Exception]:
+    import http.client
+
+    return http.client.HTTPException
 
 
 @main.command()

@@ -21,6 +21,8 @@ class Limits:
     max_sends_per_name: int = 32
     #: Referrals followed for one name (Unbound MAX_REFERRAL_COUNT 130).
     max_referrals: int = 130
+    #: Minimised queries while iterating one name (Unbound MAX_MINIMISE_COUNT 10).
+    max_minimised_queries: int = 10
     #: CNAME/DNAME restarts (Unbound and BIND max-query-restarts 11).
     max_cname_chain: int = 11
     #: Nesting of NS-address lookups that a lookup may wait on (Unbound target-fetch-policy
@@ -82,8 +84,11 @@ class EngineSettings:
     upstream_port: int = 53
     #: Ask for the root NS set before the first lookup (RFC 8109).
     prime_root: bool = True
-    #: QNAME minimisation (RFC 9156).
+    #: QNAME minimisation (RFC 9156), relaxed: falls back to the full name when servers
+    #: answer a minimised query with NXDOMAIN, REFUSED or SERVFAIL (Unbound's default).
     qname_minimisation: bool = False
+    #: Type asked with minimised names: A like Unbound (NS, as Knot asks, is an option).
+    qname_minimisation_qtype: int = 1
     #: Accept only glue inside the zone that gives it (Unbound harden-glue, RFC 2181 §5.4.1).
     harden_glue: bool = True
     #: Send every upstream query over TCP (Unbound tcp-upstream).

@@ -295,7 +295,10 @@ def summary(config: ServeConfig, checked: Checked) -> list[str]:
         f"access control:  loopback allowed, others refused; rules: {rules}",
     ]
     if zones is not None:
-        configured = ", ".join(zones.describe()) or "none"
+        described = zones.describe()
+        configured = ", ".join(described[:8]) or "none"
+        if len(described) > 8:
+            configured += f" and {len(described) - 8} more"
         lines.append(f"local zones:     {zones.builtin_count} built in (of {len(BUILTIN_ZONES)});"
                      f" configured: {configured}")
         lines.append(f"local data:      {zones.record_count} records"

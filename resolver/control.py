@@ -162,6 +162,9 @@ class ControlServer:
             if self.handler is not None:
                 stats["queries"] = self.handler.queries
                 stats["rcodes"] = dict(self.handler.rcodes)
+                # Replies served as bytes never reach the service's hit counter.
+                stats["answer_cache_hits"] = self.handler.answers.hits
+                stats["answer_cache_entries"] = len(self.handler.answers)
             return {"ok": True, "stats": stats}
         return _error(f"unknown command {cmd!r} (show, flush, dump, stats)")
 

@@ -32,7 +32,13 @@ from resolver import names
 from resolver.cache import Rank, RecordCache
 from resolver.classify import EMPTY_REPLY, Classified, ResponseKind, classify
 from resolver.config import EngineSettings
-from resolver.delegation import Delegation, NameServer, is_ipv6, is_loopback_or_unspecified
+from resolver.delegation import (
+    Delegation,
+    NameServer,
+    delegation_from_records,
+    is_ipv6,
+    is_loopback_or_unspecified,
+)
 from resolver.events import (
     Action,
     CacheAnswered,
@@ -276,8 +282,17 @@ class Resolution:
                 cut = parent_cut
         self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
                    nameservers=tuple(cut.names()))
-        for _ in range(self.limits.max_referrals + 1):
-            result = yield from self._ask_zone(cut, question, depth)
+        qmin = _Minimiser(
+            enabled=self.settings.qname_minimisation and not is_ds,
+            qtype=self.settings.qname_minimisation_qtype,
+        )
+        referrals = 0
+        for _ in range(self.limits.max_referrals + self.limits.max_minimised_queries + 1):
+            asked = qmin.question_for(question, cut)
+            result = yield from self._ask_zone(cut, asked, depth)
+            if isinstance(result, Failure) and asked != question:
+                qmin.stop()  # RFC 9156 §3: broken servers; ask the full name instead
+                continue
             if isinstance(result, Failure):
                 fallback = self._parent_side(cut)
                 if fallback is None:
@@ -304,10 +319,27 @@ class Resolution:
             ):
                 # The parent refers us to the child: it holds no DS there (insecure delegation).
                 return Classified(kind=ResponseKind.NODATA)
-            self._store(reply, classified, cut, question)
+            self._store(reply, classified, cut, asked)
+            if asked != question and classified.kind is not ResponseKind.REFERRAL:
+                found = _zone_in_answer(asked, classified, reply)
+                if found is not None:  # the minimised name is a zone apex
+                    glue = _glue_answering(question, found, reply)
+                    if glue and depth > 0:
+                        return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
+                    cut = found
+                    qmin.new_cut()
+                elif classified.kind in (ResponseKind.NODATA, ResponseKind.ANSWER):
+                    qmin.deeper()  # an empty non-terminal or a name without a cut: go on
+                else:
+                    qmin.stop()  # NXDOMAIN or CNAME for a part of the name: ask in full
+                continue
             if classified.kind is not ResponseKind.REFERRAL:
                 return classified
             assert classified.delegation is not None
+            referrals += 1
+            if referrals > self.limits.max_referrals:
+                break
+            qmin.new_cut()
             previous = cut.zone
             cut = self._with_known_addresses(classified.delegation)
             self._emit(ReferralFollowed, depth, from_zone=previous, to_zone=cut.zone, ttl=cut.ttl,
@@ -671,6 +703,46 @@ class Resolution:
                      and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
             for rrset in _rrsets(extra):
                 self.cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+
+@dataclass(slots=True)
+class _Minimiser:
+    """QNAME minimisation state while iterating one question (RFC 9156 §3, relaxed mode)."""
+
+    enabled: bool
+    qtype: int
+    extra_labels: int = 1
+
+    def question_for(self, question: Question, cut: Delegation) -> Question:
+        """The full question, or its name cut to `extra_labels` below the zone cut."""
+        if not self.enabled or cut.recursion_desired:
+            return question
+        wanted = names.label_count(cut.zone) + self.extra_labels
+        parts = names.labels(question.name)
+        if wanted >= len(parts):
+            return question
+        return Question(".".join(parts[-wanted:]) + ".", self.qtype, question.rclass)
+
+    def deeper(self) -> None:
+        self.extra_labels += 1
+
+    def new_cut(self) -> None:
+        self.extra_labels = 1
+
+    def stop(self) -> None:
+        self.enabled = False
+
+
+def _zone_in_answer(asked: Question, classified: Classified, reply: Message) -> Delegation | None:
+    """An NS answer for a minimised name: that name is a zone apex (RFC 9156 §3)."""
+    if asked.rtype != RRType.NS or classified.kind is not ResponseKind.ANSWER:
+        return None
+    ns_set = [rr for rr in classified.answer if rr.rtype == RRType.NS and rr.name == asked.name]
+    if not ns_set:
+        return None
+    glue = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)]
+    found = delegation_from_records(asked.name, ns_set + glue, source="minimisation")
+    return found if found.has_addresses else None
 
 
 def _from_child_side(question: Question, classified: Classified) -> bool:

@@ -39,6 +39,9 @@ class Outcome:
     queries_sent: int = 0
     #: Served from expired data (RFC 8767); the reply carries EDE 3 "Stale Answer".
     stale: bool = False
+    #: A background refresh of this answer is under way (prefetch): the reply is not worth
+    #: keeping as bytes, the next one will carry the fresh data.
+    refreshing: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

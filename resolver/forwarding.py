@@ -125,6 +125,8 @@ def parse_zone_upstreams(
 
 
 def _zone_name(text: str, option: str) -> str:
+    if not text.strip():
+        raise ForwardingError(f"{option}: no zone before '=' (the root is '.')")
     zone = names.canonical(text)
     try:
         zone.encode("ascii")

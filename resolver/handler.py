@@ -281,7 +281,8 @@ class QueryHandler:
             edns=edns,
         )
         max_size = _max_size(query, client)
-        if cache and outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN) and not outcome.stale:
+        if (cache and outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN) and not outcome.stale
+                and not outcome.refreshing):
             # Store the whole reply (never a stale one: the next query must try to refresh);
             # the answer cache truncates per client when it serves it.
             data = encode(message)

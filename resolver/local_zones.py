@@ -114,6 +114,7 @@ def read_hosts_file(path: Path, *, ttl: int = DEFAULT_TTL) -> HostsFile:
     """
     records: list[Record] = []
     skipped: list[str] = []
+    named: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     text = path.read_text(encoding="utf-8", errors="replace")
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].split()
@@ -130,7 +131,9 @@ def read_hosts_file(path: Path, *, ttl: int = DEFAULT_TTL) -> HostsFile:
             continue
         rtype = "A" if address.version == 4 else "AAAA"
         lines = [f"{name} {ttl} IN {rtype} {address}" for name in host_names]
-        lines.append(f"{address.reverse_pointer}. {ttl} IN PTR {host_names[0]}")
+        if address not in named:  # the first line naming an address gives its PTR
+            named.add(address)
+            lines.append(f"{address.reverse_pointer}. {ttl} IN PTR {host_names[0]}")
         records.extend(parse_records("\n".join(lines)))
     return HostsFile(records=tuple(records), skipped=tuple(skipped))
 
@@ -236,7 +239,8 @@ class LocalZones:
             zone.soa = record
         rrset = zone.data.setdefault(record.name, {}).setdefault(record.rtype, [])
         if all(r.rdata_key != record.rdata_key for r in rrset):
-            rrset.append(record)
+            # One TTL per RRset (RFC 2181 §5.2): the first record's.
+            rrset.append(record.with_ttl(rrset[0].ttl) if rrset else record)
         name = record.name
         while names.is_subdomain(name, zone.name):
             zone.nodes.add(name)

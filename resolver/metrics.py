@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from resolver.network import Network, ServerAddress, Transport, UpstreamError, UpstreamTimeout
@@ -115,18 +115,12 @@ class Metrics:
     """Every counter the resolver keeps; one instance per process, kept across reloads."""
 
     def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
-        self.queries = Counter("resolver_queries_total",
-                               "Queries received from clients, by transport.", ("transport",))
-        self.responses = Counter("resolver_responses_total",
-                                 "Replies sent to clients, by response code.", ("rcode",))
+        # Queries, replies by rcode and cache hits are counted where they happen (handler,
+        # service, answer cache) and read by a collector; these are the rest.
         self.dropped = Counter("resolver_dropped_total",
-                               "Queries given no reply, by reason.", ("reason",))
+                               "Queries given no reply on purpose, by reason.", ("reason",))
         self.refused_by_acl = Counter("resolver_acl_refused_total",
-                                      "Queries refused by access control.")
-        self.cache_hits = Counter("resolver_cache_hits_total",
-                                  "Resolutions answered without an upstream query.")
-        self.cache_misses = Counter("resolver_cache_misses_total",
-                                    "Resolutions that needed at least one upstream query.")
+                                      "Queries answered REFUSED by access control.")
         self.local_answers = Counter("resolver_local_answers_total",
                                      "Questions answered from local zones and local data.")
         self.rebinding_removed = Counter(
@@ -142,9 +136,8 @@ class Metrics:
         self.latency = Histogram("resolver_query_duration_seconds",
                                  "Time from a client's query to our reply.", LATENCY_BUCKETS_S)
         self._instruments: list[Counter | Histogram] = [
-            self.queries, self.responses, self.dropped, self.refused_by_acl, self.cache_hits,
-            self.cache_misses, self.local_answers, self.rebinding_removed, self.upstream_queries,
-            self.upstream_timeouts, self.upstream_errors, self.latency,
+            self.dropped, self.refused_by_acl, self.local_answers, self.rebinding_removed,
+            self.upstream_queries, self.upstream_timeouts, self.upstream_errors, self.latency,
         ]
         self._collectors: list[Collector] = []
         self.started_at = wall_clock()
@@ -186,6 +179,56 @@ def gauge(name: str, help_text: str, value: float,
     """A one-sample gauge family, for collectors."""
     return Family(name=name, help=help_text, type="gauge",
                   samples=(Sample(name=name, labels=labels, value=value),))
+
+
+def counter(name: str, help_text: str, value: float,
+            labels: tuple[tuple[str, str], ...] = ()) -> Family:
+    """A one-sample counter family, for collectors of counts kept elsewhere."""
+    return Family(name=name, help=help_text, type="counter",
+                  samples=(Sample(name=name, labels=labels, value=value),))
+
+
+def core_families(
+    *,
+    queries: int,
+    rcodes: Mapping[str, int],
+    service: Mapping[str, int],
+    answer_cache_hits: int,
+    answer_cache_entries: int,
+) -> list[Family]:
+    """The counters the handler, the service and the answer cache keep, as metric families."""
+    hits = service.get("cache_hits", 0) + answer_cache_hits
+    responses = Family(
+        name="resolver_responses_total", help="Replies sent to clients, by response code.",
+        type="counter",
+        samples=tuple(Sample(name="resolver_responses_total", labels=(("rcode", rcode),),
+                             value=count) for rcode, count in sorted(rcodes.items())))
+    return [
+        counter("resolver_queries_total", "Queries received from clients.", queries),
+        responses,
+        counter("resolver_cache_hits_total",
+                "Client questions answered from the cache, without an upstream query.", hits),
+        counter("resolver_cache_misses_total",
+                "Client questions that needed at least one upstream query.",
+                service.get("cache_misses", 0)),
+        counter("resolver_answer_cache_hits_total",
+                "Replies served as stored bytes (part of the cache hits).", answer_cache_hits),
+        counter("resolver_stale_answers_total", "Answers served from expired data (RFC 8767).",
+                service.get("stale_answers", 0)),
+        counter("resolver_prefetches_total", "Background refreshes of expiring entries.",
+                service.get("prefetches", 0)),
+        counter("resolver_resolutions_total", "Resolutions started.",
+                service.get("resolutions", 0)),
+        counter("resolver_shared_waits_total",
+                "Questions that joined an identical resolution already under way.",
+                service.get("shared_waits", 0)),
+        gauge("resolver_cache_entries", "RRsets and negative answers in the cache.",
+              service.get("cache_entries", 0)),
+        gauge("resolver_answer_cache_entries", "Whole replies in the answer cache.",
+              answer_cache_entries),
+        gauge("resolver_in_flight_resolutions", "Resolutions under way.",
+              service.get("in_flight", 0)),
+    ]
 
 
 def _number(value: float) -> str:

@@ -86,8 +86,7 @@ class ResolverService:
             outcome = await self._resolve_or_stale(question)
         else:
             outcome = await self._resolve_shared(question, None)
-        self._account(question, outcome)
-        return outcome
+        return self._account(question, outcome)
 
     def stats(self) -> dict[str, int]:
         """Counters for the operator (`{"cmd": "stats"}` on the control channel)."""
@@ -178,18 +177,23 @@ class ResolverService:
 
     # -- prefetch and accounting ----------------------------------------------------
 
-    def _account(self, question: Question, outcome: Outcome) -> None:
+    def _account(self, question: Question, outcome: Outcome) -> Outcome:
+        """Count the answer; start a prefetch when it is due (and say so in the outcome)."""
         if outcome.stale:
             self.stale_answers += 1
         elif outcome.queries_sent == 0 and outcome.rcode != Rcode.SERVFAIL:
             self.cache_hits += 1
         else:
             self.cache_misses += 1
-        if self.state.cache.settings.prefetch and question not in self._prefetching:
+        if not self.state.cache.settings.prefetch:
+            return outcome
+        if question not in self._prefetching:
             due = prefetch.rrsets_due(self.state.cache, outcome)
-            if due:
-                self._prefetching.add(question)
-                self._spawn(lambda: self._prefetch(question, due))
+            if not due:
+                return outcome
+            self._prefetching.add(question)
+            self._spawn(lambda: self._prefetch(question, due))
+        return replace(outcome, refreshing=True)  # the fresh data is on its way
 
     async def _prefetch(self, question: Question, rrsets: tuple[prefetch.RRsetKey, ...]) -> None:
         """Resolve `question` again through a cache view that cannot answer from `rrsets`."""

@@ -40,6 +40,7 @@ class ReplayedResolver:
                 do_ip6=cfg.do_ip6,
                 do_not_query_localhost=cfg.do_not_query_localhost,
                 qname_minimisation=cfg.qmin,
+                qname_minimisation_qtype=2 if cfg.qmin_qtype == "NS" else 1,
                 harden_glue=cfg.harden_glue,
             ),
             cache=CacheSettings(
