@@ -185,6 +185,12 @@ class RecordCache:
         entry = _NegativeEntry(
             rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now, expires_at=now + ttl
         )
+        # The SOA is an RRset of its own too: a later negative answer from the same zone
+        # refreshes it, and every negative entry of the zone shows the fresh one (as the
+        # RRset references in Unbound's message cache do; testbound ttl_msg).
+        # Kept apart from the SOA RRset proper: its TTL is the negative one (Unbound's
+        # PACKED_RRSET_SOA_NEG), so a later SOA question still gets the real record.
+        self._entries[("negsoa", soa.name, soa.rclass)] = entry
         if rcode == Rcode.NXDOMAIN:
             self._entries[("nx", question.name, question.rclass)] = entry
         else:
@@ -210,6 +216,12 @@ class RecordCache:
         if left <= 0:
             return None
         soa = entry.soa.with_ttl(left) if entry.soa is not None else None
+        if soa is not None:
+            latest = self._entries.get(("negsoa", soa.name, soa.rclass))
+            if isinstance(latest, _NegativeEntry) and latest.soa is not None:
+                latest_left = self._ttl_left(latest.expires_at)
+                if latest_left > 0 and latest.stored_at > entry.stored_at:
+                    soa = latest.soa.with_ttl(latest_left)
         return NegativeAnswer(rcode=entry.rcode, name=entry.name, soa=soa)
 
     # -- remembered failures (RFC 9520) -----------------------------------------
@@ -303,6 +315,23 @@ class RecordCache:
             original_ttl=entry.records[0].ttl, ttl_left=self._ttl_left(entry.expires_at),
         )
 
+    def forget_stale(self, question: Question) -> int:
+        """Drop expired data kept for `question` (its type, a CNAME, NODATA, NXDOMAIN at it).
+
+        Called once a resolution of `question` succeeded: what it found (perhaps with TTL 0,
+        so not cached) supersedes the old data, which must not be served stale again.
+        """
+        name, rtype, rclass = _qkey(question)
+        keys = [("rr", name, rtype, rclass), ("rr", name, int(RRType.CNAME), rclass),
+                ("nodata", name, rtype, rclass), ("nx", name, rclass)]
+        dropped = 0
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and self._ttl_left(entry.expires_at) <= 0:
+                self._entries.pop(key, None)
+                dropped += 1
+        return dropped
+
     def hiding(self, rrsets: Iterable[tuple[str, int, int]]) -> RecordCache:
         """A view of this cache that stores into it but does not see the given RRsets.
 
@@ -329,7 +358,7 @@ class RecordCache:
             self._entries.pop(key, None)
         for listener in self.flush_listeners:
             listener()
-        return len(doomed)
+        return sum(1 for key in doomed if key[0] != "negsoa")  # that one is bookkeeping
 
     def dump(self, *, name: str | None = None, rtype: int | None = None) -> Iterator[str]:
         """Every live entry as text, TTLs counted down; entries kept for serve-stale marked.
@@ -338,7 +367,7 @@ class RecordCache:
         NXDOMAIN, which covers every type, is listed for any `rtype`).
         """
         for key in list(self._entries.keys()):
-            if name is not None and _key_name(key) != name:
+            if key[0] == "negsoa" or name is not None and _key_name(key) != name:
                 continue
             if rtype is not None and _key_type(key) not in (None, rtype):
                 continue

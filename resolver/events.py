@@ -39,8 +39,8 @@ class Outcome:
     queries_sent: int = 0
     #: Served from expired data (RFC 8767); the reply carries EDE 3 "Stale Answer".
     stale: bool = False
-    #: A background refresh of this answer is under way (prefetch): the reply is not worth
-    #: keeping as bytes, the next one will carry the fresh data.
+    #: The answer is in its prefetch window (the last 10% of its TTL): a background refresh
+    #: is due, so the reply is not worth keeping as bytes.
     refreshing: bool = False
 
 

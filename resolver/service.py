@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 BackgroundWork = Callable[[], Coroutine[Any, Any, None]]
 
+#: After a failed prefetch, the same question is not prefetched again for this long
+#: (the cached data still answers meanwhile; Unbound also holds back, iter_prefetch_fail).
+PREFETCH_RETRY_S = 5.0
+#: Bound on the remembered prefetch failures (a flood of failing names costs no memory).
+_MAX_PREFETCH_FAILURES = 10_000
+
 
 class ResolverService:
     def __init__(
@@ -68,6 +74,8 @@ class ResolverService:
         self._background: set[asyncio.Task[Any]] = set()
         self._deferred: list[BackgroundWork] = []
         self._prefetching: set[Question] = set()
+        #: Questions whose last prefetch failed, and when one may be tried again.
+        self._prefetch_failed: dict[Question, float] = {}
         #: Forward zones whose failures fall back to iteration (Unbound forward-first).
         self.forward_first_zones = forward_first_zones
         self.forward_first_fallbacks = 0
@@ -165,7 +173,10 @@ class ResolverService:
 
     async def _run_registered(self, question: Question) -> Outcome:
         try:
-            return await self._run(question, None)
+            outcome = await self._run(question, None)
+            if outcome.rcode != Rcode.SERVFAIL:  # what it found supersedes the expired data
+                self.state.cache.forget_stale(question)
+            return outcome
         except Exception as exc:  # never leave waiters hanging
             return Outcome(rcode=Rcode.SERVFAIL, reason=f"internal error: {exc!r}")
         finally:
@@ -187,24 +198,42 @@ class ResolverService:
             self.cache_misses += 1
         if not self.state.cache.settings.prefetch:
             return outcome
-        if question not in self._prefetching:
-            due = prefetch.rrsets_due(self.state.cache, outcome)
-            if not due:
-                return outcome
+        due = prefetch.rrsets_due(self.state.cache, outcome)
+        if not due:
+            return outcome
+        if question not in self._prefetching and not self._backing_off(question):
             self._prefetching.add(question)
             self._spawn(lambda: self._prefetch(question, due))
-        return replace(outcome, refreshing=True)  # the fresh data is on its way
+        return replace(outcome, refreshing=True)  # not worth keeping as reply bytes
+
+    def _backing_off(self, question: Question) -> bool:
+        """True for a while after a failed prefetch: do not hammer a failing authority."""
+        retry_at = self._prefetch_failed.get(question)
+        if retry_at is None:
+            return False
+        if self.clock() < retry_at:
+            return True
+        del self._prefetch_failed[question]
+        return False
 
     async def _prefetch(self, question: Question, rrsets: tuple[prefetch.RRsetKey, ...]) -> None:
         """Resolve `question` again through a cache view that cannot answer from `rrsets`."""
         self.prefetches += 1
+        failed = True
         try:
             state = replace(self.state, cache=self.state.cache.hiding(rrsets))
-            await self._run(question, None, state=state)
+            outcome = await self._run(question, None, state=state)
+            failed = outcome.rcode == Rcode.SERVFAIL
         except Exception:
             log.exception("prefetch of %s failed", question)
         finally:
             self._prefetching.discard(question)
+        if failed:
+            if len(self._prefetch_failed) >= _MAX_PREFETCH_FAILURES:
+                now = self.clock()
+                self._prefetch_failed = {q: t for q, t in self._prefetch_failed.items() if t > now}
+            if len(self._prefetch_failed) < _MAX_PREFETCH_FAILURES:
+                self._prefetch_failed[question] = self.clock() + PREFETCH_RETRY_S
 
     def _spawn(self, work: BackgroundWork) -> None:
         if self.defer_background:

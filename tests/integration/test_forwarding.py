@@ -25,8 +25,8 @@ from tests.conftest import require_tool
 from tests.integration.conftest import RunningLab, RunningResolver, start_resolver
 from tests.integration.test_dig import DigReply, dig
 from tests.support.unbound import (
+    CertificateFiles,
     RunningUnbound,
-    TestCertificates,
     free_port,
     make_certificates,
     start_unbound,
@@ -43,13 +43,13 @@ HAMBURGER = "198.51.100.11"  # www.hamburger.edu in the lab
 
 
 @pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
     return make_certificates(tmp_path_factory.mktemp("certs"), server_name=TLS_NAME,
                              ip=UNBOUND_IP)
 
 
 @pytest.fixture(scope="module")
-def unbound(lab: RunningLab, certificates: TestCertificates,
+def unbound(lab: RunningLab, certificates: CertificateFiles,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningUnbound]:
     """Unbound iterating the lab, over UDP, TCP and DNS over TLS."""
     running = start_unbound(tmp_path_factory.mktemp("unbound"), ip=UNBOUND_IP,
@@ -206,13 +206,14 @@ def test_forward_upstream_without_ra_is_not_used(lab: RunningLab,
 def test_forward_first_falls_back_to_iterating_the_lab(lab: RunningLab) -> None:
     """--forward-first: when every upstream fails, the name is iterated from the root hints."""
     with UdpRelay("127.53.9.8", None) as black_hole:
-        with serving(lab, "--forward", black_hole.spec, "--forward-first") as served:
+        zone = f"networkutopia.com={black_hole.spec}"
+        with serving(lab, "--forward-zone", zone, "--forward-first") as served:
             reply = dig(served.resolver, "www.networkutopia.com")
             assert reply.status == "NOERROR", reply.text
             assert _answer(reply) == ["212.212.212.2"]
         assert black_hole.queries
         assert "forward-first" in served.output
-        with serving(lab, "--forward", black_hole.spec) as served:
+        with serving(lab, "--forward-zone", zone) as served:
             assert dig(served.resolver, "www.networkutopia.com").status == "SERVFAIL"
 
 
@@ -272,7 +273,7 @@ def test_stub_zone_at_a_lab_server_iterates_from_there(lab: RunningLab) -> None:
 
 
 def test_forward_tls_to_unbound_answers(lab: RunningLab, unbound: RunningUnbound,
-                                        certificates: TestCertificates) -> None:
+                                        certificates: CertificateFiles) -> None:
     """--forward-tls ADDR@PORT#NAME with the test CA: answers come over DNS over TLS."""
     assert unbound.tls_port is not None
     with serving(lab, "--forward-tls", f"{UNBOUND_IP}@{unbound.tls_port}#{TLS_NAME}",
@@ -287,7 +288,7 @@ def test_forward_tls_to_unbound_answers(lab: RunningLab, unbound: RunningUnbound
 
 
 def test_forward_tls_name_mismatch_is_rejected(lab: RunningLab, unbound: RunningUnbound,
-                                               certificates: TestCertificates) -> None:
+                                               certificates: CertificateFiles) -> None:
     """A certificate not valid for the configured name: no answer, SERVFAIL, a clear log line."""
     assert unbound.tls_port is not None
     with serving(lab, "--forward-tls", f"{UNBOUND_IP}@{unbound.tls_port}#wrong.example",

@@ -30,7 +30,7 @@ LIFETIME_S = 900
 
 
 @dataclass(frozen=True)
-class TestCertificates:
+class CertificateFiles:
     """A throwaway CA and a server certificate it signed, valid for `server_name` and `ip`."""
 
     ca_file: Path
@@ -53,7 +53,7 @@ class RunningUnbound:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
 
-def make_certificates(directory: Path, *, server_name: str, ip: str) -> TestCertificates:
+def make_certificates(directory: Path, *, server_name: str, ip: str) -> CertificateFiles:
     """A CA and a server certificate (P-256 keys, valid two days) in `directory`."""
     openssl = require_tool("openssl")
     directory.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def make_certificates(directory: Path, *, server_name: str, ip: str) -> TestCert
         done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command[:3])} failed: {done.stderr.strip()}")
-    return TestCertificates(ca_file=ca_pem, cert_file=pem, key_file=key, server_name=server_name)
+    return CertificateFiles(ca_file=ca_pem, cert_file=pem, key_file=key, server_name=server_name)
 
 
 def free_port(ip: str) -> int:
@@ -108,7 +108,7 @@ def unbound_config(
     port: int,
     lab_hints: Path,
     lab_port: int,
-    certificates: TestCertificates | None = None,
+    certificates: CertificateFiles | None = None,
     tls_port: int | None = None,
     server_lines: Sequence[str] = (),
 ) -> str:
@@ -165,7 +165,7 @@ def start_unbound(
     ip: str,
     lab_hints: Path,
     lab_port: int,
-    certificates: TestCertificates | None = None,
+    certificates: CertificateFiles | None = None,
     server_lines: Sequence[str] = (),
 ) -> RunningUnbound:
     """Start Unbound on `ip` (a free port; with `certificates`, also DNS over TLS) and wait

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 
+from resolver.answer_cache import AnswerCache
 from resolver.cache import Rank, RecordCache
 from resolver.config import CacheSettings
 from resolver.events import Outcome
-from resolver.prefetch import rrsets_due
-from resolver.service import ResolverService
-from resolver.wire import Question, Rcode, RRType, parse_records
+from resolver.handler import QueryHandler
+from resolver.listener import Client
+from resolver.network import Transport
+from resolver.prefetch import PREFETCH_FRACTION, rrsets_due
+from resolver.service import PREFETCH_RETRY_S, ResolverService
+from resolver.wire import Question, Rcode, RRType, decode, make_query, parse_records
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 WWW = Question("www.networkutopia.com.", RRType.A)
@@ -160,3 +164,51 @@ def test_prefetch_cache_view_hides_only_the_refreshed_rrsets() -> None:
     assert fresh is not None and fresh[0].address == "192.0.2.9"
     view.store_failure(Question("a.example.", RRType.A), "timeout")
     assert cache.failure(Question("a.example.", RRType.A)) is None
+
+
+def test_prefetch_after_a_failure_waits_before_trying_again() -> None:
+    """A failed refresh is not retried at once (the authority is failing), but later it is."""
+    clock, network, service = setup()
+    asyncio.run(service.resolve(WWW))
+    clock.advance(3400)
+    network.silent.add(NETWORKUTOPIA_NS)
+    asyncio.run(service.resolve(WWW))
+    assert asyncio.run(service.run_background()) == 1  # it failed
+    asyncio.run(service.resolve(WWW))
+    assert asyncio.run(service.run_background()) == 0  # holding back
+    network.silent.clear()
+    clock.advance(PREFETCH_RETRY_S)
+    asyncio.run(service.resolve(WWW))
+    assert asyncio.run(service.run_background()) == 1
+    clock.advance(300)  # past the old expiry
+    assert asyncio.run(service.resolve(WWW)).queries_sent == 0
+
+
+def test_prefetch_answer_in_its_window_is_not_kept_as_reply_bytes() -> None:
+    """The handler keeps no reply bytes of an answer due for refresh: the next one is fresh."""
+    clock, _network, service = setup()
+    # As resolver.app builds it: with prefetch on, reply bytes stop in their last tenth.
+    handler = QueryHandler(service, answers=AnswerCache(clock=clock,
+                                                        refresh_fraction=PREFETCH_FRACTION))
+    client = Client(ip="127.0.0.1", port=40000, transport=Transport.UDP)
+    wire = make_query(WWW, query_id=9, recursion_desired=True)
+    asyncio.run(handler.handle(wire, client))
+    clock.advance(3500)
+    due = decode(asyncio.run(handler.handle(wire, client)) or b"")
+    assert due.answer[0].ttl == 100
+    asyncio.run(service.run_background())
+    fresh = decode(asyncio.run(handler.handle(wire, client)) or b"")
+    assert fresh.answer[0].ttl == 3600
+
+
+def test_prefetch_also_refreshes_a_delegation_in_its_last_tenth() -> None:
+    """When the zone cut's NS RRset is due as well, it is fetched again from the parent."""
+    clock = FakeClock()
+    cache = RecordCache(CacheSettings(), timer=clock)
+    cache.store_rrset(parse_records("example. 100 IN NS ns.example."), Rank.AUTHORITY)
+    cache.store_rrset(parse_records("ns.example. 1000 IN A 192.0.2.53"), Rank.ADDITIONAL)
+    cache.store_rrset(parse_records("a.example. 100 IN A 192.0.2.1"), Rank.AUTHORITATIVE_ANSWER)
+    clock.advance(95)
+    answer = cache.rrset("a.example.", RRType.A) or ()
+    due = rrsets_due(cache, Outcome(rcode=Rcode.NOERROR, answer=answer))
+    assert due == (("a.example.", RRType.A, 1), ("example.", RRType.NS, 1))

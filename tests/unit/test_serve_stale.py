@@ -259,3 +259,16 @@ def test_serve_stale_dump_marks_stale_entries() -> None:
     clock.advance(90)
     (line,) = cache.dump()
     assert line.startswith("a.example.\t0\tIN\tA\t192.0.2.1") and "stale (expired 30 s ago)" in line
+
+
+def test_serve_stale_success_forgets_the_expired_data_of_the_question() -> None:
+    """After a successful refresh the old expired data of that question is not served again."""
+    clock = FakeClock()
+    cache = RecordCache(STALE, timer=clock)
+    cache.store_rrset(parse_records("a.example. 60 IN A 192.0.2.1"), Rank.ANSWER)
+    cache.store_rrset(parse_records("a.example. 600 IN TXT live"), Rank.ANSWER)
+    clock.advance(61)
+    assert cache.forget_stale(Question("a.example.", RRType.A)) == 1
+    assert cache.stale_rrset("a.example.", RRType.A, ttl=30) is None
+    assert cache.rrset("a.example.", RRType.TXT) is not None
+    assert cache.forget_stale(Question("a.example.", RRType.TXT)) == 0  # live data stays
