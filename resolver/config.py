@@ -86,11 +86,15 @@ class EngineSettings:
     prime_root: bool = True
     #: QNAME minimisation (RFC 9156), relaxed: falls back to the full name when servers
     #: answer a minimised query with NXDOMAIN, REFUSED or SERVFAIL (Unbound's default).
-    qname_minimisation: bool = False
+    qname_minimisation: bool = True
     #: Type asked with minimised names: A like Unbound (NS, as Knot asks, is an option).
     qname_minimisation_qtype: int = 1
     #: Accept only glue inside the zone that gives it (Unbound harden-glue, RFC 2181 §5.4.1).
     harden_glue: bool = True
+    #: Randomise the letter case of upstream query names and require it echoed
+    #: (Unbound use-caps-for-id, draft-vixie-dnsext-dns0x20); servers that do not echo
+    #: it are asked again without.
+    use_caps_for_id: bool = False
     #: Send every upstream query over TCP (Unbound tcp-upstream).
     tcp_upstream: bool = False
     #: Extra addresses never to query (our own listen addresses).

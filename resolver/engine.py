@@ -572,8 +572,14 @@ class Resolution:
         """One server: UDP first, TCP when truncated, without EDNS after a FORMERR."""
         transport = Transport.TCP if self.settings.tcp_upstream else Transport.UDP
         use_edns = True
+        use_caps = self.settings.use_caps_for_id and not cut.recursion_desired
         while True:
-            reply = yield from self._exchange(cut, server, question, depth, transport, use_edns, tries)
+            reply = yield from self._exchange(
+                cut, server, question, depth, transport, _QueryStyle(use_edns, use_caps), tries
+            )
+            if isinstance(reply, _CaseNotEchoed) and use_caps:
+                use_caps = False  # a server that does not echo 0x20 case: ask it plainly
+                continue
             if isinstance(reply, Failure):
                 return reply
             classified = classify(question, reply, cut.zone, forwarding=cut.recursion_desired,
@@ -603,17 +609,20 @@ class Resolution:
         question: Question,
         depth: int,
         transport: Transport,
-        use_edns: bool,
+        style: _QueryStyle,
         tries: int,
     ) -> Generator[SendQuery, Reply, Message | Failure]:
         """Send one query and check the reply belongs to it (RFC 5452 §9.1)."""
         self._check_budget()
         query_id = self.rng.randrange(0x10000)
+        sent = question
+        if style.caps:  # draft-vixie-dnsext-dns0x20: more bits an off-path forger must guess
+            sent = Question(_mixed_case(question.name, self.rng), question.rtype, question.rclass)
         wire = make_query(
-            question,
+            sent,
             query_id=query_id,
             recursion_desired=cut.recursion_desired,
-            edns_udp_size=self.settings.edns_udp_size if use_edns else None,
+            edns_udp_size=self.settings.edns_udp_size if style.edns else None,
         )
         timeout_s = min(
             self.selection.timeout_for(server.address, first_s=self.limits.first_timeout_s,
@@ -642,6 +651,8 @@ class Resolution:
             return self._failed(depth, server, f"timeout after {round(timeout_s * 1000)} ms")
         if isinstance(outcome, UpstreamError):
             self.selection.record_lame(server.address, cut.zone, self.now)
+            if is_ipv6(server.address) and "unreachable" in str(outcome).lower():
+                self.selection.record_ipv6_unreachable(self.now)
             return self._failed(depth, server, f"transport error: {outcome}")
         try:
             reply = decode(outcome)
@@ -650,6 +661,12 @@ class Resolution:
         mismatch = _mismatch(reply, query_id, question)
         if mismatch:
             return self._failed(depth, server, f"reply does not match the query: {mismatch}")
+        if style.caps and reply.question is not None:
+            name_end = len(wire) - 4 - (11 if style.edns else 0)  # type, class, OPT after it
+            if outcome[12:name_end] != wire[12:name_end]:
+                self._emit(QueryFailed, depth, address=server.address,
+                           error="reply does not echo the 0x20 letter case")
+                return _CaseNotEchoed(f"{server.ns_name} ({server.address}) ignores 0x20 case")
         self.selection.record_rtt(server.address, self.now - self._sent_at)
         return reply
 
@@ -703,6 +720,21 @@ class Resolution:
                      and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
             for rrset in _rrsets(extra):
                 self.cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+
+@dataclass(frozen=True, slots=True)
+class _QueryStyle:
+    edns: bool
+    caps: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _CaseNotEchoed(Failure):
+    """The reply matched but for the letter case of the question (0x20)."""
+
+
+def _mixed_case(name: str, rng: random.Random) -> str:
+    return "".join(c.upper() if c.isalpha() and rng.getrandbits(1) else c for c in name)
 
 
 @dataclass(slots=True)

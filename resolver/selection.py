@@ -43,6 +43,8 @@ class ServerSelection:
 
     def __init__(self) -> None:
         self._servers: dict[str, _ServerState] = {}
+        #: Until when IPv6 as a whole is considered unreachable from here.
+        self.ipv6_unreachable_until = 0.0
 
     def _state(self, address: str) -> _ServerState:
         state = self._servers.get(address)
@@ -55,11 +57,14 @@ class ServerSelection:
     def score(self, address: str, zone: str, now: float) -> float:
         state = self._servers.get(address)
         if state is None:
-            return UNKNOWN_RTT_S
+            ipv6_down = ":" in address and self.ipv6_unreachable_until > now
+            return UNKNOWN_RTT_S + (_PENALTY_S if ipv6_down else 0.0)
         score = state.srtt_s if state.srtt_s is not None else UNKNOWN_RTT_S
         if state.down_until > now:
             score += _PENALTY_S
         if state.lame_zones.get(zone, 0.0) > now:
+            score += _PENALTY_S
+        if ":" in address and self.ipv6_unreachable_until > now:
             score += _PENALTY_S
         return score
 
@@ -99,6 +104,11 @@ class ServerSelection:
         state.srtt_s = max(state.srtt_s or 0.0, timeout_s)
         if state.timeouts_in_row >= DOWN_AFTER_TIMEOUTS:
             state.down_until = now + MEMORY_S
+
+    def record_ipv6_unreachable(self, now: float) -> None:
+        """This host has no IPv6 route: prefer IPv4 servers for a while (Unbound's
+        do-ip6 probing, Happy Eyeballs in spirit)."""
+        self.ipv6_unreachable_until = now + MEMORY_S
 
     def record_lame(self, address: str, zone: str, now: float) -> None:
         self._state(address).lame_zones[zone] = now + MEMORY_S

@@ -135,7 +135,8 @@ class ResolverService:
         if timeout_ms <= 0:  # serve stale at once, refresh in the background
             stale = self._stale(question, "served at once; refreshing in the background")
             if stale is not None:
-                self._spawn(lambda: self._refresh(question))
+                if question not in self._in_flight:  # one refresh, however many clients
+                    self._spawn(lambda: self._refresh(question))
                 return stale
         future = self._shared(question)
         try:

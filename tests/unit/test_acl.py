@@ -103,8 +103,9 @@ def test_acl_rule_parse_and_text() -> None:
 ])
 def test_acl_rule_parse_errors_say_what_is_wrong(text: str, message: str) -> None:
     """A bad rule is a ValueError whose message names the fault."""
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError) as error:
         AclRule.parse(text)
+    assert message in str(error.value)
 
 
 def test_acl_parse_network_accepts_a_bare_address() -> None:

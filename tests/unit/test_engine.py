@@ -69,7 +69,12 @@ class Lab:
         return sum(self.network.received.values())
 
 
-def lab(seed: int = 0, *, settings: EngineSettings | None = None) -> Lab:
+#: These tests follow the classic walk of RFC 1034 §5.3.3, full names at every level;
+#: the minimised walk (RFC 9156, on by default) is specified in test_engine_qmin.py.
+CLASSIC = EngineSettings(qname_minimisation=False)
+
+
+def lab(seed: int = 0, *, settings: EngineSettings = CLASSIC) -> Lab:
     clock = FakeClock()
     network = LabNetwork(clock)
     service = lab_service(clock, network, settings=settings, seed=seed)
@@ -205,7 +210,7 @@ def test_engine_primes_the_root_first() -> None:
 
 def test_engine_without_priming_asks_the_question_at_the_root() -> None:
     """With prime_root off, the root hints are asked the client's question directly."""
-    lab_ = lab(settings=EngineSettings(prime_root=False))
+    lab_ = lab(settings=EngineSettings(qname_minimisation=False, prime_root=False))
     outcome = lab_.resolve("www.amazon.com.")
     assert outcome.rcode == Rcode.NOERROR
     assert lab_.asked()[0][1] == "www.amazon.com. A"
@@ -449,7 +454,7 @@ def test_engine_failure_is_remembered_briefly() -> None:
 
 def test_engine_never_queries_its_own_addresses() -> None:
     """Addresses in never_query are skipped even when they are the only servers."""
-    lab_ = lab(settings=EngineSettings(never_query=frozenset({UTOPIA})))
+    lab_ = lab(settings=EngineSettings(qname_minimisation=False, never_query=frozenset({UTOPIA})))
     outcome = lab_.resolve("www.networkutopia.com.")
     assert outcome.rcode == Rcode.SERVFAIL
     assert lab_.network.received[UTOPIA] == 0
@@ -494,7 +499,7 @@ def test_engine_truncated_udp_reply_is_retried_over_tcp() -> None:
 
 def test_engine_small_edns_size_makes_big_answers_use_tcp() -> None:
     """Advertising 512 octets makes the 600-octet TXT set come over TCP."""
-    lab_ = lab(settings=EngineSettings(edns_udp_size=512))
+    lab_ = lab(settings=EngineSettings(qname_minimisation=False, edns_udp_size=512))
     outcome = lab_.resolve("big.example.test.", RRType.TXT)
     assert len(outcome.answer) == 8
     assert [t for a, _, t in lab_.asked() if a == EXAMPLE_TEST] == [Transport.UDP, Transport.TCP]
@@ -502,7 +507,7 @@ def test_engine_small_edns_size_makes_big_answers_use_tcp() -> None:
 
 def test_engine_tcp_upstream_sends_everything_over_tcp() -> None:
     """With tcp_upstream every query goes over TCP."""
-    lab_ = lab(settings=EngineSettings(tcp_upstream=True))
+    lab_ = lab(settings=EngineSettings(qname_minimisation=False, tcp_upstream=True))
     assert lab_.resolve("www.networkutopia.com.").rcode == Rcode.NOERROR
     assert {t for _, _, t in lab_.asked()} == {Transport.TCP}
 
@@ -800,7 +805,7 @@ def test_engine_exactly_max_referrals_is_allowed() -> None:
 
 def test_engine_upstream_query_budget_is_enforced() -> None:
     """With max_upstream_queries=3 a lookup needing four queries is SERVFAIL after three."""
-    lab_ = lab(settings=EngineSettings(limits=Limits(max_upstream_queries=3)))
+    lab_ = lab(settings=EngineSettings(qname_minimisation=False, limits=Limits(max_upstream_queries=3)))
     outcome = lab_.resolve("www.networkutopia.com.")
     assert outcome.rcode == Rcode.SERVFAIL
     assert outcome.queries_sent == 3 and lab_.total() == 3

@@ -1,0 +1,73 @@
+"""Engine defences that need no sockets: 0x20 case randomisation, IPv6 demotion."""
+
+from __future__ import annotations
+
+import asyncio
+
+from resolver import names
+from resolver.config import EngineSettings
+from resolver.wire import Question, Rcode, RRType
+from tests.support.labnet import FakeClock, LabNetwork, lab_service
+
+WWW = Question("www.networkutopia.com.", RRType.A)
+NETWORKUTOPIA_SERVER = "127.212.212.1"
+
+
+def _sent_names(network: LabNetwork) -> list[bytes]:
+    return [query[12:query.index(b"\x00", 12)] for _, _, query in network.log]
+
+
+def test_caps_for_id_sends_mixed_case_names_and_resolves() -> None:
+    """With use-caps-for-id the query names carry random letter case; answers still match."""
+    clock = FakeClock()
+    network = LabNetwork(clock)
+    service = lab_service(clock, network, settings=EngineSettings(use_caps_for_id=True), seed=7)
+    outcome = asyncio.run(service.resolve(WWW))
+    assert outcome.rcode == Rcode.NOERROR
+    assert [rr.address for rr in outcome.answer] == ["212.212.212.2"]
+    sent = _sent_names(network)
+    assert any(name != name.lower() for name in sent), sent
+
+
+def test_caps_for_id_falls_back_for_a_server_that_lowercases_the_question() -> None:
+    """A server that answers with the name in lower case is asked again without 0x20."""
+    clock = FakeClock()
+    network = LabNetwork(clock)
+
+    def lowercase_question(query: bytes, reply: bytes) -> bytes:
+        end = reply.index(b"\x00", 12)
+        return reply[:12] + reply[12:end].lower() + reply[end:]
+
+    network.rewrite[NETWORKUTOPIA_SERVER] = lowercase_question
+    service = lab_service(clock, network, settings=EngineSettings(use_caps_for_id=True), seed=3)
+    outcome = asyncio.run(service.resolve(WWW))
+    assert outcome.rcode == Rcode.NOERROR
+    to_server = [q for ip, _, q in network.log if ip == NETWORKUTOPIA_SERVER]
+    assert len(to_server) >= 2
+    last_name = to_server[-1][12:to_server[-1].index(b"\x00", 12)]
+    assert last_name == last_name.lower()
+
+
+def test_caps_for_id_off_sends_lower_case_names() -> None:
+    """By default (as in Unbound) names go out in canonical lower case."""
+    clock = FakeClock()
+    network = LabNetwork(clock)
+    service = lab_service(clock, network)
+    asyncio.run(service.resolve(Question(names.canonical("WWW.NetworkUtopia.COM"), RRType.A)))
+    assert all(name == name.lower() for name in _sent_names(network))
+
+
+def test_ipv6_servers_are_demoted_after_network_unreachable() -> None:
+    """Once an IPv6 server fails with "network unreachable", IPv4 servers are chosen first."""
+    from resolver.selection import Candidate, ServerSelection
+    import random
+
+    selection = ServerSelection()
+    v4, v6 = Candidate("ns.", "192.0.2.1"), Candidate("ns.", "2001:db8::1")
+    chosen_before = {selection.choose([v4, v6], zone="x.", now=0.0, rng=random.Random(i)).address
+                     for i in range(20)}
+    assert chosen_before == {"192.0.2.1", "2001:db8::1"}
+    selection.record_ipv6_unreachable(now=0.0)
+    chosen_after = {selection.choose([v4, v6], zone="x.", now=1.0, rng=random.Random(i)).address
+                    for i in range(20)}
+    assert chosen_after == {"192.0.2.1"}
