@@ -73,11 +73,13 @@ class _Entry:
     """One stored reply, split around its question, with the TTL fields to count down."""
 
     __slots__ = (
+        "body",
         "expires_at",
         "floor",
         "head",
         "left",
         "min_ttl",
+        "question",
         "short_head",
         "short_tail",
         "size",
@@ -93,6 +95,7 @@ class _Entry:
         expires_at: float,
         min_ttl: int,
         head: bytes,
+        question: bytes,
         template: bytes,
         ttl_fields: tuple[tuple[int, int], ...],
         size: int,
@@ -104,6 +107,7 @@ class _Entry:
         self.floor = floor  #: the entry is dropped once its shortest TTL falls below this
         self.min_ttl = min_ttl
         self.head = head  #: reply octets 2-11: flags and counts
+        self.question = question  #: the question as stored, lower case
         self.template = template  #: everything after the question, TTLs as stored
         self.ttl_fields = ttl_fields  #: (offset in template, TTL as stored)
         self.size = size  #: length of the whole reply
@@ -111,6 +115,7 @@ class _Entry:
         self.short_tail = short_tail  #: the truncated form after its question: the OPT or nothing
         self.left = min_ttl  #: the shortest TTL that `tail` shows
         self.tail = template  #: `template` with TTLs lowered for `left`
+        self.body = head + question + template  #: the reply after its id, as `tail` is now
         self.used = False  #: hit since the eviction hand last passed (second chance)
 
     def render(self, left: int) -> None:
@@ -120,6 +125,7 @@ class _Entry:
         for offset, ttl in self.ttl_fields:
             _U32.pack_into(buffer, offset, ttl - elapsed)
         self.tail = bytes(buffer)
+        self.body = self.head + self.question + self.tail
         self.left = left
 
 
@@ -159,36 +165,41 @@ class AnswerCache:
         try:
             if data[2] & _QUERY_BITS_MASK != _QUERY_BITS or data[4:11] != _COUNTS:
                 return None
-            # Find the end of the question: labels up to the root octet, then TYPE and CLASS.
-            pos = _HEADER
-            length = data[pos]
-            while length:
-                if length > 63:  # a pointer or a bad label: the full scanner decides
-                    return None
-                pos += length + 1
-                length = data[pos]
-            qend = pos + 5
-            size = len(data)
-            if qend > size:
-                return None
             variant = _V_RD | _V_CD if data[3] & 0x10 else _V_RD
+            # First guess where the question ends, as almost every stub writes its query: the
+            # question fills the message, or an OPT without options follows it. A guess can only
+            # hit when the question octets equal a validated one, which proves the guess right.
+            size = len(data)
             edns_size = 0
-            if data[11]:
-                if data[11] != 1 or data[qend : qend + 3] != _OPT_START or qend + 11 > size:
+            entry = None
+            if not data[11]:
+                qend = size
+            elif data[11] == 1:
+                qend = size - 11
+                opt = data[qend:]
+                if opt[:3] == _OPT_START and opt[9:] == b"\x00\x00" and not opt[6]:
+                    edns_size = (opt[3] << 8) | opt[4]
+                    variant |= _V_EDNS | _V_DO if opt[7] & 0x80 else _V_EDNS
+                else:
+                    qend = 0
+            else:
+                qend = 0
+            if qend > _HEADER:
+                question = data[_HEADER:qend]
+                key = question.lower() + _VARIANT_OCTET[variant]
+                entry = self._entries.get(key)
+            if entry is None:
+                located = _locate(data)
+                if located is None:
                     return None
-                if data[qend + 6]:  # EDNS version above 0: BADVERS from the handler
+                qend, variant, edns_size = located
+                question = data[_HEADER:qend]
+                key = question.lower() + _VARIANT_OCTET[variant]
+                entry = self._entries.get(key)
+                if entry is None:
+                    self.misses += 1
                     return None
-                rdlength = (data[qend + 9] << 8) | data[qend + 10]
-                if rdlength and not _options_valid(data, qend + 11, qend + 11 + rdlength):
-                    return None
-                edns_size = (data[qend + 3] << 8) | data[qend + 4]
-                variant |= _V_EDNS | _V_DO if data[qend + 7] & 0x80 else _V_EDNS
-            key = data[_HEADER:qend].lower() + _VARIANT_OCTET[variant]
         except IndexError:
-            return None
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
             return None
         left = int(entry.expires_at - self._clock() + 1e-9)
         if left < entry.floor:
@@ -200,8 +211,10 @@ class AnswerCache:
         entry.used = True
         self.hits += 1
         if not tcp and entry.size > CLASSIC_UDP_REPLY and entry.size > _udp_limit(edns_size):
-            return data[:2] + entry.short_head + data[_HEADER:qend] + entry.short_tail
-        return data[:2] + entry.head + data[_HEADER:qend] + entry.tail
+            return data[:2] + entry.short_head + question + entry.short_tail
+        if question == entry.question:  # as stored (lower case): one concatenation
+            return data[:2] + entry.body
+        return data[:2] + entry.head + question + entry.tail
 
     def store(self, query: bytes, scanned: ScannedMessage, reply: bytes) -> bool:
         """Remember `reply` (whole, never truncated) as the answer to `query`.
@@ -240,6 +253,7 @@ class AnswerCache:
             expires_at=self._clock() + min_ttl,
             min_ttl=min_ttl,
             head=reply[2:_HEADER],
+            question=question,
             template=reply[qend:],
             ttl_fields=tuple((offset - qend, ttl) for offset, ttl in ttl_fields),
             size=len(reply),
@@ -268,6 +282,38 @@ class AnswerCache:
                 continue
             self.evicted += 1
             return
+
+
+def _locate(data: bytes) -> tuple[int, int, int] | None:
+    """Scan a query whose header passed: (end of question, key variant, EDNS size), or None.
+
+    None for anything the full handler must judge: a compressed or bad name, a question cut
+    short, an additional record that is not a plain OPT of version 0 with valid options.
+    """
+    pos = _HEADER
+    length = data[pos]
+    while length:
+        if length > 63:  # a pointer or a bad label: the full scanner decides
+            return None
+        pos += length + 1
+        length = data[pos]
+    qend = pos + 5
+    size = len(data)
+    if qend > size:
+        return None
+    variant = _V_RD | _V_CD if data[3] & 0x10 else _V_RD
+    edns_size = 0
+    if data[11]:
+        if data[11] != 1 or data[qend : qend + 3] != _OPT_START or qend + 11 > size:
+            return None
+        if data[qend + 6]:  # EDNS version above 0: BADVERS from the handler
+            return None
+        rdlength = (data[qend + 9] << 8) | data[qend + 10]
+        if rdlength and not _options_valid(data, qend + 11, qend + 11 + rdlength):
+            return None
+        edns_size = (data[qend + 3] << 8) | data[qend + 4]
+        variant |= _V_EDNS | _V_DO if data[qend + 7] & 0x80 else _V_EDNS
+    return qend, variant, edns_size
 
 
 def _udp_limit(edns_size: int) -> int:
