@@ -51,6 +51,8 @@ _EDNS_OPTION_COOKIE = 10
 _RCODE_NOERROR = 0
 _RCODE_NXDOMAIN = 3
 _TC = 0x02  # in the third header octet
+#: A reply body (everything after the id) longer than this does not fit 512 octets.
+_MAX_BODY_CLASSIC = CLASSIC_UDP_REPLY - 2
 #: Third header octet of a query we serve: QR=0, opcode QUERY, RD=1 (AA and TC are ignored).
 _QUERY_BITS_MASK = 0xF9
 _QUERY_BITS = 0x01
@@ -70,63 +72,47 @@ _VARIANT_OCTET = tuple(bytes((v,)) for v in range(16))
 
 
 class _Entry:
-    """One stored reply, split around its question, with the TTL fields to count down."""
+    """One stored reply after its id, with the TTL fields to count down (kept small: RSS)."""
 
-    __slots__ = (
-        "body",
-        "expires_at",
-        "floor",
-        "head",
-        "left",
-        "min_ttl",
-        "question",
-        "short_head",
-        "short_tail",
-        "size",
-        "tail",
-        "template",
-        "ttl_fields",
-        "used",
-    )
+    __slots__ = ("body", "expires_at", "floor", "left", "min_ttl", "opt_size", "ttl_fields", "used")
 
     def __init__(
         self,
         *,
+        body: bytes,
         expires_at: float,
         min_ttl: int,
-        head: bytes,
-        question: bytes,
-        template: bytes,
-        ttl_fields: tuple[tuple[int, int], ...],
-        size: int,
-        short_head: bytes,
-        short_tail: bytes,
+        ttl_fields: tuple[int, ...],
+        opt_size: int,
         floor: int,
     ) -> None:
+        self.body = body  #: the reply without its id, lower-case question, TTLs for `left`
         self.expires_at = expires_at
+        self.min_ttl = min_ttl  #: the shortest TTL when stored
+        self.left = min_ttl  #: the shortest TTL that `body` shows
+        self.ttl_fields = ttl_fields  #: offset in `body`, TTL as stored; offset, TTL; ...
+        self.opt_size = opt_size  #: octets of the OPT record that ends `body` (0: none)
         self.floor = floor  #: the entry is dropped once its shortest TTL falls below this
-        self.min_ttl = min_ttl
-        self.head = head  #: reply octets 2-11: flags and counts
-        self.question = question  #: the question as stored, lower case
-        self.template = template  #: everything after the question, TTLs as stored
-        self.ttl_fields = ttl_fields  #: (offset in template, TTL as stored)
-        self.size = size  #: length of the whole reply
-        self.short_head = short_head  #: octets 2-11 of the truncated form
-        self.short_tail = short_tail  #: the truncated form after its question: the OPT or nothing
-        self.left = min_ttl  #: the shortest TTL that `tail` shows
-        self.tail = template  #: `template` with TTLs lowered for `left`
-        self.body = head + question + template  #: the reply after its id, as `tail` is now
         self.used = False  #: hit since the eviction hand last passed (second chance)
 
     def render(self, left: int) -> None:
         """Rewrite the TTLs for `left` seconds left on the shortest one."""
         elapsed = self.min_ttl - left
-        buffer = bytearray(self.template)
-        for offset, ttl in self.ttl_fields:
-            _U32.pack_into(buffer, offset, ttl - elapsed)
-        self.tail = bytes(buffer)
-        self.body = self.head + self.question + self.tail
+        buffer = bytearray(self.body)
+        fields = self.ttl_fields
+        for index in range(0, len(fields), 2):
+            _U32.pack_into(buffer, fields[index], fields[index + 1] - elapsed)
+        self.body = bytes(buffer)
         self.left = left
+
+    def truncated(self, ident: bytes, question: bytes) -> bytes:
+        """The TC=1 form: header, question and OPT, no records (RFC 6891 §7)."""
+        body = self.body
+        opt = body[len(body) - self.opt_size :] if self.opt_size else b""
+        return (
+            ident + bytes((body[0] | _TC, body[1])) + b"\x00\x01\x00\x00\x00\x00"
+            + (b"\x00\x01" if opt else b"\x00\x00") + question + opt
+        )
 
 
 class AnswerCache:
@@ -176,17 +162,21 @@ class AnswerCache:
                 qend = size
             elif data[11] == 1:
                 qend = size - 11
-                opt = data[qend:]
-                if opt[:3] == _OPT_START and opt[9:] == b"\x00\x00" and not opt[6]:
-                    edns_size = (opt[3] << 8) | opt[4]
-                    variant |= _V_EDNS | _V_DO if opt[7] & 0x80 else _V_EDNS
+                if (
+                    data.startswith(_OPT_START, qend)
+                    and data.endswith(b"\x00\x00")  # RDLENGTH 0
+                    and not data[qend + 6]  # version 0
+                ):
+                    edns_size = (data[qend + 3] << 8) | data[qend + 4]
+                    variant |= _V_EDNS | _V_DO if data[qend + 7] & 0x80 else _V_EDNS
                 else:
                     qend = 0
             else:
                 qend = 0
             if qend > _HEADER:
                 question = data[_HEADER:qend]
-                key = question.lower() + _VARIANT_OCTET[variant]
+                lowered = question.lower()
+                key = lowered + _VARIANT_OCTET[variant]
                 entry = self._entries.get(key)
             if entry is None:
                 located = _locate(data)
@@ -194,7 +184,8 @@ class AnswerCache:
                     return None
                 qend, variant, edns_size = located
                 question = data[_HEADER:qend]
-                key = question.lower() + _VARIANT_OCTET[variant]
+                lowered = question.lower()
+                key = lowered + _VARIANT_OCTET[variant]
                 entry = self._entries.get(key)
                 if entry is None:
                     self.misses += 1
@@ -210,11 +201,12 @@ class AnswerCache:
             entry.render(left)
         entry.used = True
         self.hits += 1
-        if not tcp and entry.size > CLASSIC_UDP_REPLY and entry.size > _udp_limit(edns_size):
-            return data[:2] + entry.short_head + question + entry.short_tail
-        if question == entry.question:  # as stored (lower case): one concatenation
-            return data[:2] + entry.body
-        return data[:2] + entry.head + question + entry.tail
+        body = entry.body
+        if not tcp and len(body) > _MAX_BODY_CLASSIC and len(body) > _udp_limit(edns_size) - 2:
+            return entry.truncated(data[:2], question)
+        if question == lowered:  # as stored: one concatenation
+            return data[:2] + body
+        return data[:2] + body[:10] + question + body[10 + len(question) :]
 
     def store(self, query: bytes, scanned: ScannedMessage, reply: bytes) -> bool:
         """Remember `reply` (whole, never truncated) as the answer to `query`.
@@ -244,21 +236,12 @@ class AnswerCache:
         variant = _V_RD | (_V_CD if scanned.flags & 0x0010 else 0)
         if scanned.edns is not None:
             variant |= _V_EDNS | (_V_DO if scanned.edns.do else 0)
-        short_head = (
-            bytes((reply[2] | _TC, reply[3]))
-            + b"\x00\x01\x00\x00\x00\x00"
-            + (b"\x00\x01" if opt else b"\x00\x00")
-        )
         entry = _Entry(
+            body=reply[2:],
             expires_at=self._clock() + min_ttl,
             min_ttl=min_ttl,
-            head=reply[2:_HEADER],
-            question=question,
-            template=reply[qend:],
-            ttl_fields=tuple((offset - qend, ttl) for offset, ttl in ttl_fields),
-            size=len(reply),
-            short_head=short_head,
-            short_tail=opt,
+            ttl_fields=tuple(value for offset, ttl in ttl_fields for value in (offset - 2, ttl)),
+            opt_size=len(opt),
             floor=int(min_ttl * self.refresh_fraction) + 1,
         )
         key = question + _VARIANT_OCTET[variant]

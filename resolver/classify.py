@@ -67,6 +67,9 @@ def classify(
         return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
     if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.YXDOMAIN):
         return Classified(kind=ResponseKind.SERVER_ERROR, reason=_rcode_text(reply.rcode))
+    if forwarding and not reply.ra:
+        # A forwarder that does not recurse is of no use to us (Unbound forward-zone).
+        return Classified(kind=ResponseKind.SERVER_ERROR, reason="forwarder reply without RA")
     if forwarding:
         zone = "."
     dropped: list[tuple[str, str]] = []

@@ -35,6 +35,8 @@ class Limits:
     max_failed_ns_lookups: int = 5
     #: Attempts at one server address within one name's resolution (Unbound outbound-msg-retry 5).
     max_tries_per_server: int = 2
+    #: Attempts at one forwarder (Unbound outbound-msg-retry 5): forwarders are few.
+    max_tries_per_forwarder: int = 5
     #: First per-try timeout; it doubles with each try (Unbound's initial RTO is 376 ms).
     first_timeout_s: float = 0.4
     #: Longest single try (Unbound RTT_MAX_TIMEOUT 120 s is for a dead host; a client waits far less).

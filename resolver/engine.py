@@ -57,7 +57,7 @@ from resolver.events import (
     TraceEvent,
     ZoneCutChosen,
 )
-from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.network import Transport, UpstreamError, UpstreamTimeout, server_from_spec
 from resolver.selection import Candidate, ServerSelection
 from resolver.wire import (
     MalformedMessage,
@@ -134,9 +134,13 @@ class Resolution:
         self._pending_token: int | None = None
         self._active: set[tuple[str, int]] = set()
         self._fell_back: set[str] = set()
+        # Loopback servers are asked only in a lab (root hints on loopback) or when the
+        # operator configured that very address as a stub or forwarder.
         self._allow_loopback = not settings.do_not_query_localhost or _all_loopback(
-            state.root_hints, state.configured_zones
+            state.root_hints
         )
+        self._configured = {a for d in state.configured_zones.values() for ns in d.servers
+                            for a in ns.addresses}
         self._steps = self._main()
         self._action: Action = self._advance(None)
 
@@ -485,7 +489,7 @@ class Resolution:
             if classified.kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
                 # RFC 1034 §4.2.2 / RFC 2308 §7.1: try the next server; remember the lameness.
                 self.selection.record_lame(chosen.address, cut.zone, self.now)
-                attempts.tries[chosen.address] = self.limits.max_tries_per_server
+                attempts.tries[chosen.address] = self._max_tries(cut)
                 last_problem = f"{chosen.ns_name} ({chosen.address}) {classified.reason}"
                 continue
             return reply, classified
@@ -494,26 +498,35 @@ class Resolution:
         found: list[Candidate] = []
         for ns in attempts.servers:
             for address in ns.addresses:
-                if attempts.tries.get(address, 0) >= self.limits.max_tries_per_server:
+                if attempts.tries.get(address, 0) >= self._max_tries(cut):
                     continue
                 reason = self._unusable(address)
                 if reason:
                     if address not in attempts.tries:
-                        attempts.tries[address] = self.limits.max_tries_per_server
+                        attempts.tries[address] = self._max_tries(cut)
                         self._emit(ServerSkipped, depth, server_name=ns.name, address=address,
                                    reason=reason)
                     continue
                 found.append(Candidate(ns.name, address))
         return found
 
-    def _unusable(self, address: str) -> str:
+    def _max_tries(self, cut: Delegation) -> int:
+        # Forwarders are few and recurse for us: give each more tries (Unbound
+        # outbound-msg-retry 5) within the same total budget.
+        if cut.recursion_desired:
+            return self.limits.max_tries_per_forwarder
+        return self.limits.max_tries_per_server
+
+    def _unusable(self, spec: str) -> str:
+        address = server_from_spec(spec, self.settings.upstream_port).ip
         if is_ipv6(address) and not self.settings.do_ip6:
             return "IPv6 disabled (do-ip6: no)"
         if not is_ipv6(address) and not self.settings.do_ip4:
             return "IPv4 disabled (do-ip4: no)"
-        if address in self.settings.never_query:
+        if spec in self.settings.never_query or address in self.settings.never_query:
             return "one of our own addresses"
-        if not self._allow_loopback and is_loopback_or_unspecified(address):
+        if (not self._allow_loopback and spec not in self._configured
+                and is_loopback_or_unspecified(address)):
             return "loopback or unspecified address (do-not-query-localhost)"
         return ""
 
@@ -624,24 +637,28 @@ class Resolution:
             recursion_desired=cut.recursion_desired,
             edns_udp_size=self.settings.edns_udp_size if style.edns else None,
         )
+        rto = self.selection.timeout_for(server.address, first_s=self.limits.first_timeout_s,
+                                         max_s=self.limits.max_timeout_s)
+        if cut.recursion_desired:  # a forwarder may have to recurse first: no tighter than usual
+            rto = max(rto, self.limits.first_timeout_s)
         timeout_s = min(
-            self.selection.timeout_for(server.address, first_s=self.limits.first_timeout_s,
-                                       max_s=self.limits.max_timeout_s) * (2 ** (tries - 1)),
+            rto * (2 ** (tries - 1)),
             self.limits.max_timeout_s,
             max(0.05, self.limits.total_budget_s - (self.now - self.started)),
         )
         self._token += 1
         self.queries_sent += 1
         self._sent_at = self.now
+        target = server_from_spec(server.address, self.settings.upstream_port)
         self._emit(
-            QuerySent, depth, zone=cut.zone, server_name=server.ns_name, address=server.address,
-            port=self.settings.upstream_port, qname=question.name,
+            QuerySent, depth, zone=cut.zone, server_name=server.ns_name, address=target.ip,
+            port=target.port, qname=question.name,
             qtype=type_name(question.rtype), recursion_desired=cut.recursion_desired,
             transport=transport.value, why=_why(cut, server, self.selection, self.now),
         )
         outcome = yield SendQuery(
             token=self._token,
-            server=ServerAddress(server.address, self.settings.upstream_port),
+            server=target,
             transport=transport,
             wire=wire,
             timeout_s=timeout_s,
@@ -838,8 +855,7 @@ def _rcode_name(rcode: int) -> str:
         return f"RCODE{rcode}"
 
 
-def _all_loopback(root_hints: Delegation, configured: dict[str, Delegation]) -> bool:
-    """True when the configured servers are themselves loopback (a lab or a test)."""
-    addresses = [a for d in (root_hints, *configured.values()) for ns in d.servers
-                 for a in ns.addresses]
+def _all_loopback(root_hints: Delegation) -> bool:
+    """True when the root hints are themselves loopback: a lab or a test."""
+    addresses = [server_from_spec(a, 53).ip for ns in root_hints.servers for a in ns.addresses]
     return bool(addresses) and all(is_loopback_or_unspecified(a) for a in addresses)

@@ -63,9 +63,12 @@ class Family:
 class Counter:
     """A monotonically increasing count, optionally split by one or more labels."""
 
-    def __init__(self, name: str, help_text: str, labelnames: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, help_text: str, labelnames: tuple[str, ...] = (),
+                 *, known: tuple[tuple[str, ...], ...] = ()) -> None:
         self.name, self.help, self.labelnames = name, help_text, labelnames
         self._values: dict[tuple[str, ...], float] = {} if labelnames else {(): 0.0}
+        for labels in known:  # series that exist from the start, at 0 (no gaps in graphs)
+            self._values[labels] = 0.0
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         self._values[labels] = self._values.get(labels, 0.0) + amount
@@ -118,7 +121,8 @@ class Metrics:
         # Queries, replies by rcode and cache hits are counted where they happen (handler,
         # service, answer cache) and read by a collector; these are the rest.
         self.dropped = Counter("resolver_dropped_total",
-                               "Queries given no reply on purpose, by reason.", ("reason",))
+                               "Queries given no reply on purpose, by reason.", ("reason",),
+                               known=(("access-control",), ("ip-ratelimit",)))
         self.refused_by_acl = Counter("resolver_acl_refused_total",
                                       "Queries answered REFUSED by access control.")
         self.local_answers = Counter("resolver_local_answers_total",
@@ -128,7 +132,7 @@ class Metrics:
             "Private addresses removed from answers for public names (private-address).")
         self.upstream_queries = Counter("resolver_upstream_queries_total",
                                         "Queries sent to authoritative servers or forwarders.",
-                                        ("transport",))
+                                        ("transport",), known=(("tcp",), ("udp",)))
         self.upstream_timeouts = Counter("resolver_upstream_timeouts_total",
                                          "Upstream queries that got no acceptable reply in time.")
         self.upstream_errors = Counter("resolver_upstream_errors_total",

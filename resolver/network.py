@@ -35,6 +35,17 @@ class ServerAddress:
         return where if self.tls_name is None else f"{where}#{self.tls_name}"
 
 
+def server_from_spec(spec: str, default_port: int) -> ServerAddress:
+    """The server an engine address names: a bare IP on `default_port` (iteration), or a
+    configured upstream in Unbound's notation "IP[@PORT][#TLSNAME]" (forwarders, stubs)."""
+    if "@" not in spec and "#" not in spec:
+        return ServerAddress(spec, default_port)
+    host, _, tls_name = spec.partition("#")
+    ip, at, port = host.partition("@")
+    return ServerAddress(ip, int(port) if at and port.isdigit() else default_port,
+                         tls_name or None)
+
+
 class UpstreamTimeout(Exception):
     """No acceptable reply arrived before the deadline."""
 

@@ -179,6 +179,7 @@ class ResolverService:
                 self.state.cache.forget_stale(question)
             return outcome
         except Exception as exc:  # never leave waiters hanging
+            log.exception("internal error resolving %s", question)
             return Outcome(rcode=Rcode.SERVFAIL, reason=f"internal error: {exc!r}")
         finally:
             if self._in_flight.get(question) is asyncio.current_task():
@@ -250,22 +251,21 @@ class ResolverService:
         self, question: Question, observer: Callable[[TraceEvent], None] | None
     ) -> Outcome:
         """Resolve `question`, joining an identical resolution already under way."""
-        pending = self._in_flight.get(question)
-        if pending is not None and observer is None:
-            self.shared_waits += 1
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        if observer is None:
-            self._in_flight[question] = future
+        if observer is not None:
+            return await self._run_safely(question, observer)
+        # The resolution is a task of its own: a client that goes away (a TCP reset
+        # cancels its handler) neither strands the waiters nor loses the result for
+        # the cache (reliability.md (b) row 45).
+        return await asyncio.shield(self._shared(question))
+
+    async def _run_safely(
+        self, question: Question, observer: Callable[[TraceEvent], None] | None
+    ) -> Outcome:
         try:
-            outcome = await self._run(question, observer)
-        except Exception as exc:  # never leave waiters hanging
-            outcome = Outcome(rcode=Rcode.SERVFAIL, reason=f"internal error: {exc!r}")
-        finally:
-            if self._in_flight.get(question) is future:
-                del self._in_flight[question]
-        future.set_result(outcome)
-        return outcome
+            return await self._run(question, observer)
+        except Exception as exc:  # an engine bug must not take the listener down
+            log.exception("internal error resolving %s", question)
+            return Outcome(rcode=Rcode.SERVFAIL, reason=f"internal error: {exc!r}")
 
     async def _run(
         self, question: Question, observer: Callable[[TraceEvent], None] | None,

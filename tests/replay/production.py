@@ -48,6 +48,12 @@ class ReplayedResolver:
                 max_ttl_s=cfg.cache_max_ttl,
                 min_negative_ttl_s=cfg.cache_min_negative_ttl,
                 max_negative_ttl_s=cfg.cache_max_negative_ttl,
+                stale_answer_enable=cfg.serve_stale,
+                stale_answer_ttl_s=cfg.serve_stale_reply_ttl,
+                # Unbound's serve-expired-ttl 0 means "no limit".
+                max_stale_ttl_s=cfg.serve_stale_ttl or 86_400 * 365,
+                stale_answer_client_timeout_ms=cfg.serve_stale_client_timeout_ms,
+                prefetch=cfg.prefetch,
             ),
         )
         zones: dict[str, Delegation] = {}
@@ -70,13 +76,17 @@ class ReplayedResolver:
             rng=random.Random(5452),
             configured_zones=zones,
         )
+        # Each client query runs its own event loop here: background work (prefetch,
+        # refreshes after a stale answer) waits for run_background().
+        self.app.service.defer_background = True
 
     def handle(self, wire: bytes, *, tcp: bool = False, client_ip: str = "127.0.0.1") -> bytes | None:
         client = Client(ip=client_ip, port=53000, transport=Transport.TCP if tcp else Transport.UDP)
         return asyncio.run(self.app.handler.handle(wire, client))
 
     def run_background(self) -> None:
-        """Nothing runs in the background yet (no prefetch, no serve-stale refresh)."""
+        """Finish prefetches and stale-answer refreshes queued by earlier queries."""
+        asyncio.run(self.app.service.run_background())
 
 
 def make_resolver(cfg: ReplayConfig, transport: ScriptedTransport, clock: FakeClock) -> ResolverUnderTest:

@@ -159,12 +159,6 @@ def waiter_after_owner_cancelled(service: ResolverService, network: StuckNetwork
     return asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ResolverService.resolve catches Exception only; when the owning task is "
-    "cancelled (CancelledError is a BaseException) the finally block drops the in-flight "
-    "entry but future.set_result is never called, so every waiter blocks forever",
-)
 def test_service_waiters_do_not_hang_when_the_owner_is_cancelled() -> None:
     """If the client that started a resolution goes away, the others still get a reply."""
     clock = FakeClock()
