@@ -365,11 +365,11 @@ def serve(ctx: click.Context, /, listen: tuple[str, ...], root_hints: Path, upst
     from resolver.app import StartupError, run
     from resolver.app import serve as run_server
 
+    reload = _reloader(ctx) if config.system.config_file is not None else None
     if workers > 1:
         from resolver.workers import run_workers
 
-        sys.exit(run_workers(config, workers))
-    reload = _reloader(ctx) if config.system.config_file is not None else None
+        sys.exit(run_workers(config, workers, reload=reload))
     try:
         run(run_server(config, reload=reload))
     except StartupError as exc:

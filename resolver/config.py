@@ -41,6 +41,9 @@ class Limits:
     first_timeout_s: float = 0.4
     #: Longest single try (Unbound RTT_MAX_TIMEOUT 120 s is for a dead host; a client waits far less).
     max_timeout_s: float = 1.5
+    #: Distinct resolutions under way at once (Unbound num-queries-per-thread 1024);
+    #: beyond it new questions get SERVFAIL at once, cached answers still flow.
+    max_concurrent_resolutions: int = 1024
     #: The whole resolution; below glibc's 5 s stub timeout so the stub sees our SERVFAIL.
     total_budget_s: float = 4.0
 

@@ -63,6 +63,8 @@ class ResolverService:
         self._in_flight: dict[Question, asyncio.Future[Outcome]] = {}
         self.resolutions = 0
         self.shared_waits = 0
+        #: Resolutions refused because max_concurrent_resolutions were under way.
+        self.overloaded = 0
         self.upstream_queries = 0
         #: Client questions answered without an upstream query / with one or after a failure.
         self.cache_hits = 0
@@ -168,7 +170,16 @@ class ResolverService:
         if pending is not None:
             self.shared_waits += 1
             return pending
-        task = asyncio.get_running_loop().create_task(self._run_registered(question))
+        loop = asyncio.get_running_loop()
+        if len(self._in_flight) >= self.settings.limits.max_concurrent_resolutions:
+            # Overload (Unbound num-queries-per-thread): refuse new work quickly rather
+            # than queue without bound; cached answers never get here.
+            self.overloaded += 1
+            busy: asyncio.Future[Outcome] = loop.create_future()
+            busy.set_result(Outcome(rcode=Rcode.SERVFAIL, reason=(
+                f"resolver busy: {len(self._in_flight)} resolutions in progress")))
+            return busy
+        task = loop.create_task(self._run_registered(question))
         self._in_flight[question] = task
         return task
 

@@ -6,27 +6,30 @@
 - `run_workers` runs N copies of the server, each in its own process with its own caches, all
   bound to the same addresses with SO_REUSEPORT, so the kernel spreads clients over them
   (Unbound's num-threads with so-reuseport). The parent only supervises: it forwards SIGTERM
-  and SIGINT to every worker, waits for them, and exits 0. A worker that stops on its own (it
-  could not bind, say) makes the parent stop the others and fail: a half-served address is
-  worse than a restart by the service manager. Workers whose parent vanishes stop too.
+  and SIGINT to every worker, waits for them, and exits 0; SIGHUP (reload) is passed on too.
+  A worker that stops on its own (it could not bind, say) makes the parent stop the others
+  and fail: a half-served address is worse than a restart by the service manager. Workers
+  whose parent vanishes stop too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import signal
 import socket
 import sys
 import time
-from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from resolver.config import ServeConfig
 from resolver.handler import QueryHandler
 from resolver.listener import Listener
+
+if TYPE_CHECKING:  # multiprocessing costs megabytes of RSS: imported only to start workers
+    from multiprocessing.process import BaseProcess
 
 log = logging.getLogger("resolver")
 
@@ -75,8 +78,16 @@ class FastListener(Listener):
             log.debug("cached reply not sent: %r", exc)
 
 
-def run_workers(config: ServeConfig, workers: int) -> int:
-    """Serve with `workers` processes until SIGTERM/SIGINT; the exit status for the command."""
+def run_workers(
+    config: ServeConfig, workers: int, *, reload: Callable[[], ServeConfig] | None = None
+) -> int:
+    """Serve with `workers` processes until SIGTERM/SIGINT; the exit status for the command.
+
+    SIGHUP is passed on to every worker, which reloads its configuration with `reload`.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
     if any(address.port == 0 for address in config.listen):
         log.error("--workers needs explicit ports: with port 0 each worker would get its own")
         return 2
@@ -86,11 +97,14 @@ def run_workers(config: ServeConfig, workers: int) -> int:
     wake_read, wake_write = socket.socketpair()
     wake_write.setblocking(False)
     received: list[int] = []
+    reloads: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
+        (reloads if signum == signal.SIGHUP else received).append(signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
     previous_fd = signal.set_wakeup_fd(wake_write.fileno())
     processes: list[BaseProcess] = []
     try:
@@ -99,7 +113,7 @@ def run_workers(config: ServeConfig, workers: int) -> int:
                 break
             process = context.Process(
                 target=_worker_main,
-                args=(config, index, os.getpid()),
+                args=(config, index, os.getpid(), reload),
                 name=f"resolver-worker-{index}",
             )
             process.start()
@@ -117,6 +131,11 @@ def run_workers(config: ServeConfig, workers: int) -> int:
                 break
             if wake_read in ready:
                 _drain(wake_read)
+            while reloads and not received:
+                reloads.pop()
+                for worker in processes:
+                    if worker.exitcode is None and worker.pid is not None:
+                        os.kill(worker.pid, signal.SIGHUP)
         return 1 if failed else 0
     finally:
         _stop_all(processes)
@@ -151,17 +170,22 @@ def _stop_all(processes: list[BaseProcess]) -> None:
             process.join(5.0)
 
 
-def _worker_main(config: ServeConfig, index: int, parent_pid: int) -> None:
+def _worker_main(
+    config: ServeConfig, index: int, parent_pid: int, reload: Callable[[], ServeConfig] | None
+) -> None:
     """One worker: the normal server with SO_REUSEPORT; exits 1 if it cannot serve."""
     # A forked worker inherits the parent's handlers and wake-up socket: back to defaults, the
     # server installs its own on its event loop.
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    from resolver.app import run
+    from resolver.app import StartupError, run
 
     try:
-        run(_serve_while_parent_lives(config, parent_pid))
+        run(_serve_while_parent_lives(config, parent_pid, reload))
+    except StartupError as exc:
+        log.error("worker %d cannot start: %s", index, exc)
+        sys.exit(1)
     except OSError as exc:
         log.error("worker %d cannot serve: %s", index, exc.strerror or exc)
         sys.exit(1)
@@ -169,10 +193,12 @@ def _worker_main(config: ServeConfig, index: int, parent_pid: int) -> None:
         pass
 
 
-async def _serve_while_parent_lives(config: ServeConfig, parent_pid: int) -> None:
+async def _serve_while_parent_lives(
+    config: ServeConfig, parent_pid: int, reload: Callable[[], ServeConfig] | None
+) -> None:
     from resolver.app import serve
 
-    server = asyncio.create_task(serve(config, reuse_port=True))
+    server = asyncio.create_task(serve(config, reuse_port=True, reload=reload))
     while True:
         done, _ = await asyncio.wait({server}, timeout=_PARENT_CHECK_S)
         if done:

@@ -112,7 +112,7 @@ def run_in_namespace(tmp_path: Path) -> str:
 def test_system_glibc_resolves_through_resolv_conf(
         on_port_53: tuple[subprocess.Popen[bytes], Path], tmp_path: Path) -> None:
     """glibc, told by resolv.conf to ask 127.0.0.1, gets the lab's address from us."""
-    process, log = on_port_53
+    _process, log = on_port_53
     outside = Path("/etc/resolv.conf").read_bytes()
     output = run_in_namespace(tmp_path)
     print(output)

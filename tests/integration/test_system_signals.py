@@ -4,6 +4,7 @@ port is one clear line and exit 1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from resolver.wire import Edns, Message, RRType, decode, encode, parse_record
+from resolver.wire import Edns, Message, Record, RRType, decode, encode, parse_record
 from tests.conftest import require_tool
 from tests.integration.conftest import RESOLVER, RunningLab, _free_port
 from tests.integration.test_system_support import (
@@ -144,8 +145,8 @@ class SlowRoot:
     def _send(self, query: Message, peer: tuple[str, int]) -> None:
         question = query.question
         assert question is not None
-        answer: tuple[object, ...] = ()
-        additional: tuple[object, ...] = ()
+        answer: tuple[Record, ...] = ()
+        additional: tuple[Record, ...] = ()
         if question.name == "." and question.rtype == RRType.NS:
             answer = (parse_record(". 3600 IN NS a.slow."),)
             additional = (parse_record("a.slow. 3600 IN A 127.77.0.1"),)
@@ -153,13 +154,10 @@ class SlowRoot:
             address = "127.77.0.1" if question.name == "a.slow." else "192.0.2.7"
             answer = (parse_record(f"{question.name} 300 IN A {address}"),)
         reply = Message(id=query.id, qr=True, opcode=0, rcode=0, aa=True, rd=query.rd,
-                        question=question, answer=answer,  # type: ignore[arg-type]
-                        additional=additional,  # type: ignore[arg-type]
+                        question=question, answer=answer, additional=additional,
                         edns=Edns() if query.edns is not None else None)
-        try:
+        with contextlib.suppress(OSError):  # the resolver may have gone already
             self.sock.sendto(encode(reply), peer)
-        except OSError:
-            pass
 
     def close(self) -> None:
         self.done.set()

@@ -11,6 +11,7 @@ that every fake server of a test shares, so that a resolver started with
                           garbage) go out before the real reply
     lowercase_qname(rule) the reply does not echo the letter case of the question (0x20)
     no_edns(rule)         FORMERR without OPT to queries that carry one (a pre-EDNS server)
+    drop_edns(rule)       no reply to queries that carry OPT (EDNS eaten on the way)
 
 Rules are keyed by (qname, qtype); a qname of "*.zone." matches every name below the
 zone, None matches every name and every type. What no rule covers is answered from the
@@ -80,7 +81,8 @@ class SpoofKind(enum.Enum):
 class Rule:
     """How a fake server answers the questions one script entry matches.
 
-    Records are zone-file lines; "{qname}" in them stands for the question's name.
+    Records are zone-file lines; "{qname}" in them stands for the question's name and
+    "{label}" for its first label.
     """
 
     #: Where the reply comes from: literal records, the zone files, raw bytes, or nothing.
@@ -103,6 +105,8 @@ class Rule:
     qname_case: Literal["echo", "lower", "upper"] = "echo"
     #: FORMERR without OPT to a query with OPT: a server from before EDNS (RFC 6891 §7).
     formerr_on_edns: bool = False
+    #: No reply to a query with OPT (a middlebox eating EDNS); queries without OPT answered.
+    drop_on_edns: bool = False
 
 
 def answer(
@@ -174,6 +178,10 @@ def no_edns(rule: Rule) -> Rule:
     return replace(rule, formerr_on_edns=True)
 
 
+def drop_edns(rule: Rule) -> Rule:
+    return replace(rule, drop_on_edns=True)
+
+
 def _rcode(code: int | str) -> int:
     return int(Rcode[code.upper()]) if isinstance(code, str) else int(code)
 
@@ -236,7 +244,9 @@ def _absolute(name: str) -> str:
 def _parse_records(lines: Section, qname: str) -> tuple[Any, ...]:
     if not lines:
         return ()
-    text = "\n".join(line.replace("{qname}", qname) for line in lines) + "\n"
+    label = qname.split(".", 1)[0]
+    text = "\n".join(line.replace("{qname}", qname).replace("{label}", label)
+                     for line in lines) + "\n"
     return tuple(RR.fromZone(text, ttl=300))
 
 
@@ -370,7 +380,7 @@ class FakeAuth:
     def _plan(self, query: Any, opt: Any, transport: Transport) -> Plan:
         question = query.q
         rule = self.rule_for(str(question.qname), int(question.qtype))
-        if rule.source == "drop":
+        if rule.source == "drop" or (rule.drop_on_edns and opt is not None):
             return Plan()
         if rule.source == "raw":
             data = rule.raw

@@ -71,3 +71,22 @@ def test_ipv6_servers_are_demoted_after_network_unreachable() -> None:
     chosen_after = {selection.choose([v4, v6], zone="x.", now=1.0, rng=random.Random(i)).address
                     for i in range(20)}
     assert chosen_after == {"192.0.2.1"}
+
+
+def test_service_refuses_new_resolutions_beyond_the_concurrency_cap() -> None:
+    """With the cap reached, a new question gets SERVFAIL at once; the ones under way finish."""
+    from resolver.config import Limits
+
+    clock = FakeClock()
+    network = LabNetwork(clock)
+    settings = EngineSettings(limits=Limits(max_concurrent_resolutions=2))
+    service = lab_service(clock, network, settings=settings)
+
+    async def three_at_once() -> list[Rcode]:
+        names_ = ["www.networkutopia.com.", "www.crepes.fr.", "www.amazon.com."]
+        outcomes = await asyncio.gather(*(service.resolve(Question(n, RRType.A)) for n in names_))
+        return [Rcode(o.rcode) for o in outcomes]
+
+    rcodes = asyncio.run(three_at_once())
+    assert rcodes == [Rcode.NOERROR, Rcode.NOERROR, Rcode.SERVFAIL]
+    assert service.overloaded == 1
