@@ -100,6 +100,8 @@ class TraceRenderer:
 
     def __init__(self, *, explain: bool = False, styled: bool = False) -> None:
         self.explain = explain
+        #: The name being resolved at each nesting level (to spot minimised queries).
+        self._resolving: dict[int, str] = {}
         self.styled = styled
         self._step = 0
         #: depth -> the query in flight there (a reply names only the address).
@@ -156,6 +158,7 @@ class TraceRenderer:
 
     def _started(self, event: ResolutionStarted) -> list[str]:
         self._new_attempts(event.depth)
+        self._resolving[event.depth] = event.qname
         if event.depth == 0:
             return []  # the header already names the client's question
         if event.purpose == "root priming":
@@ -223,7 +226,17 @@ class TraceRenderer:
                 f"{event.address} ({event.why}){note}")
         flags = "RD=1" if event.recursion_desired else "RD=0"
         query = f"-> {event.qname} {event.qtype}  {flags}  {event.transport.upper()}"
-        return self._lines(event.depth, head) + self._lines(event.depth, query, detail=True)
+        lines = self._lines(event.depth, head) + self._lines(event.depth, query, detail=True)
+        full = self._resolving.get(event.depth, event.qname)
+        if event.qname != full and full.endswith(event.qname):
+            lines += self._explained(
+                event.depth,
+                f"Only as much of {full} as the "
+                f"{'root' if event.zone == '.' else event.zone} servers need is sent "
+                "(QNAME minimisation, RFC 9156): they learn where to refer us, not the "
+                "whole name.",
+            )
+        return lines
 
     def _reply(self, event: ReplyReceived) -> list[str]:
         sent = self._pending.get(event.depth)

@@ -56,9 +56,10 @@ def test_nxns_attack_costs_at_most_the_limit(tmp_path: Path) -> None:
     within max_sends_per_name (32) and max_upstream_queries (200)."""
     attacker = FakeAuth(ATTACKER, zones={"attacker.test": zone("attacker.test",
                                                                f"ns1 A {ATTACKER}")})
-    # Fresh victim names per client query ({label}), so no negative answer is reused.
+    # Fresh victim names per client query ({label}), so no negative answer is reused, each
+    # one label below victim.test, so no NXDOMAIN above them answers for them (RFC 8020).
     attacker.on("*.attacker.test", None,
-                refer("{qname}", [f"r{i}.{{label}}.victim.test." for i in range(100)]))
+                refer("{qname}", [f"r{i}-{{label}}.victim.test." for i in range(100)]))
     victim = FakeAuth(VICTIM, zones={"victim.test": zone("victim.test", f"ns1 A {VICTIM}")})
     root = root_server(ROOT, "attacker NS ns1.attacker", f"ns1.attacker A {ATTACKER}",
                        "victim NS ns1.victim", f"ns1.victim A {VICTIM}")
@@ -190,6 +191,7 @@ def test_huge_reply_with_duplicates_is_answered_or_servfailed(tmp_path: Path) ->
                                                       "small A 192.0.2.95")})
     auth.on("alias.big.test", "A", answer(
         *(["alias.big.test. 300 CNAME many.big.test."] * 50), *many, *many))
+    auth.on("many.big.test", "A", answer(*many, *many))
     root = root_server(ROOT, "big NS ns1.big", f"ns1.big A {ATTACKER}")
     with FakeNet(root, auth) as net, resolver_against(net, tmp_path) as resolver:
         started = time.monotonic()
@@ -247,7 +249,8 @@ def test_ghost_domain_ends_with_the_parent_delegation() -> None:
                       ns=["root-ns."]),
     })
     child = FakeAuth(child_address, zones={"ghost.test": zone(
-        "ghost.test", f"ns1 A {child_address}", "* A 192.0.2.77", ttl=86400)})
+        "ghost.test", f"ns1 A {child_address}", "www A 192.0.2.77", "new A 192.0.2.78",
+        ttl=86400)})
     clock = FakeClock()
     service = ResolverService(
         settings=EngineSettings(),

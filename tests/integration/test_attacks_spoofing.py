@@ -7,6 +7,7 @@ self-query). A real `resolver serve` runs against scripted fake servers on 127.7
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import socket
 import time
@@ -129,7 +130,7 @@ def test_upstream_ids_and_ports_are_unpredictable(tmp_path: Path) -> None:
     assert len(seen) == 200
     ids = {q.query_id for q in seen}
     ports = {q.source[1] for q in seen}
-    steps = [b.source[1] - a.source[1] for a, b in zip(seen, seen[1:], strict=False)]
+    steps = [b.source[1] - a.source[1] for a, b in itertools.pairwise(seen)]
     print(f"upstream spread over 200 queries: {len(ids)} distinct ids, {len(ports)} distinct "
           f"ports in {min(ports)}..{max(ports)}, {sum(1 for s in steps if 0 < s <= 2)} "
           "sequential port steps")
