@@ -1,0 +1,64 @@
+"""What an operator sees at start: a clear line when no root server can be reached."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import RESOLVER, _free_port, _stop, _wait_for_udp_dns
+
+pytestmark = pytest.mark.integration
+
+
+def test_serve_says_so_when_no_root_server_answers_priming(tmp_path: Path) -> None:
+    """Root hints naming a server that does not answer: one warning line pointing at the lab."""
+    hints = tmp_path / "dead.hints"
+    hints.write_text(". 3600000 NS a.root-servers.net.\na.root-servers.net. 3600000 A 127.99.0.1\n")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*RESOLVER, "serve", "--listen", f"127.0.0.1:{port}", "--root-hints", str(hints),
+         "--upstream-port", str(_free_port("127.99.0.1"))],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _wait_for_udp_dns("127.0.0.1", port, proc)
+        time.sleep(1.5)  # priming fails fast: nothing listens there (ICMP port unreachable)
+    finally:
+        _stop(proc)
+    output = proc.stdout.read() if proc.stdout else ""
+    warnings = [line for line in output.splitlines() if "no root server answered" in line]
+    assert len(warnings) == 1, output
+    assert "resolver lab" in warnings[0]
+
+
+def test_serve_with_missing_root_hints_exits_with_one_line(tmp_path: Path) -> None:
+    """A missing hints file is one clear error line and exit status 1, no traceback."""
+    result = subprocess.run(
+        [*RESOLVER, "serve", "--listen", "127.0.0.1:0", "--root-hints",
+         str(tmp_path / "nope.hints")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot read root hints" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_taken_port_exits_with_one_line(tmp_path: Path) -> None:
+    """A port already in use is named in one line; exit status 1, no traceback."""
+    import socket
+
+    hints = tmp_path / "lab.hints"
+    hints.write_text(". 3600000 NS a.root-servers.net.\na.root-servers.net. 3600000 A 127.99.0.1\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*RESOLVER, "serve", "--listen", f"127.0.0.1:{port}", "--root-hints", str(hints)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    assert result.returncode == 1
+    assert "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
