@@ -61,6 +61,9 @@ _COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"
 #: Owner (root) and TYPE of an OPT record.
 _OPT_START = b"\x00\x00\x29"
 _U32 = struct.Struct(">I")
+#: A TTL field to count down: its offset in the stored reply and the TTL stored there. Packed,
+#: a one-record entry's fields take 6 octets instead of a tuple of Python ints.
+_TTL_FIELD = struct.Struct(">HI")
 _RR_FIXED = struct.Struct(">HHIH")
 
 # Key variants: one octet appended to the question.
@@ -82,7 +85,7 @@ class _Entry:
         body: bytes,
         expires_at: float,
         min_ttl: int,
-        ttl_fields: tuple[int, ...],
+        ttl_fields: bytes,
         opt_size: int,
         floor: int,
     ) -> None:
@@ -90,7 +93,7 @@ class _Entry:
         self.expires_at = expires_at
         self.min_ttl = min_ttl  #: the shortest TTL when stored
         self.left = min_ttl  #: the shortest TTL that `body` shows
-        self.ttl_fields = ttl_fields  #: offset in `body`, TTL as stored; offset, TTL; ...
+        self.ttl_fields = ttl_fields  #: (offset in `body`, TTL as stored) packed by _TTL_FIELD
         self.opt_size = opt_size  #: octets of the OPT record that ends `body` (0: none)
         self.floor = floor  #: the entry is dropped once its shortest TTL falls below this
         self.used = False  #: hit since the eviction hand last passed (second chance)
@@ -99,9 +102,8 @@ class _Entry:
         """Rewrite the TTLs for `left` seconds left on the shortest one."""
         elapsed = self.min_ttl - left
         buffer = bytearray(self.body)
-        fields = self.ttl_fields
-        for index in range(0, len(fields), 2):
-            _U32.pack_into(buffer, fields[index], fields[index + 1] - elapsed)
+        for offset, ttl in _TTL_FIELD.iter_unpack(self.ttl_fields):
+            _U32.pack_into(buffer, offset, ttl - elapsed)
         self.body = bytes(buffer)
         self.left = left
 
@@ -240,7 +242,7 @@ class AnswerCache:
             body=reply[2:],
             expires_at=self._clock() + min_ttl,
             min_ttl=min_ttl,
-            ttl_fields=tuple(value for offset, ttl in ttl_fields for value in (offset - 2, ttl)),
+            ttl_fields=b"".join(_TTL_FIELD.pack(offset - 2, ttl) for offset, ttl in ttl_fields),
             opt_size=len(opt),
             floor=int(min_ttl * self.refresh_fraction) + 1,
         )

@@ -279,6 +279,8 @@ def _reload(app: App, as_started: ServeConfig, reload: Callable[[], ServeConfig]
     try:
         new = reload()
         install_policy(app.handler, new.system)
+        # Stored replies were shaped by the old policy (local data, private addresses).
+        app.handler.answers.clear()
     except Exception as exc:  # the running configuration stays: say why, one line each
         lines = exc.errors if isinstance(exc, ConfigFileError) else [str(exc)]
         for line in lines:

@@ -63,6 +63,8 @@ query_log = logging.getLogger("resolver.queries")
 MAX_UDP_REPLY = 1232
 #: Without EDNS a UDP reply is at most 512 octets (RFC 1035 §4.2.1).
 CLASSIC_UDP_REPLY = 512
+#: Queries of one client address waiting for resolution at once (Unbound wait-limit 1000).
+MAX_WAITING_PER_CLIENT = 1000
 _EDNS_OPTION_EDE = 15
 #: RFC 8914 §5.2 info-codes we use.
 EDE_NO_REACHABLE_AUTHORITY = 22
@@ -105,6 +107,8 @@ class QueryHandler:
         #: Counters exposed at /metrics (resolver.metrics); kept across reloads.
         self.metrics = metrics
         self.queries = 0
+        #: Client address -> its queries waiting for a resolution now (wait-limit).
+        self._waiting: dict[str, int] = {}
         self.rcodes: dict[str, int] = {}
         #: Replies as bytes, looked up before anything is decoded (answer_cache.py).
         self.answers = answers if answers is not None else AnswerCache(
@@ -233,7 +237,18 @@ class QueryHandler:
             if local.outcome is None:  # local-zone type deny
                 return None
             return self._count(self._reply(wire, query, client, local.outcome))
-        outcome = await self.service.resolve(question)
+        waiting = self._waiting.get(client.ip, 0)
+        if waiting >= MAX_WAITING_PER_CLIENT:  # one address may not hold every slot
+            if self.metrics is not None:
+                self.metrics.dropped.inc("wait-limit")
+            return None
+        self._waiting[client.ip] = waiting + 1
+        try:
+            outcome = await self.service.resolve(question)
+        finally:
+            left = self._waiting.pop(client.ip) - 1
+            if left:
+                self._waiting[client.ip] = left
         if self.rebinding is not None:
             outcome, removed = self.rebinding.filter(outcome)
             if removed and self.metrics is not None:

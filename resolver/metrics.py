@@ -401,8 +401,9 @@ def parse_exposition(text: str) -> list[Sample]:
     return samples
 
 
-def format_stats(samples: list[Sample]) -> list[str]:
+def format_stats(samples: list[Sample], *, now: float | None = None) -> list[str]:
     """Lines for `resolver stats`: a short summary, then every sample but histogram buckets."""
+    now = time.time() if now is None else now
     by_name: dict[str, float] = {}
     for s in samples:
         by_name[s.name] = by_name.get(s.name, 0.0) + s.value
@@ -410,7 +411,9 @@ def format_stats(samples: list[Sample]) -> list[str]:
     misses = by_name.get("resolver_cache_misses_total", 0.0)
     answered = by_name.get("resolver_query_duration_seconds_count", 0.0)
     total_s = by_name.get("resolver_query_duration_seconds_sum", 0.0)
+    started = by_name.get("resolver_start_time_seconds")
     lines = [
+        f"up for                {_duration(now - started) if started else '-'}",
         f"queries received      {_number(by_name.get('resolver_queries_total', 0.0))}",
         f"cache hit rate        {_percent(hits, hits + misses)}",
         f"mean reply time       {total_s / answered * 1000:.1f} ms" if answered else
@@ -424,6 +427,14 @@ def format_stats(samples: list[Sample]) -> list[str]:
     for s in shown:
         lines.append(f"{s.name + _labels(s.labels):<{width}}  {_number(s.value)}")
     return lines
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
 def _percent(part: float, whole: float) -> str:

@@ -78,6 +78,25 @@ def test_system_metrics_stats_without_a_server_is_one_clear_line(tmp_path: Path)
     assert "Traceback" not in result.stderr
 
 
+def test_system_metrics_stats_falls_back_to_the_control_channel(lab: RunningLab,
+                                                               tmp_path: Path) -> None:
+    """No metrics endpoint at the default address: `resolver stats` asks the control socket."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 9153)) == 0:
+            pytest.skip("something listens on 127.0.0.1:9153, the default metrics address")
+    server = start(lab, tmp_path)
+    try:
+        dig(server, "www.networkutopia.com")
+        result = subprocess.run(
+            [*RESOLVER, "stats", "--control-socket", str(tmp_path / f"control-{server.port}.sock")],
+            capture_output=True, text=True, timeout=20, check=False)
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"^queries\s+\d+$", result.stdout, re.MULTILINE), result.stdout
+        assert re.search(r"^upstream_queries\s+\d+$", result.stdout, re.MULTILINE)
+    finally:
+        assert server.stop() == 0
+
+
 def test_system_metrics_query_log_has_one_line_per_query(observed: Server) -> None:
     """--log-queries logs client, transport, name, type, rcode and milliseconds."""
     dig(observed, "www.ibm.com", "AAAA")

@@ -12,6 +12,7 @@ that every fake server of a test shares, so that a resolver started with
     lowercase_qname(rule) the reply does not echo the letter case of the question (0x20)
     no_edns(rule)         FORMERR without OPT to queries that carry one (a pre-EDNS server)
     drop_edns(rule)       no reply to queries that carry OPT (EDNS eaten on the way)
+    drop_tcp(rule)        TCP connections accepted, queries on them never answered
 
 Rules are keyed by (qname, qtype); a qname of "*.zone." matches every name below the
 zone, None matches every name and every type. What no rule covers is answered from the
@@ -107,6 +108,8 @@ class Rule:
     formerr_on_edns: bool = False
     #: No reply to a query with OPT (a middlebox eating EDNS); queries without OPT answered.
     drop_on_edns: bool = False
+    #: No reply over TCP: the connection is accepted, then nothing is said.
+    drop_on_tcp: bool = False
 
 
 def answer(
@@ -182,6 +185,10 @@ def drop_edns(rule: Rule) -> Rule:
     return replace(rule, drop_on_edns=True)
 
 
+def drop_tcp(rule: Rule) -> Rule:
+    return replace(rule, drop_on_tcp=True)
+
+
 def _rcode(code: int | str) -> int:
     return int(Rcode[code.upper()]) if isinstance(code, str) else int(code)
 
@@ -227,13 +234,17 @@ def root_zone(address: str, *records: str) -> str:
     return zone(".", f"{ROOT_NS} A {address}", *records, ns=[ROOT_NS], ttl=86400)
 
 
-def root_server(address: str, *test_records: str, **options: Any) -> FakeAuth:
+def root_server(address: str, *test_records: str,
+                other_tlds: Mapping[str, Sequence[str]] | None = None,
+                **options: Any) -> FakeAuth:
     """The root and the `test.` zone on one server; `test_records` are lines of `test.`
-    (its delegations: "a NS ns1.a", "ns1.a A 127.0.0.9")."""
-    return FakeAuth(address, zones={
-        ".": root_zone(address, f"test. NS {ROOT_NS}"),
-        "test.": zone("test.", *test_records, ns=[ROOT_NS]),
-    }, **options)
+    (its delegations: "a NS ns1.a", "ns1.a A 127.0.0.9"). `other_tlds` adds more top-level
+    zones on the same server, by name, with their lines."""
+    tlds = {"test.": list(test_records), **{_absolute(k): list(v)
+                                             for k, v in (other_tlds or {}).items()}}
+    zones = {".": root_zone(address, *(f"{tld} NS {ROOT_NS}" for tld in tlds))}
+    zones.update({tld: zone(tld, *lines, ns=[ROOT_NS]) for tld, lines in tlds.items()})
+    return FakeAuth(address, zones=zones, **options)
 
 
 def _absolute(name: str) -> str:
@@ -380,7 +391,8 @@ class FakeAuth:
     def _plan(self, query: Any, opt: Any, transport: Transport) -> Plan:
         question = query.q
         rule = self.rule_for(str(question.qname), int(question.qtype))
-        if rule.source == "drop" or (rule.drop_on_edns and opt is not None):
+        if rule.source == "drop" or (rule.drop_on_edns and opt is not None) or (
+                rule.drop_on_tcp and transport is Transport.TCP):
             return Plan()
         if rule.source == "raw":
             data = rule.raw

@@ -90,3 +90,43 @@ def test_service_refuses_new_resolutions_beyond_the_concurrency_cap() -> None:
     rcodes = asyncio.run(three_at_once())
     assert rcodes == [Rcode.NOERROR, Rcode.NOERROR, Rcode.SERVFAIL]
     assert service.overloaded == 1
+
+
+def test_handler_drops_a_clients_queries_beyond_the_wait_limit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """One client address may have only so many queries waiting; others are unaffected."""
+    from resolver import handler as handler_module
+    from resolver.events import Outcome
+    from resolver.handler import QueryHandler
+    from resolver.listener import Client
+    from resolver.network import Transport
+    from resolver.wire import make_query
+
+    monkeypatch.setattr(handler_module, "MAX_WAITING_PER_CLIENT", 2)
+    release = asyncio.Event()
+
+    class SlowService:
+        clock = staticmethod(lambda: 0.0)
+
+        async def resolve(self, question: Question, **_: object) -> Outcome:
+            await release.wait()
+            return Outcome(rcode=Rcode.SERVFAIL, reason="test")
+
+    handler = QueryHandler(SlowService())  # type: ignore[arg-type]
+
+    def query(i: int) -> bytes:
+        return make_query(Question(f"n{i}.example.", RRType.A), query_id=i,
+                          recursion_desired=True)
+
+    async def scenario() -> list[bytes | None]:
+        busy = Client(ip="127.0.0.9", port=1, transport=Transport.UDP)
+        other = Client(ip="127.0.0.10", port=1, transport=Transport.UDP)
+        waiting = [asyncio.create_task(handler.handle(query(i), busy)) for i in range(3)]
+        waiting.append(asyncio.create_task(handler.handle(query(9), other)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        release.set()
+        return list(await asyncio.gather(*waiting))
+
+    replies = asyncio.run(scenario())
+    answered = [r is not None for r in replies]
+    assert answered == [True, True, False, True]

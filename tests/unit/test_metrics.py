@@ -111,8 +111,9 @@ def test_metrics_format_stats_summarises() -> None:
         answer_cache_hits=0, answer_cache_entries=0))
     metrics.latency.observe(0.002)
     metrics.latency.observe(0.004)
-    lines = format_stats(parse_exposition(metrics.render()))
+    lines = format_stats(parse_exposition(metrics.render()), now=metrics.started_at + 3725)
     text = "\n".join(lines)
+    assert "up for                01:02:05" in text
     assert "cache hit rate        75.0% (3 of 4)" in text
     assert "mean reply time       3.0 ms" in text
     assert "resolver_queries_total" in text and "_bucket" not in text
