@@ -33,19 +33,25 @@ class Limits:
     #: NS-address lookups that may fail with NXDOMAIN/NODATA before giving up (Unbound
     #: MAX_TARGET_NX 5; the NXNSAttack defence).
     max_failed_ns_lookups: int = 5
-    #: Attempts at one server address within one name's resolution (Unbound outbound-msg-retry 5).
-    max_tries_per_server: int = 2
+    #: Attempts at one server address within one name's resolution, the timeout doubling
+    #: each time (Unbound outbound-msg-retry 5; fewer, since a name has several servers).
+    max_tries_per_server: int = 4
     #: Attempts at one forwarder (Unbound outbound-msg-retry 5): forwarders are few.
-    max_tries_per_forwarder: int = 5
+    max_tries_per_forwarder: int = 3
     #: First per-try timeout; it doubles with each try (Unbound's initial RTO is 376 ms).
     first_timeout_s: float = 0.4
-    #: Longest single try (Unbound RTT_MAX_TIMEOUT 120 s is for a dead host; a client waits far less).
-    max_timeout_s: float = 1.5
+    #: Longest single try, so that a slow authority (answering after 2.5 s, say) is still
+    #: heard (Unbound's RTT_MAX_TIMEOUT 120 s is for a dead host).
+    max_timeout_s: float = 3.0
     #: Distinct resolutions under way at once (Unbound num-queries-per-thread 1024);
     #: beyond it new questions get SERVFAIL at once, cached answers still flow.
     max_concurrent_resolutions: int = 1024
-    #: The whole resolution; below glibc's 5 s stub timeout so the stub sees our SERVFAIL.
+    #: What a client waits at most: then it gets SERVFAIL (EDE 22), below glibc's 5 s stub
+    #: timeout so the stub sees it. The resolution itself may go on, for the cache.
     total_budget_s: float = 4.0
+    #: The resolution's own time limit: a slow answer that comes after the client was told
+    #: SERVFAIL is still cached for the next client (reliability.md (d), slow authority).
+    resolution_budget_s: float = 12.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

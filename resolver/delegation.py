@@ -108,5 +108,17 @@ def is_loopback_or_unspecified(address: str) -> bool:
     )
 
 
+def is_unspecified(address: str) -> bool:
+    """0.0.0.0/8 and ::: never a server (RFC 1122 §3.2.1.3); Linux delivers packets sent
+    there to this very host, so asking one is asking ourselves."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    if ip.version == 4:
+        return ip in ipaddress.ip_network("0.0.0.0/8")
+    return ip.is_unspecified or (ip.ipv4_mapped is not None and is_unspecified(str(ip.ipv4_mapped)))
+
+
 def is_ipv6(address: str) -> bool:
     return ":" in address

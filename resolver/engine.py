@@ -38,6 +38,7 @@ from resolver.delegation import (
     delegation_from_records,
     is_ipv6,
     is_loopback_or_unspecified,
+    is_unspecified,
 )
 from resolver.events import (
     Action,
@@ -469,9 +470,9 @@ class Resolution:
             fewest = min(attempts.tries.get(c.address, 0) for c in candidates)
             fresh = [c for c in candidates if attempts.tries.get(c.address, 0) == fewest]
             chosen = self.selection.choose(fresh, zone=cut.zone, now=self.now, rng=self.rng)
-            tries = attempts.tries[chosen.address] = attempts.tries.get(chosen.address, 0) + 1
+            attempts.tries[chosen.address] = attempts.tries.get(chosen.address, 0) + 1
             sends += 1
-            result = yield from self._query_server(cut, chosen, question, depth, tries)
+            result = yield from self._query_server(cut, chosen, question, depth)
             if isinstance(result, Failure):
                 last_problem = result.reason
                 continue
@@ -525,6 +526,8 @@ class Resolution:
             return "IPv4 disabled (do-ip4: no)"
         if spec in self.settings.never_query or address in self.settings.never_query:
             return "one of our own addresses"
+        if is_unspecified(address):
+            return "unspecified address (0.0.0.0/8 or ::)"
         if (not self._allow_loopback and spec not in self._configured
                 and is_loopback_or_unspecified(address)):
             return "loopback or unspecified address (do-not-query-localhost)"
@@ -580,7 +583,7 @@ class Resolution:
         return found
 
     def _query_server(
-        self, cut: Delegation, server: Candidate, question: Question, depth: int, tries: int
+        self, cut: Delegation, server: Candidate, question: Question, depth: int
     ) -> Generator[SendQuery, Reply, tuple[Message, Classified] | Failure]:
         """One server: UDP first, TCP when truncated, without EDNS after a FORMERR."""
         transport = Transport.TCP if self.settings.tcp_upstream else Transport.UDP
@@ -588,7 +591,7 @@ class Resolution:
         use_caps = self.settings.use_caps_for_id and not cut.recursion_desired
         while True:
             reply = yield from self._exchange(
-                cut, server, question, depth, transport, _QueryStyle(use_edns, use_caps), tries
+                cut, server, question, depth, transport, _QueryStyle(use_edns, use_caps)
             )
             if isinstance(reply, _CaseNotEchoed) and use_caps:
                 use_caps = False  # a server that does not echo 0x20 case: ask it plainly
@@ -623,7 +626,6 @@ class Resolution:
         depth: int,
         transport: Transport,
         style: _QueryStyle,
-        tries: int,
     ) -> Generator[SendQuery, Reply, Message | Failure]:
         """Send one query and check the reply belongs to it (RFC 5452 §9.1)."""
         self._check_budget()
@@ -641,10 +643,11 @@ class Resolution:
                                          max_s=self.limits.max_timeout_s)
         if cut.recursion_desired:  # a forwarder may have to recurse first: no tighter than usual
             rto = max(rto, self.limits.first_timeout_s)
+        # The back-off per retry lives in the server selection (RFC 6298 §5.5).
         timeout_s = min(
-            rto * (2 ** (tries - 1)),
+            rto,
             self.limits.max_timeout_s,
-            max(0.05, self.limits.total_budget_s - (self.now - self.started)),
+            max(0.05, self.limits.resolution_budget_s - (self.now - self.started)),
         )
         self._token += 1
         self.queries_sent += 1
@@ -694,8 +697,8 @@ class Resolution:
     def _check_budget(self) -> None:
         if self.queries_sent >= self.limits.max_upstream_queries:
             raise _OutOfBudget(f"more than {self.limits.max_upstream_queries} upstream queries")
-        if self.now - self.started >= self.limits.total_budget_s:
-            raise _OutOfBudget(f"no answer within {self.limits.total_budget_s:g} s")
+        if self.now - self.started >= self.limits.resolution_budget_s:
+            raise _OutOfBudget(f"no answer within {self.limits.resolution_budget_s:g} s")
 
     # -- caching ------------------------------------------------------------------
 
@@ -705,7 +708,7 @@ class Resolution:
         kind = classified.kind
         answer_rank = Rank.AUTHORITATIVE_ANSWER if reply.aa else Rank.ANSWER
         for rrset in _rrsets(classified.answer):
-            self.cache.store_rrset(rrset, answer_rank)
+            self.cache.store_rrset(self._within_delegation(rrset), answer_rank)
         if kind is ResponseKind.REFERRAL and classified.delegation is not None:
             zone = classified.delegation.zone
             ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
@@ -730,13 +733,32 @@ class Resolution:
             ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and reply.aa
                       and names.is_subdomain(question.name, rr.name)
                       and names.is_subdomain(rr.name, cut.zone)]
+            ns_ttl: int | None = None
             for rrset in _rrsets(ns_set):
-                self.cache.store_rrset(rrset, Rank.AUTHORITATIVE_AUTHORITY)
-            targets = {rr.target for rr in (*ns_set, *classified.answer) if rr.rtype == RRType.NS}
+                clamped = self._within_delegation(rrset)
+                ns_ttl = clamped[0].ttl
+                self.cache.store_rrset(clamped, Rank.AUTHORITATIVE_AUTHORITY)
+            answer_ns = [rr for rr in classified.answer if rr.rtype == RRType.NS]
+            if answer_ns:
+                ns_ttl = self._within_delegation(answer_ns)[0].ttl
+            targets = {rr.target for rr in (*ns_set, *answer_ns)}
             extra = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
                      and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
             for rrset in _rrsets(extra):
+                if ns_ttl is not None:  # glue lives no longer than the NS set it serves
+                    rrset = [rr.with_ttl(min(rr.ttl, ns_ttl)) for rr in rrset]
                 self.cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+    def _within_delegation(self, rrset: list[Record]) -> list[Record]:
+        """A child's NS set may not outlive the parent's delegation still in the cache
+        (ghost domains, Unbound CVE-2022-30698/30699): clamp its TTL to what is left."""
+        if not rrset or rrset[0].rtype != RRType.NS:
+            return rrset
+        cached = self.cache.rrset(rrset[0].name, RRType.NS)
+        if not cached:
+            return rrset
+        limit = cached[0].ttl
+        return [rr.with_ttl(min(rr.ttl, limit)) for rr in rrset]
 
 
 @dataclass(frozen=True, slots=True)

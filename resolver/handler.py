@@ -362,10 +362,9 @@ def _servfail_for(wire: bytes) -> bytes | None:
 
 
 def _ede(reason: str) -> bytes:
-    code = EDE_NO_REACHABLE_AUTHORITY if (
-        "timeout" in reason or "reached" in reason or "no server" in reason
-        or "no more servers" in reason
-    ) else EDE_OTHER
+    unreachable = ("timeout", "reached", "reachable", "no server", "no more servers",
+                   "no answer within")
+    code = EDE_NO_REACHABLE_AUTHORITY if any(w in reason for w in unreachable) else EDE_OTHER
     return struct.pack("!H", code) + reason.encode("utf-8", "replace")[:200]
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 UNKNOWN_RTT_S = 0.376
 #: Servers this close to the fastest are equally good (Unbound's 400 ms band).
 RTT_BAND_S = 0.400
+#: Longest remembered back-off (the per-try timeout itself is capped by Limits.max_timeout_s).
+MAX_BACKOFF_S = 12.0
 #: Timeouts in a row after which a server is considered down (Unbound TIMEOUT_COUNT_MAX 3).
 DOWN_AFTER_TIMEOUTS = 3
 #: How long "down" and "lame" are remembered (Unbound infra-host-ttl 900 s).
@@ -27,6 +29,9 @@ _PENALTY_S = 1000.0
 class _ServerState:
     srtt_s: float | None = None
     rttvar_s: float = 0.0
+    #: After timeouts: the backed-off retransmission timeout (RFC 6298 §5.5), doubled
+    #: per timeout until a reply resets it.
+    backoff_s: float | None = None
     timeouts_in_row: int = 0
     down_until: float = 0.0
     lame_zones: dict[str, float] = field(default_factory=dict)
@@ -60,6 +65,8 @@ class ServerSelection:
             ipv6_down = ":" in address and self.ipv6_unreachable_until > now
             return UNKNOWN_RTT_S + (_PENALTY_S if ipv6_down else 0.0)
         score = state.srtt_s if state.srtt_s is not None else UNKNOWN_RTT_S
+        if state.backoff_s is not None:
+            score = max(score, state.backoff_s)
         if state.down_until > now:
             score += _PENALTY_S
         if state.lame_zones.get(zone, 0.0) > now:
@@ -83,6 +90,8 @@ class ServerSelection:
     def timeout_for(self, address: str, *, first_s: float, max_s: float) -> float:
         """Retransmission timeout: srtt + 4*rttvar (RFC 6298 §2), within bounds."""
         state = self._servers.get(address)
+        if state is not None and state.backoff_s is not None:
+            return min(state.backoff_s, max_s)
         if state is None or state.srtt_s is None:
             return first_s
         rto = state.srtt_s + 4 * state.rttvar_s
@@ -97,11 +106,12 @@ class ServerSelection:
             state.srtt_s = 0.875 * state.srtt_s + 0.125 * rtt_s
         state.timeouts_in_row = 0
         state.down_until = 0.0
+        state.backoff_s = None
 
     def record_timeout(self, address: str, timeout_s: float, now: float) -> None:
         state = self._state(address)
         state.timeouts_in_row += 1
-        state.srtt_s = max(state.srtt_s or 0.0, timeout_s)
+        state.backoff_s = min(2 * max(timeout_s, state.backoff_s or 0.0), MAX_BACKOFF_S)
         if state.timeouts_in_row >= DOWN_AFTER_TIMEOUTS:
             state.down_until = now + MEMORY_S
 

@@ -266,8 +266,14 @@ class ResolverService:
             return await self._run_safely(question, observer)
         # The resolution is a task of its own: a client that goes away (a TCP reset
         # cancels its handler) neither strands the waiters nor loses the result for
-        # the cache (reliability.md (b) row 45).
-        return await asyncio.shield(self._shared(question))
+        # the cache (reliability.md (b) row 45); nor does a client that we stop waiting
+        # for at the client budget: the late answer is still cached.
+        budget = self.settings.limits.total_budget_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._shared(question)), budget)
+        except TimeoutError:
+            return Outcome(rcode=Rcode.SERVFAIL, reason=(
+                f"no answer within {budget:g} s: no reachable authority (still trying)"))
 
     async def _run_safely(
         self, question: Question, observer: Callable[[TraceEvent], None] | None

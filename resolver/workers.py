@@ -63,18 +63,19 @@ class FastListener(Listener):
     def _on_datagram(
         self, data: bytes, addr: tuple[str | int, ...], endpoint: asyncio.DatagramTransport
     ) -> None:
-        try:
-            reply = self._from_cache(data, str(addr[0]))
-        except Exception:  # never let the fast path cost a query: the full path will answer
-            log.debug("answer cache lookup failed", exc_info=True)
-            reply = None
+        reply = None
+        if not self._closing:  # once stopping, the listener's own rule (drop) applies
+            try:
+                reply = self._from_cache(data, str(addr[0]))
+            except Exception:  # never let the fast path cost a query: the full path answers
+                log.debug("answer cache lookup failed", exc_info=True)
         if reply is None:
             super()._on_datagram(data, addr, endpoint)
             return
         self.udp_received += 1
         try:
             endpoint.sendto(reply, addr)
-        except (OSError, ValueError, TypeError) as exc:
+        except Exception as exc:  # a closing or failing endpoint: the client will retry
             log.debug("cached reply not sent: %r", exc)
 
 

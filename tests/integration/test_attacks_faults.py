@@ -76,8 +76,9 @@ def test_one_of_three_servers_black_holed_is_answered_and_later_avoided(tmp_path
 
 def test_all_servers_black_holed_servfail_within_budget(tmp_path: Path) -> None:
     """Every name server black-holed: SERVFAIL with EDE 22 "No Reachable Authority" within
-    4 s + 2 s slack, at most max_sends_per_name (32) upstream packets, and a stub's retry
-    within the failure TTL (1 s, RFC 9520) sends nothing upstream."""
+    4 s + 2 s slack; a stub's retry starts no second resolution; the whole resolution
+    sends at most max_sends_per_name (32) packets; and once it is over, a retry within the
+    failure TTL (1 s, RFC 9520) sends nothing upstream."""
     holes = [FakeAuth(a, default=drop()) for a in ("127.73.1.1", "127.73.1.2")]
     root = root_server(ROOT, "dead NS ns1.dead", "dead NS ns2.dead",
                        "ns1.dead A 127.73.1.1", "ns2.dead A 127.73.1.2")
@@ -86,17 +87,25 @@ def test_all_servers_black_holed_servfail_within_budget(tmp_path: Path) -> None:
         started = time.monotonic()
         reply = resolver.ask("www.dead.test")
         elapsed = time.monotonic() - started
-        cost = net.total() - before
+        resolutions = resolver.metrics()["resolver_resolutions_total"]
         retry = resolver.ask("www.dead.test")
-        retry_cost = net.total() - before - cost
-    print(f"all black-holed: SERVFAIL after {elapsed:.2f} s, {cost} upstream packets, "
-          f"retry: {retry_cost}, EDE {ede_codes(reply)}")
+        assert resolver.metrics()["resolver_resolutions_total"] == resolutions
+        resolver.wait_idle()
+        resolution_s = time.monotonic() - started
+        cost = net.total() - before
+        at_holes = sum(h.count() for h in holes)
+        after = resolver.ask("www.dead.test")
+        after_cost = net.total() - before - cost
+    print(f"all black-holed: SERVFAIL after {elapsed:.2f} s (EDE {ede_codes(reply)}), the "
+          f"resolution went on until {resolution_s:.2f} s: {cost} upstream packets "
+          f"({at_holes} to the dead servers); a retry after it: {after_cost}")
     assert reply.header.rcode == Rcode.SERVFAIL
     assert EDE_NO_REACHABLE_AUTHORITY in ede_codes(reply)
     assert elapsed <= BUDGET_S
-    assert cost <= LIMITS.max_sends_per_name
     assert retry.header.rcode == Rcode.SERVFAIL
-    assert retry_cost == 0
+    assert cost <= LIMITS.max_sends_per_name
+    assert after.header.rcode == Rcode.SERVFAIL
+    assert after_cost == 0
 
 
 def test_tcp_only_server_is_resolved_over_tcp(tmp_path: Path) -> None:
@@ -259,15 +268,10 @@ def test_all_servers_lame_servfail_and_lameness_is_not_cached_as_data(tmp_path: 
     assert addresses(fixed) == ["192.0.2.160"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an authority that always answers after 2.5 s is never resolved: each try waits at "
-    "most Limits.max_timeout_s (1.5 s) and the socket is closed at the timeout, so the late "
-    "answer is neither taken nor cached; later queries fail the same way (design (d) wants "
-    "the late answer cached)"))
-def test_slow_authority_gets_servfail_within_budget_and_its_late_answer_is_cached(
+def test_slow_authority_gets_an_answer_or_servfail_within_budget_and_is_cached(
         tmp_path: Path) -> None:
-    """An authority that answers every query after 2.5 s: the client gets SERVFAIL within
-    the budget (not a hang), and the late answer is cached for the next client."""
+    """An authority that answers every query after 2.5 s: the client hears within the
+    budget (the answer, or SERVFAIL), and the late answer is cached for the next client."""
     slow = FakeAuth("127.73.0.17", default=delay(2.5, from_zones()), zones={
         "slow.test": zone("slow.test", "ns1 A 127.73.0.17", "www A 192.0.2.190")})
     root = root_server(ROOT, "slow NS ns1.slow", "ns1.slow A 127.73.0.17")
@@ -275,13 +279,17 @@ def test_slow_authority_gets_servfail_within_budget_and_its_late_answer_is_cache
         started = time.monotonic()
         first = resolver.ask("www.slow.test")
         elapsed = time.monotonic() - started
-        print(f"slow authority: {Rcode(first.header.rcode).name} after {elapsed:.2f} s, "
-              f"{slow.count()} queries")
-        assert first.header.rcode == Rcode.SERVFAIL
-        assert elapsed <= BUDGET_S
-        time.sleep(1.5)  # the late replies have arrived and the failure TTL is over
+        resolver.wait_idle()
+        time.sleep(1.1)  # past the failure TTL, should the first client have had SERVFAIL
+        sent = slow.count("www.slow.test")
         later = resolver.ask("www.slow.test")
+        later_cost = slow.count("www.slow.test") - sent
+    print(f"slow authority (2.5 s): {Rcode(first.header.rcode).name} after {elapsed:.2f} s, "
+          f"{sent} queries; the next client: {addresses(later)} with {later_cost} more")
+    assert first.header.rcode in (Rcode.NOERROR, Rcode.SERVFAIL)
+    assert elapsed <= BUDGET_S
     assert addresses(later) == ["192.0.2.190"]
+    assert later_cost == 0
 
 
 def test_cached_answers_keep_flowing_while_queries_are_stuck_on_a_black_hole(

@@ -189,10 +189,6 @@ def test_own_listen_address_in_glue_is_never_queried(tmp_path: Path) -> None:
     assert self_server.count() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with loopback root hints (a lab), glue 0.0.0.0 is queried: the engine lifts "
-    "do-not-query-localhost for 0.0.0.0/8 as well as for 127/8 (engine._unusable), and a "
-    "packet to 0.0.0.0 reaches this host's 127.0.0.1: a query to ourselves"))
 def test_unspecified_address_in_glue_is_never_queried(tmp_path: Path) -> None:
     """Glue 0.0.0.0 is never a server (RFC 1122 §3.2.1.3): SERVFAIL, nothing sent (on Linux
     a packet to 0.0.0.0 arrives at 127.0.0.1, where the resolver itself listens)."""

@@ -26,8 +26,10 @@ id, EDNS size), so a test can count upstream queries per name, type and transpor
 Servers run inside a test's own event loop (`async with FakeAuth(...)`, `start_all`), or
 in a background thread with a loop of its own (`FakeNet`), for a resolver subprocess.
 `ScriptedNetwork` delivers queries to the same scripts without sockets, for engine tests
-with a fake clock. At the end, a minimal stub client (`ask`) queries the resolver under
-test. Everything stops by itself: `FakeNet` ends its loop after `lifetime_s` at the most.
+with a fake clock. `root_server` and `zone` write the zone files of a small fake internet;
+`resolver_against(net, dir)` starts `resolver serve` on it (loopback only) and `ask` is a
+minimal stub client. Everything stops by itself: `FakeNet` ends its loop after
+`lifetime_s` at the most.
 """
 
 from __future__ import annotations
@@ -747,6 +749,16 @@ class ResolverUnderTest:
 
     def ask(self, name: str, qtype: str = "A", **options: Any) -> Any:
         return ask(self.ip, self.port, name, qtype, **options)
+
+    def wait_idle(self, timeout_s: float = 15.0) -> float:
+        """Wait until no resolution is under way (a client may have been answered SERVFAIL
+        while its resolution goes on, for the cache); returns the seconds waited."""
+        started = time.monotonic()
+        while self.metrics().get("resolver_in_flight_resolutions", 0.0) > 0:
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"resolutions still under way after {timeout_s} s")
+            time.sleep(0.05)
+        return time.monotonic() - started
 
     def metrics(self) -> dict[str, float]:
         """The resolver's Prometheus counters (label sets summed per name)."""

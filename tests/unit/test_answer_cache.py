@@ -319,6 +319,18 @@ def test_answer_cache_is_bounded_and_keeps_entries_in_use() -> None:
     assert answers.evicted == 2
 
 
+def test_answer_cache_evicts_the_oldest_in_batches_and_stays_bounded() -> None:
+    """A large cache evicts 1/64 of its bound at a time, oldest first, never exceeding it."""
+    answers = AnswerCache(clock=FakeClock(), max_entries=128)
+    wires = [query(f"n{i}.example.") for i in range(200)]
+    for wire in wires:
+        store_a(answers, wire)
+        assert len(answers) <= 128
+    assert answers.lookup(wires[0]) is None
+    assert answers.lookup(wires[-1]) is not None
+    assert answers.evicted == 200 - len(answers)
+
+
 def test_answer_cache_cleared_when_the_record_cache_is_flushed() -> None:
     """A flush of the record cache empties the answer cache built on it."""
     clock = FakeClock()
@@ -395,3 +407,60 @@ def test_answer_cache_hits_only_what_the_strict_scanner_accepts(
                 pytest.fail(f"hit for a query the scanner refuses: {exc}")
             assert scanned.opcode == 0 and scanned.flags & RD
             assert scanned.edns is None or scanned.edns.version == 0
+
+
+# --- the UDP fast path in the listener --------------------------------------------------------
+
+
+class FakeEndpoint:
+    """Records what the listener sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_fast_listener_answers_a_hit_in_the_datagram_callback(setup: Setup) -> None:
+    """A hit is sent at once, with no task; a miss is left to the listener's usual path."""
+    from resolver.workers import FastListener
+
+    setup.ask(query())
+    listener = FastListener(setup.handler, [("127.0.0.1", 0)])
+    endpoint = FakeEndpoint()
+    listener._on_datagram(query(qid=0x0102), ("127.0.0.1", 40000), endpoint)  # type: ignore[arg-type]
+    sent = [(data[:2], addr) for data, addr in endpoint.sent]
+    assert sent == [(b"\x01\x02", ("127.0.0.1", 40000))]
+    assert listener.udp_received == 1 and not listener._udp_tasks
+
+    async def miss() -> int:
+        listener._on_datagram(query("www.ibm.com."), ("127.0.0.1", 40000), endpoint)  # type: ignore[arg-type]
+        pending = len(listener._udp_tasks)
+        await asyncio.gather(*listener._udp_tasks)
+        return pending
+
+    assert asyncio.run(miss()) == 1  # the miss went through a task and the full handler
+    assert len(endpoint.sent) == 2
+
+
+def test_fast_listener_survives_a_failing_fast_path(setup: Setup) -> None:
+    """An exception in the fast path costs nothing: the full path answers the query."""
+    from resolver.workers import FastListener
+
+    def broken(wire: bytes, client_ip: str) -> bytes | None:
+        raise RuntimeError("boom")
+
+    listener = FastListener(setup.handler, [("127.0.0.1", 0)])
+    listener._from_cache = broken
+    endpoint = FakeEndpoint()
+
+    async def run() -> None:
+        listener._on_datagram(query(), ("127.0.0.1", 40000), endpoint)  # type: ignore[arg-type]
+        await asyncio.gather(*listener._udp_tasks)
+
+    asyncio.run(run())
+    assert len(endpoint.sent) == 1 and endpoint.sent[0][0][3] & 0xF == 0
