@@ -183,7 +183,8 @@ class RecordCache:
             return False
         now = self._timer()
         entry = _NegativeEntry(
-            rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now, expires_at=now + ttl
+            rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now,
+            expires_at=now + ttl,
         )
         # The SOA is an RRset of its own too: a later negative answer from the same zone
         # refreshes it, and every negative entry of the zone shows the fresh one (as the
@@ -351,7 +352,8 @@ class RecordCache:
             key
             for key in list(self._entries.keys())
             if _key_name(key) is not None
-            and (_key_name(key) == name or (subtree and names.is_subdomain(str(_key_name(key)), name)))
+            and (_key_name(key) == name
+                 or (subtree and names.is_subdomain(str(_key_name(key)), name)))
             and (rtype is None or _key_type(key) == rtype)
         ]
         for key in doomed:
@@ -367,7 +369,7 @@ class RecordCache:
         NXDOMAIN, which covers every type, is listed for any `rtype`).
         """
         for key in list(self._entries.keys()):
-            if key[0] == "negsoa" or name is not None and _key_name(key) != name:
+            if key[0] == "negsoa" or (name is not None and _key_name(key) != name):
                 continue
             if rtype is not None and _key_type(key) not in (None, rtype):
                 continue

@@ -16,7 +16,6 @@ from resolver import names
 from resolver.delegation import Delegation, delegation_from_records
 from resolver.wire import Message, Question, Rcode, Record, RRType
 
-
 #: Why an entirely empty reply is set aside: kept as a bare NODATA if no server does better.
 EMPTY_REPLY = "empty reply"
 
@@ -243,7 +242,8 @@ def _negative_soa(reply: Message, zone: str, question: Question, target: str) ->
 def _referral(
     reply: Message, zone: str, qname: str, dropped: list[tuple[str, str]], *, harden_glue: bool
 ) -> Delegation | None:
-    """A delegation to a zone strictly below `zone` and at or above `qname`, with in-bailiwick glue."""
+    """A delegation to a zone strictly below `zone` and at or above `qname`, with glue from
+    within the bailiwick."""
     ns_records = [rr for rr in reply.authority if rr.rtype == RRType.NS]
     if not ns_records or (reply.answer and reply.aa):
         return None

@@ -64,7 +64,8 @@ class CacheSettings:
     min_ttl_s: int = 0  # cache-min-ttl
     max_negative_ttl_s: int = 3_600  # cache-max-negative-ttl
     min_negative_ttl_s: int = 0  # cache-min-negative-ttl
-    #: How long a resolution failure is remembered (RFC 9520 §3.2: at least 1 s; BIND servfail-ttl 1).
+    #: How long a resolution failure is remembered (RFC 9520 §3.2: at least 1 s;
+    #: BIND servfail-ttl 1).
     failure_ttl_s: int = 1
     #: Serve expired data when resolution fails or is slow (RFC 8767; BIND stale-answer-enable).
     stale_answer_enable: bool = False

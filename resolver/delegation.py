@@ -79,9 +79,9 @@ def delegation_from_records(
             ttl = rr.ttl if not ttl else min(ttl, rr.ttl)
     addresses: dict[str, list[str]] = {name: [] for name in ns_names}
     for rr in records:
-        if rr.rtype in (RRType.A, RRType.AAAA) and rr.name in addresses:
-            if rr.address not in addresses[rr.name]:
-                addresses[rr.name].append(rr.address)
+        known = addresses.get(rr.name)
+        if rr.rtype in (RRType.A, RRType.AAAA) and known is not None and rr.address not in known:
+            known.append(rr.address)
     servers = tuple(NameServer(name, tuple(addresses[name])) for name in ns_names)
     return Delegation(zone=zone, servers=servers, source=source, ttl=ttl)
 

@@ -175,7 +175,8 @@ class Resolution:
 
     def _emit(self, event_type: type[TraceEvent], depth: int, **fields: object) -> None:
         if self._observer is not None:
-            self._observer(event_type(depth=depth, at_s=round(self.now - self.started, 6), **fields))
+            at_s = round(self.now - self.started, 6)
+            self._observer(event_type(depth=depth, at_s=at_s, **fields))
 
     # -- the algorithm ------------------------------------------------------------
 
@@ -259,7 +260,8 @@ class Resolution:
                 return Classified(kind=ResponseKind.CNAME, answer=cname, target=cname[0].target)
         negative = self.cache.negative(question)
         if negative is not None:
-            kind = ResponseKind.NXDOMAIN if negative.rcode == Rcode.NXDOMAIN else ResponseKind.NODATA
+            nxdomain = negative.rcode == Rcode.NXDOMAIN
+            kind = ResponseKind.NXDOMAIN if nxdomain else ResponseKind.NODATA
             ttl = negative.soa.ttl if negative.soa else 0
             self._cache_event(question, depth, kind.value, ttl)
             return Classified(kind=kind, soa=negative.soa)
@@ -541,11 +543,13 @@ class Resolution:
             return Failure("no forwarder answered")
         pending = [ns for ns in attempts.servers if ns.name not in attempts.looked_up
                    and not any(not self._unusable(a) for a in ns.addresses)]
-        pending = pending[: max(0, self.limits.max_ns_names_per_delegation - len(attempts.looked_up))]
+        allowed = self.limits.max_ns_names_per_delegation - len(attempts.looked_up)
+        pending = pending[: max(0, allowed)]
         if not pending:
             return Failure(f"no more servers to try for {cut.zone}")
         if depth + 1 > self.limits.max_dependency_depth:
-            return Failure(f"name-server lookups nested deeper than {self.limits.max_dependency_depth}")
+            deepest = self.limits.max_dependency_depth
+            return Failure(f"name-server lookups nested deeper than {deepest}")
         # Prefer names outside the zone: names inside need glue that was not given.
         pending.sort(key=lambda ns: names.is_subdomain(ns.name, cut.zone))
         ns = pending[0]
@@ -820,16 +824,16 @@ def _from_child_side(question: Question, classified: Classified) -> bool:
     """A DS answer that speaks for the zone named by the question: the child's view."""
     if classified.kind in (ResponseKind.NODATA, ResponseKind.NXDOMAIN):
         return classified.soa is not None and classified.soa.name == question.name
-    if classified.kind is ResponseKind.CNAME:
-        return True  # no DS owner is an alias at the parent; the child answered
-    return False
+    # No DS owner is an alias at the parent: a CNAME means the child answered.
+    return classified.kind is ResponseKind.CNAME
 
 
 def _glue_answering(question: Question, delegation: Delegation, reply: Message) -> list[Record]:
     """Address records in a referral's glue that answer `question` itself."""
     if question.rtype not in (RRType.A, RRType.AAAA) or question.name not in delegation.names():
         return []
-    return [rr for rr in reply.additional if rr.name == question.name and rr.rtype == question.rtype]
+    return [rr for rr in reply.additional
+            if rr.name == question.name and rr.rtype == question.rtype]
 
 
 def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: float) -> str:

@@ -163,7 +163,9 @@ class Record:
         return int(self.rdata.times[4])
 
     def to_text(self) -> str:
-        return f"{self.name}\t{self.ttl}\t{_class_name(self.rclass)}\t{type_name(self.rtype)}\t{self.rdata_text}"
+        fields = (self.name, str(self.ttl), _class_name(self.rclass), type_name(self.rtype),
+                  self.rdata_text)
+        return "\t".join(fields)
 
     @property
     def rdata_text(self) -> str:
@@ -370,7 +372,8 @@ def make_query(
     out = struct.pack("!HHHHHH", query_id, flags, 1, 0, 0, arcount)
     out += _name_wire(question.name) + struct.pack("!HH", question.rtype, question.rclass)
     if edns_udp_size is not None:
-        out += b"\x00" + struct.pack("!HHIH", RRType.OPT, edns_udp_size, 0x8000 if dnssec_ok else 0, 0)
+        do_bit = 0x8000 if dnssec_ok else 0
+        out += b"\x00" + struct.pack("!HHIH", RRType.OPT, edns_udp_size, do_bit, 0)
     return out
 
 

@@ -44,7 +44,9 @@ def _free_port(ip: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port found")
 
 
-def _wait_for_udp_dns(ip: str, port: int, proc: subprocess.Popen[str], timeout_s: float = 10.0) -> None:
+def _wait_for_udp_dns(
+    ip: str, port: int, proc: subprocess.Popen[str], timeout_s: float = 10.0
+) -> None:
     """Wait until something answers a DNS query on ip:port (any rcode)."""
     query = bytes.fromhex("abcd01000001000000000000") + b"\x00\x00\x02\x00\x01"  # ". NS"
     deadline = time.monotonic() + timeout_s

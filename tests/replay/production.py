@@ -80,7 +80,9 @@ class ReplayedResolver:
         # refreshes after a stale answer) waits for run_background().
         self.app.service.defer_background = True
 
-    def handle(self, wire: bytes, *, tcp: bool = False, client_ip: str = "127.0.0.1") -> bytes | None:
+    def handle(
+        self, wire: bytes, *, tcp: bool = False, client_ip: str = "127.0.0.1"
+    ) -> bytes | None:
         client = Client(ip=client_ip, port=53000, transport=Transport.TCP if tcp else Transport.UDP)
         return asyncio.run(self.app.handler.handle(wire, client))
 
@@ -89,5 +91,7 @@ class ReplayedResolver:
         asyncio.run(self.app.service.run_background())
 
 
-def make_resolver(cfg: ReplayConfig, transport: ScriptedTransport, clock: FakeClock) -> ResolverUnderTest:
+def make_resolver(
+    cfg: ReplayConfig, transport: ScriptedTransport, clock: FakeClock
+) -> ResolverUnderTest:
     return ReplayedResolver(cfg, transport, clock)

@@ -806,7 +806,8 @@ def test_engine_exactly_max_referrals_is_allowed() -> None:
 
 def test_engine_upstream_query_budget_is_enforced() -> None:
     """With max_upstream_queries=3 a lookup needing four queries is SERVFAIL after three."""
-    lab_ = lab(settings=EngineSettings(qname_minimisation=False, limits=Limits(max_upstream_queries=3)))
+    lab_ = lab(settings=EngineSettings(qname_minimisation=False,
+                                       limits=Limits(max_upstream_queries=3)))
     outcome = lab_.resolve("www.networkutopia.com.")
     assert outcome.rcode == Rcode.SERVFAIL
     assert outcome.queries_sent == 3 and lab_.total() == 3

@@ -59,8 +59,9 @@ def test_caps_for_id_off_sends_lower_case_names() -> None:
 
 def test_ipv6_servers_are_demoted_after_network_unreachable() -> None:
     """Once an IPv6 server fails with "network unreachable", IPv4 servers are chosen first."""
-    from resolver.selection import Candidate, ServerSelection
     import random
+
+    from resolver.selection import Candidate, ServerSelection
 
     selection = ServerSelection()
     v4, v6 = Candidate("ns.", "192.0.2.1"), Candidate("ns.", "2001:db8::1")

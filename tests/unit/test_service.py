@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from resolver.events import Outcome, TraceEvent
 from resolver.network import ServerAddress, Transport
 from resolver.service import ResolverService
