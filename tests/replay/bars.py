@@ -17,7 +17,8 @@ from tests.replay.runner import ScenarioFailure, run_scenario
 _BAR1_DECKARD = """iter_badraw iter_cname_badauth iter_cname_cache iter_cname_nx iter_cycle
 iter_cycle_noh iter_dname_insec iter_domain_sale iter_domain_sale_nschange iter_donotq127
 iter_ds_locate_ns iter_ds_locate_ns_nosoa iter_escape_bailiwick iter_hint_lame iter_lame_aaaa
-iter_lame_noaa iter_lame_nosoa iter_lame_root iter_lamescrub iter_mod iter_ns_badaa iter_ns_noglue iter_ns_spoof
+iter_lame_noaa iter_lame_nosoa iter_lame_root iter_lamescrub iter_mod iter_ns_badaa
+iter_ns_noglue iter_ns_spoof
 iter_pc_a iter_pc_aaaa iter_pcdirect iter_pcname iter_pcnamech iter_pcnamechrec iter_pcttl
 iter_reclame_one iter_reclame_two iter_resolve iter_tcbit iter_unexpectedrrtype val_adcopy"""
 _BAR1_UNBOUND = """iter_auth_tc iter_class_mixreferral iter_cname_cache iter_cname_nx iter_cycle
