@@ -24,6 +24,8 @@ class AclAction(enum.Enum):
     """What happens to a query from a matching client."""
 
     ALLOW = "allow"  #: resolve it
+    #: resolve it, and answer queries with RD=0 from the cache alone (Unbound allow_snoop)
+    ALLOW_SNOOP = "allow_snoop"
     REFUSE = "refuse"  #: reply REFUSED (RFC 1035 §4.1.1), cheap and polite
     DENY = "deny"  #: no reply at all; the client times out
 

@@ -118,8 +118,12 @@ class Resolution:
         rng: random.Random,
         now: float,
         observer: Callable[[TraceEvent], None] | None = None,
+        cache_only: bool = False,
     ) -> None:
         self.question = question
+        #: Answer from the cache alone, a referral to the closest known cut on a miss
+        #: (RD=0 queries from clients allowed to snoop, Unbound allow_snoop).
+        self.cache_only = cache_only
         self.settings = settings
         self.limits = settings.limits
         self.cache = state.cache
@@ -217,7 +221,14 @@ class Resolution:
         seen = {question.name}
         for _ in range(self.limits.max_cname_chain + 1):
             cached = self._from_cache(current, depth)
-            result = cached if cached is not None else (yield from self._iterate(current, depth))
+            if cached is None and self.cache_only:
+                return self._referral_from_cache(current, chain)
+            if cached is not None:
+                result: Classified | Failure = cached
+            else:
+                result = yield from self._iterate(current, depth)
+                if isinstance(result, Classified):  # fresh data, as the cache will keep it
+                    result = replace(result, answer=self._clamped(result.answer))
             if isinstance(result, Failure):
                 self.cache.store_failure(question, result.reason)
                 return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=result.reason)
@@ -230,7 +241,13 @@ class Resolution:
                 rcode = Rcode.NXDOMAIN if result.kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
                 # RFC 2308 §3: the SOA of a negative answer lives for min(TTL, MINIMUM).
                 soa = result.soa
-                authority = (soa.with_ttl(min(soa.ttl, soa.soa_minimum)),) if soa else ()
+                authority: tuple[Record, ...] = ()
+                if soa is not None:
+                    settings = self.cache.settings
+                    ttl = min(soa.ttl, soa.soa_minimum, settings.max_negative_ttl_s)
+                    if cached is None:  # fresh: as the cache keeps it (cache-min-negative-ttl)
+                        ttl = max(ttl, settings.min_negative_ttl_s)
+                    authority = (soa.with_ttl(ttl),)
                 return Outcome(rcode=rcode, answer=tuple(chain), authority=authority)
             assert result.target is not None
             if result.target in seen:
@@ -242,6 +259,24 @@ class Resolution:
             current = Question(result.target, question.rtype, question.rclass)
         reason = f"CNAME chain longer than {self.limits.max_cname_chain}"
         return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=reason)
+
+    def _referral_from_cache(self, question: Question, chain: list[Record]) -> Outcome:
+        """What the cache knows of the way to `question`: the closest cached zone cut."""
+        cut = self.cache.closest_delegation(question.name)
+        if cut is None:
+            return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain))
+        ns_set = self.cache.rrset(cut.zone, RRType.NS) or ()
+        glue = tuple(rr for ns in cut.servers for rtype in (RRType.A, RRType.AAAA)
+                     for rr in self.cache.rrset(ns.name, rtype) or ())
+        return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain), authority=ns_set,
+                       additional=glue)
+
+    def _clamped(self, records: tuple[Record, ...]) -> tuple[Record, ...]:
+        """Answer TTLs as the cache would keep them (cache-min-ttl, cache-max-ttl), so the
+        first answer and the cached ones agree."""
+        low, high = self.cache.settings.min_ttl_s, self.cache.settings.max_ttl_s
+        return tuple(rr if low <= rr.ttl <= high else rr.with_ttl(max(low, min(rr.ttl, high)))
+                     for rr in records)
 
     def _from_cache(self, question: Question, depth: int) -> Classified | None:
         """A cached answer, CNAME or negative answer for `question`, if live."""

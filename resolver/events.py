@@ -33,6 +33,8 @@ class Outcome:
     rcode: Rcode
     answer: tuple[Record, ...] = ()
     authority: tuple[Record, ...] = ()
+    #: Addresses of the name servers in `authority` (a referral from the cache).
+    additional: tuple[Record, ...] = ()
     #: Why a SERVFAIL happened, in words, for logs and extended errors.
     reason: str = ""
     #: Upstream queries this resolution sent.

@@ -161,8 +161,8 @@ class QueryHandler:
         if self.ratelimit is not None and not self.ratelimit.allow(client.ip):
             self._drop("ip-ratelimit")  # no reply: even REFUSED would feed a reflection
             return None
-        if action is AclAction.ALLOW:
-            return await self._handle(wire, client)
+        if action in (AclAction.ALLOW, AclAction.ALLOW_SNOOP):
+            return await self._handle(wire, client, snoop=action is AclAction.ALLOW_SNOOP)
         self.queries += 1
         if self.metrics is not None:
             self.metrics.refused_by_acl.inc()
@@ -199,7 +199,7 @@ class QueryHandler:
         query_log.info("query %s %s %s %s %s %.1fms", where, client.transport.value, name, qtype,
                        rcode, elapsed_s * 1000)
 
-    async def _handle(self, wire: bytes, client: Client) -> bytes | None:
+    async def _handle(self, wire: bytes, client: Client, *, snoop: bool = False) -> bytes | None:
         if len(wire) < 12 or wire[2] & 0x80:
             return None
         self.queries += 1
@@ -216,7 +216,8 @@ class QueryHandler:
             return self._count(_header_reply(wire, Rcode.BADVERS, with_opt=True))
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
         question = Question(query.qname, query.qtype, query.qclass)
-        rcode = _refusal(query)
+        recursion_desired = bool(query.flags & 0x0100)
+        rcode = _refusal(query, cache_only_allowed=snoop)
         if rcode is not None:  # a policy answer, not a recursive one: RA stays clear
             return self._count(
                 self._reply(wire, query, client, Outcome(rcode=rcode), recursion_available=False)
@@ -244,7 +245,7 @@ class QueryHandler:
             return None
         self._waiting[client.ip] = waiting + 1
         try:
-            outcome = await self.service.resolve(question)
+            outcome = await self.service.resolve(question, cache_only=not recursion_desired)
         finally:
             left = self._waiting.pop(client.ip) - 1
             if left:
@@ -293,6 +294,7 @@ class QueryHandler:
             question=Question(query.qname, query.qtype, query.qclass),
             answer=outcome.answer,
             authority=outcome.authority,
+            additional=outcome.additional,
             edns=edns,
         )
         max_size = _max_size(query, client)
@@ -309,14 +311,14 @@ class QueryHandler:
         return _with_client_case(data, query)
 
 
-def _refusal(query: ScannedMessage) -> Rcode | None:
+def _refusal(query: ScannedMessage, *, cache_only_allowed: bool = False) -> Rcode | None:
     qtype, qclass = query.qtype, query.qclass
     if qtype in _TYPES_FORMERR or (qtype is not None and 128 <= qtype <= 248):
         return Rcode.FORMERR
     if qtype in _TYPES_REFUSED or qclass != CLASS_IN:
         return Rcode.REFUSED
-    if not query.flags & 0x0100:  # RD=0: we only answer recursive queries
-        return Rcode.REFUSED
+    if not query.flags & 0x0100 and not cache_only_allowed:
+        return Rcode.REFUSED  # RD=0: only clients allowed to snoop get the cache's view
     return None
 
 

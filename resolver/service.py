@@ -83,13 +83,19 @@ class ResolverService:
         self.forward_first_fallbacks = 0
 
     async def resolve(
-        self, question: Question, *, observer: Callable[[TraceEvent], None] | None = None
+        self,
+        question: Question,
+        *,
+        observer: Callable[[TraceEvent], None] | None = None,
+        cache_only: bool = False,
     ) -> Outcome:
         """Resolve `question`: share identical resolutions, serve stale data, prefetch.
 
         A traced question (with an observer) always runs its own resolution and neither
         serves stale data nor prefetches, so the trace shows the real work.
         """
+        if cache_only:  # RD=0 from a client allowed to snoop: the cache's view, no upstream
+            return await self._run(question, observer, cache_only=True)
         if observer is not None:
             return await self._resolve_shared(question, observer)
         if self.state.cache.settings.stale_answer_enable:
@@ -286,7 +292,7 @@ class ResolverService:
 
     async def _run(
         self, question: Question, observer: Callable[[TraceEvent], None] | None,
-        *, state: SharedState | None = None,
+        *, state: SharedState | None = None, cache_only: bool = False,
     ) -> Outcome:
         self.resolutions += 1
         resolution = Resolution(
@@ -296,6 +302,7 @@ class ResolverService:
             rng=self.rng,
             now=self.clock(),
             observer=observer,
+            cache_only=cache_only,
         )
         outcome = await drive(resolution, self.network, self.clock)
         self.upstream_queries += outcome.queries_sent

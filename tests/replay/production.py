@@ -12,7 +12,7 @@ import random
 from dataclasses import replace
 
 from resolver.app import build
-from resolver.config import CacheSettings, EngineSettings, ServeConfig
+from resolver.config import CacheSettings, EngineSettings, ServeConfig, SystemSettings
 from resolver.delegation import Delegation, forwarders, parse_root_hints
 from resolver.listener import Client
 from resolver.network import ServerAddress, Transport
@@ -34,7 +34,11 @@ class ScriptedNetwork:
 
 class ReplayedResolver:
     def __init__(self, cfg: ReplayConfig, transport: ScriptedTransport, clock: FakeClock) -> None:
+        access = tuple(rule.strip() for rule in cfg.extra.get("access-control", "").split(";")
+                       if rule.strip())
         config = ServeConfig(
+            # Unbound's access-control lines as written (e.g. "127.0.0.1 allow_snoop").
+            system=SystemSettings(access_control=access),
             engine=EngineSettings(
                 do_ip4=cfg.do_ip4,
                 do_ip6=cfg.do_ip6,

@@ -206,7 +206,7 @@ _SERVER_INTS = {
 _IGNORED = {
     "target-fetch-policy", "iter-scrub-promiscuous", "harden-referral-path",
     "trust-anchor-signaling", "fake-sha1", "rrset-roundrobin", "aggressive-nsec",
-    "access-control", "verbosity", "val-log-level", "ede", "ede-serve-expired", "log-servfail",
+    "verbosity", "val-log-level", "ede", "ede-serve-expired", "log-servfail",
     "log-queries", "log-replies", "log-tag-queryreply", "log-local-actions", "directory",
 }
 
