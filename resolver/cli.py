@@ -235,7 +235,8 @@ def _system_options(f: F) -> F:
                           "(Unbound username)."),
         click.option("--access-control", multiple=True, metavar='"CIDR ACTION"',
                      callback=_checked(AclRule.parse),
-                     help="Who may recurse: ACTION is allow, deny (drop) or refuse (REFUSED); "
+                     help="Who may recurse: ACTION is allow, allow_snoop (also RD=0 from the "
+                          "cache), deny (drop) or refuse (REFUSED); "
                           "the most specific block wins (repeatable). Built in: 127.0.0.0/8 "
                           "and ::1 allow, everyone else refuse."),
         click.option("--local-zone", multiple=True, metavar='"NAME TYPE"',

@@ -138,7 +138,8 @@ class SystemSettings:
     wrote it (Unbound's names); `resolver.acl`, `resolver.local_zones`, `resolver.metrics` and
     `resolver.ratelimit` read it. The policy part is re-read on SIGHUP."""
 
-    #: "CIDR allow|deny|refuse" over the built-in loopback-only rules (access-control).
+    #: "CIDR allow|allow_snoop|deny|refuse" over the built-in loopback-only rules
+    #: (access-control).
     access_control: tuple[str, ...] = ()
     #: "NAME TYPE" (local-zone), e.g. "ads.example. always_nxdomain".
     local_zones: tuple[str, ...] = ()

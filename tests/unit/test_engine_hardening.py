@@ -131,3 +131,21 @@ def test_handler_drops_a_clients_queries_beyond_the_wait_limit(monkeypatch) -> N
     replies = asyncio.run(scenario())
     answered = [r is not None for r in replies]
     assert answered == [True, True, False, True]
+
+
+def test_cache_only_resolution_answers_from_the_cache_or_refers() -> None:
+    """RD=0 (allow_snoop): a cached name is answered, an uncached one gets a referral to
+    the closest cached zone cut, and nothing is sent upstream."""
+    clock = FakeClock()
+    network = LabNetwork(clock)
+    service = lab_service(clock, network)
+    asyncio.run(service.resolve(WWW))
+    sent = sum(network.received.values())
+    hit = asyncio.run(service.resolve(WWW, cache_only=True))
+    assert [rr.address for rr in hit.answer] == ["212.212.212.2"]
+    miss = asyncio.run(service.resolve(Question("mail.networkutopia.com.", RRType.A),
+                                       cache_only=True))
+    assert miss.rcode == Rcode.NOERROR and not miss.answer
+    assert {rr.name for rr in miss.authority} == {"networkutopia.com."}
+    assert [rr.address for rr in miss.additional] == ["127.212.212.1"]
+    assert sum(network.received.values()) == sent
