@@ -17,7 +17,9 @@ question is answered from the stored bytes after a short linear scan of the quer
   (0x20 clients compare them); every other octet comes from the stored reply.
 - TTLs count down: the offset of every TTL field is recorded when the reply is stored, and each
   is lowered by the whole seconds elapsed, counted as the record cache counts them. An entry
-  lives as long as its shortest TTL; a negative answer's SOA counts down like any record.
+  lives as long as its shortest TTL; a negative answer's SOA counts down like any record,
+  and a negative answer is retired as soon as the record cache holds a newer negative SOA
+  for its zone (so every negative answer of a zone shows the freshest SOA).
 - Only NOERROR and NXDOMAIN replies with at least one record and a positive TTL are stored;
   SERVFAIL never is (a failure is remembered, briefly, by the record cache).
 - UDP replies longer than the client accepts (512 without EDNS; its EDNS size, 512 to 1232,
@@ -79,7 +81,8 @@ _VARIANT_OCTET = tuple(bytes((v,)) for v in range(16))
 class _Entry:
     """One stored reply after its id, with the TTL fields to count down (kept small: RSS)."""
 
-    __slots__ = ("body", "expires_at", "floor", "left", "min_ttl", "opt_size", "ttl_fields", "used")
+    __slots__ = ("body", "expires_at", "floor", "left", "min_ttl", "opt_size", "stamp",
+                 "ttl_fields", "used", "zone")
 
     def __init__(
         self,
@@ -99,6 +102,10 @@ class _Entry:
         self.opt_size = opt_size  #: octets of the OPT record that ends `body` (0: none)
         self.floor = floor  #: the entry is dropped once its shortest TTL falls below this
         self.used = False  #: hit since the eviction hand last passed (second chance)
+        #: Negative answers: the zone of their SOA and the record cache's stamp of that
+        #: zone's negative SOA when stored; a newer one there retires this reply.
+        self.zone: str | None = None
+        self.stamp: float | None = None
 
     def render(self, left: int) -> None:
         """Rewrite the TTLs for `left` seconds left on the shortest one."""
@@ -128,8 +135,13 @@ class AnswerCache:
         clock: Callable[[], float],
         max_entries: int = DEFAULT_MAX_ENTRIES,
         refresh_fraction: float = 0.0,
+        negative_stamp: Callable[[str], float | None] | None = None,
     ) -> None:
         self._clock = clock
+        #: The record cache's stamp of a zone's latest negative SOA (RecordCache.
+        #: negative_soa_stamp): a negative answer shows the zone's freshest SOA, as the
+        #: record cache's own negative answers do (testbound ttl_msg).
+        self._negative_stamp = negative_stamp
         self.max_entries = max_entries
         #: With prefetch on, stop serving an entry once its shortest TTL is within this share
         #: of what it was stored with, so the query reaches the service, which refreshes it.
@@ -198,7 +210,11 @@ class AnswerCache:
         except IndexError:
             return None
         left = int(entry.expires_at - self._clock() + 1e-9)
-        if left < entry.floor:
+        if left < entry.floor or (
+            entry.zone is not None
+            and self._negative_stamp is not None
+            and self._negative_stamp(entry.zone) != entry.stamp
+        ):
             del self._entries[key]
             self.misses += 1
             return None
@@ -213,7 +229,10 @@ class AnswerCache:
             return data[:2] + body
         return data[:2] + body[:10] + question + body[10 + len(question) :]
 
-    def store(self, query: bytes, scanned: ScannedMessage, reply: bytes) -> bool:
+    def store(
+        self, query: bytes, scanned: ScannedMessage, reply: bytes, *,
+        negative_zone: str | None = None,
+    ) -> bool:
         """Remember `reply` (whole, never truncated) as the answer to `query`.
 
         `scanned` is the strict scanner's view of `query`. Returns False when the reply is not
@@ -249,6 +268,8 @@ class AnswerCache:
             opt_size=len(opt),
             floor=int(min_ttl * self.refresh_fraction) + 1,
         )
+        if negative_zone is not None and self._negative_stamp is not None:
+            entry.zone, entry.stamp = negative_zone, self._negative_stamp(negative_zone)
         key = question + _VARIANT_OCTET[variant]
         entries = self._entries
         if key not in entries and len(entries) >= self.max_entries:

@@ -104,6 +104,7 @@ def build(
         clock=clock,
         max_entries=config.cache.max_entries,
         refresh_fraction=PREFETCH_FRACTION if config.cache.prefetch else 0.0,
+        negative_stamp=state.cache.negative_soa_stamp,
     )
     state.cache.flush_listeners.append(answers.clear)
     handler = QueryHandler(service, loop_guard=loop_guard, answers=answers, metrics=metrics)

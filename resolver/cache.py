@@ -212,6 +212,11 @@ class RecordCache:
                 return found
         return None
 
+    def negative_soa_stamp(self, zone: str, rclass: int = 1) -> float | None:
+        """When the zone's latest negative SOA was stored (None: none live)."""
+        entry = self._entries.get(("negsoa", zone, rclass))
+        return entry.stored_at if isinstance(entry, _NegativeEntry) else None
+
     def _lowered(self, entry: _NegativeEntry) -> NegativeAnswer | None:
         left = self._ttl_left(entry.expires_at)
         if left <= 0:

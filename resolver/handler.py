@@ -303,7 +303,9 @@ class QueryHandler:
             # Store the whole reply (never a stale one: the next query must try to refresh);
             # the answer cache truncates per client when it serves it.
             data = encode(message)
-            self.answers.store(wire, query, data)
+            negative_zone = (outcome.authority[0].name if outcome.authority
+                             and outcome.authority[0].rtype == RRType.SOA else None)
+            self.answers.store(wire, query, data, negative_zone=negative_zone)
             if len(data) > max_size:
                 data = encode(message, max_size=max_size)
         else:

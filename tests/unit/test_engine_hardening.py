@@ -149,3 +149,23 @@ def test_cache_only_resolution_answers_from_the_cache_or_refers() -> None:
     assert {rr.name for rr in miss.authority} == {"networkutopia.com."}
     assert [rr.address for rr in miss.additional] == ["127.212.212.1"]
     assert sum(network.received.values()) == sent
+
+
+def test_answer_cache_retires_a_negative_answer_when_its_zone_soa_is_refreshed() -> None:
+    """A cached NXDOMAIN shows the zone's freshest SOA: after another negative answer of the
+    zone refreshes it, the stored reply bytes are no longer served (testbound ttl_msg)."""
+    from resolver.answer_cache import AnswerCache
+    from resolver.wire import Message, encode, make_query, parse_record
+    from resolver.wirecheck import scan_query
+
+    stamps = {"example.com.": 1.0}
+    answers = AnswerCache(clock=lambda: 100.0, negative_stamp=stamps.get)
+    question = Question("nx1.example.com.", RRType.A)
+    query = make_query(question, query_id=7, recursion_desired=True, edns_udp_size=None)
+    soa = parse_record("example.com. 10 IN SOA . . 15 28800 7200 604800 10")
+    reply = encode(Message(id=7, qr=True, opcode=0, rcode=Rcode.NXDOMAIN, rd=True, ra=True,
+                           question=question, authority=(soa,)))
+    assert answers.store(query, scan_query(query), reply, negative_zone="example.com.")
+    assert answers.lookup(query) is not None
+    stamps["example.com."] = 2.0  # another name's NXDOMAIN brought a newer SOA
+    assert answers.lookup(query) is None
