@@ -18,8 +18,10 @@ top to bottom:
                  look up name-server addresses that came without glue
     _exchange    one query to one server and the checks on its reply
 
-Every budget of `Limits` is enforced here, so each driver (daemon, trace, replay)
-behaves the same.
+The pure pieces live apart: `resolver.classify` says what a reply is, `resolver.iterate`
+what to ask next (QNAME minimisation, glue that answers a lookup, the DS side of a cut),
+`resolver.admission` what a reply may put into the cache. Every budget of `Limits` is
+enforced here, so each driver (daemon, trace, replay) behaves the same.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 
 from resolver import names
+from resolver.admission import admit
 from resolver.cache import Rank, RecordCache
 from resolver.classify import EMPTY_REPLY, Classified, ResponseKind, classify
 from resolver.config import EngineSettings
 from resolver.delegation import (
     Delegation,
     NameServer,
-    delegation_from_records,
     is_ipv6,
     is_loopback_or_unspecified,
     is_unspecified,
@@ -57,6 +59,14 @@ from resolver.events import (
     ServerSkipped,
     TraceEvent,
     ZoneCutChosen,
+)
+from resolver.iterate import (
+    Minimiser,
+    from_child_side,
+    glue_answering,
+    mixed_case,
+    reply_mismatch,
+    zone_in_answer,
 )
 from resolver.network import Transport, UpstreamError, UpstreamTimeout, server_from_spec
 from resolver.selection import Candidate, ServerSelection
@@ -324,7 +334,7 @@ class Resolution:
                 cut = parent_cut
         self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
                    nameservers=tuple(cut.names()))
-        qmin = _Minimiser(
+        qmin = Minimiser(
             enabled=self.settings.qname_minimisation and not is_ds,
             qtype=self.settings.qname_minimisation_qtype,
         )
@@ -347,7 +357,7 @@ class Resolution:
             if classified.dropped:
                 self._emit(RecordsDropped, depth,
                            records=tuple(f"{text}: {why}" for text, why in classified.dropped))
-            if is_ds and _from_child_side(question, classified) and not relocated:
+            if is_ds and from_child_side(question, classified) and not relocated:
                 # The server answered from the child zone; find the parent's servers.
                 relocated = True
                 parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
@@ -361,11 +371,12 @@ class Resolution:
             ):
                 # The parent refers us to the child: it holds no DS there (insecure delegation).
                 return Classified(kind=ResponseKind.NODATA)
-            self._store(reply, classified, cut, asked)
+            admit(self.cache, reply, classified, cut, asked,
+                  harden_glue=self.settings.harden_glue)
             if asked != question and classified.kind is not ResponseKind.REFERRAL:
-                found = _zone_in_answer(asked, classified, reply)
+                found = zone_in_answer(asked, classified, reply)
                 if found is not None:  # the minimised name is a zone apex
-                    glue = _glue_answering(question, found, reply)
+                    glue = glue_answering(question, found, reply)
                     if glue and depth > 0:
                         return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
                     cut = found
@@ -387,7 +398,7 @@ class Resolution:
             self._emit(ReferralFollowed, depth, from_zone=previous, to_zone=cut.zone, ttl=cut.ttl,
                        nameservers=tuple(f"{ns.name} {','.join(ns.addresses)}".strip()
                                          for ns in cut.servers))
-            glue = _glue_answering(question, classified.delegation, reply)
+            glue = glue_answering(question, classified.delegation, reply)
             if glue and depth > 0:
                 # Looking up a name server's address and the referral carries it as glue.
                 return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
@@ -465,7 +476,8 @@ class Resolution:
         reply, classified = result
         if classified.kind is not ResponseKind.ANSWER:
             return None
-        self._store(reply, classified, self.state.root_hints, question)
+        admit(self.cache, reply, classified, self.state.root_hints, question,
+              harden_glue=self.settings.harden_glue)
         return self.cache.closest_delegation(".")
 
     def _with_known_addresses(self, delegation: Delegation) -> Delegation:
@@ -671,7 +683,7 @@ class Resolution:
         query_id = self.rng.randrange(0x10000)
         sent = question
         if style.caps:  # draft-vixie-dnsext-dns0x20: more bits an off-path forger must guess
-            sent = Question(_mixed_case(question.name, self.rng), question.rtype, question.rclass)
+            sent = Question(mixed_case(question.name, self.rng), question.rtype, question.rclass)
         wire = make_query(
             sent,
             query_id=query_id,
@@ -717,7 +729,7 @@ class Resolution:
             reply = decode(outcome)
         except MalformedMessage as exc:
             return self._failed(depth, server, f"malformed reply: {exc.reason}")
-        mismatch = _mismatch(reply, query_id, question)
+        mismatch = reply_mismatch(reply, query_id, question)
         if mismatch:
             return self._failed(depth, server, f"reply does not match the query: {mismatch}")
         if style.caps and reply.question is not None:
@@ -739,67 +751,6 @@ class Resolution:
         if self.now - self.started >= self.limits.resolution_budget_s:
             raise _OutOfBudget(f"no answer within {self.limits.resolution_budget_s:g} s")
 
-    # -- caching ------------------------------------------------------------------
-
-    def _store(self, reply: Message, classified: Classified, cut: Delegation,
-               question: Question) -> None:
-        """Put what the scrubbed reply proves into the cache, ranked (RFC 2181 §5.4.1)."""
-        kind = classified.kind
-        answer_rank = Rank.AUTHORITATIVE_ANSWER if reply.aa else Rank.ANSWER
-        for rrset in _rrsets(classified.answer):
-            self.cache.store_rrset(self._within_delegation(rrset), answer_rank)
-        if kind is ResponseKind.REFERRAL and classified.delegation is not None:
-            zone = classified.delegation.zone
-            ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
-            self.cache.store_rrset(ns_set, Rank.AUTHORITY)
-            targets = {rr.target for rr in ns_set}
-            glue = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
-                    and rr.name in targets
-                    and (names.is_subdomain(rr.name, cut.zone) or not self.settings.harden_glue)]
-            for rrset in _rrsets(glue):
-                self.cache.store_rrset(rrset, Rank.ADDITIONAL)
-            return
-        if kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
-            end = classified.target or _chain_end(question.name, classified.answer)
-            rcode = Rcode.NXDOMAIN if kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
-            self.cache.store_negative(Question(end, question.rtype, question.rclass), rcode,
-                                      classified.soa)
-            return
-        if kind is ResponseKind.ANSWER and not cut.recursion_desired:
-            # The zone's own NS set as the child states it, only when it speaks with
-            # authority: a non-authoritative answer's NS set is promiscuous (Unbound's
-            # iter-scrub-promiscuous) and could hijack the zone (Deckard iter_ns_spoof).
-            ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and reply.aa
-                      and names.is_subdomain(question.name, rr.name)
-                      and names.is_subdomain(rr.name, cut.zone)]
-            ns_ttl: int | None = None
-            for rrset in _rrsets(ns_set):
-                clamped = self._within_delegation(rrset)
-                ns_ttl = clamped[0].ttl
-                self.cache.store_rrset(clamped, Rank.AUTHORITATIVE_AUTHORITY)
-            answer_ns = [rr for rr in classified.answer if rr.rtype == RRType.NS]
-            if answer_ns:
-                ns_ttl = self._within_delegation(answer_ns)[0].ttl
-            targets = {rr.target for rr in (*ns_set, *answer_ns)}
-            extra = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
-                     and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
-            for rrset in _rrsets(extra):
-                if ns_ttl is not None:  # glue lives no longer than the NS set it serves
-                    rrset = [rr.with_ttl(min(rr.ttl, ns_ttl)) for rr in rrset]
-                self.cache.store_rrset(rrset, Rank.ADDITIONAL)
-
-    def _within_delegation(self, rrset: list[Record]) -> list[Record]:
-        """A child's NS set may not outlive the parent's delegation still in the cache
-        (ghost domains, Unbound CVE-2022-30698/30699): clamp its TTL to what is left."""
-        if not rrset or rrset[0].rtype != RRType.NS:
-            return rrset
-        cached = self.cache.rrset(rrset[0].name, RRType.NS)
-        if not cached:
-            return rrset
-        limit = cached[0].ttl
-        return [rr.with_ttl(min(rr.ttl, limit)) for rr in rrset]
-
-
 @dataclass(frozen=True, slots=True)
 class _QueryStyle:
     edns: bool
@@ -811,66 +762,6 @@ class _CaseNotEchoed(Failure):
     """The reply matched but for the letter case of the question (0x20)."""
 
 
-def _mixed_case(name: str, rng: random.Random) -> str:
-    return "".join(c.upper() if c.isalpha() and rng.getrandbits(1) else c for c in name)
-
-
-@dataclass(slots=True)
-class _Minimiser:
-    """QNAME minimisation state while iterating one question (RFC 9156 §3, relaxed mode)."""
-
-    enabled: bool
-    qtype: int
-    extra_labels: int = 1
-
-    def question_for(self, question: Question, cut: Delegation) -> Question:
-        """The full question, or its name cut to `extra_labels` below the zone cut."""
-        if not self.enabled or cut.recursion_desired:
-            return question
-        wanted = names.label_count(cut.zone) + self.extra_labels
-        parts = names.labels(question.name)
-        if wanted >= len(parts):
-            return question
-        return Question(".".join(parts[-wanted:]) + ".", self.qtype, question.rclass)
-
-    def deeper(self) -> None:
-        self.extra_labels += 1
-
-    def new_cut(self) -> None:
-        self.extra_labels = 1
-
-    def stop(self) -> None:
-        self.enabled = False
-
-
-def _zone_in_answer(asked: Question, classified: Classified, reply: Message) -> Delegation | None:
-    """An NS answer for a minimised name: that name is a zone apex (RFC 9156 §3)."""
-    if asked.rtype != RRType.NS or classified.kind is not ResponseKind.ANSWER:
-        return None
-    ns_set = [rr for rr in classified.answer if rr.rtype == RRType.NS and rr.name == asked.name]
-    if not ns_set:
-        return None
-    glue = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)]
-    found = delegation_from_records(asked.name, ns_set + glue, source="minimisation")
-    return found if found.has_addresses else None
-
-
-def _from_child_side(question: Question, classified: Classified) -> bool:
-    """A DS answer that speaks for the zone named by the question: the child's view."""
-    if classified.kind in (ResponseKind.NODATA, ResponseKind.NXDOMAIN):
-        return classified.soa is not None and classified.soa.name == question.name
-    # No DS owner is an alias at the parent: a CNAME means the child answered.
-    return classified.kind is ResponseKind.CNAME
-
-
-def _glue_answering(question: Question, delegation: Delegation, reply: Message) -> list[Record]:
-    """Address records in a referral's glue that answer `question` itself."""
-    if question.rtype not in (RRType.A, RRType.AAAA) or question.name not in delegation.names():
-        return []
-    return [rr for rr in reply.additional
-            if rr.name == question.name and rr.rtype == question.rtype]
-
-
 def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: float) -> str:
     if cut.recursion_desired:
         return "forwarder"
@@ -878,35 +769,6 @@ def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: fl
         return "root hints"
     return "chosen at random among the fastest known" if selection.score(
         server.address, cut.zone, now) < 0.376 else f"address from {cut.source}"
-
-
-def _mismatch(reply: Message, query_id: int, question: Question) -> str:
-    if not reply.qr:
-        return "QR=0"
-    if reply.id != query_id:
-        return f"id {reply.id} instead of {query_id}"
-    if reply.question is None:
-        # RFC 6891 §7: a server that does not know EDNS may answer FORMERR without
-        # echoing the question; the id still ties it to our query.
-        return "" if reply.rcode in (Rcode.FORMERR, Rcode.NOTIMP) else "no question section"
-    if reply.question != question:
-        return f"question {reply.question} instead of {question}"
-    return ""
-
-
-def _rrsets(records: tuple[Record, ...] | list[Record]) -> list[list[Record]]:
-    groups: dict[tuple[str, int, int], list[Record]] = {}
-    for rr in records:
-        groups.setdefault((rr.name, rr.rtype, rr.rclass), []).append(rr)
-    return list(groups.values())
-
-
-def _chain_end(qname: str, chain: tuple[Record, ...]) -> str:
-    current = qname
-    for rr in chain:
-        if rr.rtype == RRType.CNAME and rr.name == current:
-            current = rr.target
-    return current
 
 
 def _rcode_name(rcode: int) -> str:
