@@ -341,6 +341,9 @@ class Resolution:
         referrals = 0
         for _ in range(self.limits.max_referrals + self.limits.max_minimised_queries + 1):
             asked = qmin.question_for(question, cut)
+            while asked != question and self._exists_without_cut(asked):
+                qmin.deeper()  # the cache already knows this label: no need to ask again
+                asked = qmin.question_for(question, cut)
             result = yield from self._ask_zone(cut, asked, depth)
             if isinstance(result, Failure) and asked != question:
                 qmin.stop()  # RFC 9156 §3: broken servers; ask the full name instead
@@ -403,6 +406,14 @@ class Resolution:
                 # Looking up a name server's address and the referral carries it as glue.
                 return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
         return Failure(f"more than {self.limits.max_referrals} referrals")
+
+    def _exists_without_cut(self, asked: Question) -> bool:
+        """The cache shows data or a NODATA for a minimised name: it exists, and (as the
+        cut in use is the closest cached one) it is no zone cut we know of."""
+        if asked.rtype != RRType.NS and self.cache.rrset(asked.name, asked.rtype, asked.rclass):
+            return True  # (an NS set there would be a cut, not a mere name)
+        negative = self.cache.negative(asked)
+        return negative is not None and negative.rcode == Rcode.NOERROR
 
     def _delegation_for(
         self, zone: str, depth: int

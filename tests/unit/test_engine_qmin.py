@@ -93,3 +93,17 @@ def test_qmin_off_asks_every_level_the_full_name() -> None:
     assert {q for q in (q for _, q in _asked(network)) if q != ". NS"} == {
         "www.networkutopia.com. A"
     }
+
+
+def test_qmin_does_not_ask_again_for_a_label_the_cache_knows() -> None:
+    """Names below cdn.example.test.: after the first, the zone is asked the full name
+    at once, since the cache already knows cdn.example.test. exists (one query each)."""
+    clock = FakeClock()
+    network = LabNetwork(clock)
+    service = lab_service(clock, network)
+    asyncio.run(service.resolve(Question("a.cdn.example.test.", RRType.A)))
+    before = len(network.log)
+    asyncio.run(service.resolve(Question("b.cdn.example.test.", RRType.A)))
+    assert [str(decode(q).question) for _, _, q in network.log[before:]] == [
+        "b.cdn.example.test. A"
+    ]
