@@ -6,6 +6,7 @@ Forwarding is the same shape with `recursion_desired=True` (Unbound's forward zo
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ def forwarders(addresses: list[str], *, zone: str = ".") -> Delegation:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback_or_unspecified(address: str) -> bool:
     """127.0.0.0/8, ::1, 0.0.0.0/8 and :: — never asked unless configured (Unbound
     do-not-query-localhost)."""
@@ -108,6 +110,7 @@ def is_loopback_or_unspecified(address: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_unspecified(address: str) -> bool:
     """0.0.0.0/8 and ::: never a server (RFC 1122 §3.2.1.3); Linux delivers packets sent
     there to this very host, so asking one is asking ourselves."""
