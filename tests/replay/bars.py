@@ -43,12 +43,15 @@ BAR1 = _ids("deckard", _BAR1_DECKARD) | _ids("unbound", _BAR1_UNBOUND)
 BAR2_FILES = _ids("deckard", _BAR2_DECKARD) | _ids("unbound", _BAR2_UNBOUND)
 
 
-def bar_of(case: ReplayCase) -> str | None:
-    """Bar 1 runs with qmin off; bar 2 adds qmin and the Deckard unset files with qmin on."""
+def bar_of(case: ReplayCase, *, unbound_qmin_default: bool) -> str | None:
+    """Bar 1 runs with qmin off; bar 2 adds qmin (Unbound's own default for its files) and
+    the Deckard unset files with qmin on (README §5)."""
     stem = case.case_id.rsplit("-qmin", 1)[0]
-    if stem in BAR1 and not case.qmin:
+    if stem in BAR1 and not case.qmin and not unbound_qmin_default:
         return "bar 1"
-    if stem in BAR2_FILES or (stem in BAR1 and stem.startswith("deckard/") and case.qmin):
+    if unbound_qmin_default and (
+        stem in BAR2_FILES or (stem in BAR1 and stem.startswith("deckard/") and case.qmin)
+    ):
         return "bar 2"
     return None
 
@@ -65,13 +68,14 @@ def _outcome(case: ReplayCase) -> str:
 
 def main() -> int:
     root = default_scenario_root()
-    cases = discover_cases([root / "deckard", root / "unbound"], qmin_default=True)
     tally: dict[str, dict[str, list[str]]] = {}
-    for case in cases:
-        bar = bar_of(case)
-        if bar is None:
-            continue
-        tally.setdefault(bar, {}).setdefault(_outcome(case), []).append(case.case_id)
+    for qmin_default in (False, True):
+        cases = discover_cases([root / "deckard", root / "unbound"], qmin_default=qmin_default)
+        for case in cases:
+            bar = bar_of(case, unbound_qmin_default=qmin_default)
+            if bar is None:
+                continue
+            tally.setdefault(bar, {}).setdefault(_outcome(case), []).append(case.case_id)
     for bar in sorted(tally):
         counts = {k: len(v) for k, v in tally[bar].items()}
         total = sum(counts.values())
