@@ -198,10 +198,14 @@ def _run_dig_trace(lab: RunningLab, name: str, tmp_path: Path) -> str:
         pytest.skip(message)
     hosts = tmp_path / "hosts"
     hosts.write_text("".join(f"{s.address} {s.name.rstrip('.')}\n" for s in SERVERS))
+    # Any name dig might still look up goes to loopback, never to the host's resolver.
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     root = root_servers()[0].address
-    script = ('mount --bind "$1" /etc/hosts && shift && exec "$@"')
+    script = ('mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf '
+              '&& shift 2 && exec "$@"')
     done = subprocess.run(
-        [unshare, "--mount", "sh", "-c", script, "sh", str(hosts),
+        [unshare, "--mount", "sh", "-c", script, "sh", str(hosts), str(resolv),
          dig, f"@{root}", "-p", str(lab.port), "+trace", "+nodnssec", "+nocookie",
          "+time=2", "+tries=1", name],
         capture_output=True, text=True, timeout=60, check=False,
