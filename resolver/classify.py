@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from resolver import names
 from resolver.delegation import Delegation, delegation_from_records
-from resolver.wire import Message, Question, Rcode, Record, RRType
+from resolver.wire import Message, Question, Rcode, Record, RRType, rcode_name
 
 #: Why an entirely empty reply is set aside: kept as a bare NODATA if no server does better.
 EMPTY_REPLY = "empty reply"
@@ -65,7 +65,7 @@ def classify(
     if reply.tc:
         return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
     if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.YXDOMAIN):
-        return Classified(kind=ResponseKind.SERVER_ERROR, reason=_rcode_text(reply.rcode))
+        return Classified(kind=ResponseKind.SERVER_ERROR, reason=rcode_name(reply.rcode))
     if forwarding and not reply.ra:
         # A forwarder that does not recurse is of no use to us (Unbound forward-zone).
         return Classified(kind=ResponseKind.SERVER_ERROR, reason="forwarder reply without RA")
@@ -145,12 +145,6 @@ def _negative(
 ) -> Classified:
     return Classified(kind=kind, answer=chain, soa=soa, target=target, dropped=tuple(dropped))
 
-
-def _rcode_text(rcode: int) -> str:
-    try:
-        return Rcode(rcode).name
-    except ValueError:
-        return f"RCODE{rcode}"
 
 
 def _follow_chain(

@@ -27,7 +27,7 @@ from resolver.config import (
     SystemSettings,
 )
 from resolver.delegation import RootHintsError, load_root_hints
-from resolver.wire import Question, Rcode, type_from_text
+from resolver.wire import Question, Rcode, rcode_name, type_from_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -421,7 +421,7 @@ def query(name: str, rtype: str, root_hints: Path, upstream_port: int) -> None:
     outcome = asyncio.run(app.service.resolve(question))
     elapsed_ms = (time.monotonic() - started) * 1000
     click.echo(f";; QUESTION: {question}")
-    click.echo(f";; status: {_rcode(outcome.rcode)}, {outcome.queries_sent} upstream queries, "
+    click.echo(f";; status: {rcode_name(outcome.rcode)}, {outcome.queries_sent} upstream queries, "
                f"{elapsed_ms:.0f} ms")
     if outcome.reason:
         click.echo(f";; reason: {outcome.reason}")
@@ -454,12 +454,6 @@ def _question(name: str, rtype: str) -> Question:
                                  param_hint="NAME") from None
     return Question(qname, number)
 
-
-def _rcode(rcode: int) -> str:
-    try:
-        return Rcode(rcode).name
-    except ValueError:
-        return str(rcode)
 
 
 @main.command()

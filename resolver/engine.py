@@ -79,6 +79,7 @@ from resolver.wire import (
     RRType,
     decode,
     make_query,
+    rcode_name,
     type_name,
 )
 
@@ -213,7 +214,7 @@ class Resolution:
         outcome = yield from self._resolve_chain(question, depth)
         self._emit(
             ResolutionFinished, depth, qname=question.name, qtype=type_name(question.rtype),
-            rcode=_rcode_name(outcome.rcode), answer=tuple(rr.to_text() for rr in outcome.answer),
+            rcode=rcode_name(outcome.rcode), answer=tuple(rr.to_text() for rr in outcome.answer),
             reason=outcome.reason, queries_sent=self.queries_sent,
         )
         return outcome
@@ -664,7 +665,7 @@ class Resolution:
                                   harden_glue=self.settings.harden_glue)
             self._emit(
                 ReplyReceived, depth, address=server.address,
-                rtt_ms=round((self.now - self._sent_at) * 1000, 3), rcode=_rcode_name(reply.rcode),
+                rtt_ms=round((self.now - self._sent_at) * 1000, 3), rcode=rcode_name(reply.rcode),
                 aa=reply.aa, tc=reply.tc, answer_count=len(reply.answer),
                 authority_count=len(reply.authority), additional_count=len(reply.additional),
                 kind=classified.kind.value, detail=classified.reason,
@@ -781,12 +782,6 @@ def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: fl
     return "chosen at random among the fastest known" if selection.score(
         server.address, cut.zone, now) < 0.376 else f"address from {cut.source}"
 
-
-def _rcode_name(rcode: int) -> str:
-    try:
-        return Rcode(rcode).name
-    except ValueError:
-        return f"RCODE{rcode}"
 
 
 def _all_loopback(root_hints: Delegation) -> bool:

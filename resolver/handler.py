@@ -45,6 +45,7 @@ from resolver.wire import (
     RRType,
     encode,
     make_record,
+    rcode_name,
     type_name,
 )
 from resolver.wirecheck import MalformedMessage, ScannedMessage, scan_query
@@ -372,12 +373,6 @@ def _ede(reason: str) -> bytes:
     return struct.pack("!H", code) + reason.encode("utf-8", "replace")[:200]
 
 
-def _rcode_name(rcode: int) -> str:
-    try:
-        return Rcode(rcode).name
-    except ValueError:
-        return f"RCODE{rcode}"
-
 
 #: Names of the 16 header rcodes, computed once: counting must stay cheap on the hot path.
-_RCODE_NAMES = tuple(_rcode_name(code) for code in range(16))
+_RCODE_NAMES = tuple(rcode_name(code) for code in range(16))

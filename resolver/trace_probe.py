@@ -37,6 +37,7 @@ from resolver.wire import (
     RRType,
     decode,
     make_query,
+    rcode_name,
     type_from_text,
     type_name,
 )
@@ -214,7 +215,7 @@ class Prober:
             address=address,
             status=ProbeStatus.LAME if lame else ProbeStatus.OK,
             rtt_ms=rtt_ms,
-            rcode=_rcode_name(reply.rcode),
+            rcode=rcode_name(reply.rcode),
             aa=reply.aa,
             detail=classified.reason or classified.kind.value,
             child_ns=child,
@@ -252,12 +253,6 @@ async def _no_address(name: str) -> ServerProbe:
     return ServerProbe(server_name=name, address="-", status=ProbeStatus.UNREACHABLE,
                        detail="no address found for this name")
 
-
-def _rcode_name(rcode: int) -> str:
-    try:
-        return Rcode(rcode).name
-    except ValueError:
-        return f"RCODE{rcode}"
 
 
 # -- the recursive contrast ---------------------------------------------------------
@@ -345,7 +340,7 @@ def recursive_json(result: RecursiveResult) -> dict[str, Any]:
         "qtype": type_name(result.question.rtype),
         "transport": result.transport,
         "rtt_ms": result.rtt_ms,
-        "rcode": _rcode_name(reply.rcode) if reply else None,
+        "rcode": rcode_name(reply.rcode) if reply else None,
         "aa": reply.aa if reply else None,
         "ra": reply.ra if reply else None,
         "answer": [rr.to_text() for rr in reply.answer] if reply else [],

@@ -86,6 +86,14 @@ OPCODE_QUERY = 0
 _NAME_RDATA = {RRType.NS, RRType.CNAME, RRType.DNAME, RRType.PTR, RRType.MX, RRType.SRV}
 
 
+def rcode_name(rcode: int) -> str:
+    """Mnemonic of a response code ("NXDOMAIN", "RCODE11" for unassigned ones)."""
+    try:
+        return Rcode(rcode).name
+    except ValueError:
+        return f"RCODE{rcode}"
+
+
 def type_name(rtype: int) -> str:
     """Mnemonic of a type ("A", "TYPE65400" for unknown ones, RFC 3597 §5)."""
     value = dnslib.QTYPE.forward.get(rtype)
