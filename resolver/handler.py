@@ -212,7 +212,7 @@ class QueryHandler:
         except MalformedMessage as exc:
             return self._count(_header_reply(wire, Rcode.FORMERR, with_opt=exc.opt_seen))
         if query.opcode != 0:
-            return self._count(_header_reply(wire, Rcode.NOTIMP, with_opt=query.edns is not None))
+            return self._count(_notimp_reply(wire, query))
         if query.edns is not None and query.edns.version > 0:
             return self._count(_header_reply(wire, Rcode.BADVERS, with_opt=True))
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
@@ -358,6 +358,19 @@ def _header_reply(wire: bytes, rcode: Rcode, *, with_opt: bool) -> bytes:
     opt_ttl = (rcode >> 4) << 24  # extended rcode, version 0 (RFC 6891 §6.1.3)
     opt = b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY, opt_ttl, 0)
     return struct.pack("!HHHHHH", ident, flags, 0, 0, 0, 1) + opt
+
+
+def _notimp_reply(wire: bytes, query: ScannedMessage) -> bytes:
+    """NOTIMP for an opcode we do not implement (RFC 1035 §4.1.1): opcode echoed, the
+    question copied when there is exactly one, every other flag clear (genreport opcodeflg;
+    reliability.md (b) row 3)."""
+    ident = struct.unpack_from("!H", wire)[0]
+    flags = ((0x80 | (wire[2] & 0x78)) << 8) | Rcode.NOTIMP
+    question = wire[12 : query.question_end] if query.qdcount == 1 else b""
+    arcount = 1 if query.edns is not None else 0
+    header = struct.pack("!HHHHHH", ident, flags, 1 if question else 0, 0, 0, arcount)
+    opt = b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY, 0, 0) if arcount else b""
+    return header + question + opt
 
 
 def _servfail_for(wire: bytes) -> bytes | None:

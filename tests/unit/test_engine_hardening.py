@@ -169,3 +169,28 @@ def test_answer_cache_retires_a_negative_answer_when_its_zone_soa_is_refreshed()
     assert answers.lookup(query) is not None
     stamps["example.com."] = 2.0  # another name's NXDOMAIN brought a newer SOA
     assert answers.lookup(query) is None
+
+
+def test_handler_notimp_copies_the_question_and_clears_every_flag() -> None:
+    """Opcode 15 with every flag set: NOTIMP, opcode and question echoed, AA RA RD AD CD Z
+    clear (reliability.md (b) row 3, genreport opcodeflg)."""
+    import struct as struct_module
+
+    from resolver.handler import QueryHandler
+    from resolver.listener import Client
+    from resolver.network import Transport
+    from resolver.wire import decode, make_query
+
+    clock = FakeClock()
+    handler = QueryHandler(lab_service(clock, LabNetwork(clock)))
+    wire = bytearray(make_query(WWW, query_id=0x4242, recursion_desired=True,
+                                edns_udp_size=None))
+    struct_module.pack_into("!H", wire, 2, (15 << 11) | 0x07F0)
+    reply = asyncio.run(handler.handle(bytes(wire), Client(ip="127.0.0.1", port=1,
+                                                           transport=Transport.UDP)))
+    assert reply is not None
+    message = decode(reply)
+    assert message.rcode == Rcode.NOTIMP and message.opcode == 15 and message.qr
+    assert message.question == WWW
+    assert not (message.aa or message.ra or message.rd or message.ad or message.cd or message.tc)
+    assert struct_module.unpack_from("!H", reply, 2)[0] & 0x0040 == 0  # Z
