@@ -121,8 +121,9 @@ class _Run:
             self.advance(step)
             self.background(step)
         elif kind is StepKind.TRAFFIC:
-            self.advance(step)
+            # testbound lets the queued traffic flow while the cursor is on this step.
             self.background(step)
+            self.advance(step)
         elif kind is StepKind.NOTHING:
             self.advance(step)
         elif self.dialect is Dialect.DECKARD and kind in (StepKind.REPLY,
