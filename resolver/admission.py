@@ -29,7 +29,7 @@ def admit(
     kind = classified.kind
     answer_rank = Rank.AUTHORITATIVE_ANSWER if reply.aa else Rank.ANSWER
     for rrset in rrsets(classified.answer):
-        cache.store_rrset(within_delegation(cache, rrset), answer_rank)
+        cache.store_rrset(within_delegation(cache, rrset, cut.zone), answer_rank)
     if kind is ResponseKind.REFERRAL and classified.delegation is not None:
         zone = classified.delegation.zone
         ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
@@ -70,12 +70,23 @@ def admit(
                 rrset = [rr.with_ttl(min(rr.ttl, ns_ttl)) for rr in rrset]
             cache.store_rrset(rrset, Rank.ADDITIONAL)
 
-def within_delegation(cache: RecordCache, rrset: list[Record]) -> list[Record]:
-    """A child's NS set may not outlive the parent's delegation still in the cache
-    (ghost domains, Unbound CVE-2022-30698/30699): clamp its TTL to what is left."""
-    if not rrset or rrset[0].rtype != RRType.NS:
+def within_delegation(
+    cache: RecordCache, rrset: list[Record], zone: str | None = None
+) -> list[Record]:
+    """A child's NS set, and the addresses of the zone's own name servers, may not outlive
+    the parent's delegation still in the cache (ghost domains, Unbound CVE-2022-30698/30699
+    and ghost glue): clamp their TTL to what is left of it."""
+    if not rrset:
         return rrset
-    cached = cache.rrset(rrset[0].name, RRType.NS)
+    first = rrset[0]
+    if first.rtype == RRType.NS:
+        cached = cache.rrset(first.name, RRType.NS)
+    elif first.rtype in (RRType.A, RRType.AAAA) and zone is not None:
+        cached = cache.rrset(zone, RRType.NS)
+        if cached and first.name not in {rr.target for rr in cached}:
+            cached = None
+    else:
+        cached = None
     if not cached:
         return rrset
     limit = cached[0].ttl

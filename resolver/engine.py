@@ -245,7 +245,9 @@ class Resolution:
                 return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=result.reason)
             chain.extend(rr for rr in result.answer if rr not in chain)
             if result.kind is ResponseKind.ANSWER:
-                return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain))
+                return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain),
+                               additional=self._addresses_for_ns(chain, depth),
+                               answer_as_cached=self._as_cached(chain))
             if result.kind is ResponseKind.YXDOMAIN:
                 return Outcome(rcode=Rcode.YXDOMAIN, answer=tuple(chain))
             if result.kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
@@ -270,6 +272,24 @@ class Resolution:
             current = Question(result.target, question.rtype, question.rclass)
         reason = f"CNAME chain longer than {self.limits.max_cname_chain}"
         return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=reason)
+
+    def _as_cached(self, chain: list[Record]) -> tuple[Record, ...] | None:
+        """`chain` with the TTLs the cache keeps, if any is shorter (None: all the same)."""
+        kept = []
+        for rr in chain:
+            info = self.cache.rrset_info(rr.name, rr.rtype, rr.rclass)
+            clamped = info is not None and info.original_ttl < rr.ttl
+            kept.append(rr.with_ttl(info.ttl_left) if clamped and info else rr)
+        return tuple(kept) if kept != chain else None
+
+    def _addresses_for_ns(self, chain: list[Record], depth: int) -> tuple[Record, ...]:
+        """For an NS answer, the cached addresses of those servers: what a client asking
+        for NS will ask next (RFC 1034 §3.7 additional section processing)."""
+        if depth > 0:
+            return ()
+        return tuple(rr for ns in chain if ns.rtype == RRType.NS
+                     for rtype in (RRType.A, RRType.AAAA)
+                     for rr in self.cache.rrset(ns.target, rtype) or ())
 
     def _referral_from_cache(self, question: Question, chain: list[Record]) -> Outcome:
         """What the cache knows of the way to `question`: the closest cached zone cut."""

@@ -35,6 +35,9 @@ class Outcome:
     authority: tuple[Record, ...] = ()
     #: Addresses of the name servers in `authority` (a referral from the cache).
     additional: tuple[Record, ...] = ()
+    #: The answer as the record cache keeps it, when some TTL there is shorter than in the
+    #: fresh reply (a ghost-domain clamp): what a cached copy of this reply must show.
+    answer_as_cached: tuple[Record, ...] | None = None
     #: Why a SERVFAIL happened, in words, for logs and extended errors.
     reason: str = ""
     #: Upstream queries this resolution sent.

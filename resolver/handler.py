@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from resolver.acl import AccessControl, AclAction
@@ -306,7 +307,9 @@ class QueryHandler:
             data = encode(message)
             negative_zone = (outcome.authority[0].name if outcome.authority
                              and outcome.authority[0].rtype == RRType.SOA else None)
-            self.answers.store(wire, query, data, negative_zone=negative_zone)
+            kept = data if outcome.answer_as_cached is None else encode(
+                replace(message, answer=outcome.answer_as_cached))
+            self.answers.store(wire, query, kept, negative_zone=negative_zone)
             if len(data) > max_size:
                 data = encode(message, max_size=max_size)
         else:
