@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import stop_process
+
 RESOLVER = [sys.executable, "-m", "resolver"]
 
 
@@ -67,13 +69,7 @@ def _wait_for_udp_dns(
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")

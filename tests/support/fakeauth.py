@@ -56,6 +56,7 @@ from resolver.lab.authority import Authority, Zone
 from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
 from resolver.transport import ReplyMatcher
 from resolver.wire import Rcode, type_from_text
+from tests.support.processes import stop_process
 
 #: The EDNS payload size the fake servers advertise (DNS Flag Day 2020).
 EDNS_SIZE = 1232
@@ -794,13 +795,7 @@ def resolver_against(net: FakeNet, workdir: Path, *extra: str) -> Iterator[Resol
         yield ResolverUnderTest(ip=running.ip, port=running.port, process=proc,
                                 metrics_port=metrics_port)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         output = proc.stdout.read() if proc.stdout else ""
     assert "Traceback" not in output, output
     assert proc.returncode == 0, f"the resolver exited with {proc.returncode}:\n{output}"

@@ -24,6 +24,7 @@ from pathlib import Path
 from resolver.delegation import load_root_hints
 from resolver.lab.world import SERVERS
 from tests.conftest import require_tool
+from tests.support.processes import stop_process
 
 #: Longest an Unbound started here may live (seconds), whatever happens to the test run.
 LIFETIME_S = 900
@@ -220,11 +221,4 @@ def _wait_for_tcp(ip: str, port: int, running: RunningUnbound, timeout_s: float 
 
 def stop_unbound(running: RunningUnbound) -> None:
     """Stop the instance by its pid (SIGTERM, then SIGKILL after 5 s)."""
-    process = running.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(running.process)
