@@ -116,12 +116,12 @@ class _Entry:
         self.body = bytes(buffer)
         self.left = left
 
-    def truncated(self, ident: bytes, question: bytes) -> bytes:
-        """The TC=1 form: header, question and OPT, no records (RFC 6891 §7)."""
+    def truncated(self, question: bytes) -> bytes:
+        """The TC=1 form after the id: header, question and OPT, no records (RFC 6891 §7)."""
         body = self.body
         opt = body[len(body) - self.opt_size :] if self.opt_size else b""
         return (
-            ident + bytes((body[0] | _TC, body[1])) + b"\x00\x01\x00\x00\x00\x00"
+            bytes((body[0] | _TC, body[1])) + b"\x00\x01\x00\x00\x00\x00"
             + (b"\x00\x01" if opt else b"\x00\x00") + question + opt
         )
 
@@ -165,6 +165,12 @@ class AnswerCache:
 
         Never raises, whatever the bytes (an IndexError from a short message means "not here").
         """
+        body = self.reply_body(data, tcp)
+        return None if body is None else data[:2] + body
+
+    def reply_body(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """`lookup` without the id: the reply's octets after it (batched sends reuse the
+        query's buffer, whose first two octets already are the id)."""
         try:
             if data[2] & _QUERY_BITS_MASK != _QUERY_BITS or data[4:11] != _COUNTS:
                 return None
@@ -224,10 +230,10 @@ class AnswerCache:
         self.hits += 1
         body = entry.body
         if not tcp and len(body) > _MAX_BODY_CLASSIC and len(body) > _udp_limit(edns_size) - 2:
-            return entry.truncated(data[:2], question)
-        if question == lowered:  # as stored: one concatenation
-            return data[:2] + body
-        return data[:2] + body[:10] + question + body[10 + len(question) :]
+            return entry.truncated(question)
+        if question == lowered:  # as stored
+            return body
+        return body[:10] + question + body[10 + len(question) :]
 
     def store(
         self, query: bytes, scanned: ScannedMessage, reply: bytes, *,

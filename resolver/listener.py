@@ -20,6 +20,7 @@ import errno
 import ipaddress
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -40,6 +41,14 @@ class Client:
     ip: str
     port: int
     transport: Transport
+
+
+class DatagramSink(Protocol):
+    """Where UDP replies go: an event loop's datagram transport, or a plain socket's wrapper."""
+
+    def is_closing(self) -> bool: ...
+
+    def sendto(self, data: bytes, addr: tuple[str | int, ...]) -> None: ...
 
 
 class QueryHandler(Protocol):
@@ -80,7 +89,7 @@ class Listener:
         self.tcp_rejected = 0  #: TCP connections closed at once because max_tcp_clients were open
         self.handler_errors = 0  #: handler calls that raised
         self._closing = False
-        self._udp_endpoints: list[asyncio.DatagramTransport] = []
+        self._udp_closers: list[Callable[[], None]] = []
         self._tcp_servers: list[asyncio.Server] = []
         self._udp_tasks: set[asyncio.Task[None]] = set()
         self._tcp_query_tasks: set[asyncio.Task[None]] = set()
@@ -88,19 +97,15 @@ class Listener:
 
     async def start(self) -> None:
         """Bind UDP and TCP on every address; OSError naming the address if one cannot be bound."""
-        loop = asyncio.get_running_loop()
         try:
             for ip, port in self._addresses:
                 udp_sock, tcp_sock = self._bind_pair(ip, port)
                 try:
-                    endpoint, _ = await loop.create_datagram_endpoint(
-                        lambda: _UdpServer(self), sock=udp_sock
-                    )
+                    self._udp_closers.append(await self._serve_udp(udp_sock))
                 except BaseException:
                     udp_sock.close()
                     tcp_sock.close()
                     raise
-                self._udp_endpoints.append(endpoint)
                 try:
                     server = await asyncio.start_server(self._accept_tcp, sock=tcp_sock)
                 except BaseException:
@@ -127,11 +132,18 @@ class Listener:
             task.cancel()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
-        for endpoint in self._udp_endpoints:
-            endpoint.close()
-        self._udp_endpoints.clear()
+        for close in self._udp_closers:
+            close()
+        self._udp_closers.clear()
         self._tcp_servers.clear()
         await asyncio.sleep(0)  # let the transports run their close callbacks (fds released)
+
+    async def _serve_udp(self, sock: socket.socket) -> Callable[[], None]:
+        """Start answering datagrams on a bound UDP socket; returns what closes it."""
+        endpoint, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _UdpServer(self), sock=sock
+        )
+        return endpoint.close
 
     def _bind_pair(self, ip: str, port: int) -> tuple[socket.socket, socket.socket]:
         """Bind UDP, then TCP on the same port number; for port 0, retry if TCP's is taken."""
@@ -194,7 +206,7 @@ class Listener:
             return None
 
     def _on_datagram(
-        self, data: bytes, addr: tuple[str | int, ...], endpoint: asyncio.DatagramTransport
+        self, data: bytes, addr: tuple[str | int, ...], endpoint: DatagramSink
     ) -> None:
         self.udp_received += 1
         if self._closing or len(self._udp_tasks) >= self._max_pending_udp:
@@ -212,7 +224,7 @@ class Listener:
         data: bytes,
         addr: tuple[str | int, ...],
         client: Client,
-        endpoint: asyncio.DatagramTransport,
+        endpoint: DatagramSink,
     ) -> None:
         reply = await self._call_handler(data, client)
         if reply is None or endpoint.is_closing():

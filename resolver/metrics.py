@@ -99,6 +99,12 @@ class Histogram:
         self.count += 1
         self.sum += value
 
+    def observe_many(self, value: float, times: int) -> None:
+        """`times` observations of `value` (a batch measured as a whole, per item)."""
+        self._counts[bisect.bisect_left(self.buckets, value)] += times
+        self.count += times
+        self.sum += value * times
+
     def family(self) -> Family:
         samples = []
         running = 0
