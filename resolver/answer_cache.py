@@ -172,7 +172,7 @@ class AnswerCache:
         """`lookup` without the id: the reply's octets after it (batched sends reuse the
         query's buffer, whose first two octets already are the id)."""
         try:
-            if data[2] & _QUERY_BITS_MASK != _QUERY_BITS or data[4:11] != _COUNTS:
+            if data[2] & _QUERY_BITS_MASK != _QUERY_BITS or not data.startswith(_COUNTS, 4):
                 return None
             variant = _V_RD | _V_CD if data[3] & 0x10 else _V_RD
             # First guess where the question ends, as almost every stub writes its query: the

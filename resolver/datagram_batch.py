@@ -81,17 +81,13 @@ def _address_of(buffer: bytearray) -> int:
 class DatagramBatch:
     """Receive up to `slots` datagrams from a non-blocking UDP socket, reply in place, send."""
 
-    def __init__(
-        self, sock: socket.socket, *, slots: int = 64, slot_octets: int = 4096,
-        flush_every: int = 64,
-    ) -> None:
+    def __init__(self, sock: socket.socket, *, slots: int = 64, slot_octets: int = 4096) -> None:
         if _CALLS is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available here")
         self._recvmmsg, self._sendmmsg = _CALLS
         self._fd = sock.fileno()
         self._family = sock.family
         self.slots = slots
-        self.flush_every = flush_every
         self.slot_octets = slot_octets
         self.truncated = 0  #: datagrams dropped because they did not fit a slot
         self.send_failures = 0  #: replies the kernel refused (each skipped, the rest sent)
@@ -117,10 +113,7 @@ class DatagramBatch:
         self._words = memoryview(self._headers).cast("I")  # 32-bit fields of the headers
         self._lengths = memoryview(self._iovecs).cast("Q")  # iov_base, iov_len pairs
         self._name_words = self._names_view.cast("I")
-        #: The source address of a slot as a dict key: the same for every datagram of a client.
-        self._source_key: Callable[[int], int | bytes] = (
-            self._ipv6_source if self._family == socket.AF_INET6 else self._ipv4_source
-        )
+        self._ipv4 = self._family != socket.AF_INET6
 
     def exchange(self, answer: Answer) -> int:
         """Receive one batch, ask `answer` for each datagram, send the replies.
@@ -137,39 +130,34 @@ class DatagramBatch:
                 return 0
             raise OSError(code, os.strerror(code))
         data, words, lengths = self._data_view, self._words, self._lengths
-        octets, flush = self.slot_octets, self.flush_every
-        source_key = self._source_key
+        names, name_words, ipv4 = self._names_view, self._name_words, self._ipv4
+        octets = self.slot_octets
+        longest = octets - 2
         run_start = 0
         for slot in range(received):
             size = words[slot * _WORDS_PER_HEADER + _LENGTH_WORD]
-            start = slot * octets
-            # A datagram that filled its slot may have been cut (MSG_TRUNC): not answered.
-            reply = (
-                answer(bytes(data[start : start + size]), source_key(slot), slot)
-                if size < octets else None
-            )
-            if reply is None or len(reply) + 2 > octets:  # the latter cannot happen for UDP
-                if size >= octets:
-                    self.truncated += 1
+            if size >= octets:  # it filled its slot, so it may have been cut (MSG_TRUNC)
+                self.truncated += 1
+                reply = None
+            else:
+                start = slot * octets
+                reply = answer(
+                    bytes(data[start : start + size]),
+                    name_words[slot * _NAME_WORDS + 1] if ipv4  # sin_addr as one integer
+                    else bytes(names[slot * _NAME_OCTETS + 8 : slot * _NAME_OCTETS + 24]),
+                    slot,
+                )
+            if reply is None or len(reply) > longest:  # the latter cannot happen for UDP
                 if slot > run_start:
                     self._send(run_start, slot)
                 run_start = slot + 1
                 continue
-            data[start + 2 : start + 2 + len(reply)] = reply
+            start = slot * octets + 2
+            data[start : start + len(reply)] = reply
             lengths[slot * 2 + 1] = len(reply) + 2
-            if slot + 1 - run_start >= flush:
-                self._send(run_start, slot + 1)
-                run_start = slot + 1
         if received > run_start:
             self._send(run_start, received)
         return int(received)
-
-    def _ipv4_source(self, slot: int) -> int:
-        return self._name_words[slot * _NAME_WORDS + 1]  # sin_addr, as one integer
-
-    def _ipv6_source(self, slot: int) -> bytes:
-        start = slot * _NAME_OCTETS
-        return bytes(self._names_view[start + 8 : start + 24])  # sin6_addr
 
     def source(self, slot: int) -> tuple[str, int] | tuple[str, int, int, int]:
         """The sender of the datagram in `slot`, as the socket module writes addresses."""
