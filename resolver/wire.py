@@ -13,6 +13,7 @@ resolver reasons about.
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,7 +22,7 @@ import dnslib
 import dnslib.dns
 
 from resolver import names
-from resolver.wirecheck import MalformedMessage, scan_message
+from resolver.wirecheck import HEADER_LEN, MalformedMessage, ScannedMessage, scan_message
 
 __all__ = [
     "Edns",
@@ -252,53 +253,157 @@ def _record(rr: Any) -> Record:
 
 
 def decode(data: bytes) -> Message:
-    """Decode `data`; raises MalformedMessage for anything not well formed."""
+    """Decode `data`; raises MalformedMessage for anything not well formed.
+
+    Most replies take `_decode_plain`, which reads header, names and record fields itself and
+    leaves only RDATA to dnslib; a message it does not vouch for (a name that needs escapes,
+    RDATA dnslib rejects or reads differently) is decoded wholly by dnslib, as before.
+    """
     scanned = scan_message(data)
+    if type(data) is not bytes:
+        data = bytes(data)
+    if scanned.end < len(data):
+        data = data[: scanned.end]
+    plain = _decode_plain(data, scanned)
+    return plain if plain is not None else _decode_with_dnslib(data, scanned)
+
+
+def _decode_with_dnslib(data: bytes, scanned: ScannedMessage) -> Message:
     try:
-        parsed = dnslib.DNSRecord.parse(data[: scanned.end])
+        parsed = dnslib.DNSRecord.parse(data)
     except Exception:  # dnslib raises several types; retry with opaque RDATA
         try:
-            parsed = _parse_opaque_rdata(data[: scanned.end])
+            parsed = _parse_opaque_rdata(data)
         except Exception as exc:
             raise MalformedMessage(f"undecodable message: {exc}") from None
-    header = parsed.header
-    edns = None
-    additional = []
-    for rr in parsed.ar:
-        if rr.rtype == RRType.OPT:
-            continue
-        additional.append(_record(rr))
-    if scanned.edns is not None:
-        e = scanned.edns
-        edns = Edns(
-            udp_size=e.udp_size,
-            version=e.version,
-            do=e.do,
-            ext_rcode=e.ext_rcode,
-            options=e.options,
-        )
+    additional = [_record(rr) for rr in parsed.ar if rr.rtype != RRType.OPT]
     question = None
     if parsed.questions:
         q = parsed.questions[0]
         question = Question(names.canonical(str(q.qname)), int(q.qtype), int(q.qclass))
-    rcode = int(header.rcode) | ((edns.ext_rcode << 4) if edns else 0)
+    return _message(scanned, question, [_record(rr) for rr in parsed.rr],
+                    [_record(rr) for rr in parsed.auth], additional)
+
+
+def _message(
+    scanned: ScannedMessage, question: Question | None, answer: list[Record],
+    authority: list[Record], additional: list[Record],
+) -> Message:
+    flags = scanned.flags
+    edns = None
+    if scanned.edns is not None:
+        e = scanned.edns
+        edns = Edns(udp_size=e.udp_size, version=e.version, do=e.do, ext_rcode=e.ext_rcode,
+                    options=e.options)
     return Message(
-        id=int(header.id),
-        qr=bool(header.qr),
-        opcode=int(header.opcode),
-        rcode=rcode,
-        aa=bool(header.aa),
-        tc=bool(header.tc),
-        rd=bool(header.rd),
-        ra=bool(header.ra),
-        ad=bool(header.ad),
-        cd=bool(header.cd),
+        id=scanned.id,
+        qr=scanned.qr,
+        opcode=scanned.opcode,
+        rcode=scanned.rcode | ((edns.ext_rcode << 4) if edns else 0),
+        aa=bool(flags & 0x0400),
+        tc=bool(flags & 0x0200),
+        rd=bool(flags & 0x0100),
+        ra=bool(flags & 0x0080),
+        ad=bool(flags & 0x0020),
+        cd=bool(flags & 0x0010),
         question=question,
-        answer=tuple(_record(rr) for rr in parsed.rr),
-        authority=tuple(_record(rr) for rr in parsed.auth),
+        answer=tuple(answer),
+        authority=tuple(authority),
         additional=tuple(additional),
         edns=edns,
     )
+
+
+#: dnslib's RDATA class for each type it knows (DNAME added above); others are opaque RD.
+_RDATA_CLASSES: dict[int, Any] = {
+    int(dnslib.QTYPE.reverse[name]): rdata_class
+    for name, rdata_class in dnslib.dns.RDMAP.items()
+    if name in dnslib.QTYPE.reverse
+}
+_RR_FIXED = struct.Struct("!HHIH")
+#: A name whose labels hold only these octets reads the same in dnslib's presentation form,
+#: which escapes only unprintable octets (and so would not escape a dot inside a label).
+_PLAIN_NAME = re.compile(rb"[\x21-\x2d\x2f-\x5b\x5d-\x7e]+(?:\.[\x21-\x2d\x2f-\x5b\x5d-\x7e]+)*")
+
+
+def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
+    """Decode a message the scanner accepted, or None to leave it to dnslib.
+
+    The scanner has proven every name, pointer and length sound, so this only reads. Names
+    are kept by offset: a compression pointer to a name read before costs one lookup.
+    """
+    read: dict[int, str] = {}
+    question = None
+    if scanned.qdcount:
+        qname = scanned.qname
+        if qname is None or "\\" in qname or scanned.qtype is None or scanned.qclass is None:
+            return None
+        read[HEADER_LEN] = qname
+        question = Question(qname, scanned.qtype, scanned.qclass)
+    buffer = dnslib.DNSBuffer(data)
+    sections: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
+    pos = scanned.question_end
+    unpack = _RR_FIXED.unpack_from
+    for section, count in zip(sections, (scanned.ancount, scanned.nscount, scanned.arcount),
+                              strict=True):
+        for _ in range(count):
+            name, pos = _plain_name(data, pos, read)
+            if name is None:
+                return None
+            rtype, rclass, ttl, rdlength = unpack(data, pos)
+            pos += 10
+            if rtype == RRType.OPT:  # the scanner read it: Message.edns
+                pos += rdlength
+                continue
+            if not rdlength:
+                return None  # dnslib refuses empty RDATA: its path decides
+            buffer.offset = pos
+            try:
+                rdata = _RDATA_CLASSES.get(rtype, dnslib.RD).parse(buffer, rdlength)
+            except Exception:
+                return None
+            pos += rdlength
+            if buffer.offset != pos:  # RDATA longer or shorter than its type reads
+                return None
+            section.append(Record(name, rtype, rclass, 0 if ttl & 0x80000000 else ttl,
+                                  _rdata_key(rtype, rdata), rdata))
+    return _message(scanned, question, *sections)
+
+
+def _plain_name(data: bytes, pos: int, read: dict[int, str]) -> tuple[str | None, int]:
+    """The canonical name at `pos` and the offset after it; None if it needs escapes."""
+    start = pos
+    labels: list[bytes] = []
+    after = -1
+    suffix = "."
+    while True:
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length >= 0xC0:
+            if after < 0:
+                after = pos + 2
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            known = read.get(target)
+            if known is not None:
+                suffix = known
+                break
+            pos = target
+            continue
+        labels.append(data[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+    if after < 0:
+        after = pos
+    if not labels:
+        name = suffix
+    else:
+        joined = b".".join(labels).lower()
+        if not _PLAIN_NAME.fullmatch(joined) or joined.count(b".") != len(labels) - 1:
+            return None, after
+        name = joined.decode("ascii") + ("." if suffix == "." else "." + suffix)
+    read[start] = name
+    return name, after
 
 
 #: Types whose RDATA the resolver reads; all others may stay opaque octets (RFC 3597 §4).

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import struct
 
+import dnslib
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resolver import wire
 from resolver.wire import (
@@ -20,6 +23,7 @@ from resolver.wire import (
     parse_record,
     parse_records,
 )
+from resolver.wirecheck import scan_message
 
 
 def header(data: bytes) -> tuple[int, int, int, int, int, int]:
@@ -279,3 +283,101 @@ def test_parse_record_refuses_bad_or_multiple_records() -> None:
         parse_record("a.example. 60 IN A not-an-address")
     with pytest.raises(ValueError):
         parse_record("a.example. 60 IN A 192.0.2.1\nb.example. 60 IN A 192.0.2.2")
+
+
+# --- the plain decoder against dnslib's ------------------------------------------------------
+
+_LABEL_OCTETS = st.one_of(
+    st.sampled_from([b"www", b"example", b"com", b"Mail", b"_sip", b"xn--bcher-kva", b"*"]),
+    st.binary(min_size=1, max_size=6),  # any octet: dots, backslashes, spaces, unprintables
+)
+_NAMES = st.lists(_LABEL_OCTETS, min_size=0, max_size=4).map(
+    lambda labels: b"".join(bytes((len(x),)) + x for x in labels) + b"\x00"
+)
+
+
+def _compressed_message(owners: list[bytes], targets: list[bytes], ttls: list[int]) -> bytes:
+    """A reply whose records point back to earlier names, as servers write them."""
+    out = bytearray(struct.pack("!6H", 9, 0x8580, 1, len(owners), 0, 0))
+    out += owners[0] + b"\x00\x01\x00\x01"
+    offsets = {owners[0]: 12}
+    for owner, target, ttl in zip(owners, targets, ttls, strict=True):
+        if owner in offsets:
+            out += struct.pack("!H", 0xC000 | offsets[owner])
+        else:
+            offsets[owner] = len(out)
+            out += owner
+        # an NS record: its target may also be a pointer to an earlier name
+        rdata = struct.pack("!H", 0xC000 | offsets[target]) if target in offsets else target
+        out += struct.pack("!HHIH", RRType.NS, 1, ttl, len(rdata)) + rdata
+    return bytes(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    owners=st.lists(_NAMES, min_size=1, max_size=5),
+    targets=st.lists(_NAMES, min_size=5, max_size=5),
+    ttls=st.lists(st.integers(0, 0xFFFFFFFF), min_size=5, max_size=5),
+)
+def test_decode_plain_reads_every_message_as_dnslib_does(
+    owners: list[bytes], targets: list[bytes], ttls: list[int]
+) -> None:
+    """Where the plain decoder answers, its message equals dnslib's, RDATA octets included;
+    where a name needs escapes, it declines and dnslib decodes."""
+    data = _compressed_message(owners, targets[: len(owners)], ttls[: len(owners)])
+    try:
+        scanned = scan_message(data)
+    except MalformedMessage:
+        return  # a name over 255 octets: neither decoder sees it
+    plain = wire._decode_plain(data, scanned)
+    try:
+        reference = wire._decode_with_dnslib(data, scanned)
+    except MalformedMessage:  # dnslib refuses octets above 0x7f in names: so must we
+        assert plain is None
+        with pytest.raises(MalformedMessage):
+            decode(data)
+        return
+    assert decode(data) == (plain if plain is not None else reference)
+    if plain is not None:
+        assert plain == reference
+        assert list(map(rdata_octets, plain.answer)) == list(map(rdata_octets, reference.answer))
+        assert [r.target for r in plain.answer] == [r.target for r in reference.answer]
+
+
+def rdata_octets(record: wire.Record) -> bytes:
+    buffer = dnslib.DNSBuffer()
+    record.rdata.pack(buffer)
+    return bytes(buffer.data)
+
+
+def test_decode_plain_declines_a_name_with_a_dot_inside_a_label() -> None:
+    """dnslib would print b"a.b" as "a.b."; the full path keeps the two readings apart."""
+    data = _compressed_message([b"\x03a.b\x00"], [b"\x02ns\x00"], [60])
+    assert wire._decode_plain(data, scan_message(data)) is None
+    assert decode(data).answer[0].rtype == RRType.NS
+
+
+def test_decode_plain_declines_rdata_longer_than_its_type_reads() -> None:
+    """An A record of 5 octets is left to the full path, which decides as it always did."""
+    data = bytearray(make_query(Question("x.test.", RRType.A), query_id=1, edns_udp_size=None))
+    data[2] |= 0x80
+    data[7] = 1
+    data += b"\xc0\x0c" + struct.pack("!HHIH", RRType.A, 1, 60, 5) + b"\x01\x02\x03\x04\x05"
+    assert wire._decode_plain(bytes(data), scan_message(bytes(data))) is None
+
+
+def test_decode_plain_reads_a_referral_with_glue() -> None:
+    """A typical referral (NS in authority, A and AAAA glue) takes the plain decoder."""
+    reply = Message(
+        id=3, qr=True, opcode=0, rcode=0, question=Question("www.example.com.", RRType.A),
+        authority=tuple(parse_records("example.com. 172800 IN NS ns1.example.com.\n"
+                                      "example.com. 172800 IN NS ns2.example.net.")),
+        additional=tuple(parse_records("ns1.example.com. 172800 IN A 192.0.2.1\n"
+                                       "ns1.example.com. 172800 IN AAAA 2001:db8::1")),
+        edns=Edns(udp_size=1232),
+    )
+    data = encode(reply)
+    plain = wire._decode_plain(data, scan_message(data))
+    assert plain is not None and plain == decode(data) == reply
+    assert [r.target for r in plain.authority] == ["ns1.example.com.", "ns2.example.net."]
+    assert [r.address for r in plain.additional] == ["192.0.2.1", "2001:db8::1"]
