@@ -39,6 +39,7 @@ from resolver.metrics import (
 )
 from resolver.network import Network
 from resolver.prefetch import PREFETCH_FRACTION
+from resolver.randomness import PooledSystemRandom
 from resolver.ratelimit import IpRateLimiter
 from resolver.selection import ServerSelection
 from resolver.service import ResolverService
@@ -97,7 +98,7 @@ def build(
         state=state,
         network=network,
         clock=clock,
-        rng=rng if rng is not None else random.SystemRandom(),
+        rng=rng if rng is not None else PooledSystemRandom(),
         forward_first_zones=forward_first,
     )
     answers = AnswerCache(

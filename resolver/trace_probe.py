@@ -29,6 +29,7 @@ from resolver.classify import ResponseKind, classify
 from resolver.delegation import Delegation
 from resolver.events import QuerySent, ReferralFollowed, TraceEvent, ZoneCutChosen
 from resolver.network import Network, ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.randomness import PooledSystemRandom
 from resolver.wire import (
     MalformedMessage,
     Message,
@@ -163,7 +164,7 @@ class Prober:
         self.port = port
         self.transport = transport
         self.timeout_s = timeout_s
-        self.rng = rng if rng is not None else random.SystemRandom()
+        self.rng = rng if rng is not None else PooledSystemRandom()
         self._slots = asyncio.Semaphore(MAX_PARALLEL)
 
     async def ask(

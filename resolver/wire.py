@@ -83,6 +83,9 @@ class Rcode(enum.IntEnum):
 CLASS_IN = 1
 OPCODE_QUERY = 0
 
+#: Types whose RDATA is a single domain name: their `rdata_key` is that name, canonical.
+_TARGET_IS_KEY = frozenset({2, 5, 12, 39})  # NS, CNAME, PTR, DNAME
+
 #: Types whose RDATA holds a domain name that resolution follows or compares.
 _NAME_RDATA = {RRType.NS, RRType.CNAME, RRType.DNAME, RRType.PTR, RRType.MX, RRType.SRV}
 
@@ -153,6 +156,8 @@ class Record:
     @property
     def target(self) -> str:
         """The domain name inside NS/CNAME/DNAME/PTR/MX/SRV RDATA, canonical."""
+        if self.rtype in _TARGET_IS_KEY and type(self.rdata) is not dnslib.RD:  # not opaque
+            return self.rdata_key  # the name in presentation form, lower-cased: canonical
         rd = self.rdata
         label = None
         for attribute in ("label", "target", "mx"):  # NS/CNAME/DNAME/PTR, SRV, MX in dnslib
