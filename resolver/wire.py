@@ -147,6 +147,8 @@ class Record:
     rdata: Any = field(compare=False, hash=False, repr=False)
 
     def with_ttl(self, ttl: int) -> Record:
+        if ttl == self.ttl:
+            return self  # immutable: a copy would only cost time
         # Direct construction: dataclasses.replace costs several times more on this path.
         return Record(self.name, self.rtype, self.rclass, ttl, self.rdata_key, self.rdata)
 
