@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import http.client
 import logging
 import math
 import re
@@ -377,6 +376,8 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 def fetch(ip: str, port: int, *, timeout_s: float = 3.0) -> str:
     """The exposition text of the server at ip:port; OSError or ValueError if it fails."""
+    import http.client  # only the `stats` command reads metrics: the server never loads it
+
     host = f"[{ip}]" if ":" in ip else ip
     connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
