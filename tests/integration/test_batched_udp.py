@@ -289,3 +289,38 @@ def test_fast_listener_without_batching_support_uses_the_datagram_transport(
     replies, listener = run(setup, True, [query(qid=5)])
     assert not listener.batching and not listener.batches and replies[0][:2] == b"\x00\x05"
     assert struct.unpack("!H", replies[0][6:8])[0] >= 1  # an answer record
+
+
+def test_fast_listener_batched_answers_over_ipv6_from_cache() -> None:
+    """On ::1 the batch keys clients by their IPv6 address and still answers hits in place."""
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    finally:
+        probe.close()
+    setup = Setup()
+    setup.ask(query())  # cached now
+
+    async def body() -> bytes:
+        listener = FastListener(setup.handler, [("::1", 0)])
+        await listener.start()
+        try:
+            ip, port, _ = next(a for a in listener.bound_addresses if a[2] is Transport.UDP)
+            assert listener.batches
+            client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            client.bind(("::1", 0))
+            client.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendto(client, query(qid=0x0A0B), (ip, port))
+            async with asyncio.timeout(5):
+                reply = await loop.sock_recv(client, 4096)
+            client.close()
+            return reply
+        finally:
+            await listener.stop()
+
+    reply = asyncio.run(body())
+    assert reply[:2] == b"\x0a\x0b" and reply[3] & 0xF == 0
+    assert setup.answers.hits == 1
