@@ -9,10 +9,13 @@ Rules this module keeps (RFC 5452, RFC 7766):
   RFC 4343; type and class exactly). Anything else is counted and ignored while the exchange
   keeps waiting: junk must never end an exchange early (TuDoor).
 - ICMP port unreachable (ECONNREFUSED on the connected socket) fails the exchange at once:
-  nothing listens there. Other ICMP errors are ignored like junk; the deadline decides.
+  nothing listens there. Other ICMP errors are ignored like junk and the deadline decides
+  (beyond 16 of them in one exchange the socket itself is taken for broken).
 - TCP: one connection per exchange, messages framed by a two-octet length (RFC 1035 §4.2.2);
   framed replies are read until one matches.
-- At most `max_outstanding` exchanges hold a socket at once, so file descriptors never run out.
+- At most `max_outstanding` exchanges hold a socket at once, and never more than half of the
+  process's file descriptor limit (read at each exchange), so that listeners, metrics and
+  control keep working when upstreams are slow.
 
 The query bytes are sent exactly as given: the engine chose their random id.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import resource
 import socket
 import sys
 from dataclasses import dataclass
@@ -35,6 +39,12 @@ if TYPE_CHECKING:
 _HEADER_OCTETS = 12
 _MAX_LABEL_OCTETS = 63
 _MAX_TCP_MESSAGE = 0xFFFF
+#: Largest UDP datagram: nothing longer can arrive, so nothing is ever cut.
+_MAX_UDP_DATAGRAM = 0xFFFF
+#: Socket errors (ICMP reports, maybe forged) a UDP exchange outlasts before it gives up:
+#: enough for any forgery burst within one timeout, few enough that a broken socket cannot
+#: spin until the deadline.
+_MAX_IGNORED_SOCKET_ERRORS = 16
 # Linux values, for Pythons whose socket module does not export them (3.11 does not).
 _LINUX_IP_MTU_DISCOVER = 10
 _LINUX_IP_PMTUDISC_OMIT = 5
@@ -107,6 +117,7 @@ class AsyncioNetwork:
         self.timeouts = 0  #: exchanges that ended at the deadline
         self.errors = 0  #: exchanges that failed at once (refused, reset, no fd, ...)
         self.mismatched = 0  #: datagrams or TCP messages ignored because they did not match
+        self.in_use = 0  #: exchanges under way (each holds a socket, or waits for one)
 
     async def exchange(
         self, query: bytes, server: ServerAddress, transport: Transport, timeout_s: float
@@ -118,21 +129,31 @@ class AsyncioNetwork:
         """
         matcher = ReplyMatcher.for_query(query)
         deadline = asyncio.get_running_loop().time() + timeout_s
+        if self.in_use >= _upstream_fd_budget():
+            self.errors += 1
+            raise UpstreamError(f"{server}: upstream sockets hold half the file descriptors")
+        waiting_for_slot = True
+        self.in_use += 1
         try:
+            # One timeout scope for both steps: each scope costs a timer on the event loop.
             async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
+                waiting_for_slot = False
+                try:
+                    if server.tls_name is not None:
+                        return await self._exchange_tls(query, server, deadline)
+                    if transport is Transport.UDP:
+                        return await self._exchange_udp(query, matcher, server)
+                    return await self._exchange_tcp(query, matcher, server)
+                finally:
+                    self._slots.release()
         except TimeoutError:
-            # A local shortage, not the server's silence: report it as a failure, not a timeout.
-            self.errors += 1
-            raise UpstreamError(f"{server}: no free upstream socket before the deadline") from None
-        try:
-            async with asyncio.timeout_at(deadline):
-                if server.tls_name is not None:
-                    return await self._exchange_tls(query, server, deadline)
-                if transport is Transport.UDP:
-                    return await self._exchange_udp(query, matcher, server)
-                return await self._exchange_tcp(query, matcher, server)
-        except TimeoutError:
+            if waiting_for_slot:
+                # A local shortage, not the server's silence: a failure, not a timeout.
+                self.errors += 1
+                raise UpstreamError(
+                    f"{server}: no free upstream socket before the deadline"
+                ) from None
             # Also an OS-level ETIMEDOUT: TimeoutError is an OSError, and a timeout all the same.
             self.timeouts += 1
             raise UpstreamTimeout(
@@ -148,7 +169,7 @@ class AsyncioNetwork:
             self.errors += 1
             raise UpstreamError(f"{server} ({transport.value}): {exc}") from exc
         finally:
-            self._slots.release()
+            self.in_use -= 1
 
     async def _exchange_tls(self, query: bytes, server: ServerAddress, deadline: float) -> bytes:
         if self.dot is None:
@@ -169,27 +190,30 @@ class AsyncioNetwork:
     ) -> bytes:
         loop = asyncio.get_running_loop()
         family = _family(server)
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        endpoint: asyncio.DatagramTransport | None = None
-        reply: asyncio.Future[bytes] = loop.create_future()
-        try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             if family == socket.AF_INET:
                 omit_path_mtu_discovery(sock)
             sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
             sock.connect((server.ip, server.port))
-            # Sent before the endpoint exists: a fast reply simply waits in the socket buffer.
             sock.send(query)
             self.sent += 1
-            receiver = _UdpReceiver(self, matcher, reply, server)
-            endpoint, _ = await loop.create_datagram_endpoint(lambda: receiver, sock=sock)
-            return await reply
-        finally:
-            reply.cancel()  # no-op once done; else nothing may set it later, unseen
-            if endpoint is not None:
-                endpoint.abort()  # the endpoint owns the socket now and closes it
-            else:
-                sock.close()
+            errors = 0
+            while True:  # the caller's deadline ends the wait
+                try:
+                    data = await loop.sock_recv(sock, _MAX_UDP_DATAGRAM)
+                except ConnectionRefusedError:
+                    # ICMP port unreachable on a connected socket: nobody listens there.
+                    raise UpstreamError(f"{server} (udp): port unreachable (ICMP)") from None
+                except OSError as exc:
+                    # Other ICMP errors may be forged; they must not end the exchange (TuDoor).
+                    errors += 1
+                    if errors > _MAX_IGNORED_SOCKET_ERRORS:
+                        raise UpstreamError(f"{server} (udp): {exc}") from exc
+                    continue
+                if matcher.matches(data):
+                    return data
+                self.mismatched += 1
 
     async def _exchange_tcp(
         self, query: bytes, matcher: ReplyMatcher, server: ServerAddress
@@ -217,40 +241,15 @@ class AsyncioNetwork:
             writer.close()
 
 
-class _UdpReceiver(asyncio.DatagramProtocol):
-    """Waits on one connected socket for the datagram that matches; ignores the rest."""
+def _upstream_fd_budget() -> int:
+    """Half the file descriptors the process may open now (RLIMIT_NOFILE, soft limit).
 
-    def __init__(
-        self,
-        network: AsyncioNetwork,
-        matcher: ReplyMatcher,
-        reply: asyncio.Future[bytes],
-        server: ServerAddress,
-    ) -> None:
-        self._network = network
-        self._matcher = matcher
-        self._reply = reply
-        self._server = server
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if self._reply.done():
-            return
-        if self._matcher.matches(data):
-            self._reply.set_result(data)
-        else:
-            self._network.mismatched += 1
-
-    def error_received(self, exc: Exception) -> None:
-        # ECONNREFUSED on a connected UDP socket is ICMP port unreachable: nobody listens there,
-        # so fail fast. Other ICMP errors may be forged; they must not end the exchange (TuDoor).
-        if isinstance(exc, ConnectionRefusedError) and not self._reply.done():
-            self._reply.set_exception(
-                UpstreamError(f"{self._server} (udp): port unreachable (ICMP)")
-            )
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._reply.done():
-            self._reply.set_exception(UpstreamError(f"{self._server} (udp): socket closed"))
+    Read at every exchange: an operator may lower it at run time (prlimit). The other half
+    stays for what must keep working when upstreams are slow: accepting TCP clients, the
+    metrics and control sockets, log files.
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return sys.maxsize if soft == resource.RLIM_INFINITY else soft // 2
 
 
 def _family(server: ServerAddress) -> socket.AddressFamily:

@@ -298,6 +298,33 @@ def test_transport_fd_exhaustion_is_upstream_error(monkeypatch: pytest.MonkeyPat
     run(body())
 
 
+def test_transport_keeps_half_the_file_descriptors_for_the_rest_of_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With RLIMIT_NOFILE at 4, at most 2 exchanges hold sockets; a third fails at once."""
+    monkeypatch.setattr(
+        "resolver.transport.resource.getrlimit", lambda which: (4, 4096)
+    )
+
+    async def body() -> None:
+        async with udp_server(lambda q: []) as (protocol, server):
+            network = AsyncioNetwork()
+            waiting = [
+                asyncio.create_task(network.exchange(make_query(qid=i), server, Transport.UDP, 1.0))
+                for i in range(2)
+            ]
+            await asyncio.sleep(0.1)
+            with pytest.raises(UpstreamError, match="half the file descriptors"):  # no timeout
+                await network.exchange(make_query(qid=9), server, Transport.UDP, 1.0)
+            assert len(protocol.sources) == 2 and network.in_use == 2
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            assert network.in_use == 0
+
+    run(body())
+
+
 def test_transport_sets_pmtu_omit_on_ipv4_sockets() -> None:
     """Path MTU discovery is set to OMIT on an IPv4 socket where the platform supports it."""
     if not hasattr(socket, "IP_MTU_DISCOVER") and sys.platform != "linux":
