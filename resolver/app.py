@@ -23,7 +23,12 @@ from resolver.acl import AccessControl
 from resolver.answer_cache import AnswerCache
 from resolver.cache import RecordCache
 from resolver.config import ListenAddress, ServeConfig, SystemSettings
-from resolver.control import ControlError, ControlServer, default_socket_path
+from resolver.control import (
+    ControlError,
+    ControlServer,
+    default_socket_path,
+    worker_socket_path,
+)
 from resolver.delegation import Delegation, load_root_hints
 from resolver.driver import Clock
 from resolver.engine import SharedState
@@ -155,8 +160,10 @@ async def serve(
     ready: asyncio.Event | None = None,
     reuse_port: bool = False,
     reload: Callable[[], ServeConfig] | None = None,
+    worker_index: int | None = None,
 ) -> None:
-    """Run the resolver until SIGINT or SIGTERM (`reuse_port`: one of several workers).
+    """Run the resolver until SIGINT or SIGTERM (`reuse_port`: one of several workers,
+    `worker_index` its number, which names its control socket).
 
     SIGHUP calls `reload` for the configuration as it now reads (the file re-read, the
     command line over it) and puts its policy in force without touching the caches.
@@ -198,7 +205,7 @@ async def serve(
     except StartupError:
         await listener.stop()
         raise
-    control = await _start_control(app, config)
+    control = await _start_control(app, config, worker_index)
     if config.system.username is not None:
         try:  # every privileged socket is bound by now (Unbound's username)
             drop_privileges(config.system.username)
@@ -300,9 +307,17 @@ def _reload(app: App, as_started: ServeConfig, reload: Callable[[], ServeConfig]
              "on" if system.log_queries else "off")
 
 
-async def _start_control(app: App, config: ServeConfig) -> ControlServer | None:
-    """The local control channel (`resolver cache ...`); serving DNS does not depend on it."""
+async def _start_control(
+    app: App, config: ServeConfig, worker_index: int | None
+) -> ControlServer | None:
+    """The local control channel (`resolver cache ...`); serving DNS does not depend on it.
+
+    With several workers, each has its own: worker 0 on the configured path, worker N on
+    that path with ".N" appended (control.worker_socket_path); the client asks them all.
+    """
     path = Path(config.control_socket) if config.control_socket else default_socket_path()
+    if worker_index:
+        path = worker_socket_path(path, worker_index)
     control = ControlServer(path, app.service, app.handler)
     try:
         await control.start()

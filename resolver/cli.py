@@ -523,16 +523,19 @@ def stats(address: str | None, config_path: Path | None, raw: bool,
         if explicit:
             raise click.ClickException(f"cannot read metrics at http://{endpoint}/metrics: "
                                        f"{exc}") from None
-        from resolver.control import ControlError, default_socket_path, request
+        from resolver.control import ControlError, default_socket_path, merged_stats, request_all
 
         path = control_socket if control_socket is not None else default_socket_path()
         try:
-            reply = request(path, {"cmd": "stats"})
+            replies = request_all(path, {"cmd": "stats"})
         except ControlError as control_exc:
             raise click.ClickException(
                 f"no metrics endpoint at http://{endpoint}/metrics ({exc}; start the server "
                 f"with --metrics {endpoint}) and no control channel: {control_exc}") from None
-        for key, value in sorted((reply.get("stats") or {}).items()):
+        stats = merged_stats([reply.get("stats") or {} for _, reply in replies])
+        if len(replies) > 1:
+            click.echo(f"{'workers':<24}  {len(replies)}")
+        for key, value in sorted(stats.items()):
             click.echo(f"{key:<24}  {value}")
         return
     if raw:
@@ -583,14 +586,30 @@ def cache() -> None:
     """Look at or flush the cache of a running `resolver serve` (local control socket)."""
 
 
-def _control(control_socket: Path | None, payload: dict[str, Any]) -> dict[str, Any]:
-    from resolver.control import ControlError, default_socket_path, request
+def _control(
+    control_socket: Path | None, payload: dict[str, Any]
+) -> list[tuple[int, dict[str, Any]]]:
+    """The replies of every worker of the running server, (worker number, reply) each."""
+    from resolver.control import ControlError, default_socket_path, request_all
 
     path = control_socket if control_socket is not None else default_socket_path()
     try:
-        return request(path, payload)
+        return request_all(path, payload)
     except ControlError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _echo_lines(replies: list[tuple[int, dict[str, Any]]]) -> int:
+    """Print the lines of each reply (under a header per worker when there are several)."""
+    printed = 0
+    for worker, reply in replies:
+        lines = reply.get("lines") or []
+        if lines and len(replies) > 1:
+            click.echo(f";; worker {worker}")
+        for line in lines:
+            click.echo(line)
+        printed += len(lines)
+    return printed
 
 
 def _control_name(name: str) -> str:
@@ -619,11 +638,9 @@ def _control_type(rtype: str | None) -> str | None:
 def cache_show(name: str, rtype: str | None, control_socket: Path | None) -> None:
     """Show what the cache holds for NAME, TTLs counted down."""
     qname = _control_name(name)
-    reply = _control(control_socket, {"cmd": "show", "name": qname, "type": _control_type(rtype)})
-    lines = reply.get("lines") or []
-    for line in lines:
-        click.echo(line)
-    if not lines:
+    replies = _control(control_socket,
+                       {"cmd": "show", "name": qname, "type": _control_type(rtype)})
+    if not _echo_lines(replies):
         click.echo(f";; nothing cached for {qname}" + (f" {rtype.upper()}" if rtype else ""))
 
 
@@ -635,15 +652,15 @@ def cache_show(name: str, rtype: str | None, control_socket: Path | None) -> Non
 def cache_flush(name: str, subtree: bool, rtype: str | None, control_socket: Path | None) -> None:
     """Remove NAME (and with --subtree every name below it) from the cache."""
     qname = _control_name(name)
-    reply = _control(control_socket, {"cmd": "flush", "name": qname, "subtree": subtree,
-                                      "type": _control_type(rtype)})
-    removed = int(reply.get("removed", 0))
-    click.echo(f"removed {removed} {'entry' if removed == 1 else 'entries'}")
+    replies = _control(control_socket, {"cmd": "flush", "name": qname, "subtree": subtree,
+                                        "type": _control_type(rtype)})
+    removed = sum(int(reply.get("removed", 0)) for _, reply in replies)
+    workers = f" from {len(replies)} workers" if len(replies) > 1 else ""
+    click.echo(f"removed {removed} {'entry' if removed == 1 else 'entries'}{workers}")
 
 
 @cache.command("dump")
 @_control_socket_option
 def cache_dump(control_socket: Path | None) -> None:
     """Print every cache entry, one record per line, TTLs counted down."""
-    for line in _control(control_socket, {"cmd": "dump"}).get("lines") or []:
-        click.echo(line)
+    _echo_lines(_control(control_socket, {"cmd": "dump"}))

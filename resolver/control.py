@@ -51,6 +51,10 @@ class ControlError(Exception):
     """A control-channel problem, in one line an operator understands."""
 
 
+class ControlNotRunning(ControlError):
+    """Nothing listens on the control socket (no file, or a file left by a dead server)."""
+
+
 def default_socket_path(
     *, environ: Mapping[str, str] | None = None, uid: int | None = None
 ) -> Path:
@@ -63,6 +67,11 @@ def default_socket_path(
     if uid == 0:
         return Path("/run/resolver/control.sock")
     return Path(f"/tmp/resolver-{uid}/control.sock")
+
+
+def worker_socket_path(path: Path, index: int) -> Path:
+    """The control socket of worker `index` (`resolver serve --workers`); worker 0 keeps `path`."""
+    return path if index == 0 else path.with_name(f"{path.name}.{index}")
 
 
 # -- the server ------------------------------------------------------------------
@@ -265,7 +274,7 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = CLIENT_TI
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
-            raise ControlError(not_running) from None
+            raise ControlNotRunning(not_running) from None
         except PermissionError:
             raise ControlError(f"permission denied on {path} (the server runs as another user)"
                                ) from None
@@ -288,6 +297,43 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = CLIENT_TI
     if not reply.get("ok"):
         raise ControlError(str(reply.get("error") or "the resolver refused the command"))
     return reply
+
+
+def request_all(path: Path, payload: dict[str, Any], *, timeout_s: float = CLIENT_TIMEOUT_S
+                ) -> list[tuple[int, dict[str, Any]]]:
+    """Send one command to the server at `path` and to every further worker of it.
+
+    A server with several workers (`--workers N`) has one control socket per worker
+    (`worker_socket_path`), each with its own caches: a flush must reach them all. Worker
+    sockets are tried in order until one does not exist; one whose worker is gone (a
+    socket file left by a crash) is skipped. Returns (worker number, reply) pairs;
+    ControlError if `path` itself does not answer.
+    """
+    replies = [(0, request(path, payload, timeout_s=timeout_s))]
+    index = 1
+    while True:
+        sibling = worker_socket_path(path, index)
+        if not os.path.lexists(sibling):
+            return replies
+        with contextlib.suppress(ControlNotRunning):  # a socket file left by a dead worker
+            replies.append((index, request(sibling, payload, timeout_s=timeout_s)))
+        index += 1
+
+
+def merged_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The counters of several workers as one server's: numbers and per-rcode counts summed."""
+    merged: dict[str, Any] = {}
+    for one in stats:
+        for key, value in one.items():
+            if isinstance(value, bool) or key not in merged:
+                merged.setdefault(key, value if not isinstance(value, dict) else dict(value))
+                continue
+            if isinstance(value, int | float) and isinstance(merged[key], int | float):
+                merged[key] += value
+            elif isinstance(value, dict) and isinstance(merged[key], dict):
+                for name, count in value.items():
+                    merged[key][name] = merged[key].get(name, 0) + count
+    return merged
 
 
 def _read_reply(sock: socket.socket) -> bytes:

@@ -22,7 +22,13 @@ import dnslib
 import dnslib.dns
 
 from resolver import names
-from resolver.wirecheck import HEADER_LEN, MalformedMessage, ScannedMessage, scan_message
+from resolver.wirecheck import (
+    HEADER_LEN,
+    MalformedMessage,
+    ScannedMessage,
+    presentation,
+    scan_message,
+)
 
 __all__ = [
     "Edns",
@@ -328,8 +334,7 @@ _RDATA_CLASSES: dict[int, Any] = {
     if name in dnslib.QTYPE.reverse
 }
 _RR_FIXED = struct.Struct("!HHIH")
-#: A name whose labels hold only these octets reads the same in dnslib's presentation form,
-#: which escapes only unprintable octets (and so would not escape a dot inside a label).
+#: Labels of only these octets need no escapes in presentation form (dnslib's or ours).
 _PLAIN_NAME = re.compile(rb"[\x21-\x2d\x2f-\x5b\x5d-\x7e]+(?:\.[\x21-\x2d\x2f-\x5b\x5d-\x7e]+)*")
 
 
@@ -343,7 +348,8 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
     question = None
     if scanned.qdcount:
         qname = scanned.qname
-        if qname is None or "\\" in qname or scanned.qtype is None or scanned.qclass is None:
+        if (qname is None or scanned.qtype is None or scanned.qclass is None
+                or "\\046" in qname or "\\092" in qname):  # a dot or backslash in a label
             return None
         read[HEADER_LEN] = qname
         question = Question(qname, scanned.qtype, scanned.qclass)
@@ -406,9 +412,13 @@ def _plain_name(data: bytes, pos: int, read: dict[int, str]) -> tuple[str | None
         name = suffix
     else:
         joined = b".".join(labels).lower()
-        if not _PLAIN_NAME.fullmatch(joined) or joined.count(b".") != len(labels) - 1:
-            return None, after
-        name = joined.decode("ascii") + ("." if suffix == "." else "." + suffix)
+        if joined.count(b".") != len(labels) - 1 or b"\\" in joined:
+            return None, after  # dnslib would print these ambiguously: its path decides
+        if _PLAIN_NAME.fullmatch(joined):
+            text = joined.decode("ascii")
+        else:  # other octets as \DDD, as dnslib writes them (it cannot read 0x80 and above)
+            text = presentation(labels)[:-1]
+        name = text + ("." if suffix == "." else "." + suffix)
     read[start] = name
     return name, after
 

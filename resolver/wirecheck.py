@@ -288,7 +288,7 @@ def _follow_pointers(data: bytes, pos: int, segment_start: int, octets: int, kno
         known[offset] = (octets - octets_before, hops - hops_before, run_ends[run_number])
 
 
-def _presentation(labels: list[bytes]) -> str:
+def presentation(labels: list[bytes]) -> str:
     """Lower-cased presentation form with a trailing dot; "." for the root."""
     if not labels:
         return "."
@@ -306,7 +306,7 @@ def scan_name(data: bytes, offset: int) -> tuple[str, int]:
     if offset < 0:
         raise MalformedMessage("name offset outside the message")
     labels, end = _read_name(data, offset)
-    return _presentation(labels), end
+    return presentation(labels), end
 
 
 def _parse_opt(data: bytes, pos: int, end: int, udp_size: int, ttl: int) -> EdnsInfo:
@@ -358,7 +358,7 @@ def scan_message(data: bytes) -> ScannedMessage:
             raise MalformedMessage("question without QTYPE and QCLASS")
         qname_wire = data[HEADER_LEN:pos]
         qtype, qclass = _U16_PAIR.unpack_from(data, pos)
-        qname = _presentation(labels)
+        qname = presentation(labels)
         pos += 4
         for _ in range(qdcount - 1):
             pos = _skip_name(data, pos, known) + 4

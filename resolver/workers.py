@@ -290,7 +290,7 @@ def _worker_main(
     from resolver.app import StartupError, run
 
     try:
-        run(_serve_while_parent_lives(config, parent_pid, reload))
+        run(_serve_while_parent_lives(config, parent_pid, reload, index))
     except StartupError as exc:
         log.error("worker %d cannot start: %s", index, exc)
         sys.exit(1)
@@ -302,11 +302,13 @@ def _worker_main(
 
 
 async def _serve_while_parent_lives(
-    config: ServeConfig, parent_pid: int, reload: Callable[[], ServeConfig] | None
+    config: ServeConfig, parent_pid: int, reload: Callable[[], ServeConfig] | None, index: int
 ) -> None:
     from resolver.app import serve
 
-    server = asyncio.create_task(serve(config, reuse_port=True, reload=reload))
+    server = asyncio.create_task(
+        serve(config, reuse_port=True, reload=reload, worker_index=index)
+    )
     while True:
         done, _ = await asyncio.wait({server}, timeout=_PARENT_CHECK_S)
         if done:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,3 +78,40 @@ def test_workers_refuse_port_zero(lab: RunningLab) -> None:
     )
     assert result.returncode != 0
     assert "explicit ports" in result.stderr
+
+
+def test_workers_each_have_a_control_socket_and_flush_reaches_all(lab: RunningLab) -> None:
+    """With two workers, each caches on its own and has its own control socket; `resolver
+    cache flush` empties the name in both, and both sockets are gone after SIGTERM."""
+    require_tool("dig")
+    directory = Path(tempfile.mkdtemp(prefix="rw-"))  # short: Unix socket paths are limited
+    control = directory / "control.sock"
+    running = start_resolver(lab, "--workers", "2", "--control-socket", str(control))
+    proc = running.process
+    try:
+        sockets = [control, control.with_name("control.sock.1")]
+        deadline = time.monotonic() + 10
+        while not all(p.exists() for p in sockets) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(p.exists() for p in sockets)
+        for _ in range(24):  # a new source port each time: the kernel spreads them over workers
+            assert dig(running.ip, running.port, "www.networkutopia.com", "+short").strip() \
+                == "212.212.212.2"
+        cli = [sys.executable, "-m", "resolver", "cache"]
+        shown = subprocess.run([*cli, "show", "www.networkutopia.com", "--control-socket",
+                                str(control)], capture_output=True, text=True, timeout=30)
+        assert ";; worker 0" in shown.stdout and ";; worker 1" in shown.stdout, shown.stdout
+        flushed = subprocess.run([*cli, "flush", "www.networkutopia.com", "--control-socket",
+                                  str(control)], capture_output=True, text=True, timeout=30)
+        assert flushed.stdout.strip().endswith("from 2 workers"), flushed.stdout
+        after = subprocess.run([*cli, "show", "www.networkutopia.com", "--control-socket",
+                                str(control)], capture_output=True, text=True, timeout=30)
+        assert after.stdout.startswith(";; nothing cached"), after.stdout
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert not any(p.exists() for p in sockets)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(directory, ignore_errors=True)

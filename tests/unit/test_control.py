@@ -288,3 +288,74 @@ def test_control_cli_rejects_a_bad_name_before_connecting(short_dir: Path) -> No
         main, ["cache", "flush", "a..b", "--control-socket", str(short_dir / "x.sock")]
     )
     assert result.exit_code == 2 and "not a valid domain name" in result.output
+
+
+# --- several workers, one control socket each ---------------------------------------------------
+
+
+def test_control_request_all_asks_every_worker_and_skips_a_dead_one(short_dir: Path) -> None:
+    """Worker 0 on the path, worker 2 on path.2, a dead socket file on path.1: two replies,
+    numbered by worker; nothing is asked past the first missing number."""
+    from resolver.control import request_all, worker_socket_path
+
+    path = short_dir / "control.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(worker_socket_path(path, 1)))
+    dead.close()  # the file stays, nobody listens: a worker that crashed
+
+    first = ControlServer(path, warm_service())
+    third = ControlServer(worker_socket_path(path, 2), warm_service())
+
+    async def body() -> list[tuple[int, dict[str, Any]]]:
+        await first.start()
+        await third.start()
+        try:
+            return await asyncio.to_thread(
+                request_all, path, {"cmd": "flush", "name": "networkutopia.com.",
+                                    "subtree": True})
+        finally:
+            await first.stop()
+            await third.stop()
+
+    replies = asyncio.run(body())
+    assert [worker for worker, _ in replies] == [0, 2]
+    assert all(reply["removed"] >= 1 for _, reply in replies)
+
+
+def test_control_merged_stats_sum_counters_and_rcodes() -> None:
+    """Two workers' counters read as one server's."""
+    from resolver.control import merged_stats
+
+    merged = merged_stats([
+        {"queries": 3, "rcodes": {"NOERROR": 2, "NXDOMAIN": 1}, "cache_entries": 10},
+        {"queries": 4, "rcodes": {"NOERROR": 4}, "cache_entries": 5},
+    ])
+    assert merged == {"queries": 7, "rcodes": {"NOERROR": 6, "NXDOMAIN": 1}, "cache_entries": 15}
+
+
+def test_control_cli_flush_reaches_every_worker(short_dir: Path) -> None:
+    """`resolver cache flush` with two workers removes the name from both and says so."""
+    from resolver.control import worker_socket_path
+
+    path = short_dir / "control.sock"
+    services = [warm_service(), warm_service()]
+
+    async def body() -> tuple[str, str]:
+        servers = [ControlServer(worker_socket_path(path, i), s) for i, s in enumerate(services)]
+        for server in servers:
+            await server.start()
+        try:
+            runner = CliRunner()
+            show = await asyncio.to_thread(runner.invoke, main, [
+                "cache", "show", "www.networkutopia.com", "--control-socket", str(path)])
+            flush = await asyncio.to_thread(runner.invoke, main, [
+                "cache", "flush", "www.networkutopia.com", "--control-socket", str(path)])
+            return show.output, flush.output
+        finally:
+            for server in servers:
+                await server.stop()
+
+    shown, flushed = asyncio.run(body())
+    assert ";; worker 0" in shown and ";; worker 1" in shown
+    assert flushed.strip() == "removed 2 entries from 2 workers"
+    assert all(s.state.cache.rrset("www.networkutopia.com.", RRType.A) is None for s in services)
