@@ -29,6 +29,10 @@ from resolver.config import CacheSettings
 from resolver.delegation import Delegation, NameServer
 from resolver.wire import Question, Rcode, Record, RRType
 
+#: An RRset stored again with an expiry this close to the stored one is the same entry:
+#: TTLs are shown in whole seconds.
+_SAME_EXPIRY_S = 1.0
+
 
 class Rank(enum.IntEnum):
     """How much a cached RRset is trusted (RFC 2181 §5.4.1, highest last)."""
@@ -145,6 +149,13 @@ class RecordCache:
         unique: dict[str, Record] = {}
         for rr in records:
             unique.setdefault(rr.rdata_key, rr.with_ttl(ttl))
+        if (isinstance(current, CachedRRset) and current.rank == rank
+                and abs(current.expires_at - (now + ttl)) < _SAME_EXPIRY_S
+                and key not in self._hidden and _same_rdata(current.records, unique, ttl)):
+            # The same RRset again within the second (the glue of a referral, then of the
+            # answer): storing it anew would change nothing a client sees, and each store
+            # leaves a dead item in the cache's expiry heap until that heap is compacted.
+            return True
         self._entries[key] = CachedRRset(
             records=tuple(unique.values()), rank=rank, stored_at=now, expires_at=now + ttl
         )
@@ -405,6 +416,12 @@ class RecordCache:
 
     def _ttl_left(self, expires_at: float) -> int:
         return math.floor(expires_at - self._timer() + 1e-9)
+
+
+def _same_rdata(records: tuple[Record, ...], unique: dict[str, Record], ttl: int) -> bool:
+    """Whether `records` hold exactly the RDATA in `unique`, with TTL `ttl` when stored."""
+    return (len(records) == len(unique) and records[0].ttl == ttl
+            and all(rr.rdata_key in unique for rr in records))
 
 
 def _qkey(question: Question) -> tuple[str, int, int]:

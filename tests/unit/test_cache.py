@@ -162,6 +162,34 @@ def test_cache_lower_rank_may_replace_expired_higher_rank(clock: FakeClock) -> N
     assert cache.rank_of("www.example.", RRType.A) is Rank.ADDITIONAL
 
 
+def test_cache_same_rrset_again_within_the_second_keeps_the_entry(clock: FakeClock) -> None:
+    """The same RRset at the same rank stored again within a second changes nothing, and
+    leaves no second item in the expiry heap; a second later it refreshes the TTL."""
+    cache = make_cache(clock)
+    cache.store_rrset(a_rrset(ttl=300), Rank.ADDITIONAL)
+    first = cache._entries.get(("rr", "www.example.", RRType.A, 1))
+    clock.advance(0.4)
+    assert cache.store_rrset(a_rrset(ttl=300), Rank.ADDITIONAL)
+    assert cache._entries.get(("rr", "www.example.", RRType.A, 1)) is first
+    heap = cache._entries._TLRUCache__order  # type: ignore[attr-defined]
+    assert len(heap) == 1
+    clock.advance(1.0)
+    cache.store_rrset(a_rrset(ttl=300), Rank.ADDITIONAL)
+    got = cache.rrset("www.example.", RRType.A)
+    assert got is not None and {rr.ttl for rr in got} == {300}  # refreshed
+
+
+def test_cache_same_rrset_with_other_data_or_rank_replaces_the_entry(clock: FakeClock) -> None:
+    """Within the same second, a changed record set or a higher rank is stored."""
+    cache = make_cache(clock)
+    cache.store_rrset(a_rrset(ttl=300), Rank.ADDITIONAL)
+    cache.store_rrset(a_rrset("www.example.", 300, "192.0.2.9"), Rank.ADDITIONAL)
+    got = cache.rrset("www.example.", RRType.A)
+    assert got is not None and [rr.address for rr in got] == ["192.0.2.9"]
+    cache.store_rrset(a_rrset("www.example.", 300, "192.0.2.9"), Rank.AUTHORITATIVE_ANSWER)
+    assert cache.rank_of("www.example.", RRType.A) is Rank.AUTHORITATIVE_ANSWER
+
+
 def test_cache_ranks_are_ordered_as_in_rfc2181() -> None:
     """Additional < authority < answer < authoritative authority < authoritative answer."""
     assert (
