@@ -338,6 +338,29 @@ _RR_FIXED = struct.Struct("!HHIH")
 _PLAIN_NAME = re.compile(rb"[\x21-\x2d\x2f-\x5b\x5d-\x7e]+(?:\.[\x21-\x2d\x2f-\x5b\x5d-\x7e]+)*")
 
 
+class Ipv4Rdata:
+    """A record RDATA (RFC 1035 §3.4.1) as its four octets and their dotted-quad text: what
+    dnslib's A object offers the rest of this module (pack, toZone, str), in half the memory
+    of it and its tuple of four ints. The text is also the record's `rdata_key`."""
+
+    __slots__ = ("octets", "text")
+
+    def __init__(self, octets: bytes) -> None:
+        self.octets = octets
+        self.text = f"{octets[0]}.{octets[1]}.{octets[2]}.{octets[3]}"
+
+    def pack(self, buffer: Any) -> None:
+        buffer.append(self.octets)
+
+    def toZone(self) -> str:  # dnslib's name: its encoder and Record.rdata_text call it
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+
 def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
     """Decode a message the scanner accepted, or None to leave it to dnslib.
 
@@ -370,6 +393,12 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
                 continue
             if not rdlength:
                 return None  # dnslib refuses empty RDATA: its path decides
+            if rtype == RRType.A and rdlength == 4:
+                address = Ipv4Rdata(data[pos : pos + 4])
+                pos += 4
+                section.append(Record(name, rtype, rclass, 0 if ttl & 0x80000000 else ttl,
+                                      address.text, address))
+                continue
             buffer.offset = pos
             try:
                 rdata = _RDATA_CLASSES.get(rtype, dnslib.RD).parse(buffer, rdlength)
@@ -508,57 +537,86 @@ def make_query(
     return out
 
 
-def _to_dnslib_rr(record: Record) -> Any:
-    return dnslib.RR(
-        rname=record.name,
-        rtype=record.rtype,
-        rclass=record.rclass,
-        ttl=max(0, record.ttl),
-        rdata=record.rdata,
-    )
-
-
 def encode(message: Message, *, max_size: int = 65535) -> bytes:
     """Encode `message`; if larger than `max_size`, send header, question and OPT with TC=1.
 
     RFC 1035 §4.2.1 and RFC 6891 §7: a reply that does not fit is truncated and
     the client retries over TCP, which is cheaper and safer than a partial RRset.
+
+    Header, names and record fields are written here; each RDATA writes itself into the same
+    dnslib buffer, so names inside RDATA and owner names share one compression table
+    (RFC 1035 §4.1.4). Pointers only go to offsets below 2**14, the most they can hold.
     """
-    header = dnslib.DNSHeader(
-        id=message.id,
-        qr=int(message.qr),
-        opcode=message.opcode,
-        aa=int(message.aa),
-        tc=int(message.tc),
-        rd=int(message.rd),
-        ra=int(message.ra),
-        ad=int(message.ad),
-        cd=int(message.cd),
-        rcode=message.rcode & 0xF,
-    )
-    record = dnslib.DNSRecord(header)
+    flags = ((message.qr << 15) | ((message.opcode & 0xF) << 11) | (message.aa << 10)
+             | (message.tc << 9) | (message.rd << 8) | (message.ra << 7) | (message.ad << 5)
+             | (message.cd << 4) | (message.rcode & 0xF))
+    additional = len(message.additional) + (message.edns is not None)
+    buffer = dnslib.DNSBuffer()
+    buffer.append(_HEADER.pack(message.id, flags, message.question is not None,
+                               len(message.answer), len(message.authority), additional))
     if message.question is not None:
         q = message.question
-        record.add_question(dnslib.DNSQuestion(q.name, q.rtype, q.rclass))
-    for rr in message.answer:
-        record.add_answer(_to_dnslib_rr(rr))
-    for rr in message.authority:
-        record.add_auth(_to_dnslib_rr(rr))
-    for rr in message.additional:
-        record.add_ar(_to_dnslib_rr(rr))
+        _put_name(buffer, q.name)
+        buffer.append(_QUESTION_FIXED.pack(q.rtype, q.rclass))
+    for section in (message.answer, message.authority, message.additional):
+        for rr in section:
+            _put_name(buffer, rr.name)
+            buffer.append(_RR_FIXED.pack(rr.rtype, rr.rclass, max(0, rr.ttl), 0))
+            start = buffer.offset
+            rr.rdata.pack(buffer)
+            buffer.update(start - 2, "!H", buffer.offset - start)
     if message.edns is not None:
-        record.add_ar(_opt_rr(message.edns, message.rcode))
-    data = bytes(record.pack())
+        edns = message.edns
+        ttl = ((message.rcode >> 4) << 24) | (edns.version << 16) | (0x8000 if edns.do else 0)
+        options = b"".join(_OPTION_HEAD.pack(code, len(data)) + data
+                           for code, data in edns.options)
+        buffer.append(b"\x00" + _RR_FIXED.pack(RRType.OPT, edns.udp_size, ttl, len(options))
+                      + options)
+    data = bytes(buffer.data)
     if len(data) <= max_size:
         return data
     truncated = replace(message, tc=True, answer=(), authority=(), additional=())
     return encode(truncated)
 
 
-def _opt_rr(edns: Edns, rcode: int) -> Any:
-    ttl = ((rcode >> 4) << 24) | (edns.version << 16) | (0x8000 if edns.do else 0)
-    opts = [dnslib.EDNSOption(code, data) for code, data in edns.options]
-    return dnslib.RR(rname=".", rtype=RRType.OPT, rclass=edns.udp_size, ttl=ttl, rdata=opts)
+_HEADER = struct.Struct("!6H")
+_QUESTION_FIXED = struct.Struct("!HH")
+_OPTION_HEAD = struct.Struct("!HH")
+#: Offsets a compression pointer can reach (14 bits).
+_POINTER_LIMIT = 0x4000
+
+
+def _put_name(buffer: Any, name: str) -> None:
+    """Write `name` into `buffer`, compressed against the names written before (dnslib's
+    table: label tuples to offsets, as its RDATA writers use it)."""
+    labels = _wire_labels(name)
+    known = buffer.names
+    for index in range(len(labels)):
+        suffix = labels[index:]
+        pointer = known.get(suffix)
+        if pointer is not None:
+            buffer.append((0xC000 | pointer).to_bytes(2, "big"))
+            return
+        if buffer.offset < _POINTER_LIMIT:
+            known[suffix] = buffer.offset
+        label = labels[index]
+        buffer.append(bytes((len(label),)) + label)
+    buffer.append(b"\x00")
+
+
+def _wire_labels(name: str) -> tuple[bytes, ...]:
+    """The labels of a canonical name as octets (escapes undone); ValueError if invalid."""
+    if name in (".", ""):
+        return ()
+    if "\\" in name:
+        labels = tuple(_unescape(label) for label in names.labels(names.canonical(name)))
+    else:
+        labels = tuple(name.rstrip(".").encode("ascii").split(b"."))
+    if not all(0 < len(label) <= 63 for label in labels) or (
+        sum(map(len, labels)) + len(labels) + 1 > 255
+    ):
+        raise ValueError(f"not a valid domain name: {name!r}")
+    return labels
 
 
 def make_record(name: str, rtype: int, ttl: int, rdata: bytes, *, rclass: int = CLASS_IN) -> Record:
