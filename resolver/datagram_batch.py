@@ -73,8 +73,10 @@ def batching_available() -> bool:
     return _CALLS is not None
 
 
-def _address_of(buffer: bytearray) -> int:
-    return ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
+def _pinned(buffer: bytearray) -> ctypes.Array[ctypes.c_char]:
+    """A ctypes view of `buffer`; while it lives, the bytearray cannot be resized (and so
+    never moves away from the addresses handed to the kernel)."""
+    return (ctypes.c_char * len(buffer)).from_buffer(buffer)
 
 
 class DatagramBatch:
@@ -94,8 +96,8 @@ class DatagramBatch:
         self._names = bytearray(slots * _NAME_OCTETS)
         self._iovecs = bytearray(slots * _IOVEC.size)
         self._headers = bytearray(slots * _MMSGHDR.size)
-        data_at, names_at = _address_of(self._data), _address_of(self._names)
-        iovecs_at = _address_of(self._iovecs)
+        self._pins = [_pinned(b) for b in (self._data, self._names, self._iovecs, self._headers)]
+        data_at, names_at, iovecs_at, headers_at = map(ctypes.addressof, self._pins)
         for slot in range(slots):
             _IOVEC.pack_into(self._iovecs, slot * _IOVEC.size, data_at + slot * slot_octets,
                              slot_octets)
@@ -106,7 +108,7 @@ class DatagramBatch:
         # from these copies before every receive (two memcpy).
         self._fresh_headers = bytes(self._headers)
         self._fresh_iovecs = bytes(self._iovecs)
-        self._headers_at = _address_of(self._headers)
+        self._headers_at = headers_at
         self._data_view = memoryview(self._data)
         self._names_view = memoryview(self._names)
         self._words = memoryview(self._headers).cast("I")  # 32-bit fields of the headers
