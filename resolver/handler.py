@@ -130,11 +130,9 @@ class QueryHandler:
         if body is None:
             return None
         self.queries += 1
-        name = _RCODE_NAMES[body[1] & 0xF]  # the reply's fourth octet
-        self.rcodes[name] = self.rcodes.get(name, 0) + 1
         if self.metrics is not None:
             self.metrics.latency.observe(time.monotonic() - started)
-        return wire[:2] + body
+        return self._count(wire[:2] + body)
 
     # The batched listener asks the answer cache itself and uses these three: the first once
     # a batch, the second once per client address until `access` changes, the last once a batch.
@@ -148,11 +146,12 @@ class QueryHandler:
         """Whether access control lets this client's queries be answered straight from cache."""
         return self.access is None or self.access.action_for(client_ip) is AclAction.ALLOW
 
-    def count_cached(self, by_rcode: list[int], seconds: float) -> None:
-        """Count fast-path answers: `by_rcode[r]` answers with rcode r, `seconds` for all."""
+    def count_cached(self, by_rcode: list[int], seconds: float) -> int:
+        """Count fast-path answers: `by_rcode[r]` answers with rcode r, `seconds` for all.
+        Returns how many there were."""
         answered = sum(by_rcode)
         if not answered:
-            return
+            return 0
         self.queries += answered
         for rcode, count in enumerate(by_rcode):
             if count:
@@ -160,6 +159,7 @@ class QueryHandler:
                 self.rcodes[name] = self.rcodes.get(name, 0) + count
         if self.metrics is not None:
             self.metrics.latency.observe_many(seconds / answered, answered)
+        return answered
 
     async def handle(self, wire: bytes, client: Client) -> bytes | None:
         started = time.monotonic()

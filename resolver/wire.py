@@ -388,6 +388,7 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
                 return None
             rtype, rclass, ttl, rdlength = unpack(data, pos)
             pos += 10
+            ttl = 0 if ttl & 0x80000000 else ttl  # RFC 2181 §8: the top bit set means 0
             if rtype == RRType.OPT:  # the scanner read it: Message.edns
                 pos += rdlength
                 continue
@@ -396,8 +397,7 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
             if rtype == RRType.A and rdlength == 4:
                 address = Ipv4Rdata(data[pos : pos + 4])
                 pos += 4
-                section.append(Record(name, rtype, rclass, 0 if ttl & 0x80000000 else ttl,
-                                      address.text, address))
+                section.append(Record(name, rtype, rclass, ttl, address.text, address))
                 continue
             buffer.offset = pos
             try:
@@ -407,8 +407,7 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
             pos += rdlength
             if buffer.offset != pos:  # RDATA longer or shorter than its type reads
                 return None
-            section.append(Record(name, rtype, rclass, 0 if ttl & 0x80000000 else ttl,
-                                  _rdata_key(rtype, rdata), rdata))
+            section.append(Record(name, rtype, rclass, ttl, _rdata_key(rtype, rdata), rdata))
     return _message(scanned, question, *sections)
 
 

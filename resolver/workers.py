@@ -143,9 +143,7 @@ class FastListener(Listener):
                 except Exception:  # never let one batch stop the socket from being served
                     log.warning("batched UDP answering failed", exc_info=True)
                     return
-                answered = sum(by_rcode)
-                self.udp_received += answered
-                handler.count_cached(by_rcode, time.monotonic() - started)
+                self.udp_received += handler.count_cached(by_rcode, time.monotonic() - started)
                 by_rcode[:] = _NO_ANSWERS
                 if received < batch.slots:
                     return
