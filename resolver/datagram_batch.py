@@ -12,8 +12,10 @@ Rules:
   The reply to the datagram in slot i is written into slot i and sent with slot i's own
   message header: the source address the kernel stored there is the destination, so a reply
   costs one copy and one length, no address conversion.
-- A datagram that fills its slot may have been cut by the kernel (MSG_TRUNC): it is dropped
-  and counted. No DNS query is anywhere near that long, and a cut one must not be answered.
+- A datagram that fills its slot may have been cut by the kernel (MSG_TRUNC): it is counted
+  and handed on as read. The full handler then answers what the first `slot_octets` hold:
+  FORMERR when a counted record runs past them, the usual answer when only octets after the
+  counted records were cut (those are ignored anyway). No real query is that long.
 - Replies leave in order, in runs of consecutive slots; a slot without a reply (a miss, which
   the caller answers later on its own path) ends a run. A send that fails skips the failing
   datagram and goes on with the next: one unreachable client must not cost the others.
@@ -90,7 +92,7 @@ class DatagramBatch:
         self._family = sock.family
         self.slots = slots
         self.slot_octets = slot_octets
-        self.truncated = 0  #: datagrams dropped because they did not fit a slot
+        self.truncated = 0  #: datagrams that filled their slot (perhaps cut short)
         self.send_failures = 0  #: replies the kernel refused (each skipped, the rest sent)
         self._data = bytearray(slots * slot_octets)
         self._names = bytearray(slots * _NAME_OCTETS)
@@ -139,15 +141,13 @@ class DatagramBatch:
             size = words[slot * _WORDS_PER_HEADER + _LENGTH_WORD]
             if size >= octets:  # it filled its slot, so it may have been cut (MSG_TRUNC)
                 self.truncated += 1
-                reply = None
-            else:
-                start = slot * octets
-                reply = answer(
-                    bytes(data[start : start + size]),
-                    name_words[slot * _NAME_WORDS + 1] if ipv4  # sin_addr as one integer
-                    else bytes(names[slot * _NAME_OCTETS + 8 : slot * _NAME_OCTETS + 24]),
-                    slot,
-                )
+            start = slot * octets
+            reply = answer(
+                bytes(data[start : start + size]),
+                name_words[slot * _NAME_WORDS + 1] if ipv4  # sin_addr as one integer
+                else bytes(names[slot * _NAME_OCTETS + 8 : slot * _NAME_OCTETS + 24]),
+                slot,
+            )
             if reply is None or len(reply) > longest:  # the latter cannot happen for UDP
                 if slot > run_start:
                     self._send(run_start, slot)

@@ -98,8 +98,8 @@ def test_batch_sends_nothing_for_a_slot_without_reply_and_the_rest_still_leave(
         client.close()
 
 
-def test_batch_drops_a_datagram_that_fills_its_slot(server: socket.socket) -> None:
-    """A datagram as long as a slot may have been cut: it is counted, never answered."""
+def test_batch_hands_on_a_datagram_that_fills_its_slot_as_read(server: socket.socket) -> None:
+    """A datagram as long as a slot may have been cut: it is counted and handed on as read."""
     client = udp_socket()
     client.sendto(b"\x00\x01" + b"x" * 200, server.getsockname())
     client.sendto(b"\x00\x02short", server.getsockname())
@@ -111,8 +111,8 @@ def test_batch_drops_a_datagram_that_fills_its_slot(server: socket.socket) -> No
         return b"ok"
 
     assert exchange_when_ready(batch, answer, 2) == 2
-    assert asked == [b"\x00\x02short"] and batch.truncated == 1
-    assert client.recv(512) == b"\x00\x02ok"
+    assert asked == [b"\x00\x01" + b"x" * 62, b"\x00\x02short"] and batch.truncated == 1
+    assert {client.recv(512), client.recv(512)} == {b"\x00\x01ok", b"\x00\x02ok"}
     client.close()
 
 
@@ -289,6 +289,19 @@ def test_fast_listener_without_batching_support_uses_the_datagram_transport(
     replies, listener = run(setup, True, [query(qid=5)])
     assert not listener.batching and not listener.batches and replies[0][:2] == b"\x00\x05"
     assert struct.unpack("!H", replies[0][6:8])[0] >= 1  # an answer record
+
+
+def test_fast_listener_batched_datagram_longer_than_a_slot_gets_formerr_not_silence() -> None:
+    """A 5,000-octet query: when what was cut holds a counted record (a padding option),
+    FORMERR with the client's id; when it held only octets after the counted records, the
+    same answer as without batching (those octets are ignored)."""
+    padded = query(qid=0x0C01, edns=1232, options=b"\x00\x0c\x13\x80" + bytes(4992))
+    trailing = query(qid=0x0C02) + bytes(5000)
+    replies, listener = run(Setup(), True, [padded, trailing])
+    unbatched, _ = run(Setup(), False, [trailing])
+    assert replies[0][:2] == b"\x0c\x01" and replies[0][3] & 0xF == 1  # FORMERR
+    assert replies[1] == unbatched[0] and replies[1][3] & 0xF == 0
+    assert listener.batches[0].truncated == 2
 
 
 def test_fast_listener_batched_answers_over_ipv6_from_cache() -> None:
