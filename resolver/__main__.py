@@ -1,3 +1,3 @@
-from resolver.cli import main
+from resolver.cli.commands import main
 
 main()

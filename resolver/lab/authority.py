@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
-from resolver.network import Transport
+from resolver.engine.network import Transport
 
 log = logging.getLogger(__name__)
 

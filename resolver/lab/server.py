@@ -20,9 +20,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import cast
 
+from resolver.engine.network import Transport
 from resolver.lab.authority import Authority, Zone
 from resolver.lab.world import SERVERS, LabServer, root_servers, zone_text
-from resolver.network import Transport
 
 log = logging.getLogger(__name__)
 

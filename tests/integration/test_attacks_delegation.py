@@ -1,7 +1,7 @@
 """Attacks that make the resolver work: NXNS, delegation and CNAME loops, huge NS sets that
 black-hole, oversized replies, a cache too small for one resolution, ghost domains
 (../shared/design/reliability.md (a) and (d)). Each test states the work limit it checks
-(`resolver.config.Limits`) and prints what the attack cost. Fake servers on 127.72.0.0/16.
+(`resolver.engine.settings.Limits`) and prints what the attack cost. Fake servers on 127.72.0.0/16.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE
 
-from resolver.cache import RecordCache
-from resolver.config import CacheSettings, EngineSettings, Limits
-from resolver.delegation import parse_root_hints
-from resolver.engine import SharedState
-from resolver.network import Transport
-from resolver.selection import ServerSelection
-from resolver.service import ResolverService
-from resolver.wire import Question, Rcode, RRType
+from resolver.dns.wire import Question, Rcode, RRType
+from resolver.engine.cache import RecordCache
+from resolver.engine.delegation import parse_root_hints
+from resolver.engine.network import Transport
+from resolver.engine.resolution import SharedState
+from resolver.engine.selection import ServerSelection
+from resolver.engine.settings import CacheSettings, EngineSettings, Limits
+from resolver.service.resolver_service import ResolverService
 from tests.support.fakeauth import (
     FakeAuth,
     FakeNet,

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from resolver.config import Limits
-from resolver.handler import EDE_NO_REACHABLE_AUTHORITY
-from resolver.network import Transport
-from resolver.selection import DOWN_AFTER_TIMEOUTS
-from resolver.wire import Rcode
+from resolver.dns.wire import Rcode
+from resolver.engine.network import Transport
+from resolver.engine.selection import DOWN_AFTER_TIMEOUTS
+from resolver.engine.settings import Limits
+from resolver.server.handler import EDE_NO_REACHABLE_AUTHORITY
 from tests.support.fakeauth import (
     FakeAuth,
     FakeNet,

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from dnslib import DNSRecord
 
-from resolver.cache import RecordCache
-from resolver.config import CacheSettings, EngineSettings
-from resolver.delegation import is_loopback_or_unspecified, parse_root_hints
-from resolver.engine import SharedState
-from resolver.network import Transport
-from resolver.selection import ServerSelection
-from resolver.service import ResolverService
-from resolver.wire import Question, Rcode
+from resolver.dns.wire import Question, Rcode
+from resolver.engine.cache import RecordCache
+from resolver.engine.delegation import is_loopback_or_unspecified, parse_root_hints
+from resolver.engine.network import Transport
+from resolver.engine.resolution import SharedState
+from resolver.engine.selection import ServerSelection
+from resolver.engine.settings import CacheSettings, EngineSettings
+from resolver.service.resolver_service import ResolverService
 from tests.support.fakeauth import (
     POISON_ADDRESS,
     FakeAuth,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from resolver.control import request
-from resolver.wire import Question, Rcode, RRType, decode, make_query
+from resolver.daemon.control import request
+from resolver.dns.wire import Question, Rcode, RRType, decode, make_query
 from tests.integration.conftest import (
     RESOLVER,
     RunningLab,

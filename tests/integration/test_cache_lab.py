@@ -13,14 +13,15 @@ from typing import TypeVar
 
 import pytest
 
-from resolver.app import App, build
-from resolver.config import CacheSettings, EngineSettings, ServeConfig
-from resolver.delegation import parse_root_hints
+from resolver.daemon.app import App, build
+from resolver.daemon.config import ServeConfig
+from resolver.dns.wire import Question, Rcode, RRType, decode, make_query
+from resolver.engine.delegation import parse_root_hints
+from resolver.engine.network import Transport
+from resolver.engine.settings import CacheSettings, EngineSettings
 from resolver.lab import Lab
 from resolver.lab.world import root_servers
-from resolver.listener import Client
-from resolver.network import Transport
-from resolver.wire import Question, Rcode, RRType, decode, make_query
+from resolver.server.listener import Client
 
 pytestmark = pytest.mark.integration
 

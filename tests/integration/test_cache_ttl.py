@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.network import Transport
-from resolver.wire import Message, Question, Rcode, RRType, decode, make_query
+from resolver.dns.wire import Message, Question, Rcode, RRType, decode, make_query
+from resolver.engine.network import Transport
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
 from tests.conftest import require_tool
 from tests.integration.conftest import RunningResolver
 from tests.support.labnet import FakeClock, LabNetwork, lab_service

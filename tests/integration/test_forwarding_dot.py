@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from resolver.dot import DotClient, make_tls_context
-from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.transport import AsyncioNetwork
-from resolver.wire import Question, RRType, decode, make_query
+from resolver.dns.wire import Question, RRType, decode, make_query
+from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.upstream.exchange import AsyncioNetwork
+from resolver.upstream.tls import DotClient, make_tls_context
 from tests.integration.conftest import RunningLab
 from tests.support.unbound import (
     CertificateFiles,

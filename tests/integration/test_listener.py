@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 
-from resolver.listener import Client, Listener
-from resolver.network import Transport
+from resolver.engine.network import Transport
+from resolver.server.listener import Client, Listener
 
 pytestmark = pytest.mark.integration
 
@@ -245,7 +245,9 @@ def test_listener_handler_exception_does_not_kill_server(caplog: pytest.LogCaptu
     run(body())
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2
-    assert all(r.name == "resolver.listener" and r.levelno == logging.WARNING for r in warnings)
+    assert all(
+        r.name == "resolver.server.listener" and r.levelno == logging.WARNING for r in warnings
+    )
 
 
 def test_listener_handler_none_sends_nothing() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resolver.wire import Question, RRType, make_query
+from resolver.dns.wire import Question, RRType, make_query
 from tests.integration.conftest import RunningLab
 from tests.integration.test_system_support import Server, answers, dig, start, status
 

@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from resolver.metrics import parse_exposition
+from resolver.server.metrics import parse_exposition
 from tests.conftest import require_tool
 from tests.integration.conftest import (
     RESOLVER,

@@ -13,8 +13,8 @@ from typing import Any, cast
 import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 
-from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.transport import AsyncioNetwork, ReplyMatcher, omit_path_mtu_discovery
+from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.upstream.exchange import AsyncioNetwork, ReplyMatcher, omit_path_mtu_discovery
 
 pytestmark = pytest.mark.integration
 
@@ -303,7 +303,7 @@ def test_transport_keeps_half_the_file_descriptors_for_the_rest_of_the_server(
 ) -> None:
     """With RLIMIT_NOFILE at 4, at most 2 exchanges hold sockets; a third fails at once."""
     monkeypatch.setattr(
-        "resolver.transport.resource.getrlimit", lambda which: (4, 4096)
+        "resolver.upstream.exchange.resource.getrlimit", lambda which: (4, 4096)
     )
 
     async def body() -> None:

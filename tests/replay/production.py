@@ -11,11 +11,12 @@ import asyncio
 import random
 from dataclasses import replace
 
-from resolver.app import build
-from resolver.config import CacheSettings, EngineSettings, ServeConfig, SystemSettings
-from resolver.delegation import Delegation, forwarders, parse_root_hints
-from resolver.listener import Client
-from resolver.network import ServerAddress, Transport
+from resolver.daemon.app import build
+from resolver.daemon.config import ServeConfig, SystemSettings
+from resolver.engine.delegation import Delegation, forwarders, parse_root_hints
+from resolver.engine.network import ServerAddress, Transport
+from resolver.engine.settings import CacheSettings, EngineSettings
+from resolver.server.listener import Client
 from tests.replay.seam import FakeClock, ReplayConfig, ResolverUnderTest
 from tests.replay.seam import Transport as ScriptedTransport
 

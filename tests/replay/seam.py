@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from resolver.network import UpstreamError, UpstreamTimeout
+from resolver.engine.network import UpstreamError, UpstreamTimeout
 
 __all__ = [
     "FakeClock",

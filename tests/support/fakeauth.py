@@ -52,10 +52,10 @@ from typing import Any, Literal, Protocol
 
 from dnslib import EDNS0, QTYPE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
+from resolver.dns.wire import Rcode, type_from_text
+from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
 from resolver.lab.authority import Authority, Zone
-from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.transport import ReplyMatcher
-from resolver.wire import Rcode, type_from_text
+from resolver.upstream.exchange import ReplyMatcher
 from tests.support.processes import stop_process
 
 #: The EDNS payload size the fake servers advertise (DNS Flag Day 2020).
@@ -706,7 +706,7 @@ class AdvancingClock(Protocol):
 class ScriptedNetwork:
     """A `Network` that hands each query to the fake server at that address, in memory.
 
-    Replies are matched as `resolver.transport` matches them (forgeries are skipped); a
+    Replies are matched as `resolver.upstream.exchange` matches them (forgeries are skipped); a
     dropped query advances `clock` by the timeout and raises UpstreamTimeout; an address
     without a fake server raises UpstreamError (nothing listens there).
     """

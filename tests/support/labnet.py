@@ -6,15 +6,15 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from resolver.cache import RecordCache
-from resolver.config import CacheSettings, EngineSettings
-from resolver.delegation import Delegation, parse_root_hints
-from resolver.engine import SharedState
+from resolver.engine.cache import RecordCache
+from resolver.engine.delegation import Delegation, parse_root_hints
+from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.engine.resolution import SharedState
+from resolver.engine.selection import ServerSelection
+from resolver.engine.settings import CacheSettings, EngineSettings
 from resolver.lab.authority import Authority, Zone
 from resolver.lab.world import SERVERS, LabServer, zone_text
-from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.selection import ServerSelection
-from resolver.service import ResolverService
+from resolver.service.resolver_service import ResolverService
 
 
 class FakeClock:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from resolver.delegation import load_root_hints
+from resolver.engine.delegation import load_root_hints
 from resolver.lab.world import SERVERS
 from tests.conftest import require_tool
 from tests.support.processes import stop_process

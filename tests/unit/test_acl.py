@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from resolver.acl import AccessControl, AclAction, AclRule, parse_network
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.network import Transport
-from resolver.wire import Question, Rcode, RRType, decode, make_query
+from resolver.dns.wire import Question, Rcode, RRType, decode, make_query
+from resolver.engine.network import Transport
+from resolver.server.acl import AccessControl, AclAction, AclRule, parse_network
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 QUERY = make_query(Question("www.networkutopia.com.", RRType.A), query_id=0x4242,

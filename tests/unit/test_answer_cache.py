@@ -13,15 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver import handler as handler_module
-from resolver.answer_cache import AnswerCache
-from resolver.cache import RecordCache
-from resolver.config import CacheSettings
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.network import Transport
-from resolver.wire import Edns, Message, Question, RRType, decode, encode, parse_record
-from resolver.wirecheck import MalformedMessage, scan_query
+from resolver.dns.scanner import MalformedMessage, scan_query
+from resolver.dns.wire import Edns, Message, Question, RRType, decode, encode, parse_record
+from resolver.engine.cache import RecordCache
+from resolver.engine.network import Transport
+from resolver.engine.settings import CacheSettings
+from resolver.server import handler as handler_module
+from resolver.server.answer_cache import AnswerCache
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 UDP = Client(ip="127.0.0.1", port=40000, transport=Transport.UDP)
@@ -427,7 +427,7 @@ class FakeEndpoint:
 
 def test_fast_listener_answers_a_hit_in_the_datagram_callback(setup: Setup) -> None:
     """A hit is sent at once, with no task; a miss is left to the listener's usual path."""
-    from resolver.workers import FastListener
+    from resolver.daemon.workers import FastListener
 
     setup.ask(query())
     listener = FastListener(setup.handler, [("127.0.0.1", 0)])
@@ -449,7 +449,7 @@ def test_fast_listener_answers_a_hit_in_the_datagram_callback(setup: Setup) -> N
 
 def test_fast_listener_survives_a_failing_fast_path(setup: Setup) -> None:
     """An exception in the fast path costs nothing: the full path answers the query."""
-    from resolver.workers import FastListener
+    from resolver.daemon.workers import FastListener
 
     def broken(wire: bytes, client_ip: str) -> bytes | None:
         raise RuntimeError("boom")

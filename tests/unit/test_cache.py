@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from resolver.cache import Rank, RecordCache
-from resolver.config import CacheSettings
-from resolver.wire import Question, Rcode, Record, RRType, parse_record, parse_records
+from resolver.dns.wire import Question, Rcode, Record, RRType, parse_record, parse_records
+from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.settings import CacheSettings
 from tests.support.labnet import FakeClock
 
 SOA = "example. {ttl} IN SOA ns.example. host.example. 1 7200 900 1209600 {minimum}"

@@ -3,8 +3,8 @@ RFC 2181 §5.4.1; RFC 2308 §2; RFC 6604; RFC 6672)."""
 
 from __future__ import annotations
 
-from resolver.classify import ResponseKind, classify, records_to_cache
-from resolver.wire import Message, Question, Rcode, RRType, parse_records
+from resolver.dns.wire import Message, Question, Rcode, RRType, parse_records
+from resolver.engine.classify import ResponseKind, classify, records_to_cache
 
 SOA_EXAMPLE = "example.com. 300 IN SOA ns.example.com. host.example.com. 1 7200 900 1209600 300"
 

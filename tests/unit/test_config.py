@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from resolver.config import CacheSettings, EngineSettings, Limits, ListenAddress, ServeConfig
+from resolver.daemon.config import ListenAddress, ServeConfig
+from resolver.engine.settings import CacheSettings, EngineSettings, Limits
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from resolver import config_file
-from resolver.cli import _serve_config, main, serve
-from resolver.config import ServeConfig
-from resolver.config_file import ConfigFileError, needs_restart
+from resolver.cli.commands import _serve_config, main, serve
+from resolver.daemon import config_file
+from resolver.daemon.config import ServeConfig
+from resolver.daemon.config_file import ConfigFileError, needs_restart
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "resolver.toml"
 HINTS = ". 3600000 NS a.root.lab.\na.root.lab. 3600000 A 127.1.0.1\n"

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from resolver.cli import main
-from resolver.control import ControlError, ControlServer, default_socket_path, request
-from resolver.handler import QueryHandler
-from resolver.service import ResolverService
-from resolver.wire import Question, RRType
+from resolver.cli.commands import main
+from resolver.daemon.control import ControlError, ControlServer, default_socket_path, request
+from resolver.dns.wire import Question, RRType
+from resolver.server.handler import QueryHandler
+from resolver.service.resolver_service import ResolverService
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 WWW = Question("www.networkutopia.com.", RRType.A)
@@ -296,7 +296,7 @@ def test_control_cli_rejects_a_bad_name_before_connecting(short_dir: Path) -> No
 def test_control_request_all_asks_every_worker_and_skips_a_dead_one(short_dir: Path) -> None:
     """Worker 0 on the path, worker 2 on path.2, a dead socket file on path.1: two replies,
     numbered by worker; nothing is asked past the first missing number."""
-    from resolver.control import request_all, worker_socket_path
+    from resolver.daemon.control import request_all, worker_socket_path
 
     path = short_dir / "control.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -324,7 +324,7 @@ def test_control_request_all_asks_every_worker_and_skips_a_dead_one(short_dir: P
 
 def test_control_merged_stats_sum_counters_and_rcodes() -> None:
     """Two workers' counters read as one server's."""
-    from resolver.control import merged_stats
+    from resolver.daemon.control import merged_stats
 
     merged = merged_stats([
         {"queries": 3, "rcodes": {"NOERROR": 2, "NXDOMAIN": 1}, "cache_entries": 10},
@@ -335,7 +335,7 @@ def test_control_merged_stats_sum_counters_and_rcodes() -> None:
 
 def test_control_cli_flush_reaches_every_worker(short_dir: Path) -> None:
     """`resolver cache flush` with two workers removes the name from both and says so."""
-    from resolver.control import worker_socket_path
+    from resolver.daemon.control import worker_socket_path
 
     path = short_dir / "control.sock"
     services = [warm_service(), warm_service()]

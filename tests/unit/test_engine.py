@@ -16,16 +16,16 @@ from dataclasses import dataclass
 import dnslib
 import pytest
 
-from resolver.cache import Rank, RecordCache
-from resolver.config import CacheSettings, EngineSettings, Limits
-from resolver.delegation import parse_root_hints
-from resolver.engine import Resolution, SharedState
-from resolver.events import Finished, Outcome, QuerySent, SendQuery, TraceEvent
+from resolver.dns.wire import Question, Rcode, RRType, decode, parse_records
+from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.delegation import parse_root_hints
+from resolver.engine.events import Finished, Outcome, QuerySent, SendQuery, TraceEvent
+from resolver.engine.network import Transport
+from resolver.engine.resolution import Resolution, SharedState
+from resolver.engine.selection import DOWN_AFTER_TIMEOUTS, ServerSelection
+from resolver.engine.settings import CacheSettings, EngineSettings, Limits
 from resolver.lab.authority import Authority, Zone
-from resolver.network import Transport
-from resolver.selection import DOWN_AFTER_TIMEOUTS, ServerSelection
-from resolver.service import ResolverService
-from resolver.wire import Question, Rcode, RRType, decode, parse_records
+from resolver.service.resolver_service import ResolverService
 from tests.support.labnet import FakeClock, LabNetwork, lab_root_hints, lab_service
 
 # Addresses of lab servers used below (resolver/lab/world.py).

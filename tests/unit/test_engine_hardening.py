@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from resolver import names
-from resolver.config import EngineSettings
-from resolver.wire import Question, Rcode, RRType
+from resolver.dns import names
+from resolver.dns.wire import Question, Rcode, RRType
+from resolver.engine.settings import EngineSettings
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 WWW = Question("www.networkutopia.com.", RRType.A)
@@ -61,7 +61,7 @@ def test_ipv6_servers_are_demoted_after_network_unreachable() -> None:
     """Once an IPv6 server fails with "network unreachable", IPv4 servers are chosen first."""
     import random
 
-    from resolver.selection import Candidate, ServerSelection
+    from resolver.engine.selection import Candidate, ServerSelection
 
     selection = ServerSelection()
     v4, v6 = Candidate("ns.", "192.0.2.1"), Candidate("ns.", "2001:db8::1")
@@ -76,7 +76,7 @@ def test_ipv6_servers_are_demoted_after_network_unreachable() -> None:
 
 def test_service_refuses_new_resolutions_beyond_the_concurrency_cap() -> None:
     """With the cap reached, a new question gets SERVFAIL at once; the ones under way finish."""
-    from resolver.config import Limits
+    from resolver.engine.settings import Limits
 
     clock = FakeClock()
     network = LabNetwork(clock)
@@ -95,12 +95,12 @@ def test_service_refuses_new_resolutions_beyond_the_concurrency_cap() -> None:
 
 def test_handler_drops_a_clients_queries_beyond_the_wait_limit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """One client address may have only so many queries waiting; others are unaffected."""
-    from resolver import handler as handler_module
-    from resolver.events import Outcome
-    from resolver.handler import QueryHandler
-    from resolver.listener import Client
-    from resolver.network import Transport
-    from resolver.wire import make_query
+    from resolver.dns.wire import make_query
+    from resolver.engine.events import Outcome
+    from resolver.engine.network import Transport
+    from resolver.server import handler as handler_module
+    from resolver.server.handler import QueryHandler
+    from resolver.server.listener import Client
 
     monkeypatch.setattr(handler_module, "MAX_WAITING_PER_CLIENT", 2)
     release = asyncio.Event()
@@ -154,9 +154,9 @@ def test_cache_only_resolution_answers_from_the_cache_or_refers() -> None:
 def test_answer_cache_retires_a_negative_answer_when_its_zone_soa_is_refreshed() -> None:
     """A cached NXDOMAIN shows the zone's freshest SOA: after another negative answer of the
     zone refreshes it, the stored reply bytes are no longer served (testbound ttl_msg)."""
-    from resolver.answer_cache import AnswerCache
-    from resolver.wire import Message, encode, make_query, parse_record
-    from resolver.wirecheck import scan_query
+    from resolver.dns.scanner import scan_query
+    from resolver.dns.wire import Message, encode, make_query, parse_record
+    from resolver.server.answer_cache import AnswerCache
 
     stamps = {"example.com.": 1.0}
     answers = AnswerCache(clock=lambda: 100.0, negative_stamp=stamps.get)
@@ -176,10 +176,10 @@ def test_handler_notimp_copies_the_question_and_clears_every_flag() -> None:
     clear (reliability.md (b) row 3, genreport opcodeflg)."""
     import struct as struct_module
 
-    from resolver.handler import QueryHandler
-    from resolver.listener import Client
-    from resolver.network import Transport
-    from resolver.wire import decode, make_query
+    from resolver.dns.wire import decode, make_query
+    from resolver.engine.network import Transport
+    from resolver.server.handler import QueryHandler
+    from resolver.server.listener import Client
 
     clock = FakeClock()
     handler = QueryHandler(lab_service(clock, LabNetwork(clock)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from resolver.config import EngineSettings
-from resolver.wire import Question, Rcode, RRType, decode
+from resolver.dns.wire import Question, Rcode, RRType, decode
+from resolver.engine.settings import EngineSettings
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 ROOTS = {"127.41.0.4", "127.247.170.2", "127.33.4.12"}

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.transport import AsyncioNetwork, ReplyMatcher
-from resolver.wire import Question, Rcode, make_query
+from resolver.dns.wire import Question, Rcode, make_query
+from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.upstream.exchange import AsyncioNetwork, ReplyMatcher
 from tests.support.fakeauth import (
     POISON_ADDRESS,
     FakeAuth,

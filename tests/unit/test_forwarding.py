@@ -10,10 +10,23 @@ from collections.abc import Callable
 import pytest
 from click.testing import CliRunner
 
-from resolver.app import build
-from resolver.cli import main
-from resolver.config import EngineSettings, ForwardingSettings, ServeConfig
-from resolver.forwarding import (
+from resolver.cli.commands import main
+from resolver.daemon.app import build
+from resolver.daemon.config import ServeConfig
+from resolver.dns.wire import (
+    Message,
+    Question,
+    Rcode,
+    RRType,
+    decode,
+    encode,
+    make_query,
+    parse_record,
+)
+from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.engine.settings import EngineSettings, ForwardingSettings
+from resolver.server.listener import Client
+from resolver.upstream.forwarding import (
     DOT_PORT,
     ForwardingError,
     ForwardingNetwork,
@@ -27,9 +40,6 @@ from resolver.forwarding import (
     server_address,
     upstream_spec,
 )
-from resolver.listener import Client
-from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.wire import Message, Question, Rcode, RRType, decode, encode, make_query, parse_record
 from tests.support.labnet import FakeClock, LabNetwork, lab_root_hints
 
 # -- the notation -------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.network import Transport
-from resolver.wire import Message, Question, Rcode, RRType, decode
+from resolver.dns.wire import Message, Question, Rcode, RRType, decode
+from resolver.engine.network import Transport
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 UDP = Client(ip="127.0.0.1", port=40000, transport=Transport.UDP)

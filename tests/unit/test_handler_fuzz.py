@@ -8,10 +8,10 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.network import Transport
-from resolver.wire import Question, RRType, decode, make_query
+from resolver.dns.wire import Question, RRType, decode, make_query
+from resolver.engine.network import Transport
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 UDP = Client(ip="127.0.0.1", port=5353, transport=Transport.UDP)

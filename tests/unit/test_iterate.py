@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from resolver.delegation import Delegation, NameServer
-from resolver.iterate import Minimiser, glue_answering, mixed_case, reply_mismatch
-from resolver.wire import Message, Question, Rcode, RRType, parse_record
+from resolver.dns.wire import Message, Question, Rcode, RRType, parse_record
+from resolver.engine.delegation import Delegation, NameServer
+from resolver.engine.iterate import Minimiser, glue_answering, mixed_case, reply_mismatch
 
 WWW = Question("www.example.com.", RRType.AAAA)
 COM = Delegation(zone="com.", servers=(NameServer("a.gtld-servers.net.", ("192.0.2.1",)),))

@@ -9,9 +9,9 @@ from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSQuestion, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resolver.engine.network import Transport
 from resolver.lab.authority import Answer, Authority, Outcome, Zone, ZoneError
 from resolver.lab.world import SERVERS, zone_text
-from resolver.network import Transport
 
 _ZONES: dict[str, Zone] = {}
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from resolver.events import Outcome
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.local_zones import (
+from resolver.dns.wire import Question, Rcode, RRType, decode, make_query, type_from_text
+from resolver.engine.events import Outcome
+from resolver.engine.network import Transport
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
+from resolver.server.local_zones import (
     BUILTIN_ZONES,
     LocalZones,
     RebindingGuard,
@@ -21,9 +23,7 @@ from resolver.local_zones import (
     parse_local_data,
     read_hosts_file,
 )
-from resolver.metrics import Metrics
-from resolver.network import Transport
-from resolver.wire import Question, Rcode, RRType, decode, make_query, type_from_text
+from resolver.server.metrics import Metrics
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 DEFAULTS = LocalZones()

@@ -8,22 +8,21 @@ import contextlib
 
 import pytest
 
-from resolver.acl import AccessControl
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.metrics import (
+from resolver.daemon.metrics import CountingNetwork, MetricsServer
+from resolver.dns.wire import Question, RRType, make_query
+from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.server.acl import AccessControl
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
+from resolver.server.metrics import (
     CONTENT_TYPE,
     Counter,
-    CountingNetwork,
     Histogram,
     Metrics,
-    MetricsServer,
     core_families,
     format_stats,
     parse_exposition,
 )
-from resolver.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.wire import Question, RRType, make_query
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 

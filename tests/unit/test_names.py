@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resolver import names
+from resolver.dns import names
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 
-from resolver.answer_cache import AnswerCache
-from resolver.cache import Rank, RecordCache
-from resolver.config import CacheSettings
-from resolver.events import Outcome
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.network import Transport
-from resolver.prefetch import PREFETCH_FRACTION, rrsets_due
-from resolver.service import PREFETCH_RETRY_S, ResolverService
-from resolver.wire import Question, Rcode, RRType, decode, make_query, parse_records
+from resolver.dns.wire import Question, Rcode, RRType, decode, make_query, parse_records
+from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.events import Outcome
+from resolver.engine.network import Transport
+from resolver.engine.settings import CacheSettings
+from resolver.server.answer_cache import AnswerCache
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
+from resolver.service.prefetch import PREFETCH_FRACTION, rrsets_due
+from resolver.service.resolver_service import PREFETCH_RETRY_S, ResolverService
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 WWW = Question("www.networkutopia.com.", RRType.A)
@@ -187,7 +187,7 @@ def test_prefetch_after_a_failure_waits_before_trying_again() -> None:
 def test_prefetch_answer_in_its_window_is_not_kept_as_reply_bytes() -> None:
     """The handler keeps no reply bytes of an answer due for refresh: the next one is fresh."""
     clock, _network, service = setup()
-    # As resolver.app builds it: with prefetch on, reply bytes stop in their last tenth.
+    # As resolver.daemon.app builds it: with prefetch on, reply bytes stop in their last tenth.
     handler = QueryHandler(service, answers=AnswerCache(clock=clock,
                                                         refresh_fraction=PREFETCH_FRACTION))
     client = Client(ip="127.0.0.1", port=40000, transport=Transport.UDP)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from resolver.randomness import PooledSystemRandom
+from resolver.upstream.randomness import PooledSystemRandom
 
 
 def test_pooled_random_numbers_stay_in_their_ranges() -> None:

@@ -7,12 +7,12 @@ import asyncio
 
 import pytest
 
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.metrics import Metrics
-from resolver.network import Transport
-from resolver.ratelimit import IpRateLimiter
-from resolver.wire import Question, RRType, make_query
+from resolver.dns.wire import Question, RRType, make_query
+from resolver.engine.network import Transport
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
+from resolver.server.metrics import Metrics
+from resolver.server.ratelimit import IpRateLimiter
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from resolver.selection import (
+from resolver.engine.selection import (
     DOWN_AFTER_TIMEOUTS,
     MEMORY_S,
     RTT_BAND_S,

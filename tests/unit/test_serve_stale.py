@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
-from resolver.cache import Rank, RecordCache
-from resolver.config import CacheSettings
-from resolver.handler import QueryHandler
-from resolver.listener import Client
-from resolver.network import ServerAddress, Transport
-from resolver.service import ResolverService
-from resolver.stale import stale_answer
-from resolver.wire import Question, Rcode, RRType, decode, make_query, parse_records
+from resolver.dns.wire import Question, Rcode, RRType, decode, make_query, parse_records
+from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.network import ServerAddress, Transport
+from resolver.engine.settings import CacheSettings
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
+from resolver.service.resolver_service import ResolverService
+from resolver.service.stale import stale_answer
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 WWW = Question("www.networkutopia.com.", RRType.A)

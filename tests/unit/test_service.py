@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from resolver.events import Outcome, TraceEvent
-from resolver.network import ServerAddress, Transport
-from resolver.service import ResolverService
-from resolver.wire import Question, Rcode, RRType
+from resolver.dns.wire import Question, Rcode, RRType
+from resolver.engine.events import Outcome, TraceEvent
+from resolver.engine.network import ServerAddress, Transport
+from resolver.service.resolver_service import ResolverService
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
 WWW = Question("www.networkutopia.com.", RRType.A)

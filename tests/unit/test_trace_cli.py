@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from resolver.cli import main
+from resolver.cli.commands import main
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from resolver import events
-from resolver.network import ServerAddress
-from resolver.trace_probe import (
+from resolver.cli.trace_probe import (
     CutReport,
     ProbeStatus,
     RecursiveResult,
@@ -16,7 +14,9 @@ from resolver.trace_probe import (
     fanout_json,
     recursive_json,
 )
-from resolver.wire import Question, RRType
+from resolver.dns.wire import Question, RRType
+from resolver.engine import events
+from resolver.engine.network import ServerAddress
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "trace-json.md"
 

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from resolver import names
-from resolver.network import ServerAddress, Transport
-from resolver.trace_probe import (
+from resolver.cli.trace_probe import (
     CutReport,
     Prober,
     ProbeStatus,
@@ -20,8 +18,10 @@ from resolver.trace_probe import (
     parse_server,
     recursive_json,
 )
-from resolver.trace_run import TraceRequest, TraceResult, fanout_lines, run_trace
-from resolver.wire import Question, RRType, type_from_text
+from resolver.cli.trace_run import TraceRequest, TraceResult, fanout_lines, run_trace
+from resolver.dns import names
+from resolver.dns.wire import Question, RRType, type_from_text
+from resolver.engine.network import ServerAddress, Transport
 from tests.support.labnet import FakeClock, LabNetwork, lab_root_hints
 
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from resolver import names
-from resolver.events import QuerySent, ReplyReceived, ResolutionFinished
-from resolver.trace import TraceRenderer, json_line, summarize
-from resolver.trace_run import TraceRequest, TraceResult, run_trace
-from resolver.wire import Question, type_from_text
+from resolver.cli.trace_render import TraceRenderer, json_line, summarize
+from resolver.cli.trace_run import TraceRequest, TraceResult, run_trace
+from resolver.dns import names
+from resolver.dns.wire import Question, type_from_text
+from resolver.engine.events import QuerySent, ReplyReceived, ResolutionFinished
 from tests.support.labnet import FakeClock, LabNetwork, lab_root_hints
 
 #: Fields that depend on time or on the random choice of server; everything else is stable.

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver import wire
-from resolver.wire import (
+from resolver.dns import wire
+from resolver.dns.scanner import scan_message
+from resolver.dns.wire import (
     Edns,
     MalformedMessage,
     Message,
@@ -23,7 +24,6 @@ from resolver.wire import (
     parse_record,
     parse_records,
 )
-from resolver.wirecheck import scan_message
 
 
 def header(data: bytes) -> tuple[int, int, int, int, int, int]:

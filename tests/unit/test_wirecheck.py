@@ -18,7 +18,7 @@ from dnslib import (
     EDNSOption,
 )
 
-from resolver.wirecheck import (
+from resolver.dns.scanner import (
     MAX_POINTER_HOPS,
     EdnsInfo,
     MalformedMessage,

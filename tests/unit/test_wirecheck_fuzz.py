@@ -14,7 +14,7 @@ from dnslib import A as RecordA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resolver.wirecheck import (
+from resolver.dns.scanner import (
     MalformedMessage,
     ScannedMessage,
     question_key,

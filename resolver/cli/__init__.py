@@ -1,0 +1,2 @@
+"""The command line: `resolver serve|query|trace|lab|cache|stats|check-config` and trace rendering.
+"""

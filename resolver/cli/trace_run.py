@@ -1,0 +1,354 @@
+"""One `resolver trace` run: a cold resolution watched event by event, then the extras.
+
+The resolver is built exactly as `resolver query` builds it (`app.build`, a fresh cache,
+root priming on), with the service's observer printing each event as it happens; the
+fan-out and the recursive contrast run afterwards (`resolver.cli.trace_probe`). Rules:
+
+- Every fault the user can cause ends in one line on stderr and a non-zero exit:
+  1 for bad input or an unanswered recursive query, 2 when the resolution fails
+  (SERVFAIL, as `resolver query`), 130 on Ctrl-C. Never a traceback.
+- Network, clock and random source can be injected, so tests drive the very same code
+  over the in-memory lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from resolver.cli.trace_probe import (
+    CutReport,
+    Prober,
+    ProbeStatus,
+    RecursiveResult,
+    ask_recursive,
+    cuts_on_path,
+    fanout_json,
+    parse_server,
+    recursive_json,
+)
+from resolver.cli.trace_render import (
+    TraceRenderer,
+    json_line,
+    outcome_lines,
+    paint,
+    style_rcode,
+    summarize,
+    summary_lines,
+)
+from resolver.daemon.config import ServeConfig
+from resolver.dns.wire import Question, Rcode, RRType, type_name
+from resolver.engine.delegation import Delegation, RootHintsError, load_root_hints
+from resolver.engine.events import Outcome, ReplyReceived, TraceEvent
+from resolver.engine.network import Network, ServerAddress, Transport
+from resolver.engine.settings import EngineSettings
+
+Clock = Callable[[], float]
+Emit = Callable[[str], None]
+
+EXIT_BAD_INPUT = 1
+EXIT_SERVFAIL = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceRequest:
+    """Everything one trace needs besides the network."""
+
+    question: Question
+    root_hints: Delegation
+    #: How the hints are named in the header (the file's path).
+    hints_label: str = "root hints"
+    upstream_port: int = 53
+    tcp: bool = False
+    as_json: bool = False
+    explain: bool = False
+    styled: bool = False
+    fanout: bool = False
+    recursive: ServerAddress | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceResult:
+    exit_code: int
+    #: The one line for stderr when exit_code != 0.
+    error: str = ""
+    events: tuple[TraceEvent, ...] = ()
+    outcome: Outcome | None = None
+    fanout: tuple[CutReport, ...] = ()
+    recursive: RecursiveResult | None = None
+    lines: list[str] = field(default_factory=list)
+
+
+async def run_trace(
+    request: TraceRequest,
+    *,
+    emit: Emit,
+    network: Network | None = None,
+    clock: Clock = time.monotonic,
+    rng: random.Random | None = None,
+) -> TraceResult:
+    """Trace `request.question` from the root hints, writing each line through `emit`."""
+    from resolver.daemon.app import build
+
+    if network is None:
+        from resolver.upstream.exchange import AsyncioNetwork
+
+        network = AsyncioNetwork()
+    settings = EngineSettings(upstream_port=request.upstream_port, tcp_upstream=request.tcp)
+    app = build(ServeConfig(engine=settings), root_hints=request.root_hints, network=network,
+                clock=clock, rng=rng)
+    renderer = TraceRenderer(explain=request.explain, styled=request.styled)
+    events: list[TraceEvent] = []
+
+    def observe(event: TraceEvent) -> None:
+        events.append(event)
+        if request.as_json:
+            emit(json_line(event))
+        else:
+            for line in renderer.render(event):
+                emit(line)
+
+    if not request.as_json:
+        emit(_header(request))
+        emit("")
+    outcome = await app.service.resolve(request.question, observer=observe)
+    summary = summarize(events)
+    if not request.as_json:
+        for line in outcome_lines(outcome, styled=request.styled):
+            emit(line)
+        for line in summary_lines(summary):
+            emit(line)
+
+    transport = Transport.TCP if request.tcp else Transport.UDP
+    prober = Prober(network=network, clock=clock, port=request.upstream_port,
+                    transport=transport, timeout_s=settings.limits.max_timeout_s)
+    reports: tuple[CutReport, ...] = ()
+    if request.fanout:
+
+        async def addresses_of(name: str) -> tuple[str, ...]:
+            found: list[str] = []
+            for rtype in (RRType.A, RRType.AAAA):
+                answer = await app.service.resolve(Question(name, rtype))
+                found += [rr.address for rr in answer.answer if rr.rtype == rtype]
+            return tuple(found)
+
+        reports = tuple(await prober.fan_out(cuts_on_path(events, request.root_hints),
+                                             addresses_of))
+        for report in reports:
+            if request.as_json:
+                for record in fanout_json(report):
+                    emit(_dumps(record))
+            else:
+                for line in fanout_lines(report, styled=request.styled,
+                                         explain=request.explain):
+                    emit(line)
+
+    recursive: RecursiveResult | None = None
+    if request.recursive is not None:
+        recursive = await ask_recursive(prober, request.question, request.recursive)
+        if request.as_json:
+            emit(_dumps(recursive_json(recursive)))
+        else:
+            for line in recursive_lines(recursive, summary.queries_sent, summary.total_ms,
+                                        styled=request.styled, explain=request.explain):
+                emit(line)
+
+    exit_code, error = _verdict(request, events, outcome, recursive)
+    return TraceResult(exit_code=exit_code, error=error, events=tuple(events), outcome=outcome,
+                       fanout=reports, recursive=recursive)
+
+
+def _header(request: TraceRequest) -> str:
+    q = request.question
+    transport = "TCP" if request.tcp else "UDP"
+    return (f"trace {q.name} {type_name(q.rtype)}: iterative queries (RD=0) from the root hints "
+            f"in {request.hints_label}, cold cache, {transport} to port {request.upstream_port}")
+
+
+def _verdict(
+    request: TraceRequest,
+    events: list[TraceEvent],
+    outcome: Outcome,
+    recursive: RecursiveResult | None,
+) -> tuple[int, str]:
+    if outcome.rcode == Rcode.SERVFAIL:
+        if not any(isinstance(e, ReplyReceived) for e in events):
+            servers = ", ".join(a for ns in request.root_hints.servers for a in ns.addresses)
+            return EXIT_SERVFAIL, (
+                f"no server answered: the root servers in {request.hints_label} ({servers}) "
+                f"are unreachable on port {request.upstream_port} ({outcome.reason})"
+            )
+        return EXIT_SERVFAIL, f"resolution failed: {outcome.reason or 'SERVFAIL'}"
+    if recursive is not None and recursive.reply is None:
+        return EXIT_BAD_INPUT, (
+            f"the recursive server {recursive.server} did not answer: {recursive.error}"
+        )
+    return 0, ""
+
+
+def _dumps(record: object) -> str:
+    import json
+
+    return json.dumps(record, ensure_ascii=False)
+
+
+# -- human rendering of the extras -------------------------------------------------
+
+
+def fanout_lines(report: CutReport, *, styled: bool = False, explain: bool = False) -> list[str]:
+    """An RTT table for one zone cut, lame and unreachable servers marked, NS sets compared."""
+
+    def s(text: str, **style: object) -> str:
+        return paint(text, styled, **style)
+
+    q = report.question
+    lines = ["", s(f"fan-out: zone {report.zone}", bold=True)
+             + f", every server asked {q.name} {type_name(q.rtype)} (RD=0)"]
+    rows = [("server", "address", "RTT", "rcode", "AA", "result")]
+    for p in report.probes:
+        rtt = f"{p.rtt_ms:.1f} ms" if p.rtt_ms is not None else "-"
+        aa = "-" if p.aa is None else str(int(p.aa))
+        if p.status is ProbeStatus.OK:
+            result = p.detail
+        else:
+            result = f"{p.status.value.upper()} ({p.detail})"
+        rows.append((p.server_name, p.address, rtt, p.rcode or "-", aa, result))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for index, row in enumerate(rows):
+        text = "  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5]))
+        result = row[5]
+        if index == 0:
+            lines.append(s(text + "  " + result, dim=True))
+            continue
+        status = report.probes[index - 1].status
+        if status is not ProbeStatus.OK:
+            result = s(result, fg="red", bold=True)
+        lines.append(text + "  " + result)
+    if not report.child_ns:
+        lines.append("  NS sets: no server of the zone gave its own NS set (parent lists "
+                     + ", ".join(report.parent_ns) + ")")
+    elif report.only_in_parent or report.only_in_child:
+        lines.append(s("  NS sets differ:", fg="yellow", bold=True)
+                     + f" parent ({report.parent_source}) lists {', '.join(report.parent_ns)};"
+                     f" the zone itself lists {', '.join(report.child_ns)}")
+        if report.only_in_parent:
+            lines.append(f"    only in the parent: {', '.join(report.only_in_parent)}")
+        if report.only_in_child:
+            lines.append(f"    only in the child: {', '.join(report.only_in_child)}")
+    else:
+        lines.append(f"  NS sets: parent ({report.parent_source}) and child agree: "
+                     + ", ".join(report.child_ns))
+    bad = [p for p in report.probes if p.status is not ProbeStatus.OK]
+    if explain:
+        if bad:
+            sentence = (f"{len(bad)} of {len(report.probes)} server addresses of {report.zone} "
+                        "did not answer properly; a resolver copes by asking the others, but "
+                        "each bad one costs time.")
+        else:
+            sentence = (f"Every server of {report.zone} gives a proper reply; the resolver "
+                        "prefers the fastest ones.")
+        lines.append(s("  * " + sentence, italic=True, dim=True))
+    return lines
+
+
+def recursive_lines(
+    result: RecursiveResult,
+    iterative_queries: int,
+    iterative_ms: float,
+    *,
+    styled: bool = False,
+    explain: bool = False,
+) -> list[str]:
+    """What one recursive query brought back, beside the cost of the iterative trace."""
+
+    def s(text: str, **style: object) -> str:
+        return paint(text, styled, **style)
+
+    q = result.question
+    lines = ["", s(f"recursive contrast: one query with RD=1 to {result.server}", bold=True),
+             f"  -> {q.name} {type_name(q.rtype)}  RD=1  {result.transport.upper()}"]
+    reply = result.reply
+    if reply is None:
+        lines.append("  <- " + s("NO REPLY", fg="red", bold=True) + f": {result.error}")
+        return lines
+    rcode = recursive_json(result)["rcode"]
+    rtt = result.rtt_ms or 0.0
+    lines.append(f"  <- {style_rcode(rcode, styled)}  RA={int(reply.ra)}  AA={int(reply.aa)}  "
+                 f"{rtt:.1f} ms")
+    lines += [f"     {rr.to_text()}" for rr in reply.answer]
+    lines.append(f"  iterative: {iterative_queries} queries, {iterative_ms:.1f} ms; "
+                 f"recursive: 1 query, {rtt:.1f} ms")
+    if explain:
+        if reply.ra:
+            sentence = ("The recursive resolver walks the same referrals for us (or answers "
+                        "from its cache) and returns only the result: this is a recursive query.")
+        else:
+            sentence = ("RA=0: this server does not offer recursion, so it answers only from "
+                        "what it serves itself.")
+        lines.append(s("  * " + sentence, italic=True, dim=True))
+    return lines
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+def run_cli(
+    question: Question,
+    *,
+    root_hints: Path,
+    upstream_port: int,
+    tcp: bool,
+    as_json: bool,
+    no_color: bool,
+    explain: bool,
+    recursive: str | None,
+    fanout: bool,
+) -> int:
+    """`resolver trace`: bad input raises ClickException (one line); returns the exit code."""
+    try:
+        hints = load_root_hints(root_hints)
+    except RootHintsError as exc:
+        raise click.ClickException(str(exc)) from None
+    server = None
+    if recursive is not None:
+        try:
+            server = parse_server(recursive)
+        except ValueError as exc:
+            raise click.ClickException(f"--recursive: {exc}") from None
+    styled = not no_color and not as_json and sys.stdout.isatty()
+    request = TraceRequest(
+        question=question, root_hints=hints, hints_label=str(root_hints),
+        upstream_port=upstream_port, tcp=tcp, as_json=as_json, explain=explain,
+        styled=styled, fanout=fanout, recursive=server,
+    )
+
+    closed = False
+
+    def emit(line: str) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            click.echo(line, color=styled)
+        except BrokenPipeError:
+            # The reader left (`| head`): stop writing, quietly, like other tools.
+            closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+
+    try:
+        result = asyncio.run(run_trace(request, emit=emit))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if result.error:
+        click.echo(f"Error: {result.error}", err=True)
+    return result.exit_code

@@ -1,0 +1,2 @@
+"""The running process: composition, workers, control channel, metrics and configuration.
+"""

@@ -1,0 +1,646 @@
+"""The DNS message format: the only module that imports dnslib.
+
+Everything else sees frozen values: `Question`, `Record`, `Message`, `Edns`. Decoding
+first runs the strict linear-time scanner (`resolver.dns.scanner`) and only then hands
+the bytes to dnslib, because dnslib alone accepts over-long labels and names and
+burns quadratic time on pointer chains (see ../shared/design/reliability.md §0).
+
+Names are canonical (lower case, trailing dot). Types and classes are plain ints so
+that unknown types travel untouched (RFC 3597); `RRType`/`Rcode` name the ones the
+resolver reasons about.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import dnslib
+import dnslib.dns
+
+from resolver.dns import names
+from resolver.dns.scanner import (
+    HEADER_LEN,
+    MalformedMessage,
+    ScannedMessage,
+    presentation,
+    scan_message,
+)
+
+__all__ = [
+    "Edns",
+    "MalformedMessage",
+    "Message",
+    "Question",
+    "RRType",
+    "Rcode",
+    "Record",
+    "decode",
+    "encode",
+    "make_query",
+    "parse_record",
+]
+
+# dnslib has no DNAME parser; its RDATA has the shape of a CNAME's (RFC 6672 §2.1).
+dnslib.dns.RDMAP.setdefault("DNAME", dnslib.CNAME)
+
+
+class RRType(enum.IntEnum):
+    """Record types the engine treats specially; any other int is carried as is."""
+
+    A = 1
+    NS = 2
+    CNAME = 5
+    SOA = 6
+    PTR = 12
+    MX = 15
+    TXT = 16
+    AAAA = 28
+    SRV = 33
+    DNAME = 39
+    OPT = 41
+    DS = 43
+    RRSIG = 46
+    NSEC = 47
+    DNSKEY = 48
+    NSEC3 = 50
+    HTTPS = 65
+    IXFR = 251
+    AXFR = 252
+    ANY = 255
+
+
+class Rcode(enum.IntEnum):
+    """Response codes (RFC 1035 §4.1.1, RFC 6891 §9 for the extended BADVERS)."""
+
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
+    YXDOMAIN = 6
+    BADVERS = 16
+
+
+CLASS_IN = 1
+OPCODE_QUERY = 0
+
+#: Types whose RDATA is a single domain name: their `rdata_key` is that name, canonical.
+_TARGET_IS_KEY = frozenset({2, 5, 12, 39})  # NS, CNAME, PTR, DNAME
+
+#: Types whose RDATA holds a domain name that resolution follows or compares.
+_NAME_RDATA = {RRType.NS, RRType.CNAME, RRType.DNAME, RRType.PTR, RRType.MX, RRType.SRV}
+
+
+def rcode_name(rcode: int) -> str:
+    """Mnemonic of a response code ("NXDOMAIN", "RCODE11" for unassigned ones)."""
+    try:
+        return Rcode(rcode).name
+    except ValueError:
+        return f"RCODE{rcode}"
+
+
+def type_name(rtype: int) -> str:
+    """Mnemonic of a type ("A", "TYPE65400" for unknown ones, RFC 3597 §5)."""
+    value = dnslib.QTYPE.forward.get(rtype)
+    return str(value) if value is not None else f"TYPE{rtype}"
+
+
+def type_from_text(text: str) -> int:
+    """Type number for a mnemonic or TYPEnnn; raises ValueError for unknown text."""
+    upper = text.upper()
+    if upper.startswith("TYPE") and upper[4:].isdigit():
+        return _check_u16(int(upper[4:]))
+    if upper.isdigit():
+        return _check_u16(int(upper))
+    number = dnslib.QTYPE.reverse.get(upper)
+    if number is None:
+        raise ValueError(f"unknown record type {text!r}")
+    return int(number)
+
+
+def _check_u16(value: int) -> int:
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"type {value} is outside 0-65535")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What is asked: name, type, class (RFC 1035 §4.1.2)."""
+
+    name: str
+    rtype: int
+    rclass: int = CLASS_IN
+
+    def __str__(self) -> str:
+        return f"{self.name} {type_name(self.rtype)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One resource record. `rdata` is opaque outside this module; `rdata_key` compares."""
+
+    name: str
+    rtype: int
+    rclass: int
+    ttl: int
+    rdata_key: str
+    rdata: Any = field(compare=False, hash=False, repr=False)
+
+    def with_ttl(self, ttl: int) -> Record:
+        if ttl == self.ttl:
+            return self  # immutable: a copy would only cost time
+        # Direct construction: dataclasses.replace costs several times more on this path.
+        return Record(self.name, self.rtype, self.rclass, ttl, self.rdata_key, self.rdata)
+
+    def with_name(self, name: str) -> Record:
+        return replace(self, name=name)
+
+    @property
+    def target(self) -> str:
+        """The domain name inside NS/CNAME/DNAME/PTR/MX/SRV RDATA, canonical."""
+        if self.rtype in _TARGET_IS_KEY and type(self.rdata) is not dnslib.RD:  # not opaque
+            return self.rdata_key  # the name in presentation form, lower-cased: canonical
+        rd = self.rdata
+        label = None
+        for attribute in ("label", "target", "mx"):  # NS/CNAME/DNAME/PTR, SRV, MX in dnslib
+            label = getattr(rd, attribute, None)
+            if label is not None:
+                break
+        if label is None:
+            raise ValueError(f"{type_name(self.rtype)} has no target name")
+        return names.canonical(str(label))
+
+    @property
+    def address(self) -> str:
+        """The address in A/AAAA RDATA."""
+        return str(self.rdata)
+
+    @property
+    def soa_minimum(self) -> int:
+        return int(self.rdata.times[4])
+
+    def to_text(self) -> str:
+        fields = (self.name, str(self.ttl), _class_name(self.rclass), type_name(self.rtype),
+                  self.rdata_text)
+        return "\t".join(fields)
+
+    @property
+    def rdata_text(self) -> str:
+        if self.rtype == 13 and type(self.rdata) is dnslib.RD:  # HINFO: dnslib has no class
+            return _character_strings(bytes(self.rdata.data))
+        return str(self.rdata.toZone())
+
+
+def _character_strings(data: bytes) -> str:
+    """RDATA made of <character-string>s (RFC 1035 §3.3) in zone-file form."""
+    out, i = [], 0
+    while i < len(data):
+        length = data[i]
+        text = data[i + 1 : i + 1 + length].decode("ascii", "backslashreplace")
+        out.append('"' + text.replace('"', '\\"') + '"')
+        i += 1 + length
+    return " ".join(out)
+
+
+def _class_name(rclass: int) -> str:
+    value = dnslib.CLASS.forward.get(rclass)
+    return str(value) if value is not None else f"CLASS{rclass}"
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    """The OPT pseudo-record's meaning (RFC 6891 §6.1.3)."""
+
+    udp_size: int = 1232
+    version: int = 0
+    do: bool = False
+    ext_rcode: int = 0
+    options: tuple[tuple[int, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded DNS message with canonical names."""
+
+    id: int
+    qr: bool
+    opcode: int
+    rcode: int
+    aa: bool = False
+    tc: bool = False
+    rd: bool = False
+    ra: bool = False
+    ad: bool = False
+    cd: bool = False
+    question: Question | None = None
+    answer: tuple[Record, ...] = ()
+    authority: tuple[Record, ...] = ()
+    additional: tuple[Record, ...] = ()
+    edns: Edns | None = None
+
+
+def _rdata_key(rtype: int, rd: Any) -> str:
+    text = str(rd.toZone()) if hasattr(rd, "toZone") else str(rd)
+    if rtype in _NAME_RDATA or rtype == RRType.SOA:
+        return text.lower()
+    return text
+
+
+def _record(rr: Any) -> Record:
+    rtype = int(rr.rtype)
+    ttl = int(rr.ttl)
+    return Record(
+        name=names.canonical(str(rr.rname)),
+        rtype=rtype,
+        rclass=int(rr.rclass),
+        ttl=0 if ttl & 0x80000000 else ttl,  # RFC 2181 §8: a TTL with the top bit set means 0
+        rdata_key=_rdata_key(rtype, rr.rdata),
+        rdata=rr.rdata,
+    )
+
+
+def decode(data: bytes) -> Message:
+    """Decode `data`; raises MalformedMessage for anything not well formed.
+
+    Most replies take `_decode_plain`, which reads header, names and record fields itself and
+    leaves only RDATA to dnslib; a message it does not vouch for (a name that needs escapes,
+    RDATA dnslib rejects or reads differently) is decoded wholly by dnslib, as before.
+    """
+    scanned = scan_message(data)
+    if type(data) is not bytes:
+        data = bytes(data)
+    if scanned.end < len(data):
+        data = data[: scanned.end]
+    plain = _decode_plain(data, scanned)
+    return plain if plain is not None else _decode_with_dnslib(data, scanned)
+
+
+def _decode_with_dnslib(data: bytes, scanned: ScannedMessage) -> Message:
+    try:
+        parsed = dnslib.DNSRecord.parse(data)
+    except Exception:  # dnslib raises several types; retry with opaque RDATA
+        try:
+            parsed = _parse_opaque_rdata(data)
+        except Exception as exc:
+            raise MalformedMessage(f"undecodable message: {exc}") from None
+    additional = [_record(rr) for rr in parsed.ar if rr.rtype != RRType.OPT]
+    question = None
+    if parsed.questions:
+        q = parsed.questions[0]
+        question = Question(names.canonical(str(q.qname)), int(q.qtype), int(q.qclass))
+    return _message(scanned, question, [_record(rr) for rr in parsed.rr],
+                    [_record(rr) for rr in parsed.auth], additional)
+
+
+def _message(
+    scanned: ScannedMessage, question: Question | None, answer: list[Record],
+    authority: list[Record], additional: list[Record],
+) -> Message:
+    flags = scanned.flags
+    edns = None
+    if scanned.edns is not None:
+        e = scanned.edns
+        edns = Edns(udp_size=e.udp_size, version=e.version, do=e.do, ext_rcode=e.ext_rcode,
+                    options=e.options)
+    return Message(
+        id=scanned.id,
+        qr=scanned.qr,
+        opcode=scanned.opcode,
+        rcode=scanned.rcode | ((edns.ext_rcode << 4) if edns else 0),
+        aa=bool(flags & 0x0400),
+        tc=bool(flags & 0x0200),
+        rd=bool(flags & 0x0100),
+        ra=bool(flags & 0x0080),
+        ad=bool(flags & 0x0020),
+        cd=bool(flags & 0x0010),
+        question=question,
+        answer=tuple(answer),
+        authority=tuple(authority),
+        additional=tuple(additional),
+        edns=edns,
+    )
+
+
+#: dnslib's RDATA class for each type it knows (DNAME added above); others are opaque RD.
+_RDATA_CLASSES: dict[int, Any] = {
+    int(dnslib.QTYPE.reverse[name]): rdata_class
+    for name, rdata_class in dnslib.dns.RDMAP.items()
+    if name in dnslib.QTYPE.reverse
+}
+_RR_FIXED = struct.Struct("!HHIH")
+#: Labels of only these octets need no escapes in presentation form (dnslib's or ours).
+_PLAIN_NAME = re.compile(rb"[\x21-\x2d\x2f-\x5b\x5d-\x7e]+(?:\.[\x21-\x2d\x2f-\x5b\x5d-\x7e]+)*")
+
+
+class Ipv4Rdata:
+    """A record RDATA (RFC 1035 §3.4.1) as its four octets and their dotted-quad text: what
+    dnslib's A object offers the rest of this module (pack, toZone, str), in half the memory
+    of it and its tuple of four ints. The text is also the record's `rdata_key`."""
+
+    __slots__ = ("octets", "text")
+
+    def __init__(self, octets: bytes) -> None:
+        self.octets = octets
+        self.text = f"{octets[0]}.{octets[1]}.{octets[2]}.{octets[3]}"
+
+    def pack(self, buffer: Any) -> None:
+        buffer.append(self.octets)
+
+    def toZone(self) -> str:  # dnslib's name: its encoder and Record.rdata_text call it
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+
+def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
+    """Decode a message the scanner accepted, or None to leave it to dnslib.
+
+    The scanner has proven every name, pointer and length sound, so this only reads. Names
+    are kept by offset: a compression pointer to a name read before costs one lookup.
+    """
+    read: dict[int, str] = {}
+    question = None
+    if scanned.qdcount:
+        qname = scanned.qname
+        if (qname is None or scanned.qtype is None or scanned.qclass is None
+                or "\\046" in qname or "\\092" in qname):  # a dot or backslash in a label
+            return None
+        read[HEADER_LEN] = qname
+        question = Question(qname, scanned.qtype, scanned.qclass)
+    buffer = dnslib.DNSBuffer(data)
+    sections: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
+    pos = scanned.question_end
+    unpack = _RR_FIXED.unpack_from
+    for section, count in zip(sections, (scanned.ancount, scanned.nscount, scanned.arcount),
+                              strict=True):
+        for _ in range(count):
+            name, pos = _plain_name(data, pos, read)
+            if name is None:
+                return None
+            rtype, rclass, ttl, rdlength = unpack(data, pos)
+            pos += 10
+            ttl = 0 if ttl & 0x80000000 else ttl  # RFC 2181 §8: the top bit set means 0
+            if rtype == RRType.OPT:  # the scanner read it: Message.edns
+                pos += rdlength
+                continue
+            if not rdlength:
+                return None  # dnslib refuses empty RDATA: its path decides
+            if rtype == RRType.A and rdlength == 4:
+                address = Ipv4Rdata(data[pos : pos + 4])
+                pos += 4
+                section.append(Record(name, rtype, rclass, ttl, address.text, address))
+                continue
+            buffer.offset = pos
+            try:
+                rdata = _RDATA_CLASSES.get(rtype, dnslib.RD).parse(buffer, rdlength)
+            except Exception:
+                return None
+            pos += rdlength
+            if buffer.offset != pos:  # RDATA longer or shorter than its type reads
+                return None
+            section.append(Record(name, rtype, rclass, ttl, _rdata_key(rtype, rdata), rdata))
+    return _message(scanned, question, *sections)
+
+
+def _plain_name(data: bytes, pos: int, read: dict[int, str]) -> tuple[str | None, int]:
+    """The canonical name at `pos` and the offset after it; None if it needs escapes."""
+    start = pos
+    labels: list[bytes] = []
+    after = -1
+    suffix = "."
+    while True:
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length >= 0xC0:
+            if after < 0:
+                after = pos + 2
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            known = read.get(target)
+            if known is not None:
+                suffix = known
+                break
+            pos = target
+            continue
+        labels.append(data[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+    if after < 0:
+        after = pos
+    if not labels:
+        name = suffix
+    else:
+        joined = b".".join(labels).lower()
+        if joined.count(b".") != len(labels) - 1 or b"\\" in joined:
+            return None, after  # dnslib would print these ambiguously: its path decides
+        if _PLAIN_NAME.fullmatch(joined):
+            text = joined.decode("ascii")
+        else:  # other octets as \DDD, as dnslib writes them (it cannot read 0x80 and above)
+            text = presentation(labels)[:-1]
+        name = text + ("." if suffix == "." else "." + suffix)
+    read[start] = name
+    return name, after
+
+
+#: Types whose RDATA the resolver reads; all others may stay opaque octets (RFC 3597 §4).
+_RDATA_NEEDED = {RRType.A, RRType.AAAA, RRType.NS, RRType.CNAME, RRType.DNAME, RRType.SOA,
+                 RRType.PTR, RRType.MX, RRType.SRV}
+
+
+def _parse_opaque_rdata(data: bytes) -> Any:
+    """Parse a message whose RDATA dnslib rejects (a malformed SVCB, say), keeping the RDATA
+    of types the resolver does not interpret as opaque octets (RFC 3597): a bad record of a
+    type we only pass along must not make the whole reply unusable."""
+    buffer = dnslib.DNSBuffer(data)
+    header = dnslib.DNSHeader.parse(buffer)
+    counts = (header.a, header.auth, header.ar)
+    questions = [dnslib.DNSQuestion.parse(buffer) for _ in range(header.q)]
+    sections: list[list[Any]] = [[], [], []]
+    for section, count in zip(sections, counts, strict=True):
+        for _ in range(count):
+            rname = buffer.decode_name()
+            rtype, rclass, ttl, rdlength = buffer.unpack("!HHIH")
+            if rtype == RRType.OPT:
+                buffer.get(rdlength)  # the scanner has read the OPT already
+                continue
+            if rtype in _RDATA_NEEDED:
+                rdata = dnslib.dns.RDMAP.get(dnslib.QTYPE.get(rtype), dnslib.RD).parse(
+                    buffer, rdlength
+                )
+            else:
+                rdata = dnslib.RD(buffer.get(rdlength))
+            section.append(dnslib.RR(rname, rtype, rclass, ttl, rdata))
+    return dnslib.DNSRecord(header, questions=questions, rr=sections[0], auth=sections[1],
+                            ar=sections[2])
+
+
+def _name_wire(name: str) -> bytes:
+    out = bytearray()
+    for label in names.labels(name):
+        raw = _unescape(label)
+        if not 0 < len(raw) <= 63:
+            raise ValueError(f"bad label in {name!r}")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    if len(out) > 255:
+        raise ValueError(f"name too long: {name!r}")
+    return bytes(out)
+
+
+def _unescape(label: str) -> bytes:
+    if "\\" not in label:
+        return label.encode("ascii", "strict")
+    out = bytearray()
+    i = 0
+    while i < len(label):
+        ch = label[i]
+        if ch == "\\" and label[i + 1 : i + 4].isdigit() and len(label[i + 1 : i + 4]) == 3:
+            out.append(int(label[i + 1 : i + 4]))
+            i += 4
+        elif ch == "\\" and i + 1 < len(label):
+            out += label[i + 1].encode("ascii")
+            i += 2
+        else:
+            out += ch.encode("ascii")
+            i += 1
+    return bytes(out)
+
+
+def make_query(
+    question: Question,
+    *,
+    query_id: int,
+    recursion_desired: bool = False,
+    edns_udp_size: int | None = 1232,
+    dnssec_ok: bool = False,
+    checking_disabled: bool = False,
+) -> bytes:
+    """A query message for `question` (RFC 1035 §4.1; OPT per RFC 6891 §6.1.2)."""
+    flags = (0x0100 if recursion_desired else 0) | (0x0010 if checking_disabled else 0)
+    arcount = 1 if edns_udp_size is not None else 0
+    out = struct.pack("!HHHHHH", query_id, flags, 1, 0, 0, arcount)
+    out += _name_wire(question.name) + struct.pack("!HH", question.rtype, question.rclass)
+    if edns_udp_size is not None:
+        do_bit = 0x8000 if dnssec_ok else 0
+        out += b"\x00" + struct.pack("!HHIH", RRType.OPT, edns_udp_size, do_bit, 0)
+    return out
+
+
+def encode(message: Message, *, max_size: int = 65535) -> bytes:
+    """Encode `message`; if larger than `max_size`, send header, question and OPT with TC=1.
+
+    RFC 1035 §4.2.1 and RFC 6891 §7: a reply that does not fit is truncated and
+    the client retries over TCP, which is cheaper and safer than a partial RRset.
+
+    Header, names and record fields are written here; each RDATA writes itself into the same
+    dnslib buffer, so names inside RDATA and owner names share one compression table
+    (RFC 1035 §4.1.4). Pointers only go to offsets below 2**14, the most they can hold.
+    """
+    flags = ((message.qr << 15) | ((message.opcode & 0xF) << 11) | (message.aa << 10)
+             | (message.tc << 9) | (message.rd << 8) | (message.ra << 7) | (message.ad << 5)
+             | (message.cd << 4) | (message.rcode & 0xF))
+    additional = len(message.additional) + (message.edns is not None)
+    buffer = dnslib.DNSBuffer()
+    buffer.append(_HEADER.pack(message.id, flags, message.question is not None,
+                               len(message.answer), len(message.authority), additional))
+    if message.question is not None:
+        q = message.question
+        _put_name(buffer, q.name)
+        buffer.append(_QUESTION_FIXED.pack(q.rtype, q.rclass))
+    for section in (message.answer, message.authority, message.additional):
+        for rr in section:
+            _put_name(buffer, rr.name)
+            buffer.append(_RR_FIXED.pack(rr.rtype, rr.rclass, max(0, rr.ttl), 0))
+            start = buffer.offset
+            rr.rdata.pack(buffer)
+            buffer.update(start - 2, "!H", buffer.offset - start)
+    if message.edns is not None:
+        edns = message.edns
+        ttl = ((message.rcode >> 4) << 24) | (edns.version << 16) | (0x8000 if edns.do else 0)
+        options = b"".join(_OPTION_HEAD.pack(code, len(data)) + data
+                           for code, data in edns.options)
+        buffer.append(b"\x00" + _RR_FIXED.pack(RRType.OPT, edns.udp_size, ttl, len(options))
+                      + options)
+    data = bytes(buffer.data)
+    if len(data) <= max_size:
+        return data
+    truncated = replace(message, tc=True, answer=(), authority=(), additional=())
+    return encode(truncated)
+
+
+_HEADER = struct.Struct("!6H")
+_QUESTION_FIXED = struct.Struct("!HH")
+_OPTION_HEAD = struct.Struct("!HH")
+#: Offsets a compression pointer can reach (14 bits).
+_POINTER_LIMIT = 0x4000
+
+
+def _put_name(buffer: Any, name: str) -> None:
+    """Write `name` into `buffer`, compressed against the names written before (dnslib's
+    table: label tuples to offsets, as its RDATA writers use it)."""
+    labels = _wire_labels(name)
+    known = buffer.names
+    for index in range(len(labels)):
+        suffix = labels[index:]
+        pointer = known.get(suffix)
+        if pointer is not None:
+            buffer.append((0xC000 | pointer).to_bytes(2, "big"))
+            return
+        if buffer.offset < _POINTER_LIMIT:
+            known[suffix] = buffer.offset
+        label = labels[index]
+        buffer.append(bytes((len(label),)) + label)
+    buffer.append(b"\x00")
+
+
+def _wire_labels(name: str) -> tuple[bytes, ...]:
+    """The labels of a canonical name as octets (escapes undone); ValueError if invalid."""
+    if name in (".", ""):
+        return ()
+    if "\\" in name:
+        labels = tuple(_unescape(label) for label in names.labels(names.canonical(name)))
+    else:
+        labels = tuple(name.rstrip(".").encode("ascii").split(b"."))
+    if not all(0 < len(label) <= 63 for label in labels) or (
+        sum(map(len, labels)) + len(labels) + 1 > 255
+    ):
+        raise ValueError(f"not a valid domain name: {name!r}")
+    return labels
+
+
+def make_record(name: str, rtype: int, ttl: int, rdata: bytes, *, rclass: int = CLASS_IN) -> Record:
+    """A record from raw RDATA octets (for types dnslib has no class for, RFC 3597)."""
+    rd = dnslib.RD(rdata)
+    return Record(
+        name=names.canonical(name), rtype=rtype, rclass=rclass, ttl=ttl,
+        rdata_key=rdata.hex(), rdata=rd,
+    )
+
+
+def parse_record(text: str) -> Record:
+    """One record in zone-file syntax ("www.example. 300 IN A 192.0.2.1")."""
+    try:
+        rrs = dnslib.RR.fromZone(text)
+    except Exception as exc:
+        raise ValueError(f"cannot parse record {text!r}: {exc}") from None
+    if len(rrs) != 1:
+        raise ValueError(f"expected one record in {text!r}")
+    return _record(rrs[0])
+
+
+def parse_records(text: str) -> list[Record]:
+    """Records in zone-file syntax (several lines)."""
+    try:
+        return [_record(rr) for rr in dnslib.RR.fromZone(text)]
+    except Exception as exc:
+        raise ValueError(f"cannot parse records: {exc}") from None

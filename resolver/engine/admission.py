@@ -1,0 +1,110 @@
+"""What a reply may put into the cache, and at which trust rank (RFC 2181 §5.4.1).
+
+Rules: only scrubbed data enters (see `resolver.engine.classify`); answer data ranks above
+authority data, which ranks above glue; a referral's NS set and in-bailiwick glue are kept
+for the next lookups in that zone; a negative answer is kept with its SOA (RFC 2308 §5);
+a child's NS set never outlives the parent's delegation (ghost domains); NS sets in the
+authority section of non-authoritative answers are never kept (promiscuous data).
+"""
+
+from __future__ import annotations
+
+from resolver.dns import names
+from resolver.dns.wire import Message, Question, Rcode, Record, RRType
+from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.classify import Classified, ResponseKind
+from resolver.engine.delegation import Delegation
+
+
+def admit(
+    cache: RecordCache,
+    reply: Message,
+    classified: Classified,
+    cut: Delegation,
+    question: Question,
+    *,
+    harden_glue: bool,
+) -> None:
+    """Put what the scrubbed reply proves into the cache, ranked (RFC 2181 §5.4.1)."""
+    kind = classified.kind
+    answer_rank = Rank.AUTHORITATIVE_ANSWER if reply.aa else Rank.ANSWER
+    for rrset in rrsets(classified.answer):
+        cache.store_rrset(within_delegation(cache, rrset, cut.zone), answer_rank)
+    if kind is ResponseKind.REFERRAL and classified.delegation is not None:
+        zone = classified.delegation.zone
+        ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
+        cache.store_rrset(ns_set, Rank.AUTHORITY)
+        targets = {rr.target for rr in ns_set}
+        glue = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
+                and rr.name in targets
+                and (names.is_subdomain(rr.name, cut.zone) or not harden_glue)]
+        for rrset in rrsets(glue):
+            cache.store_rrset(rrset, Rank.ADDITIONAL)
+        return
+    if kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
+        end = classified.target or chain_end(question.name, classified.answer)
+        rcode = Rcode.NXDOMAIN if kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
+        cache.store_negative(Question(end, question.rtype, question.rclass), rcode,
+                                  classified.soa)
+        return
+    if kind is ResponseKind.ANSWER and not cut.recursion_desired:
+        # The zone's own NS set as the child states it, only when it speaks with
+        # authority: a non-authoritative answer's NS set is promiscuous (Unbound's
+        # iter-scrub-promiscuous) and could hijack the zone (Deckard iter_ns_spoof).
+        ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and reply.aa
+                  and names.is_subdomain(question.name, rr.name)
+                  and names.is_subdomain(rr.name, cut.zone)]
+        ns_ttl: int | None = None
+        for rrset in rrsets(ns_set):
+            clamped = within_delegation(cache, rrset)
+            ns_ttl = clamped[0].ttl
+            cache.store_rrset(clamped, Rank.AUTHORITATIVE_AUTHORITY)
+        answer_ns = [rr for rr in classified.answer if rr.rtype == RRType.NS]
+        if answer_ns:
+            ns_ttl = within_delegation(cache, answer_ns)[0].ttl
+        targets = {rr.target for rr in (*ns_set, *answer_ns)}
+        extra = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
+                 and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
+        for rrset in rrsets(extra):
+            if ns_ttl is not None:  # glue lives no longer than the NS set it serves
+                rrset = [rr.with_ttl(min(rr.ttl, ns_ttl)) for rr in rrset]
+            cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+def within_delegation(
+    cache: RecordCache, rrset: list[Record], zone: str | None = None
+) -> list[Record]:
+    """A child's NS set, and the addresses of the zone's own name servers, may not outlive
+    the parent's delegation still in the cache (ghost domains, Unbound CVE-2022-30698/30699
+    and ghost glue): clamp their TTL to what is left of it."""
+    if not rrset:
+        return rrset
+    first = rrset[0]
+    if first.rtype == RRType.NS:
+        cached = cache.rrset(first.name, RRType.NS)
+    elif first.rtype in (RRType.A, RRType.AAAA) and zone is not None:
+        cached = cache.rrset(zone, RRType.NS)
+        if cached and first.name not in {rr.target for rr in cached}:
+            cached = None
+    else:
+        cached = None
+    if not cached:
+        return rrset
+    limit = cached[0].ttl
+    return [rr.with_ttl(min(rr.ttl, limit)) for rr in rrset]
+
+
+def rrsets(records: tuple[Record, ...] | list[Record]) -> list[list[Record]]:
+    """Records grouped into RRsets (RFC 2181 §5): same owner, type and class."""
+    groups: dict[tuple[str, int, int], list[Record]] = {}
+    for rr in records:
+        groups.setdefault((rr.name, rr.rtype, rr.rclass), []).append(rr)
+    return list(groups.values())
+
+
+def chain_end(qname: str, chain: tuple[Record, ...]) -> str:
+    """The name a CNAME chain starting at `qname` ends at."""
+    current = qname
+    for rr in chain:
+        if rr.rtype == RRType.CNAME and rr.name == current:
+            current = rr.target
+    return current

@@ -1,0 +1,454 @@
+"""The TTL-aware record cache: RRsets, negative answers and remembered failures.
+
+Rules:
+- Keys are canonical (owner, type, class); one entry holds one RRset (RFC 2181 §5).
+- Entries expire by absolute time from one injected timer (cachetools TLRUCache); a
+  lookup returns TTLs lowered by the time spent in the cache, never more than stored.
+- TTLs are clamped on entry (Unbound cache-min-ttl / cache-max-ttl); TTL 0 is never
+  stored: such data serves only the resolution that fetched it.
+- Trust ranks (RFC 2181 §5.4.1): live data is never replaced by data of lower rank.
+- Negative answers (RFC 2308 §5) live for min(SOA TTL, SOA MINIMUM), clamped by
+  cache-max-negative-ttl; an NXDOMAIN also answers for every name below (RFC 8020).
+- Serve-stale (RFC 8767), when enabled, keeps expired RRsets and negative answers for
+  max-stale-ttl; normal lookups still treat them as expired, only `stale_*` return them.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import TLRUCache
+
+from resolver.dns import names
+from resolver.dns.wire import Question, Rcode, Record, RRType
+from resolver.engine.delegation import Delegation, NameServer
+from resolver.engine.settings import CacheSettings
+
+#: An RRset stored again with an expiry this close to the stored one is the same entry:
+#: TTLs are shown in whole seconds.
+_SAME_EXPIRY_S = 1.0
+
+
+class Rank(enum.IntEnum):
+    """How much a cached RRset is trusted (RFC 2181 §5.4.1, highest last)."""
+
+    ADDITIONAL = 1  #: glue and other additional-section data
+    AUTHORITY = 2  #: authority-section data of a non-authoritative reply (a referral's NS)
+    ANSWER = 3  #: answer data of a non-authoritative reply (a forwarder's, for instance)
+    AUTHORITATIVE_AUTHORITY = 4  #: authority section of an authoritative reply
+    AUTHORITATIVE_ANSWER = 5  #: the answer section of an authoritative reply
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRRset:
+    records: tuple[Record, ...]
+    rank: Rank
+    stored_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NegativeAnswer:
+    """A cached NXDOMAIN or NODATA with its SOA, TTLs already lowered."""
+
+    rcode: Rcode
+    name: str
+    soa: Record | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RRsetInfo:
+    """Bookkeeping of one live cached RRset (what prefetch decides on)."""
+
+    rank: Rank
+    stored_at: float
+    expires_at: float
+    #: The TTL it was stored with, after the cache-min/max-ttl clamps.
+    original_ttl: int
+    ttl_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class _NegativeEntry:
+    rcode: Rcode
+    name: str
+    soa: Record | None
+    stored_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _FailureEntry:
+    reason: str
+    expires_at: float
+
+
+_Key = tuple[Any, ...]
+
+
+def _expiry(_key: _Key, value: Any, _now: float) -> float:
+    return float(value.expires_at)
+
+
+def _expiry_keeping_stale(keep_s: float) -> Callable[[_Key, Any, float], float]:
+    """A time-to-use that keeps data `keep_s` past expiry (RFC 8767 §5), failures never."""
+
+    def ttu(_key: _Key, value: Any, _now: float) -> float:
+        if isinstance(value, _FailureEntry):
+            return value.expires_at
+        return float(value.expires_at) + keep_s
+
+    return ttu
+
+
+class _Entries(TLRUCache[_Key, Any]):
+    """TLRUCache whose reads do not sweep the expired entries out first.
+
+    TLRUCache.get runs `expire()` (a walk of its expiry heap behind a timer context) before
+    every lookup; a cold resolution makes dozens of lookups, and that sweep was most of their
+    cost. The entry read is still checked against its own expiry (TLRUCache.__getitem__), and
+    every store sweeps, so expired entries go at the next store instead of the next read.
+    """
+
+    def get(self, key: _Key, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+class RecordCache:
+    """RRsets, negative answers and failures, bounded with LRU eviction."""
+
+    def __init__(self, settings: CacheSettings, *, timer: Callable[[], float]) -> None:
+        self.settings = settings
+        self._timer = timer
+        # Serve-stale keeps expired data for max-stale-ttl; lookups still see it as expired.
+        ttu = (_expiry_keeping_stale(settings.max_stale_ttl_s) if settings.stale_answer_enable
+               else _expiry)
+        self._entries: TLRUCache[_Key, Any] = _Entries(
+            maxsize=settings.max_entries, ttu=ttu, timer=timer
+        )
+        #: RRset keys this view does not see (a prefetch must not be answered from them).
+        self._hidden: frozenset[_Key] = frozenset()
+        self.hits = 0
+        self.misses = 0
+        #: Called after every flush: caches built from this one (the answer cache) drop theirs.
+        self.flush_listeners: list[Callable[[], None]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- RRsets ---------------------------------------------------------------
+
+    def store_rrset(self, records: list[Record] | tuple[Record, ...], rank: Rank) -> bool:
+        """Store one RRset; returns False when refused (TTL 0 or outranked by live data)."""
+        if not records:
+            return False
+        first = records[0]
+        ttl = self._clamp(min(rr.ttl for rr in records))
+        if ttl <= 0:
+            return False
+        key = ("rr", first.name, first.rtype, first.rclass)
+        now = self._timer()
+        current = self._entries.get(key)
+        # Only live data defends its rank: stale data kept for RFC 8767 yields to anything,
+        # and a prefetch (key hidden) replaces what it refreshes.
+        if (isinstance(current, CachedRRset) and current.rank > rank
+                and current.expires_at > now and key not in self._hidden):
+            return False
+        unique: dict[str, Record] = {}
+        for rr in records:
+            unique.setdefault(rr.rdata_key, rr.with_ttl(ttl))
+        if (isinstance(current, CachedRRset) and current.rank == rank
+                and abs(current.expires_at - (now + ttl)) < _SAME_EXPIRY_S
+                and key not in self._hidden and _same_rdata(current.records, unique, ttl)):
+            # The same RRset again within the second (the glue of a referral, then of the
+            # answer): storing it anew would change nothing a client sees, and each store
+            # leaves a dead item in the cache's expiry heap until that heap is compacted.
+            return True
+        self._entries[key] = CachedRRset(
+            records=tuple(unique.values()), rank=rank, stored_at=now, expires_at=now + ttl
+        )
+        return True
+
+    def rrset(
+        self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL
+    ) -> tuple[Record, ...] | None:
+        """The live RRset with TTLs counted down, or None (also when ranked below `min_rank`)."""
+        key = ("rr", name, rtype, rclass)
+        if self._hidden and key in self._hidden:
+            return None
+        entry = self._entries.get(key)
+        if not isinstance(entry, CachedRRset) or entry.rank < min_rank:
+            return None
+        left = self._ttl_left(entry.expires_at)
+        if left <= 0:
+            return None
+        return tuple(rr.with_ttl(left) for rr in entry.records)
+
+    def rank_of(self, name: str, rtype: int, rclass: int = 1) -> Rank | None:
+        entry = self._entries.get(("rr", name, rtype, rclass))
+        if not isinstance(entry, CachedRRset) or entry.expires_at <= self._timer():
+            return None  # stale data kept for RFC 8767 has no rank to defend
+        return entry.rank
+
+    # -- negative answers -----------------------------------------------------
+
+    def store_negative(self, question: Question, rcode: Rcode, soa: Record | None) -> bool:
+        """Cache NXDOMAIN/NODATA for `question` for min(SOA TTL, MINIMUM) (RFC 2308 §5)."""
+        if soa is None:  # RFC 2308 §5: without an SOA, negative answers are not cached
+            return False
+        ttl = min(soa.ttl, soa.soa_minimum)
+        ttl = max(self.settings.min_negative_ttl_s, min(ttl, self.settings.max_negative_ttl_s))
+        if ttl <= 0:
+            return False
+        now = self._timer()
+        entry = _NegativeEntry(
+            rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now,
+            expires_at=now + ttl,
+        )
+        # The SOA is an RRset of its own too: a later negative answer from the same zone
+        # refreshes it, and every negative entry of the zone shows the fresh one (as the
+        # RRset references in Unbound's message cache do; testbound ttl_msg).
+        # Kept apart from the SOA RRset proper: its TTL is the negative one (Unbound's
+        # PACKED_RRSET_SOA_NEG), so a later SOA question still gets the real record.
+        self._entries[("negsoa", soa.name, soa.rclass)] = entry
+        if rcode == Rcode.NXDOMAIN:
+            self._entries[("nx", question.name, question.rclass)] = entry
+        else:
+            self._entries[("nodata", question.name, question.rtype, question.rclass)] = entry
+        return True
+
+    def negative(self, question: Question) -> NegativeAnswer | None:
+        """A live NXDOMAIN for the name or an ancestor (RFC 8020 §2), or a NODATA for the type."""
+        entry = self._entries.get(("nodata", question.name, question.rtype, question.rclass))
+        # Expired entries may linger for serve-stale: they must not hide a live one above.
+        found = self._lowered(entry) if isinstance(entry, _NegativeEntry) else None
+        if found is not None:
+            return found
+        for name in names.ancestors(question.name):
+            entry = self._entries.get(("nx", name, question.rclass))
+            found = self._lowered(entry) if isinstance(entry, _NegativeEntry) else None
+            if found is not None:
+                return found
+        return None
+
+    def negative_soa_stamp(self, zone: str, rclass: int = 1) -> float | None:
+        """When the zone's latest negative SOA was stored (None: none live)."""
+        entry = self._entries.get(("negsoa", zone, rclass))
+        return entry.stored_at if isinstance(entry, _NegativeEntry) else None
+
+    def _lowered(self, entry: _NegativeEntry) -> NegativeAnswer | None:
+        left = self._ttl_left(entry.expires_at)
+        if left <= 0:
+            return None
+        soa = entry.soa.with_ttl(left) if entry.soa is not None else None
+        if soa is not None:
+            latest = self._entries.get(("negsoa", soa.name, soa.rclass))
+            if isinstance(latest, _NegativeEntry) and latest.soa is not None:
+                latest_left = self._ttl_left(latest.expires_at)
+                if latest_left > 0 and latest.stored_at > entry.stored_at:
+                    soa = latest.soa.with_ttl(latest_left)
+        return NegativeAnswer(rcode=entry.rcode, name=entry.name, soa=soa)
+
+    # -- remembered failures (RFC 9520) -----------------------------------------
+
+    def store_failure(self, question: Question, reason: str) -> None:
+        ttl = self.settings.failure_ttl_s
+        if self._hidden:
+            return  # a failed prefetch must not turn the still-cached data into SERVFAIL
+        if ttl > 0:
+            self._entries[("fail", *_qkey(question))] = _FailureEntry(
+                reason=reason, expires_at=self._timer() + ttl
+            )
+
+    def failure(self, question: Question) -> str | None:
+        entry = self._entries.get(("fail", *_qkey(question)))
+        if not isinstance(entry, _FailureEntry) or entry.expires_at <= self._timer():
+            return None
+        return entry.reason
+
+    def forget_failure(self, question: Question) -> None:
+        """Drop the remembered failure of `question` (forward-first retries it by iterating)."""
+        self._entries.pop(("fail", *_qkey(question)), None)
+
+    # -- delegations ------------------------------------------------------------
+
+    def closest_delegation(self, qname: str) -> Delegation | None:
+        """The deepest cached zone cut at or above `qname` whose servers we can reach.
+
+        A cut is usable when at least one NS name has a cached address, or an NS name
+        lies outside the zone (its address can be looked up without this very cut).
+        """
+        for zone in names.ancestors(qname):
+            ns_set = self.rrset(zone, RRType.NS)
+            if not ns_set:
+                continue
+            servers = []
+            for rr in ns_set:
+                target = rr.target
+                addresses = tuple(
+                    rec.address
+                    for rtype in (RRType.A, RRType.AAAA)
+                    for rec in self.rrset(target, rtype) or ()
+                )
+                servers.append(NameServer(target, addresses))
+            usable = any(s.addresses for s in servers) or any(
+                not names.is_subdomain(s.name, zone) for s in servers
+            )
+            if usable:
+                return Delegation(
+                    zone=zone, servers=tuple(servers), source="cache", ttl=ns_set[0].ttl
+                )
+        return None
+
+    # -- serve-stale (RFC 8767) and prefetch ---------------------------------------
+
+    def stale_rrset(
+        self, name: str, rtype: int, rclass: int = 1, *, ttl: int
+    ) -> tuple[Record, ...] | None:
+        """An expired RRset still kept for serve-stale, its TTLs set to `ttl` (RFC 8767 §4).
+
+        None when the RRset is live (the normal lookup answers it), absent, or kept no
+        longer (past max-stale-ttl, or serve-stale is off).
+        """
+        if not self.settings.stale_answer_enable:
+            return None
+        entry = self._entries.get(("rr", name, rtype, rclass))
+        if not isinstance(entry, CachedRRset) or self._ttl_left(entry.expires_at) > 0:
+            return None
+        return tuple(rr.with_ttl(ttl) for rr in entry.records)
+
+    def stale_negative(self, question: Question, *, ttl: int) -> NegativeAnswer | None:
+        """An expired NODATA for the type, or NXDOMAIN at or above the name, kept stale."""
+        if not self.settings.stale_answer_enable:
+            return None
+        keys: list[_Key] = [("nodata", question.name, question.rtype, question.rclass)]
+        keys += [("nx", name, question.rclass) for name in names.ancestors(question.name)]
+        for key in keys:
+            entry = self._entries.get(key)
+            if isinstance(entry, _NegativeEntry) and self._ttl_left(entry.expires_at) <= 0:
+                soa = entry.soa.with_ttl(ttl) if entry.soa is not None else None
+                return NegativeAnswer(rcode=entry.rcode, name=entry.name, soa=soa)
+        return None
+
+    def rrset_info(self, name: str, rtype: int, rclass: int = 1) -> RRsetInfo | None:
+        """When a live RRset was stored and with what TTL (prefetch compares it with the rest)."""
+        entry = self._entries.get(("rr", name, rtype, rclass))
+        if not isinstance(entry, CachedRRset) or entry.expires_at <= self._timer():
+            return None
+        return RRsetInfo(
+            rank=entry.rank, stored_at=entry.stored_at, expires_at=entry.expires_at,
+            original_ttl=entry.records[0].ttl, ttl_left=self._ttl_left(entry.expires_at),
+        )
+
+    def forget_stale(self, question: Question) -> int:
+        """Drop expired data kept for `question` (its type, a CNAME, NODATA, NXDOMAIN at it).
+
+        Called once a resolution of `question` succeeded: what it found (perhaps with TTL 0,
+        so not cached) supersedes the old data, which must not be served stale again.
+        """
+        name, rtype, rclass = _qkey(question)
+        keys = [("rr", name, rtype, rclass), ("rr", name, int(RRType.CNAME), rclass),
+                ("nodata", name, rtype, rclass), ("nx", name, rclass)]
+        dropped = 0
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and self._ttl_left(entry.expires_at) <= 0:
+                self._entries.pop(key, None)
+                dropped += 1
+        return dropped
+
+    def hiding(self, rrsets: Iterable[tuple[str, int, int]]) -> RecordCache:
+        """A view of this cache that stores into it but does not see the given RRsets.
+
+        `rrsets` are (owner, type, class). A prefetch resolves through such a view, so the
+        engine asks upstream for what it refreshes instead of answering from the cache,
+        while clients keep getting the cached copies until the new ones replace them.
+        """
+        view = copy.copy(self)  # shares the entries, the timer and the settings
+        view._hidden = frozenset(("rr", *key) for key in rrsets)
+        return view
+
+    # -- operator view ----------------------------------------------------------
+
+    def flush(self, name: str, *, subtree: bool = False, rtype: int | None = None) -> int:
+        """Remove entries for `name` (and below, with `subtree`); returns how many."""
+        doomed = [
+            key
+            for key in list(self._entries.keys())
+            if _key_name(key) is not None
+            and (_key_name(key) == name
+                 or (subtree and names.is_subdomain(str(_key_name(key)), name)))
+            and (rtype is None or _key_type(key) == rtype)
+        ]
+        for key in doomed:
+            self._entries.pop(key, None)
+        for listener in self.flush_listeners:
+            listener()
+        return sum(1 for key in doomed if key[0] != "negsoa")  # that one is bookkeeping
+
+    def dump(self, *, name: str | None = None, rtype: int | None = None) -> Iterator[str]:
+        """Every live entry as text, TTLs counted down; entries kept for serve-stale marked.
+
+        `name` and `rtype` restrict the listing to one owner name and one type (an
+        NXDOMAIN, which covers every type, is listed for any `rtype`).
+        """
+        for key in list(self._entries.keys()):
+            if key[0] == "negsoa" or (name is not None and _key_name(key) != name):
+                continue
+            if rtype is not None and _key_type(key) not in (None, rtype):
+                continue
+            entry = self._entries.get(key)
+            if isinstance(entry, CachedRRset):
+                for rr in self.rrset(key[1], key[2], key[3]) or ():
+                    yield f"{rr.to_text()}\t; rank={entry.rank.name.lower()}"
+                for rr in self.stale_rrset(key[1], key[2], key[3], ttl=0) or ():
+                    yield (f"{rr.to_text()}\t; rank={entry.rank.name.lower()}, "
+                           f"{self._stale_note(entry.expires_at)}")
+            elif isinstance(entry, _NegativeEntry):
+                neg = self._lowered(entry)
+                what = "NXDOMAIN" if key[0] == "nx" else f"NODATA {key[2]}"
+                if neg is not None:
+                    yield f"{key[1]}\t{self._ttl_left(entry.expires_at)}\t; negative {what}"
+                elif self.settings.stale_answer_enable:
+                    yield f"{key[1]}\t0\t; negative {what}, {self._stale_note(entry.expires_at)}"
+
+    def _stale_note(self, expires_at: float) -> str:
+        return f"stale (expired {math.floor(self._timer() - expires_at)} s ago)"
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _clamp(self, ttl: int) -> int:
+        if ttl <= 0:
+            return 0
+        return max(self.settings.min_ttl_s, min(ttl, self.settings.max_ttl_s))
+
+    def _ttl_left(self, expires_at: float) -> int:
+        return math.floor(expires_at - self._timer() + 1e-9)
+
+
+def _same_rdata(records: tuple[Record, ...], unique: dict[str, Record], ttl: int) -> bool:
+    """Whether `records` hold exactly the RDATA in `unique`, with TTL `ttl` when stored."""
+    return (len(records) == len(unique) and records[0].ttl == ttl
+            and all(rr.rdata_key in unique for rr in records))
+
+
+def _qkey(question: Question) -> tuple[str, int, int]:
+    return (question.name, question.rtype, question.rclass)
+
+
+def _key_name(key: _Key) -> str | None:
+    return key[1] if len(key) > 1 and isinstance(key[1], str) else None
+
+
+def _key_type(key: _Key) -> int | None:
+    if key[0] in ("rr", "nodata", "fail"):
+        return int(key[2])
+    return None

@@ -1,0 +1,287 @@
+"""What a reply from an authoritative server means, after removing what it may not say.
+
+`scrub` first drops every record the asked server has no authority to give (RFC 2181
+§5.4.1, Unbound's iter_scrub): anything outside the zone we asked, answer records
+that are not on the question's CNAME/DNAME chain, NS records that are not a
+delegation below the zone, and glue for names we were not referred to. Only then
+does `classify` name the reply's kind; the engine decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from resolver.dns import names
+from resolver.dns.wire import Message, Question, Rcode, Record, RRType, rcode_name
+from resolver.engine.delegation import Delegation, delegation_from_records
+
+#: Why an entirely empty reply is set aside: kept as a bare NODATA if no server does better.
+EMPTY_REPLY = "empty reply"
+
+
+class ResponseKind(enum.Enum):
+    ANSWER = "answer"  #: data for the question (possibly after a CNAME chain in the same reply)
+    CNAME = "cname"  #: the chain leaves this reply: restart at `target`
+    REFERRAL = "referral"  #: a delegation closer to the name
+    NXDOMAIN = "nxdomain"  #: the name does not exist (RFC 8020: nor anything below it)
+    NODATA = "nodata"  #: the name exists but not with this type (RFC 2308 §2.2)
+    LAME = "lame"  #: the server is not authoritative for the zone we asked (RFC 1034 §4.2.2)
+    SERVER_ERROR = "server-error"  #: SERVFAIL, REFUSED, NOTIMP, FORMERR...
+    TRUNCATED = "truncated"  #: TC=1: ask again over TCP (RFC 7766 §6.2.1)
+    YXDOMAIN = "yxdomain"  #: a DNAME substitution would be too long (RFC 6672 §2.2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Classified:
+    kind: ResponseKind
+    #: ANSWER/CNAME: the chain and final data, in order; NXDOMAIN/NODATA: the chain so far.
+    answer: tuple[Record, ...] = ()
+    #: NXDOMAIN/NODATA: the SOA (if the server sent one in its zone).
+    soa: Record | None = None
+    #: CNAME: where resolution continues.
+    target: str | None = None
+    #: REFERRAL: the new zone cut.
+    delegation: Delegation | None = None
+    #: Records removed by scrubbing, with the reason, for traces.
+    dropped: tuple[tuple[str, str], ...] = ()
+    reason: str = ""
+
+
+def _in_zone(record: Record, zone: str) -> bool:
+    return names.is_subdomain(record.name, zone)
+
+
+def classify(
+    question: Question,
+    reply: Message,
+    zone: str,
+    *,
+    forwarding: bool = False,
+    harden_glue: bool = True,
+    accept_recursive: bool = False,
+) -> Classified:
+    """Kind of `reply` to `question`, asked of a server for `zone` (the bailiwick)."""
+    if reply.tc:
+        return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
+    if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.YXDOMAIN):
+        return Classified(kind=ResponseKind.SERVER_ERROR, reason=rcode_name(reply.rcode))
+    if forwarding and not reply.ra:
+        # A forwarder that does not recurse is of no use to us (Unbound forward-zone).
+        return Classified(kind=ResponseKind.SERVER_ERROR, reason="forwarder reply without RA")
+    if forwarding:
+        zone = "."
+    dropped: list[tuple[str, str]] = []
+    reply = _only_class(reply, question.rclass, dropped)
+    if reply.rcode == Rcode.YXDOMAIN:
+        chain = tuple(rr for rr in reply.answer if rr.rtype == RRType.DNAME and _in_zone(rr, zone)
+                      and names.is_subdomain(question.name, rr.name))
+        if not chain:
+            return Classified(kind=ResponseKind.SERVER_ERROR, reason="YXDOMAIN without a DNAME")
+        return Classified(kind=ResponseKind.YXDOMAIN, answer=chain, dropped=tuple(dropped))
+    # A forwarder resolved the whole chain for us: it is the one source we have.
+    answer_chain, target, final = _follow_chain(
+        question, reply, zone, dropped, trust_chain=forwarding
+    )
+    soa = _negative_soa(reply, zone, question, target)
+
+    recursive_lame = reply.ra and not reply.aa and not forwarding and not accept_recursive
+    if answer_chain and recursive_lame:
+        # A recursive server answering from its cache where we expected an authority
+        # (Unbound's RESPONSE_TYPE_REC_LAME): its data is not trusted.
+        return Classified(
+            kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)"
+        )
+    if final:
+        return Classified(kind=ResponseKind.ANSWER, answer=answer_chain, dropped=tuple(dropped))
+    if reply.rcode == Rcode.NXDOMAIN:  # RFC 6604 §2: about the last name of the chain
+        return _negative(ResponseKind.NXDOMAIN, answer_chain, soa, dropped, target=target)
+    if answer_chain:
+        if soa is not None:
+            return _negative(ResponseKind.NODATA, answer_chain, soa, dropped, target=target)
+        return Classified(
+            kind=ResponseKind.CNAME, answer=answer_chain, target=target, dropped=tuple(dropped)
+        )
+    referral = _referral(reply, zone, question.name, dropped, harden_glue=harden_glue)
+    if referral is not None:
+        if forwarding:
+            return Classified(kind=ResponseKind.LAME, reason="referral from a forwarder")
+        return Classified(kind=ResponseKind.REFERRAL, delegation=referral, dropped=tuple(dropped))
+    if _has_ns_at_or_above(reply, zone, question.name) and soa is None:
+        return Classified(kind=ResponseKind.LAME, reason="referral upwards or sideways")
+    if not forwarding and not reply.answer and not reply.authority:
+        # Not a record in sight, not even the SOA a NODATA carries (RFC 2308 §2.2): a
+        # broken server; the next one is asked (Unbound iter_ignore_empty).
+        return Classified(kind=ResponseKind.LAME, reason=EMPTY_REPLY)
+    if recursive_lame and soa is None:
+        return Classified(
+            kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)"
+        )
+    return _negative(ResponseKind.NODATA, (), soa, dropped)
+
+
+def _only_class(reply: Message, rclass: int, dropped: list[tuple[str, str]]) -> Message:
+    """Records of another class than the question's say nothing about it (RFC 1034 §4.3.2)."""
+    sections = (reply.answer, reply.authority, reply.additional)
+    if all(rr.rclass == rclass for section in sections for rr in section):
+        return reply
+    for section in sections:
+        dropped.extend((rr.to_text(), "other class") for rr in section if rr.rclass != rclass)
+    return replace(
+        reply,
+        answer=tuple(rr for rr in reply.answer if rr.rclass == rclass),
+        authority=tuple(rr for rr in reply.authority if rr.rclass == rclass),
+        additional=tuple(rr for rr in reply.additional if rr.rclass == rclass),
+    )
+
+
+def _negative(
+    kind: ResponseKind,
+    chain: tuple[Record, ...],
+    soa: Record | None,
+    dropped: list[tuple[str, str]],
+    *,
+    target: str | None = None,
+) -> Classified:
+    return Classified(kind=kind, answer=chain, soa=soa, target=target, dropped=tuple(dropped))
+
+
+
+def _follow_chain(
+    question: Question,
+    reply: Message,
+    zone: str,
+    dropped: list[tuple[str, str]],
+    *,
+    trust_chain: bool,
+) -> tuple[tuple[Record, ...], str, bool]:
+    """Walk the answer section from the question name along CNAME/DNAME records.
+
+    Returns (records on the chain plus final data, the name where the chain ends,
+    whether final data for the question type was found). Records outside the zone
+    or off the chain are dropped (RFC 2181 §5.4.1).
+    """
+    pool = [rr for rr in reply.answer if rr.rclass == question.rclass]
+    for rr in reply.answer:
+        if not _in_zone(rr, zone):
+            dropped.append((rr.to_text(), f"answer record outside {zone}"))
+    pool = [rr for rr in pool if _in_zone(rr, zone)]
+    chain: list[Record] = []
+    current = question.name
+    seen = {current}
+    while True:
+        data = [rr for rr in pool if rr.name == current and rr.rtype == question.rtype]
+        if data or (question.rtype == RRType.ANY and any(rr.name == current for rr in pool)):
+            if question.rtype == RRType.ANY:
+                data = [rr for rr in pool if rr.name == current]
+            chain.extend(data)
+            return tuple(chain), current, True
+        dname = _matching_dname(pool, current)
+        if dname is not None and question.rtype != RRType.DNAME:
+            chain.append(dname)
+            synthesized = synthesize_cname(dname, current)
+            if synthesized is None:
+                return tuple(chain), current, False
+            cname_rr = next(
+                (rr for rr in pool if rr.name == current and rr.rtype == RRType.CNAME), None
+            )
+            chain.append(cname_rr if cname_rr is not None else synthesized)
+            current = synthesized.target
+        else:
+            cname = next(
+                (rr for rr in pool if rr.name == current and rr.rtype == RRType.CNAME), None
+            )
+            if cname is None or question.rtype == RRType.CNAME:
+                return tuple(chain), current, False
+            chain.append(cname)
+            current = cname.target
+        if not trust_chain:
+            # Only the first link is an authority's answer to our question; the rest of a
+            # chain is asked for in turn, so that one server cannot speak for the targets
+            # (Unbound's trust_cname_chain). Within a zone the cache soon makes it cheap.
+            return tuple(chain), current, False
+        if current in seen:  # a loop inside one reply; the engine's restart cap ends it
+            return tuple(chain), current, False
+        seen.add(current)
+
+
+def _matching_dname(pool: list[Record], name: str) -> Record | None:
+    for rr in pool:
+        if rr.rtype == RRType.DNAME and name != rr.name and names.is_subdomain(name, rr.name):
+            return rr
+    return None
+
+
+def synthesize_cname(dname: Record, name: str) -> Record | None:
+    """The CNAME a DNAME implies for `name` (RFC 6672 §2.2); None if too long."""
+    prefix = name[: -len(dname.name)] if dname.name != "." else name
+    target = prefix + dname.target if dname.target != "." else prefix
+    if len(target) > 254:
+        return None
+    from resolver.dns.wire import parse_record
+
+    try:
+        return parse_record(f"{name} {dname.ttl} IN CNAME {target}")
+    except ValueError:
+        return None
+
+
+def _negative_soa(reply: Message, zone: str, question: Question, target: str) -> Record | None:
+    for rr in reply.authority:
+        if rr.rtype == RRType.SOA and _in_zone(rr, zone) and names.is_subdomain(target, rr.name):
+            return rr
+    return None
+
+
+def _referral(
+    reply: Message, zone: str, qname: str, dropped: list[tuple[str, str]], *, harden_glue: bool
+) -> Delegation | None:
+    """A delegation to a zone strictly below `zone` and at or above `qname`, with glue from
+    within the bailiwick."""
+    ns_records = [rr for rr in reply.authority if rr.rtype == RRType.NS]
+    if not ns_records or (reply.answer and reply.aa):
+        return None
+    cut = ns_records[0].name
+    if cut == zone or not names.is_subdomain(cut, zone) or not names.is_subdomain(qname, cut):
+        return None
+    ns_set = [rr for rr in ns_records if rr.name == cut]
+    ns_names = {rr.target for rr in ns_set}
+    glue: list[Record] = []
+    for rr in reply.additional:
+        if rr.rtype not in (RRType.A, RRType.AAAA) or rr.name not in ns_names:
+            continue
+        if harden_glue and not names.is_subdomain(rr.name, zone):  # Unbound harden-glue
+            dropped.append((rr.to_text(), f"glue outside {zone}"))
+            continue
+        glue.append(rr)
+    delegation = delegation_from_records(cut, ns_set + glue, source="referral")
+    return Delegation(
+        zone=delegation.zone,
+        servers=delegation.servers,
+        source="referral",
+        ttl=delegation.ttl,
+        glue_dropped=tuple(dropped),
+    )
+
+
+def _has_ns_at_or_above(reply: Message, zone: str, qname: str) -> bool:
+    """A referral that does not lead down: upwards, sideways, or to the zone itself.
+
+    The zone's own NS set in an authoritative reply is no referral: it is how many
+    servers say NODATA (RFC 2308 §2.2 type 3 without SOA).
+    """
+    for rr in reply.authority:
+        if rr.rtype != RRType.NS:
+            continue
+        if rr.name == zone and reply.aa:
+            continue
+        if rr.name == zone or names.is_subdomain(zone, rr.name):
+            return True
+        if not names.is_subdomain(qname, rr.name):
+            return True
+    return False
+
+
+def records_to_cache(reply: Message, zone: str) -> list[Record]:
+    """Authority and additional records from `reply` that lie inside `zone` (never others)."""
+    return [rr for rr in (*reply.authority, *reply.additional) if _in_zone(rr, zone)]

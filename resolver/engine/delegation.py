@@ -1,0 +1,127 @@
+"""Zone cuts: which servers are authoritative for a zone, and the root hints.
+
+A `Delegation` is a zone name plus its name servers, each with the addresses we know.
+Forwarding is the same shape with `recursion_desired=True` (Unbound's forward zones).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resolver.dns import names
+from resolver.dns.wire import Record, RRType, parse_records
+
+
+@dataclass(frozen=True, slots=True)
+class NameServer:
+    """One NS name and the addresses known for it (possibly none yet: glueless)."""
+
+    name: str
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delegation:
+    """A zone cut: `zone` is served by `servers` (RFC 1034 §4.2.2)."""
+
+    zone: str
+    servers: tuple[NameServer, ...]
+    #: Where this came from, for traces: "root hints", "referral", "cache", "priming".
+    source: str = "referral"
+    #: True for forwarders: the servers recurse for us (RD=1).
+    recursion_desired: bool = False
+    ttl: int = 0
+    glue_dropped: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def has_addresses(self) -> bool:
+        return any(ns.addresses for ns in self.servers)
+
+    def names(self) -> list[str]:
+        return [ns.name for ns in self.servers]
+
+
+class RootHintsError(ValueError):
+    """The root hints file is missing, unreadable or names no usable server."""
+
+
+def parse_root_hints(text: str) -> Delegation:
+    """Read a root hints file (the IANA named.root format) into the root delegation."""
+    try:
+        records = parse_records(text)
+    except ValueError as exc:
+        raise RootHintsError(str(exc)) from None
+    return delegation_from_records(".", records, source="root hints")
+
+
+def load_root_hints(path: Path) -> Delegation:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RootHintsError(f"cannot read root hints {path}: {exc.strerror}") from None
+    hints = parse_root_hints(text)
+    if not hints.has_addresses:
+        raise RootHintsError(f"root hints {path} name no server with an address")
+    return hints
+
+
+def delegation_from_records(
+    zone: str, records: list[Record] | tuple[Record, ...], *, source: str
+) -> Delegation:
+    """Build a delegation for `zone` from its NS records and any A/AAAA records among `records`."""
+    ns_names: list[str] = []
+    ttl = 0
+    for rr in records:
+        if rr.rtype == RRType.NS and rr.name == zone and rr.target not in ns_names:
+            ns_names.append(rr.target)
+            ttl = rr.ttl if not ttl else min(ttl, rr.ttl)
+    addresses: dict[str, list[str]] = {name: [] for name in ns_names}
+    for rr in records:
+        known = addresses.get(rr.name)
+        if rr.rtype in (RRType.A, RRType.AAAA) and known is not None and rr.address not in known:
+            known.append(rr.address)
+    servers = tuple(NameServer(name, tuple(addresses[name])) for name in ns_names)
+    return Delegation(zone=zone, servers=servers, source=source, ttl=ttl)
+
+
+def forwarders(addresses: list[str], *, zone: str = ".") -> Delegation:
+    """Recursive upstreams for `zone`: a delegation whose servers are asked with RD=1."""
+    servers = tuple(NameServer(f"forwarder-{i}.", (addr,)) for i, addr in enumerate(addresses, 1))
+    return Delegation(
+        zone=names.canonical(zone), servers=servers, source="forwarders", recursion_desired=True
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def is_loopback_or_unspecified(address: str) -> bool:
+    """127.0.0.0/8, ::1, 0.0.0.0/8 and :: — never asked unless configured (Unbound
+    do-not-query-localhost)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    if ip.version == 4:
+        return ip.is_loopback or ip in ipaddress.ip_network("0.0.0.0/8")
+    return ip.is_loopback or ip.is_unspecified or (
+        ip.ipv4_mapped is not None and is_loopback_or_unspecified(str(ip.ipv4_mapped))
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def is_unspecified(address: str) -> bool:
+    """0.0.0.0/8 and ::: never a server (RFC 1122 §3.2.1.3); Linux delivers packets sent
+    there to this very host, so asking one is asking ourselves."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    if ip.version == 4:
+        return ip in ipaddress.ip_network("0.0.0.0/8")
+    return ip.is_unspecified or (ip.ipv4_mapped is not None and is_unspecified(str(ip.ipv4_mapped)))
+
+
+def is_ipv6(address: str) -> bool:
+    return ":" in address

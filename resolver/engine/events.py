@@ -1,0 +1,185 @@
+"""The engine's vocabulary: actions it asks for, its outcome, and trace events.
+
+Everything here is a frozen value. `SendQuery` and `Finished` flow from the engine to
+its driver; trace events record every decision so that `resolver trace`, logs and
+tests all show what the engine really did. Each trace event carries `depth`: 0 for
+the client's question, 1 and more for nested lookups of name-server addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from resolver.dns.wire import Rcode, Record
+from resolver.engine.network import ServerAddress, Transport
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendQuery:
+    """Send `wire` to `server` over `transport`; report back with the same `token`."""
+
+    token: int
+    server: ServerAddress
+    transport: Transport
+    wire: bytes
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How a resolution ended: what the client is told."""
+
+    rcode: Rcode
+    answer: tuple[Record, ...] = ()
+    authority: tuple[Record, ...] = ()
+    #: Addresses of the name servers in `authority` (a referral from the cache).
+    additional: tuple[Record, ...] = ()
+    #: The answer as the record cache keeps it, when some TTL there is shorter than in the
+    #: fresh reply (a ghost-domain clamp): what a cached copy of this reply must show.
+    answer_as_cached: tuple[Record, ...] | None = None
+    #: Why a SERVFAIL happened, in words, for logs and extended errors.
+    reason: str = ""
+    #: Upstream queries this resolution sent.
+    queries_sent: int = 0
+    #: Served from expired data (RFC 8767); the reply carries EDE 3 "Stale Answer".
+    stale: bool = False
+    #: The answer is in its prefetch window (the last 10% of its TTL): a background refresh
+    #: is due, so the reply is not worth keeping as bytes.
+    refreshing: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finished:
+    outcome: Outcome
+
+
+Action = SendQuery | Finished
+
+
+# -- trace events -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceEvent:
+    depth: int
+    #: Seconds since the resolution started (the engine's clock).
+    at_s: float
+
+    @property
+    def event(self) -> str:
+        """Stable event name used in JSON output ("query_sent", ...)."""
+        name = type(self).__name__
+        return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"event": self.event}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = _jsonable(value)
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Transport):
+        return value.value
+    if isinstance(value, Rcode):
+        return value.name
+    if isinstance(value, ServerAddress):
+        return asdict(value)
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolutionStarted(TraceEvent):
+    qname: str
+    qtype: str
+    purpose: str  #: "client question", "address of name server ns1.example.", "root priming"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheAnswered(TraceEvent):
+    qname: str
+    qtype: str
+    what: str  #: "answer", "cname", "nxdomain", "nodata", "failure"
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneCutChosen(TraceEvent):
+    zone: str
+    source: str  #: "root hints", "cache", "priming", "referral"
+    nameservers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuerySent(TraceEvent):
+    zone: str
+    server_name: str
+    address: str
+    port: int
+    qname: str
+    qtype: str
+    recursion_desired: bool
+    transport: str
+    why: str  #: how the server was chosen: "glue", "resolved address", "fastest known", ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyReceived(TraceEvent):
+    address: str
+    rtt_ms: float
+    rcode: str
+    aa: bool
+    tc: bool
+    answer_count: int
+    authority_count: int
+    additional_count: int
+    kind: str  #: the classification: answer, referral, nxdomain, lame, ...
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryFailed(TraceEvent):
+    address: str
+    error: str  #: "timeout after 400 ms", "connection refused", "malformed reply: ..."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSkipped(TraceEvent):
+    server_name: str
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReferralFollowed(TraceEvent):
+    from_zone: str
+    to_zone: str
+    ttl: int
+    #: "name addr,addr" per NS; names without addresses are glueless.
+    nameservers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordsDropped(TraceEvent):
+    #: "record text: reason" per dropped record (bailiwick scrubbing, RFC 2181 §5.4.1).
+    records: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CnameFollowed(TraceEvent):
+    from_name: str
+    to_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolutionFinished(TraceEvent):
+    qname: str
+    qtype: str
+    rcode: str
+    answer: tuple[str, ...]
+    reason: str
+    queries_sent: int

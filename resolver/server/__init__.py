@@ -1,0 +1,2 @@
+"""Answering clients: listener, handler, answer cache, batched fast path and client policy.
+"""

@@ -1,0 +1,408 @@
+"""The wire-level answer cache: whole replies kept as bytes and served without a DNS library.
+
+A cached answer must not pay for decoding, resolution or encoding (design README, "The hot
+path"). The handler stores each reply it built from a resolution; a later query for the same
+question is answered from the stored bytes after a short linear scan of the query. Rules:
+
+- The key is the question as the client sent it, lower-cased (RFC 4343: names compare without
+  case), plus what changes the reply: RD, CD, DO and whether the query carried EDNS. Replies are
+  stored whole; the client's UDP size is applied when serving (below), not kept in the key.
+- Only ordinary queries are served here: QR=0, opcode QUERY, RD=1, one question, no answer or
+  authority records, at most one additional record which is a well-formed OPT of version 0 with
+  valid options. Everything else (and every doubt) goes to the full handler, which answers with
+  the strict scanner's verdict. The scan here accepts a subset of what `wirecheck.scan_query`
+  accepts: a question matches a key only if its bytes, lower-cased, equal a question that was
+  validated when it was stored, so the name needs no second validation.
+- The reply echoes the client's id and its question bytes exactly, letter case included
+  (0x20 clients compare them); every other octet comes from the stored reply.
+- TTLs count down: the offset of every TTL field is recorded when the reply is stored, and each
+  is lowered by the whole seconds elapsed, counted as the record cache counts them. An entry
+  lives as long as its shortest TTL; a negative answer's SOA counts down like any record,
+  and a negative answer is retired as soon as the record cache holds a newer negative SOA
+  for its zone (so every negative answer of a zone shows the freshest SOA).
+- Only NOERROR and NXDOMAIN replies with at least one record and a positive TTL are stored;
+  SERVFAIL never is (a failure is remembered, briefly, by the record cache).
+- UDP replies longer than the client accepts (512 without EDNS; its EDNS size, 512 to 1232,
+  RFC 6891 §6.2.5) are served in the truncated form the handler would send: header with TC=1,
+  the question and the OPT record (RFC 6891 §7).
+- With prefetch on, an entry stops being served when its shortest TTL is in the last
+  `refresh_fraction` of its life, so that the service sees the query and refreshes the data.
+- The number of entries is bounded; beyond it the cache evicts with the second-chance (CLOCK)
+  approximation of LRU, which costs a hit one attribute write instead of a reordering, in
+  batches of 1/64 of the bound.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from resolver.dns.scanner import ScannedMessage, question_key
+
+__all__ = ["AnswerCache"]
+
+#: Without EDNS a UDP reply is at most 512 octets (RFC 1035 §4.2.1).
+CLASSIC_UDP_REPLY = 512
+#: Largest UDP reply we send (DNS Flag Day 2020); the handler uses the same value.
+MAX_UDP_REPLY = 1232
+DEFAULT_MAX_ENTRIES = 100_000
+#: A full cache evicts max_entries / this many entries at once.
+_EVICTION_BATCH_DIVISOR = 64
+
+_HEADER = 12
+_TYPE_OPT = 41
+_EDNS_OPTION_COOKIE = 10
+_RCODE_NOERROR = 0
+_RCODE_NXDOMAIN = 3
+_TC = 0x02  # in the third header octet
+#: A reply body (everything after the id) longer than this does not fit 512 octets.
+_MAX_BODY_CLASSIC = CLASSIC_UDP_REPLY - 2
+#: Third header octet of a query we serve: QR=0, opcode QUERY, RD=1 (AA and TC are ignored).
+_QUERY_BITS_MASK = 0xF9
+_QUERY_BITS = 0x01
+#: QDCOUNT=1, ANCOUNT=0, NSCOUNT=0 and the high octet of ARCOUNT.
+_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"
+#: Owner (root) and TYPE of an OPT record.
+_OPT_START = b"\x00\x00\x29"
+_U32 = struct.Struct(">I")
+#: A TTL field to count down: its offset in the stored reply and the TTL stored there. Packed,
+#: a one-record entry's fields take 6 octets instead of a tuple of Python ints.
+_TTL_FIELD = struct.Struct(">HI")
+_RR_FIXED = struct.Struct(">HHIH")
+
+# Key variants: one octet appended to the question.
+_V_RD = 0x01
+_V_CD = 0x02
+_V_DO = 0x04
+_V_EDNS = 0x08
+_VARIANT_OCTET = tuple(bytes((v,)) for v in range(16))
+
+
+class _Entry:
+    """One stored reply after its id, with the TTL fields to count down (kept small: RSS)."""
+
+    __slots__ = ("body", "expires_at", "floor", "left", "min_ttl", "opt_size", "stamp",
+                 "ttl_fields", "used", "zone")
+
+    def __init__(
+        self,
+        *,
+        body: bytes,
+        expires_at: float,
+        min_ttl: int,
+        ttl_fields: bytes,
+        opt_size: int,
+        floor: int,
+    ) -> None:
+        self.body = body  #: the reply without its id, lower-case question, TTLs for `left`
+        self.expires_at = expires_at
+        self.min_ttl = min_ttl  #: the shortest TTL when stored
+        self.left = min_ttl  #: the shortest TTL that `body` shows
+        self.ttl_fields = ttl_fields  #: (offset in `body`, TTL as stored) packed by _TTL_FIELD
+        self.opt_size = opt_size  #: octets of the OPT record that ends `body` (0: none)
+        self.floor = floor  #: the entry is dropped once its shortest TTL falls below this
+        self.used = False  #: hit since the eviction hand last passed (second chance)
+        #: Negative answers: the zone of their SOA and the record cache's stamp of that
+        #: zone's negative SOA when stored; a newer one there retires this reply.
+        self.zone: str | None = None
+        self.stamp: float | None = None
+
+    def render(self, left: int) -> None:
+        """Rewrite the TTLs for `left` seconds left on the shortest one."""
+        elapsed = self.min_ttl - left
+        buffer = bytearray(self.body)
+        for offset, ttl in _TTL_FIELD.iter_unpack(self.ttl_fields):
+            _U32.pack_into(buffer, offset, ttl - elapsed)
+        self.body = bytes(buffer)
+        self.left = left
+
+    def truncated(self, question: bytes) -> bytes:
+        """The TC=1 form after the id: header, question and OPT, no records (RFC 6891 §7)."""
+        body = self.body
+        opt = body[len(body) - self.opt_size :] if self.opt_size else b""
+        return (
+            bytes((body[0] | _TC, body[1])) + b"\x00\x01\x00\x00\x00\x00"
+            + (b"\x00\x01" if opt else b"\x00\x00") + question + opt
+        )
+
+
+class AnswerCache:
+    """Reply bytes by question and flags; `lookup` answers, `store` remembers."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        refresh_fraction: float = 0.0,
+        negative_stamp: Callable[[str], float | None] | None = None,
+    ) -> None:
+        self._clock = clock
+        #: The record cache's stamp of a zone's latest negative SOA (RecordCache.
+        #: negative_soa_stamp): a negative answer shows the zone's freshest SOA, as the
+        #: record cache's own negative answers do (testbound ttl_msg).
+        self._negative_stamp = negative_stamp
+        self.max_entries = max_entries
+        #: With prefetch on, stop serving an entry once its shortest TTL is within this share
+        #: of what it was stored with, so the query reaches the service, which refreshes it.
+        self.refresh_fraction = refresh_fraction
+        #: A plain dict (insertion order is age): an OrderedDict costs ~50 octets more an entry.
+        self._entries: dict[bytes, _Entry] = {}
+        self.hits = 0
+        self.misses = 0  #: well-formed ordinary queries whose key was not stored (or expired)
+        self.stored = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Forget every reply (after the record cache was flushed, for instance)."""
+        self._entries.clear()
+
+    def lookup(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """The reply to the query `data`, or None when the full handler must answer it.
+
+        Never raises, whatever the bytes (an IndexError from a short message means "not here").
+        """
+        body = self.reply_body(data, tcp)
+        return None if body is None else data[:2] + body
+
+    def reply_body(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """`lookup` without the id: the reply's octets after it (batched sends reuse the
+        query's buffer, whose first two octets already are the id)."""
+        try:
+            if data[2] & _QUERY_BITS_MASK != _QUERY_BITS or not data.startswith(_COUNTS, 4):
+                return None
+            variant = _V_RD | _V_CD if data[3] & 0x10 else _V_RD
+            # First guess where the question ends, as almost every stub writes its query: the
+            # question fills the message, or an OPT without options follows it. A guess can only
+            # hit when the question octets equal a validated one, which proves the guess right.
+            size = len(data)
+            edns_size = 0
+            entry = None
+            if not data[11]:
+                qend = size
+            elif data[11] == 1:
+                qend = size - 11
+                if (
+                    data.startswith(_OPT_START, qend)
+                    and data.endswith(b"\x00\x00")  # RDLENGTH 0
+                    and not data[qend + 6]  # version 0
+                ):
+                    edns_size = (data[qend + 3] << 8) | data[qend + 4]
+                    variant |= _V_EDNS | _V_DO if data[qend + 7] & 0x80 else _V_EDNS
+                else:
+                    qend = 0
+            else:
+                qend = 0
+            if qend > _HEADER:
+                question = data[_HEADER:qend]
+                lowered = question.lower()
+                key = lowered + _VARIANT_OCTET[variant]
+                entry = self._entries.get(key)
+            if entry is None:
+                located = _locate(data)
+                if located is None:
+                    return None
+                qend, variant, edns_size = located
+                question = data[_HEADER:qend]
+                lowered = question.lower()
+                key = lowered + _VARIANT_OCTET[variant]
+                entry = self._entries.get(key)
+                if entry is None:
+                    self.misses += 1
+                    return None
+        except IndexError:
+            return None
+        left = int(entry.expires_at - self._clock() + 1e-9)
+        if left < entry.floor or (
+            entry.zone is not None
+            and self._negative_stamp is not None
+            and self._negative_stamp(entry.zone) != entry.stamp
+        ):
+            del self._entries[key]
+            self.misses += 1
+            return None
+        if left != entry.left:
+            entry.render(left)
+        entry.used = True
+        self.hits += 1
+        body = entry.body
+        if not tcp and len(body) > _MAX_BODY_CLASSIC and len(body) > _udp_limit(edns_size) - 2:
+            return entry.truncated(question)
+        if question == lowered:  # as stored
+            return body
+        return body[:10] + question + body[10 + len(question) :]
+
+    def store(
+        self, query: bytes, scanned: ScannedMessage, reply: bytes, *,
+        negative_zone: str | None = None,
+    ) -> bool:
+        """Remember `reply` (whole, never truncated) as the answer to `query`.
+
+        `scanned` is the strict scanner's view of `query`. Returns False when the reply is not
+        one to keep: not NOERROR/NXDOMAIN, truncated, without records or with a zero TTL.
+        """
+        if self.max_entries <= 0 or len(reply) < _HEADER or reply[2] & _TC:
+            return False
+        if reply[3] & 0xF not in (_RCODE_NOERROR, _RCODE_NXDOMAIN):
+            return False
+        if scanned.qdcount != 1 or scanned.qname_wire is None or not scanned.flags & 0x0100:
+            return False
+        question = question_key(query, scanned)
+        qend = _HEADER + len(question)
+        if reply[_HEADER:qend].lower() != question or reply[4:6] != b"\x00\x01":
+            return False
+        records = _ttl_fields(reply, qend)
+        if records is None:
+            return False
+        ttl_fields, opt = records
+        if not ttl_fields:
+            return False
+        min_ttl = min(ttl for _, ttl in ttl_fields)
+        if min_ttl <= 0:
+            return False
+        variant = _V_RD | (_V_CD if scanned.flags & 0x0010 else 0)
+        if scanned.edns is not None:
+            variant |= _V_EDNS | (_V_DO if scanned.edns.do else 0)
+        entry = _Entry(
+            body=reply[2:],
+            expires_at=self._clock() + min_ttl,
+            min_ttl=min_ttl,
+            ttl_fields=b"".join(_TTL_FIELD.pack(offset - 2, ttl) for offset, ttl in ttl_fields),
+            opt_size=len(opt),
+            floor=int(min_ttl * self.refresh_fraction) + 1,
+        )
+        if negative_zone is not None and self._negative_stamp is not None:
+            entry.zone, entry.stamp = negative_zone, self._negative_stamp(negative_zone)
+        key = question + _VARIANT_OCTET[variant]
+        entries = self._entries
+        if key not in entries and len(entries) >= self.max_entries:
+            self._evict()
+        entries[key] = entry
+        self.stored += 1
+        return True
+
+    def _evict(self) -> None:
+        """Drop a batch of the oldest entries not hit since the hand last passed them (CLOCK).
+
+        The dict keeps insertion order, so its start is the oldest entry. A batch at a time:
+        iteration restarts at the start of the dict's table, so one entry at a time would walk
+        the slots freed before it again and again until the dict is next compacted.
+        """
+        entries = self._entries
+        now = self._clock()
+        batch = max(1, self.max_entries // _EVICTION_BATCH_DIVISOR)
+        while len(entries) >= self.max_entries:
+            spared: list[bytes] = []
+            doomed: list[bytes] = []
+            for key, entry in entries.items():
+                if entry.used and entry.expires_at - now >= entry.floor:
+                    spared.append(key)
+                else:
+                    doomed.append(key)
+                    if len(doomed) >= batch:
+                        break
+            for key in spared:  # a second chance, at the back
+                entry = entries.pop(key)
+                entry.used = False
+                entries[key] = entry
+            for key in doomed:
+                del entries[key]
+            self.evicted += len(doomed)
+
+
+def _locate(data: bytes) -> tuple[int, int, int] | None:
+    """Scan a query whose header passed: (end of question, key variant, EDNS size), or None.
+
+    None for anything the full handler must judge: a compressed or bad name, a question cut
+    short, an additional record that is not a plain OPT of version 0 with valid options.
+    """
+    pos = _HEADER
+    length = data[pos]
+    while length:
+        if length > 63:  # a pointer or a bad label: the full scanner decides
+            return None
+        pos += length + 1
+        length = data[pos]
+    qend = pos + 5
+    size = len(data)
+    if qend > size:
+        return None
+    variant = _V_RD | _V_CD if data[3] & 0x10 else _V_RD
+    edns_size = 0
+    if data[11]:
+        if data[11] != 1 or data[qend : qend + 3] != _OPT_START or qend + 11 > size:
+            return None
+        if data[qend + 6]:  # EDNS version above 0: BADVERS from the handler
+            return None
+        rdlength = (data[qend + 9] << 8) | data[qend + 10]
+        if rdlength and not _options_valid(data, qend + 11, qend + 11 + rdlength):
+            return None
+        edns_size = (data[qend + 3] << 8) | data[qend + 4]
+        variant |= _V_EDNS | _V_DO if data[qend + 7] & 0x80 else _V_EDNS
+    return qend, variant, edns_size
+
+
+def _udp_limit(edns_size: int) -> int:
+    """The largest UDP reply the client takes (RFC 6891 §6.2.5: below 512 counts as 512)."""
+    if edns_size <= CLASSIC_UDP_REPLY:
+        return CLASSIC_UDP_REPLY
+    return min(edns_size, MAX_UDP_REPLY)
+
+
+def _options_valid(data: bytes, pos: int, end: int) -> bool:
+    """Options fill the OPT RDATA exactly (RFC 6891 §6.1.2); COOKIE lengths (RFC 7873 §5.2.2)."""
+    if end > len(data):
+        return False
+    while pos < end:
+        if pos + 4 > end:
+            return False
+        code = (data[pos] << 8) | data[pos + 1]
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        pos += 4 + length
+        if pos > end:
+            return False
+        if code == _EDNS_OPTION_COOKIE and not (length == 8 or 16 <= length <= 40):
+            return False
+    return True
+
+
+def _ttl_fields(reply: bytes, pos: int) -> tuple[list[tuple[int, int]], bytes] | None:
+    """Offsets and values of every record's TTL after the question, and the OPT record's octets.
+
+    The reply is one the handler just encoded; still, any surprise means "do not store".
+    """
+    try:
+        count = sum(struct.unpack_from(">HHH", reply, 6))
+        fields: list[tuple[int, int]] = []
+        opt = b""
+        for index in range(count):
+            start = pos
+            while True:  # the owner name: labels, then the root or one pointer
+                length = reply[pos]
+                if length == 0:
+                    pos += 1
+                    break
+                if length >= 0xC0:
+                    pos += 2
+                    break
+                if length > 63:
+                    return None
+                pos += length + 1
+            rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(reply, pos)
+            if rtype == _TYPE_OPT:
+                if index != count - 1 or opt:
+                    return None
+                opt = reply[start : pos + 10 + rdlength]
+            else:
+                if ttl & 0x80000000:  # RFC 2181 §8: means zero
+                    ttl = 0
+                fields.append((pos + 4, ttl))
+            pos += 10 + rdlength
+    except (IndexError, struct.error):
+        return None
+    if pos != len(reply):
+        return None
+    return fields, opt

@@ -1,0 +1,419 @@
+"""Inbound query bytes -> reply bytes: every rule a stub client relies on.
+
+Rules, in the order they apply (../shared/design/reliability.md (b) and (c)):
+- Fewer than 12 octets, or QR=1: no reply (a reply to a reply feeds loops).
+- Access control (resolver.server.acl) before anything else, the answer cache included: `deny`
+  drops the query, `refuse` answers REFUSED. Then the per-client rate limit (ip-ratelimit):
+  over it, no reply.
+- Malformed (strict scanner): FORMERR echoing the id and opcode, header only.
+- Opcode other than QUERY: NOTIMP (RFC 1035 §4.1.1).
+- EDNS version above 0: BADVERS with an OPT of version 0 (RFC 6891 §6.1.3).
+- Meta types OPT/TSIG/TKEY/MAILA/MAILB, reserved 0 and 128-248: FORMERR; AXFR/IXFR:
+  REFUSED (a resolver does not transfer zones); classes other than IN: REFUSED.
+- RD=0: REFUSED — we never recurse unasked (Unbound's default for allowed clients).
+- ANY: the minimal RFC 8482 §4.2 reply, so we are no amplifier.
+- One of our own forwarded queries coming back (same id and question): SERVFAIL, logged
+  as a forwarding loop.
+- Local zones and local data (resolver.server.local_zones) are answered here, never resolved.
+- Otherwise resolve; with private-address set, private A/AAAA records of public names are
+  removed from the outcome (DNS-rebinding protection).
+- Replies echo id, question (letter case as sent), RD and CD; set RA; never AA or AD.
+  OPT in the reply iff the query had one. UDP replies are cut to the client's size
+  (512 without EDNS, at most 1232) with TC=1 (RFC 6891 §7).
+- A resolution failure is SERVFAIL, never NXDOMAIN, with an extended error (RFC 8914).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from resolver.dns.scanner import MalformedMessage, ScannedMessage, scan_query
+from resolver.dns.wire import (
+    CLASS_IN,
+    Edns,
+    Message,
+    Question,
+    Rcode,
+    RRType,
+    encode,
+    make_record,
+    rcode_name,
+    type_name,
+)
+from resolver.engine.events import Outcome
+from resolver.engine.network import Transport
+from resolver.server.acl import AccessControl, AclAction
+from resolver.server.answer_cache import AnswerCache
+from resolver.server.listener import Client
+from resolver.service.resolver_service import ResolverService
+
+if TYPE_CHECKING:
+    from resolver.server.local_zones import LocalZones, RebindingGuard
+    from resolver.server.metrics import Metrics
+    from resolver.server.ratelimit import IpRateLimiter
+    from resolver.upstream.forwarding import ForwardLoopGuard
+
+log = logging.getLogger(__name__)
+#: `--log-queries`: one line per query (client, transport, name, type, rcode, time).
+query_log = logging.getLogger("resolver.queries")
+
+#: Largest UDP reply we send (DNS Flag Day 2020; BIND max-udp-size 1232).
+MAX_UDP_REPLY = 1232
+#: Without EDNS a UDP reply is at most 512 octets (RFC 1035 §4.2.1).
+CLASSIC_UDP_REPLY = 512
+#: Queries of one client address waiting for resolution at once (Unbound wait-limit 1000).
+MAX_WAITING_PER_CLIENT = 1000
+_EDNS_OPTION_EDE = 15
+#: RFC 8914 §5.2 info-codes we use.
+EDE_NO_REACHABLE_AUTHORITY = 22
+EDE_OTHER = 0
+EDE_STALE_ANSWER = 3
+_TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
+_TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
+
+
+class QueryHandler:
+    """Turns one query's bytes into the reply's bytes (or None for no reply)."""
+
+    def __init__(
+        self,
+        service: ResolverService,
+        *,
+        answers: AnswerCache | None = None,
+        loop_guard: ForwardLoopGuard | None = None,
+        access: AccessControl | None = None,
+        ratelimit: IpRateLimiter | None = None,
+        local_zones: LocalZones | None = None,
+        rebinding: RebindingGuard | None = None,
+        metrics: Metrics | None = None,
+        log_queries: bool = False,
+    ) -> None:
+        self.service = service
+        #: Recognises our own forwarded queries coming back to us (resolver.upstream.forwarding).
+        self.loop_guard = loop_guard
+        # The policy below is replaced as a whole on SIGHUP (resolver.daemon.app); None = none.
+        #: Who may ask (resolver.server.acl); None lets every client through.
+        self.access = access
+        #: Queries per second per client (resolver.server.ratelimit).
+        self.ratelimit = ratelimit
+        #: Names answered locally (resolver.server.local_zones).
+        self.local_zones = local_zones
+        #: Private addresses kept out of public answers (private-address).
+        self.rebinding = rebinding
+        #: One log line per query on the "resolver.queries" logger.
+        self.log_queries = log_queries
+        #: Counters exposed at /metrics (resolver.daemon.metrics); kept across reloads.
+        self.metrics = metrics
+        self.queries = 0
+        #: Client address -> its queries waiting for a resolution now (wait-limit).
+        self._waiting: dict[str, int] = {}
+        self.rcodes: dict[str, int] = {}
+        #: Replies as bytes, looked up before anything is decoded (answer_cache.py).
+        self.answers = answers if answers is not None else AnswerCache(
+            clock=getattr(service, "clock", time.monotonic)
+        )
+
+    def answer_from_cache(self, wire: bytes, client_ip: str) -> bytes | None:
+        """The UDP fast path: the cached reply to `wire`, or None to go through `handle`.
+
+        The listener calls it before `handle`, for every datagram: a check on who the client
+        is (access control) must be made here too.
+        """
+        if not (self.cached_path_open() and self.client_may_use_cache(client_ip)):
+            return None  # `handle` applies these, once
+        started = time.monotonic()
+        body = self.answers.reply_body(wire)
+        if body is None:
+            return None
+        self.queries += 1
+        if self.metrics is not None:
+            self.metrics.latency.observe(time.monotonic() - started)
+        return self._count(wire[:2] + body)
+
+    # The batched listener asks the answer cache itself and uses these three: the first once
+    # a batch, the second once per client address until `access` changes, the last once a batch.
+
+    def cached_path_open(self) -> bool:
+        """Whether cached answers may skip `handle` now: not with a rate limit or a query log,
+        which `handle` applies to every query."""
+        return self.ratelimit is None and not self.log_queries
+
+    def client_may_use_cache(self, client_ip: str) -> bool:
+        """Whether access control lets this client's queries be answered straight from cache."""
+        return self.access is None or self.access.action_for(client_ip) is AclAction.ALLOW
+
+    def count_cached(self, by_rcode: list[int], seconds: float) -> int:
+        """Count fast-path answers: `by_rcode[r]` answers with rcode r, `seconds` for all.
+        Returns how many there were."""
+        answered = sum(by_rcode)
+        if not answered:
+            return 0
+        self.queries += answered
+        for rcode, count in enumerate(by_rcode):
+            if count:
+                name = _RCODE_NAMES[rcode]
+                self.rcodes[name] = self.rcodes.get(name, 0) + count
+        if self.metrics is not None:
+            self.metrics.latency.observe_many(seconds / answered, answered)
+        return answered
+
+    async def handle(self, wire: bytes, client: Client) -> bytes | None:
+        started = time.monotonic()
+        try:
+            if self.access is None and self.ratelimit is None:
+                reply = await self._handle(wire, client)
+            else:
+                reply = await self._admit(wire, client)
+        except Exception:  # the last line of defence: never let one query stop the server
+            log.exception("internal error answering a query from %s", client.ip)
+            reply = _servfail_for(wire)
+        if self.metrics is not None and reply is not None:
+            self.metrics.latency.observe(time.monotonic() - started)
+        if self.log_queries:
+            self._log_query(wire, client, reply, time.monotonic() - started)
+        return reply
+
+    async def _admit(self, wire: bytes, client: Client) -> bytes | None:
+        """Access control, then the rate limit, before anything in the query is looked at."""
+        if len(wire) < 12 or wire[2] & 0x80:
+            return None
+        action = AclAction.ALLOW if self.access is None else self.access.action_for(client.ip)
+        if action is AclAction.DENY:
+            self._drop("access-control")
+            return None
+        if self.ratelimit is not None and not self.ratelimit.allow(client.ip):
+            self._drop("ip-ratelimit")  # no reply: even REFUSED would feed a reflection
+            return None
+        if action in (AclAction.ALLOW, AclAction.ALLOW_SNOOP):
+            return await self._handle(wire, client, snoop=action is AclAction.ALLOW_SNOOP)
+        self.queries += 1
+        if self.metrics is not None:
+            self.metrics.refused_by_acl.inc()
+        return self._count(self._refused(wire, client))
+
+    def _drop(self, reason: str) -> None:
+        self.queries += 1
+        if self.metrics is not None:
+            self.metrics.dropped.inc(reason)
+
+    def _refused(self, wire: bytes, client: Client) -> bytes:
+        """REFUSED for a client that may not ask, echoing its question when it is readable."""
+        try:
+            query = scan_query(wire)
+        except MalformedMessage as exc:
+            return _header_reply(wire, Rcode.REFUSED, with_opt=exc.opt_seen)
+        plain = query.opcode == 0 and (query.edns is None or query.edns.version == 0)
+        if not plain or query.qname is None or query.qtype is None or query.qclass is None:
+            return _header_reply(wire, Rcode.REFUSED, with_opt=query.edns is not None)
+        return self._reply(wire, query, client, Outcome(rcode=Rcode.REFUSED),
+                           recursion_available=False)
+
+    def _log_query(
+        self, wire: bytes, client: Client, reply: bytes | None, elapsed_s: float
+    ) -> None:
+        try:
+            query = scan_query(wire)
+            name = query.qname or "-"
+            qtype = type_name(query.qtype) if query.qtype is not None else "-"
+        except MalformedMessage:
+            name = qtype = "-"
+        rcode = _RCODE_NAMES[reply[3] & 0xF] if reply is not None and len(reply) >= 4 else "DROPPED"
+        where = f"[{client.ip}]:{client.port}" if ":" in client.ip else f"{client.ip}:{client.port}"
+        query_log.info("query %s %s %s %s %s %.1fms", where, client.transport.value, name, qtype,
+                       rcode, elapsed_s * 1000)
+
+    async def _handle(self, wire: bytes, client: Client, *, snoop: bool = False) -> bytes | None:
+        if len(wire) < 12 or wire[2] & 0x80:
+            return None
+        self.queries += 1
+        cached = self.answers.lookup(wire, client.transport is Transport.TCP)
+        if cached is not None:
+            return self._count(cached)
+        try:
+            query = scan_query(wire)
+        except MalformedMessage as exc:
+            return self._count(_header_reply(wire, Rcode.FORMERR, with_opt=exc.opt_seen))
+        if query.opcode != 0:
+            return self._count(_notimp_reply(wire, query))
+        if query.edns is not None and query.edns.version > 0:
+            return self._count(_header_reply(wire, Rcode.BADVERS, with_opt=True))
+        assert query.qname is not None and query.qtype is not None and query.qclass is not None
+        question = Question(query.qname, query.qtype, query.qclass)
+        recursion_desired = bool(query.flags & 0x0100)
+        rcode = _refusal(query, cache_only_allowed=snoop)
+        if rcode is not None:  # a policy answer, not a recursive one: RA stays clear
+            return self._count(
+                self._reply(wire, query, client, Outcome(rcode=rcode), recursion_available=False)
+            )
+        if question.rtype == RRType.ANY:
+            return self._count(self._reply(wire, query, client, _rfc8482_answer(question)))
+        if self.loop_guard is not None and self.loop_guard.is_own(wire):
+            # Resolving it again would forward it again: break the loop here.
+            log.warning("forwarding loop: our own query for %s came back from %s; "
+                        "answering SERVFAIL (check the upstreams' configuration)",
+                        question, client.ip)
+            failed = Outcome(rcode=Rcode.SERVFAIL, reason="forwarding loop")
+            return self._count(self._reply(wire, query, client, failed))
+        local = self.local_zones.answer(question) if self.local_zones is not None else None
+        if local is not None:  # never sent upstream (RFC 6761, RFC 6303)
+            if self.metrics is not None:
+                self.metrics.local_answers.inc()
+            if local.outcome is None:  # local-zone type deny
+                return None
+            return self._count(self._reply(wire, query, client, local.outcome))
+        waiting = self._waiting.get(client.ip, 0)
+        if waiting >= MAX_WAITING_PER_CLIENT:  # one address may not hold every slot
+            if self.metrics is not None:
+                self.metrics.dropped.inc("wait-limit")
+            return None
+        self._waiting[client.ip] = waiting + 1
+        try:
+            outcome = await self.service.resolve(question, cache_only=not recursion_desired)
+        finally:
+            left = self._waiting.pop(client.ip) - 1
+            if left:
+                self._waiting[client.ip] = left
+        if self.rebinding is not None:
+            outcome, removed = self.rebinding.filter(outcome)
+            if removed and self.metrics is not None:
+                self.metrics.rebinding_removed.inc(amount=removed)
+        if outcome.rcode == Rcode.SERVFAIL:
+            log.info("SERVFAIL for %s from %s: %s", question, client.ip, outcome.reason)
+        return self._count(self._reply(wire, query, client, outcome, cache=True))
+
+    def _count(self, reply: bytes | None) -> bytes | None:
+        if reply is not None and len(reply) >= 4:
+            name = _RCODE_NAMES[reply[3] & 0xF]
+            self.rcodes[name] = self.rcodes.get(name, 0) + 1
+        return reply
+
+    def _reply(
+        self,
+        wire: bytes,
+        query: ScannedMessage,
+        client: Client,
+        outcome: Outcome,
+        *,
+        recursion_available: bool = True,
+        cache: bool = False,
+    ) -> bytes:
+        assert query.qname is not None and query.qtype is not None and query.qclass is not None
+        edns = None
+        if query.edns is not None:
+            options: tuple[tuple[int, bytes], ...] = ()
+            if outcome.rcode == Rcode.SERVFAIL and outcome.reason:
+                options = ((_EDNS_OPTION_EDE, _ede(outcome.reason)),)
+            elif outcome.stale:  # RFC 8767 §4 / RFC 8914 §5.2: say the answer is stale
+                options = ((_EDNS_OPTION_EDE, struct.pack("!H", EDE_STALE_ANSWER)),)
+            edns = Edns(udp_size=MAX_UDP_REPLY, options=options)
+        message = Message(
+            id=query.id,
+            qr=True,
+            opcode=0,
+            rcode=outcome.rcode,
+            rd=bool(query.flags & 0x0100),
+            ra=recursion_available,
+            cd=bool(query.flags & 0x0010),
+            question=Question(query.qname, query.qtype, query.qclass),
+            answer=outcome.answer,
+            authority=outcome.authority,
+            additional=outcome.additional,
+            edns=edns,
+        )
+        max_size = _max_size(query, client)
+        if (cache and outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN) and not outcome.stale
+                and not outcome.refreshing):
+            # Store the whole reply (never a stale one: the next query must try to refresh);
+            # the answer cache truncates per client when it serves it.
+            data = encode(message)
+            negative_zone = (outcome.authority[0].name if outcome.authority
+                             and outcome.authority[0].rtype == RRType.SOA else None)
+            kept = data if outcome.answer_as_cached is None else encode(
+                replace(message, answer=outcome.answer_as_cached))
+            self.answers.store(wire, query, kept, negative_zone=negative_zone)
+            if len(data) > max_size:
+                data = encode(message, max_size=max_size)
+        else:
+            data = encode(message, max_size=max_size)
+        return _with_client_case(data, query)
+
+
+def _refusal(query: ScannedMessage, *, cache_only_allowed: bool = False) -> Rcode | None:
+    qtype, qclass = query.qtype, query.qclass
+    if qtype in _TYPES_FORMERR or (qtype is not None and 128 <= qtype <= 248):
+        return Rcode.FORMERR
+    if qtype in _TYPES_REFUSED or qclass != CLASS_IN:
+        return Rcode.REFUSED
+    if not query.flags & 0x0100 and not cache_only_allowed:
+        return Rcode.REFUSED  # RD=0: only clients allowed to snoop get the cache's view
+    return None
+
+
+def _rfc8482_answer(question: Question) -> Outcome:
+    # HINFO (type 13) with CPU "RFC8482" and an empty OS: two character-strings.
+    hinfo = make_record(question.name, 13, 3789, b"\x07RFC8482\x00")
+    return Outcome(rcode=Rcode.NOERROR, answer=(hinfo,))
+
+
+def _max_size(query: ScannedMessage, client: Client) -> int:
+    if client.transport is Transport.TCP:
+        return 65535
+    if query.edns is None:
+        return CLASSIC_UDP_REPLY
+    # RFC 6891 §6.2.5: sizes below 512 are treated as 512.
+    return max(CLASSIC_UDP_REPLY, min(query.edns.udp_size, MAX_UDP_REPLY))
+
+
+def _with_client_case(data: bytes, query: ScannedMessage) -> bytes:
+    """Put the question name back exactly as the client wrote it (0x20 clients check it)."""
+    name = query.qname_wire
+    if name is None or data[12 : 12 + len(name)].lower() != name.lower():
+        return data
+    return data[:12] + name + data[12 + len(name) :]
+
+
+def _header_reply(wire: bytes, rcode: Rcode, *, with_opt: bool) -> bytes:
+    """A header-only reply (FORMERR, NOTIMP, BADVERS) echoing id, opcode and RD."""
+    ident = struct.unpack_from("!H", wire)[0]
+    opcode_rd = wire[2] & 0x79  # opcode bits and RD; QR set below, AA/TC cleared
+    flags = ((0x80 | opcode_rd) << 8) | (rcode & 0xF)
+    if not with_opt:
+        return struct.pack("!HHHHHH", ident, flags, 0, 0, 0, 0)
+    opt_ttl = (rcode >> 4) << 24  # extended rcode, version 0 (RFC 6891 §6.1.3)
+    opt = b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY, opt_ttl, 0)
+    return struct.pack("!HHHHHH", ident, flags, 0, 0, 0, 1) + opt
+
+
+def _notimp_reply(wire: bytes, query: ScannedMessage) -> bytes:
+    """NOTIMP for an opcode we do not implement (RFC 1035 §4.1.1): opcode echoed, the
+    question copied when there is exactly one, every other flag clear (genreport opcodeflg;
+    reliability.md (b) row 3)."""
+    ident = struct.unpack_from("!H", wire)[0]
+    flags = ((0x80 | (wire[2] & 0x78)) << 8) | Rcode.NOTIMP
+    question = wire[12 : query.question_end] if query.qdcount == 1 else b""
+    arcount = 1 if query.edns is not None else 0
+    header = struct.pack("!HHHHHH", ident, flags, 1 if question else 0, 0, 0, arcount)
+    opt = b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY, 0, 0) if arcount else b""
+    return header + question + opt
+
+
+def _servfail_for(wire: bytes) -> bytes | None:
+    if len(wire) < 12 or wire[2] & 0x80:
+        return None
+    return _header_reply(wire, Rcode.SERVFAIL, with_opt=False)
+
+
+def _ede(reason: str) -> bytes:
+    unreachable = ("timeout", "reached", "reachable", "no server", "no more servers",
+                   "no answer within")
+    code = EDE_NO_REACHABLE_AUTHORITY if any(w in reason for w in unreachable) else EDE_OTHER
+    return struct.pack("!H", code) + reason.encode("utf-8", "replace")[:200]
+
+
+
+#: Names of the 16 header rcodes, computed once: counting must stay cheap on the hot path.
+_RCODE_NAMES = tuple(rcode_name(code) for code in range(16))

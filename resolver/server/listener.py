@@ -1,0 +1,347 @@
+"""Inbound DNS servers on asyncio: translate datagrams and TCP streams to handler calls and back.
+
+The listener only moves bytes. It unframes and frames TCP messages (RFC 1035 §4.2.2), keeps the
+connection rules of RFC 7766 and bounds its own resources; every decision about what a message
+means belongs to the `QueryHandler`. Its rules:
+- UDP: one handler task per datagram, the reply goes to the datagram's source. Beyond
+  `max_pending_udp` tasks in flight, datagrams are dropped: it is UDP, the client retries.
+- TCP: queries on one connection are handled concurrently (RFC 7766 §6.2.1.1), at most 64 at a
+  time; replies may leave out of order, each written whole. A length prefix below a DNS header
+  closes the connection; so does `tcp_idle_timeout_s` without a complete message (RFC 7766 §6.2.3).
+  Beyond `max_tcp_clients` connections, new ones are accepted and closed at once.
+- Nothing a client sends, and no handler exception, escapes: a failing handler is logged once
+  at WARNING and the query gets no reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+from resolver.engine.network import Transport
+
+logger = logging.getLogger(__name__)
+
+_HEADER_OCTETS = 12
+_MAX_TCP_MESSAGE = 0xFFFF
+_MAX_INFLIGHT_PER_CONNECTION = 64
+_BIND_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Client:
+    """Where a query came from and how it travelled, as the handler sees it."""
+
+    ip: str
+    port: int
+    transport: Transport
+
+
+class DatagramSink(Protocol):
+    """Where UDP replies go: an event loop's datagram transport, or a plain socket's wrapper."""
+
+    def is_closing(self) -> bool: ...
+
+    def sendto(self, data: bytes, addr: tuple[str | int, ...]) -> None: ...
+
+
+class QueryHandler(Protocol):
+    """Turns one query message into the reply message, or None to send nothing."""
+
+    async def handle(self, wire: bytes, client: Client) -> bytes | None:
+        """Return the full reply (already truncated to the client's UDP size) or None."""
+        ...
+
+
+def _format_address(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class Listener:
+    """UDP and TCP servers on a list of addresses, all feeding one handler."""
+
+    def __init__(
+        self,
+        handler: QueryHandler,
+        addresses: list[tuple[str, int]],
+        *,
+        tcp_idle_timeout_s: float = 10.0,
+        max_tcp_clients: int = 128,
+        max_pending_udp: int = 1024,
+        reuse_port: bool = False,
+    ) -> None:
+        self._handler = handler
+        self._addresses = list(addresses)
+        self._tcp_idle_timeout_s = tcp_idle_timeout_s
+        self._max_tcp_clients = max_tcp_clients
+        self._max_pending_udp = max_pending_udp
+        self._reuse_port = reuse_port
+        self.bound_addresses: list[tuple[str, int, Transport]] = []
+        self.udp_received = 0  #: datagrams read
+        self.udp_dropped = 0  #: datagrams dropped: max_pending_udp reached, or stopping
+        self.tcp_connections = 0  #: TCP connections served
+        self.tcp_rejected = 0  #: TCP connections closed at once because max_tcp_clients were open
+        self.handler_errors = 0  #: handler calls that raised
+        self._closing = False
+        self._udp_closers: list[Callable[[], None]] = []
+        self._tcp_servers: list[asyncio.Server] = []
+        self._udp_tasks: set[asyncio.Task[None]] = set()
+        self._tcp_query_tasks: set[asyncio.Task[None]] = set()
+        self._tcp_connection_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Bind UDP and TCP on every address; OSError naming the address if one cannot be bound."""
+        try:
+            for ip, port in self._addresses:
+                udp_sock, tcp_sock = self._bind_pair(ip, port)
+                try:
+                    self._udp_closers.append(await self._serve_udp(udp_sock))
+                except BaseException:
+                    udp_sock.close()
+                    tcp_sock.close()
+                    raise
+                try:
+                    server = await asyncio.start_server(self._accept_tcp, sock=tcp_sock)
+                except BaseException:
+                    tcp_sock.close()
+                    raise
+                self._tcp_servers.append(server)
+                for sock, transport in ((udp_sock, Transport.UDP), (tcp_sock, Transport.TCP)):
+                    bound_ip, bound_port = sock.getsockname()[:2]
+                    self.bound_addresses.append((bound_ip, bound_port, transport))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop accepting at once, let in-flight queries finish for up to `drain_s`, close all."""
+        self._closing = True
+        for server in self._tcp_servers:
+            server.close()
+        in_flight = self._udp_tasks | self._tcp_query_tasks
+        if in_flight and drain_s > 0:
+            await asyncio.wait(in_flight, timeout=drain_s)
+        leftover = self._udp_tasks | self._tcp_query_tasks | self._tcp_connection_tasks
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            await asyncio.gather(*leftover, return_exceptions=True)
+        for close in self._udp_closers:
+            close()
+        self._udp_closers.clear()
+        self._tcp_servers.clear()
+        await asyncio.sleep(0)  # let the transports run their close callbacks (fds released)
+
+    async def _serve_udp(self, sock: socket.socket) -> Callable[[], None]:
+        """Start answering datagrams on a bound UDP socket; returns what closes it."""
+        endpoint, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _UdpServer(self), sock=sock
+        )
+        return endpoint.close
+
+    def _bind_pair(self, ip: str, port: int) -> tuple[socket.socket, socket.socket]:
+        """Bind UDP, then TCP on the same port number; for port 0, retry if TCP's is taken."""
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+        except ValueError:
+            raise OSError(errno.EINVAL, f"cannot listen on {ip!r}: not an IP address") from None
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            udp_sock = self._bound_socket(family, socket.SOCK_DGRAM, ip, port)
+            try:
+                tcp_sock = self._bound_socket(
+                    family, socket.SOCK_STREAM, ip, udp_sock.getsockname()[1]
+                )
+            except OSError as exc:
+                udp_sock.close()
+                if port == 0 and exc.errno == errno.EADDRINUSE and attempt < _BIND_ATTEMPTS:
+                    continue
+                raise
+            return udp_sock, tcp_sock
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _bound_socket(
+        self, family: socket.AddressFamily, kind: socket.SocketKind, ip: str, port: int
+    ) -> socket.socket:
+        name = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+        sock: socket.socket | None = None
+        try:
+            sock = socket.socket(family, kind)
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                if not hasattr(socket, "SO_REUSEPORT"):
+                    raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                # "::" must not also claim IPv4: IPv4 addresses are listed on their own.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((ip, port))
+            sock.setblocking(False)
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            reason = exc.strerror or str(exc)
+            raise OSError(
+                exc.errno, f"cannot bind {name} on {_format_address(ip, port)}: {reason}"
+            ) from exc
+        return sock
+
+    async def _call_handler(self, wire: bytes, client: Client) -> bytes | None:
+        try:
+            return await self._handler.handle(wire, client)
+        except Exception:
+            self.handler_errors += 1
+            logger.warning(
+                "query handler failed for %s over %s; no reply sent",
+                _format_address(client.ip, client.port),
+                client.transport.value,
+                exc_info=True,
+            )
+            return None
+
+    def _on_datagram(
+        self, data: bytes, addr: tuple[str | int, ...], endpoint: DatagramSink
+    ) -> None:
+        self.udp_received += 1
+        if self._closing or len(self._udp_tasks) >= self._max_pending_udp:
+            self.udp_dropped += 1
+            return
+        client = Client(ip=str(addr[0]), port=int(addr[1]), transport=Transport.UDP)
+        task = asyncio.get_running_loop().create_task(
+            self._answer_datagram(data, addr, client, endpoint)
+        )
+        self._udp_tasks.add(task)
+        task.add_done_callback(self._udp_tasks.discard)
+
+    async def _answer_datagram(
+        self,
+        data: bytes,
+        addr: tuple[str | int, ...],
+        client: Client,
+        endpoint: DatagramSink,
+    ) -> None:
+        reply = await self._call_handler(data, client)
+        if reply is None or endpoint.is_closing():
+            return
+        try:
+            endpoint.sendto(reply, addr)
+        except (OSError, ValueError, TypeError) as exc:
+            logger.debug("reply to %s not sent: %r", _format_address(client.ip, client.port), exc)
+
+    def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback: the connection runs in a task this listener owns and may cancel.
+        if len(self._tcp_connection_tasks) >= self._max_tcp_clients:
+            self.tcp_rejected += 1
+            writer.close()
+            return
+        peer = writer.get_extra_info("peername") or ("", 0)
+        client = Client(ip=str(peer[0]), port=int(peer[1]), transport=Transport.TCP)
+        self.tcp_connections += 1
+        connection = _TcpConnection(self, reader, writer, client)
+        task = asyncio.get_running_loop().create_task(connection.serve())
+        self._tcp_connection_tasks.add(task)
+        task.add_done_callback(self._tcp_connection_tasks.discard)
+
+
+class _UdpServer(asyncio.DatagramProtocol):
+    """Hands every datagram of one bound socket to the listener."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._endpoint: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not a DatagramTransport subclass on every Python version, but it has that interface.
+        self._endpoint = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if self._endpoint is not None:
+            self._listener._on_datagram(data, addr, self._endpoint)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors about clients (gone, port closed): nothing to do on a server socket.
+        logger.debug("UDP socket error ignored: %r", exc)
+
+
+class _TcpConnection:
+    """One client connection: framed queries in, handled concurrently, framed replies out."""
+
+    def __init__(
+        self,
+        listener: Listener,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: Client,
+    ) -> None:
+        self._listener = listener
+        self._reader = reader
+        self._writer = writer
+        self._client = client
+        self._slots = asyncio.Semaphore(_MAX_INFLIGHT_PER_CONNECTION)
+        self._write_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        try:
+            if await self._read_queries() and self._tasks:
+                # The client went quiet or half-closed: still answer what it asked.
+                await asyncio.wait(set(self._tasks))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            self._writer.close()  # flushes queued replies first
+            if self._writer.transport.get_write_buffer_size():
+                # A peer that never reads must not keep the socket open forever.
+                asyncio.get_running_loop().call_later(
+                    self._listener._tcp_idle_timeout_s, self._writer.transport.abort
+                )
+
+    async def _read_queries(self) -> bool:
+        """Read until the client stops; True if it stopped politely (EOF or idle)."""
+        while not self._listener._closing:
+            await self._slots.acquire()  # with 64 queries in flight, stop reading until one ends
+            try:
+                async with asyncio.timeout(self._listener._tcp_idle_timeout_s):
+                    size = int.from_bytes(await self._reader.readexactly(2), "big")
+                    # A length that cannot hold a DNS header: a broken client, close.
+                    wire = await self._reader.readexactly(size) if size >= _HEADER_OCTETS else None
+            except (TimeoutError, asyncio.IncompleteReadError):
+                wire, polite = None, True
+            except OSError:  # reset by the client: nobody left to answer
+                wire, polite = None, False
+            else:
+                polite = wire is not None
+            if wire is None or self._listener._closing:
+                self._slots.release()
+                return polite
+            task = asyncio.get_running_loop().create_task(self._answer(wire))
+            for tasks in (self._tasks, self._listener._tcp_query_tasks):
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        return True
+
+    async def _answer(self, wire: bytes) -> None:
+        try:
+            reply = await self._listener._call_handler(wire, self._client)
+            if reply is None or self._writer.is_closing():
+                return
+            if len(reply) > _MAX_TCP_MESSAGE:
+                logger.warning("reply of %d octets cannot be framed for TCP; dropped", len(reply))
+                return
+            async with self._write_lock:  # one whole frame at a time
+                self._writer.write(len(reply).to_bytes(2, "big") + reply)
+                # A client that never reads must not pin this task forever.
+                async with asyncio.timeout(self._listener._tcp_idle_timeout_s):
+                    await self._writer.drain()
+        except TimeoutError:
+            self._writer.transport.abort()
+        except OSError:  # the client reset or closed before its reply: nothing to do
+            pass
+        finally:
+            self._slots.release()

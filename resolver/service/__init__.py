@@ -1,0 +1,2 @@
+"""Resolution as a service: in-flight sharing, serve-stale and prefetch over the engine.
+"""

@@ -1,0 +1,2 @@
+"""Carrying the engine's queries: UDP, TCP and TLS exchanges, forwarding, entropy.
+"""

@@ -1,0 +1,356 @@
+"""Forward and stub zones: from the operator's notation to configured delegations, and loops.
+
+The operator writes upstreams in Unbound's notation, `ADDR[@PORT][#TLSNAME]` (IPv6 needs no
+brackets: `::1@5301`). A forward zone (Unbound `forward-zone`) is a delegation whose servers
+are asked with RD=1 and recurse for us; a stub zone (`stub-zone`) is a delegation to
+authoritative servers, asked with RD=0, from which we iterate on. The engine picks the
+deepest configured zone that contains the question name, so `corp.example` can go to an
+internal server while everything else is iterated or forwarded elsewhere.
+
+Inside the engine every server address is a string. A configured upstream travels as
+`IP@PORT` or `IP@PORT#TLSNAME` (see `upstream_spec`); `server_address` turns it back into
+the `ServerAddress` the network needs, so each upstream keeps its own port and TLS name and
+server selection keeps its health and RTT separately.
+
+Loops (Unbound and CoreDNS users' most common forwarding mistake): an upstream that is one
+of our own listen addresses is refused at start (`check_no_self_forwarding`); at run time
+`ForwardLoopGuard` remembers the (id, question) of every query we forwarded for a few
+seconds, so the handler can recognise one of them coming back to us and answer SERVFAIL
+instead of waiting on itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from resolver.dns import names
+from resolver.engine.delegation import Delegation, forwarders
+from resolver.engine.network import Network, ServerAddress, Transport, UpstreamError
+from resolver.engine.settings import ForwardingSettings
+from resolver.upstream.exchange import ReplyMatcher
+
+#: Port of plain DNS (RFC 1035 §4.2).
+DNS_PORT = 53
+#: Port of DNS over TLS (RFC 7858 §3.1).
+DOT_PORT = 853
+_MAX_NAME_OCTETS = 253
+_MAX_LABEL_OCTETS = 63
+
+
+class ForwardingError(ValueError):
+    """A forward or stub zone setting that cannot be used; the message is one line for the user."""
+
+
+# -- notation ---------------------------------------------------------------------------
+
+
+def parse_upstream(text: str, *, default_port: int = DNS_PORT, tls: bool = False) -> ServerAddress:
+    """Read `ADDR[@PORT][#TLSNAME]`, Unbound's forward-addr notation.
+
+    A `#TLSNAME`, or `tls=True` (Unbound's forward-tls-upstream), asks for DNS over TLS: the
+    default port is then 853 and the server's certificate must be valid for TLSNAME, or for
+    the address itself when no name is given (RFC 8310 §8). Brackets around an IPv6 address
+    are accepted but not needed.
+    """
+    raw = text.strip()
+    rest, hash_sign, tls_name = raw.partition("#")
+    host, at_sign, port_text = rest.partition("@")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ip = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ForwardingError(
+            f"upstream {raw!r}: {host!r} is not an IP address (write ADDR[@PORT][#TLSNAME])"
+        ) from None
+    use_tls = tls or bool(hash_sign)
+    port = DOT_PORT if use_tls else default_port
+    if at_sign:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ForwardingError(f"upstream {raw!r}: bad port {port_text!r}")
+        port = int(port_text)
+    if hash_sign:
+        tls_name = _tls_name(tls_name, raw)
+    return ServerAddress(ip, port, tls_name=(tls_name or ip) if use_tls else None)
+
+
+def _tls_name(text: str, raw: str) -> str:
+    name = text.strip().lower().rstrip(".")
+    labels = name.split(".")
+    if (
+        not name
+        or len(name) > _MAX_NAME_OCTETS
+        or any(not 0 < len(label) <= _MAX_LABEL_OCTETS for label in labels)
+        or any(not (c.isascii() and (c.isalnum() or c in "-_")) for c in name.replace(".", ""))
+    ):
+        raise ForwardingError(f"upstream {raw!r}: {text!r} is not a valid TLS server name")
+    return name
+
+
+def upstream_spec(server: ServerAddress) -> str:
+    """How a configured upstream travels inside the engine: `IP@PORT` or `IP@PORT#TLSNAME`."""
+    spec = f"{server.ip}@{server.port}"
+    return spec if server.tls_name is None else f"{spec}#{server.tls_name}"
+
+
+def server_address(address: str, default_port: int) -> ServerAddress:
+    """The server the engine means by `address`: a bare IP (on `default_port`, the iterative
+    case) or a configured upstream's `upstream_spec`. ForwardingError if it is neither."""
+    if "@" not in address and "#" not in address:
+        return ServerAddress(address, default_port)
+    return parse_upstream(address, default_port=default_port)
+
+
+def parse_zone_upstreams(
+    text: str, *, default_port: int = DNS_PORT, option: str = "--forward-zone"
+) -> tuple[str, tuple[ServerAddress, ...]]:
+    """Read `ZONE=ADDR[@PORT][#TLSNAME][,ADDR...]` into the zone and its upstreams."""
+    zone_text, equals, addresses = text.partition("=")
+    if not equals or not addresses.strip():
+        raise ForwardingError(f"{option} {text!r}: write ZONE=ADDR[@PORT][,ADDR...]")
+    zone = _zone_name(zone_text, option)
+    servers = tuple(
+        parse_upstream(part, default_port=default_port)
+        for part in addresses.split(",")
+        if part.strip()
+    )
+    if not servers:
+        raise ForwardingError(f"{option} {text!r}: no upstream address")
+    return zone, servers
+
+
+def _zone_name(text: str, option: str) -> str:
+    if not text.strip():
+        raise ForwardingError(f"{option}: no zone before '=' (the root is '.')")
+    zone = names.canonical(text)
+    try:
+        zone.encode("ascii")
+    except UnicodeEncodeError:
+        raise ForwardingError(f"{option}: zone {text!r} is not ASCII (use its xn-- form)") from None
+    labels = names.labels(zone)
+    if len(zone) > _MAX_NAME_OCTETS + 1 or any(
+        not 0 < len(label) <= _MAX_LABEL_OCTETS for label in labels
+    ):
+        raise ForwardingError(f"{option}: {text!r} is not a valid zone name")
+    return zone
+
+
+# -- configured zones ---------------------------------------------------------------------
+
+
+def configured_zones(settings: ForwardingSettings, *, default_port: int) -> dict[str, Delegation]:
+    """The forward and stub zones of `settings`, by zone name, as the engine reads them.
+
+    `default_port` is the port of an upstream written without `@PORT` (the port of every
+    other upstream server, 53 unless `--upstream-port` says otherwise); TLS upstreams
+    default to 853.
+    """
+    forward: dict[str, list[ServerAddress]] = {}
+    stub: dict[str, list[ServerAddress]] = {}
+    root = forward.setdefault(names.ROOT, [])
+    root.extend(parse_upstream(text, default_port=default_port) for text in settings.forward)
+    root.extend(
+        parse_upstream(text, default_port=default_port, tls=True) for text in settings.forward_tls
+    )
+    for text in settings.forward_zones:
+        zone, found = parse_zone_upstreams(text, default_port=default_port)
+        forward.setdefault(zone, []).extend(found)
+    for text in settings.stub_zones:
+        zone, found = parse_zone_upstreams(text, default_port=default_port, option="--stub-zone")
+        stub.setdefault(zone, []).extend(found)
+    zones: dict[str, Delegation] = {}
+    for zone, servers in forward.items():
+        if servers:
+            zones[zone] = forwarders(_unique_specs(servers), zone=zone)
+    for zone, servers in stub.items():
+        if zone in zones:
+            raise ForwardingError(f"zone {zone} is both a forward zone and a stub zone")
+        delegation = forwarders(_unique_specs(servers), zone=zone)
+        zones[zone] = replace(delegation, recursion_desired=False, source="stub zone")
+    return zones
+
+
+def _unique_specs(servers: Iterable[ServerAddress]) -> list[str]:
+    return list(dict.fromkeys(upstream_spec(s) for s in servers))
+
+
+def forward_zone_names(zones: dict[str, Delegation]) -> frozenset[str]:
+    """The zones whose servers recurse for us (RD=1)."""
+    return frozenset(zone for zone, cut in zones.items() if cut.recursion_desired)
+
+
+def configured_upstreams(zones: dict[str, Delegation], *, default_port: int) -> list[ServerAddress]:
+    """Every server address of the configured zones, decoded."""
+    found: list[ServerAddress] = []
+    for cut in zones.values():
+        for ns in cut.servers:
+            for address in ns.addresses:
+                try:
+                    found.append(server_address(address, default_port))
+                except ForwardingError:
+                    continue
+    return found
+
+
+def check_no_self_forwarding(
+    upstreams: Iterable[ServerAddress], listen: Iterable[tuple[str, int]]
+) -> None:
+    """Refuse an upstream that is one of our own listen addresses: every query would loop.
+
+    A wildcard listen address (0.0.0.0, ::) stands for every address of this host.
+    """
+    listening = [(_normal_ip(ip), port) for ip, port in listen]
+    for server in upstreams:
+        ip = _normal_ip(server.ip)
+        for own_ip, own_port in listening:
+            if own_port != server.port:
+                continue
+            if ip == own_ip or (_is_unspecified(own_ip) and _is_own_host_address(ip)) or (
+                _is_unspecified(ip)
+            ):
+                raise ForwardingError(
+                    f"forwarding loop: upstream {upstream_spec(server)} is our own listen "
+                    f"address {_fmt(own_ip, own_port)}; forward to another server"
+                )
+
+
+def _normal_ip(ip: str) -> str:
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if parsed.version == 6 and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+def _is_unspecified(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_unspecified
+    except ValueError:
+        return False
+
+
+def _is_own_host_address(ip: str) -> bool:
+    """True when `ip` belongs to this host: binding a socket to it succeeds (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
+
+
+def _fmt(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+# -- run time: loops and recursion-available --------------------------------------------
+
+
+class ForwardLoopGuard:
+    """Remembers the (id, question) of queries we forwarded in the last `window_s` seconds.
+
+    A client query that matches one is our own query coming back (a forwarder that forwards
+    to us, or to itself through us): answering it by resolving again would feed the loop.
+    Memory is bounded by `max_entries`; the oldest entries go first.
+    """
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 5.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._sent: OrderedDict[tuple[bytes, bytes, bytes], float] = OrderedDict()
+        self.loops_detected = 0
+
+    def remember(self, query: bytes) -> None:
+        """Note a query we are about to send to an upstream resolver."""
+        key = _loop_key(query)
+        if key is None:
+            return
+        now = self._clock()
+        self._expire(now)
+        self._sent[key] = now + self.window_s
+        self._sent.move_to_end(key)
+        while len(self._sent) > self.max_entries:
+            self._sent.popitem(last=False)
+
+    def is_own(self, query: bytes) -> bool:
+        """True when `query` (a client's) is one we forwarded moments ago; never raises."""
+        key = _loop_key(query)
+        if key is None:
+            return False
+        expires = self._sent.get(key)
+        if expires is None or expires <= self._clock():
+            return False
+        self.loops_detected += 1
+        return True
+
+    def _expire(self, now: float) -> None:
+        while self._sent:
+            key, expires = next(iter(self._sent.items()))
+            if expires > now:
+                break
+            del self._sent[key]
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+
+def _loop_key(query: bytes) -> tuple[bytes, bytes, bytes] | None:
+    try:
+        matcher = ReplyMatcher.for_query(query)
+    except ValueError:
+        return None
+    return matcher.query_id, matcher.qname, matcher.qtype_qclass
+
+
+class ForwardingNetwork:
+    """A `Network` in front of another, for configured upstreams.
+
+    It sends a configured upstream's query to the port and TLS name of its spec, notes each
+    forwarded query (RD=1) in the loop guard, and refuses a forwarder's reply without
+    RA: a server that does not recurse for us cannot answer as a forwarder (RFC 1035 §4.1.1),
+    so the engine moves on to the next upstream. Queries with RD=0 pass untouched.
+    """
+
+    def __init__(self, inner: Network, guard: ForwardLoopGuard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.replies_without_ra = 0
+
+    async def exchange(
+        self, query: bytes, server: ServerAddress, transport: Transport, timeout_s: float
+    ) -> bytes:
+        if "@" in server.ip or "#" in server.ip:
+            # A configured upstream's spec, passed through by an engine that only knows
+            # one upstream port: its own port and TLS name are in the spec.
+            try:
+                server = server_address(server.ip, server.port)
+            except ForwardingError as exc:
+                raise UpstreamError(str(exc)) from None
+        forwarded = len(query) > 2 and bool(query[2] & 0x01)
+        if forwarded:
+            self.guard.remember(query)
+        reply = await self.inner.exchange(query, server, transport, timeout_s)
+        if forwarded and len(reply) >= 4 and not reply[3] & 0x80:
+            self.replies_without_ra += 1
+            raise UpstreamError(f"{server}: reply without RA (the upstream does not recurse)")
+        return reply
+
+    async def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            await close()
