@@ -53,15 +53,6 @@ def ancestors(name: str) -> list[str]:
     return chain
 
 
-def minimised_qname(qname: str, zone_cut: str) -> str:
-    """The name to ask below `zone_cut`: one label more than the cut (RFC 9156 §2.3)."""
-    wanted = label_count(zone_cut) + 1
-    parts = labels(qname)
-    if wanted >= len(parts):
-        return qname
-    return ".".join(parts[-wanted:]) + "."
-
-
 def relativize(name: str, origin: str) -> str:
     """`name` written relative to `origin` when below it (for compact display)."""
     if name == origin:

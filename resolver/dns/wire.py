@@ -243,6 +243,9 @@ class Message:
     authority: tuple[Record, ...] = ()
     additional: tuple[Record, ...] = ()
     edns: Edns | None = None
+    #: Records left out because their RDATA does not fit their type ("owner TYPE: why");
+    #: the rest of the message stands (RFC 2181 §5.4.1: one bad record is not a bad reply).
+    malformed: tuple[str, ...] = ()
 
 
 def _rdata_key(rtype: int, rd: Any) -> str:
@@ -300,7 +303,7 @@ def _decode_with_dnslib(data: bytes, scanned: ScannedMessage) -> Message:
 
 def _message(
     scanned: ScannedMessage, question: Question | None, answer: list[Record],
-    authority: list[Record], additional: list[Record],
+    authority: list[Record], additional: list[Record], malformed: tuple[str, ...] = (),
 ) -> Message:
     flags = scanned.flags
     edns = None
@@ -324,6 +327,7 @@ def _message(
         authority=tuple(authority),
         additional=tuple(additional),
         edns=edns,
+        malformed=malformed,
     )
 
 
@@ -378,6 +382,7 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
         question = Question(qname, scanned.qtype, scanned.qclass)
     buffer = dnslib.DNSBuffer(data)
     sections: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
+    malformed: list[str] = []
     pos = scanned.question_end
     unpack = _RR_FIXED.unpack_from
     for section, count in zip(sections, (scanned.ancount, scanned.nscount, scanned.arcount),
@@ -403,12 +408,17 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
             try:
                 rdata = _RDATA_CLASSES.get(rtype, dnslib.RD).parse(buffer, rdlength)
             except Exception:
-                return None
+                rdata = None
             pos += rdlength
-            if buffer.offset != pos:  # RDATA longer or shorter than its type reads
-                return None
+            if rdata is None or buffer.offset != pos:
+                # The scanner proved the framing sound, so only this RR is bad: its RDATA
+                # does not read as its type says. Drop it, keep the rest (Unbound's
+                # scrubber does the same with a malformed RR).
+                malformed.append(f"{name} {type_name(rtype)}: {rdlength} octets of RDATA "
+                                 "do not fit the type")
+                continue
             section.append(Record(name, rtype, rclass, ttl, _rdata_key(rtype, rdata), rdata))
-    return _message(scanned, question, *sections)
+    return _message(scanned, question, *sections, tuple(malformed))
 
 
 def _plain_name(data: bytes, pos: int, read: dict[int, str]) -> tuple[str | None, int]:

@@ -71,7 +71,7 @@ def classify(
         return Classified(kind=ResponseKind.SERVER_ERROR, reason="forwarder reply without RA")
     if forwarding:
         zone = "."
-    dropped: list[tuple[str, str]] = []
+    dropped: list[tuple[str, str]] = [(text, "malformed record") for text in reply.malformed]
     reply = _only_class(reply, question.rclass, dropped)
     if reply.rcode == Rcode.YXDOMAIN:
         chain = tuple(rr for rr in reply.answer if rr.rtype == RRType.DNAME and _in_zone(rr, zone)
@@ -280,8 +280,3 @@ def _has_ns_at_or_above(reply: Message, zone: str, qname: str) -> bool:
         if not names.is_subdomain(qname, rr.name):
             return True
     return False
-
-
-def records_to_cache(reply: Message, zone: str) -> list[Record]:
-    """Authority and additional records from `reply` that lie inside `zone` (never others)."""
-    return [rr for rr in (*reply.authority, *reply.additional) if _in_zone(rr, zone)]

@@ -89,18 +89,3 @@ def reply_mismatch(reply: Message, query_id: int, question: Question) -> str:
     if reply.question != question:
         return f"question {reply.question} instead of {question}"
     return ""
-
-
-def _rrsets(records: tuple[Record, ...] | list[Record]) -> list[list[Record]]:
-    groups: dict[tuple[str, int, int], list[Record]] = {}
-    for rr in records:
-        groups.setdefault((rr.name, rr.rtype, rr.rclass), []).append(rr)
-    return list(groups.values())
-
-
-def _chain_end(qname: str, chain: tuple[Record, ...]) -> str:
-    current = qname
-    for rr in chain:
-        if rr.rtype == RRType.CNAME and rr.name == current:
-            current = rr.target
-    return current

@@ -4,7 +4,7 @@ RFC 2181 §5.4.1; RFC 2308 §2; RFC 6604; RFC 6672)."""
 from __future__ import annotations
 
 from resolver.dns.wire import Message, Question, Rcode, RRType, parse_records
-from resolver.engine.classify import ResponseKind, classify, records_to_cache
+from resolver.engine.classify import ResponseKind, classify
 
 SOA_EXAMPLE = "example.com. 300 IN SOA ns.example.com. host.example.com. 1 7200 900 1209600 300"
 
@@ -347,14 +347,3 @@ def test_classify_forwarder_answer_for_any_zone_is_accepted() -> None:
     )
     result = classify(WWW_A, message, "example.com.", forwarding=True)
     assert result.kind is ResponseKind.ANSWER and len(result.answer) == 2
-
-
-def test_records_to_cache_keeps_only_records_inside_the_zone() -> None:
-    """Only authority and additional records inside the asked zone may be cached."""
-    message = reply(
-        WWW_A,
-        authority="example.com. 300 IN NS ns.example.com.\ncom. 300 IN NS evil.net.",
-        additional="ns.example.com. 300 IN A 192.0.2.53\nevil.net. 300 IN A 6.6.6.6",
-    )
-    kept = records_to_cache(message, "example.com.")
-    assert sorted(rr.name for rr in kept) == ["example.com.", "ns.example.com."]

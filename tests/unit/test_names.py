@@ -71,21 +71,6 @@ def test_ancestors_run_from_the_name_to_the_root() -> None:
     assert names.ancestors(".") == ["."]
 
 
-@pytest.mark.parametrize(
-    ("qname", "cut", "expected"),
-    [
-        ("a.b.example.com.", ".", "com."),
-        ("a.b.example.com.", "com.", "example.com."),
-        ("a.b.example.com.", "example.com.", "b.example.com."),
-        ("a.b.example.com.", "b.example.com.", "a.b.example.com."),
-        ("example.com.", "example.com.", "example.com."),
-    ],
-)
-def test_minimised_qname_adds_one_label_below_the_cut(qname: str, cut: str, expected: str) -> None:
-    """QNAME minimisation asks a zone's server for one label more than the cut (RFC 9156 §2.3)."""
-    assert names.minimised_qname(qname, cut) == expected
-
-
 def test_relativize_writes_names_relative_to_the_origin() -> None:
     """Below the origin a name loses the origin; the origin itself is '@'; others stay absolute."""
     assert names.relativize("www.example.com.", "example.com.") == "www"

@@ -367,13 +367,15 @@ def test_decode_plain_reads_octets_above_0x7f_in_a_name_as_escapes() -> None:
     assert message.answer[0].name == "\\128ww1." and message.answer[0].target == "ns."
 
 
-def test_decode_plain_declines_rdata_longer_than_its_type_reads() -> None:
-    """An A record of 5 octets is left to the full path, which decides as it always did."""
+def test_decode_drops_a_record_whose_rdata_is_longer_than_its_type_reads() -> None:
+    """An A record of 5 octets is dropped and named; the message itself stands."""
     data = bytearray(make_query(Question("x.test.", RRType.A), query_id=1, edns_udp_size=None))
     data[2] |= 0x80
     data[7] = 1
     data += b"\xc0\x0c" + struct.pack("!HHIH", RRType.A, 1, 60, 5) + b"\x01\x02\x03\x04\x05"
-    assert wire._decode_plain(bytes(data), scan_message(bytes(data))) is None
+    message = wire.decode(bytes(data))
+    assert message.answer == ()
+    assert message.malformed == ("x.test. A: 5 octets of RDATA do not fit the type",)
 
 
 def test_decode_plain_reads_a_referral_with_glue() -> None:

@@ -1,0 +1,77 @@
+"""The reply pipeline: decode once, scrub, classify, admit (RFC 2181 §5.4.1, Unbound's
+iter_scrub.c). What a server may not say never reaches the cache or a client, and one bad
+record costs that record, not the reply."""
+
+from __future__ import annotations
+
+import dnslib
+
+from resolver.dns.wire import RRType
+from resolver.engine.events import RecordsDropped
+from resolver.engine.settings import EngineSettings
+from tests.unit.test_engine import IBM, UTOPIA, edit, lab, texts
+
+QMIN = EngineSettings()  # the default: QNAME minimisation on
+
+
+def _with_additional(*records: str):  # type: ignore[no-untyped-def]
+    def rewrite(query: bytes, reply: bytes) -> bytes:
+        def change(r: dnslib.DNSRecord) -> None:
+            for text in records:
+                r.add_ar(*dnslib.RR.fromZone(text))
+        return edit(reply, change)
+    return rewrite
+
+
+def test_out_of_zone_a_in_the_additional_section_of_an_authoritative_answer_is_neither_cached_nor_served() -> None:  # noqa: E501
+    for settings in (QMIN, EngineSettings(qname_minimisation=False)):
+        lab_ = lab(settings=settings)
+        lab_.network.rewrite[UTOPIA] = _with_additional(
+            "www.ibm.com. 3600 IN A 6.6.6.6", "dns1.ibm.com. 3600 IN A 6.6.6.7",
+            "com. 3600 IN A 6.6.6.8")
+        outcome = lab_.resolve("www.networkutopia.com.")
+        assert texts(outcome) == ["www.networkutopia.com. A 212.212.212.2"]
+        assert all(rr.name != "www.ibm.com." for rr in outcome.additional)
+        assert lab_.cache.rrset("www.ibm.com.", RRType.A) is None
+        assert lab_.cache.rrset("dns1.ibm.com.", RRType.A) is None
+        assert lab_.cache.rrset("com.", RRType.A) is None
+        later = lab_.resolve("www.ibm.com.")
+        assert "6.6.6.6" not in {rr.address for rr in later.answer if rr.rtype == RRType.A}
+        assert lab_.network.received[IBM] >= 1
+
+
+def test_glue_outside_the_zone_in_an_ns_answer_is_not_used_as_a_server_address() -> None:
+    """An NS answer for a minimised name is a zone apex (RFC 9156 §3); its addresses come
+    only from within the zone asked, like a referral's glue."""
+    lab_ = lab(settings=QMIN)
+    lab_.network.rewrite[UTOPIA] = _with_additional("dns1.ibm.com. 3600 IN A 6.6.6.9")
+    lab_.resolve("www.networkutopia.com.")
+    assert lab_.cache.rrset("dns1.ibm.com.", RRType.A) is None
+    assert all(address != "6.6.6.9" for address, _, _ in lab_.network.log)
+
+
+def _append_raw_additional(rr_wire: bytes):  # type: ignore[no-untyped-def]
+    """Append one record, given as wire octets, to the additional section of a reply."""
+    def rewrite(query: bytes, reply: bytes) -> bytes:
+        arcount = int.from_bytes(reply[10:12], "big")
+        return reply[:10] + (arcount + 1).to_bytes(2, "big") + reply[12:] + rr_wire
+    return rewrite
+
+
+def _bad_a_record(owner: bytes, rdata: bytes) -> bytes:
+    header = (1).to_bytes(2, "big") + (1).to_bytes(2, "big") + (300).to_bytes(4, "big")
+    return owner + header + len(rdata).to_bytes(2, "big") + rdata
+
+
+def test_one_record_whose_rdlength_does_not_fit_its_type_is_dropped_not_the_reply() -> None:
+    lab_ = lab(settings=QMIN)
+    owner = b"\x04dns9\x0dnetworkutopia\x03com\x00"
+    bad = _bad_a_record(owner, b"\x01\x02\x03\x04\x05")
+    lab_.network.rewrite[UTOPIA] = _append_raw_additional(bad)
+    events: list[object] = []
+    outcome = lab_.resolve("www.networkutopia.com.", observer=events.append)
+    assert texts(outcome) == ["www.networkutopia.com. A 212.212.212.2"]
+    assert lab_.network.received[UTOPIA] == 1
+    assert lab_.cache.rrset("dns9.networkutopia.com.", RRType.A) is None
+    dropped = [e for e in events if isinstance(e, RecordsDropped)]
+    assert any("dns9.networkutopia.com. A" in text for e in dropped for text in e.records)
