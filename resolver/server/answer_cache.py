@@ -10,7 +10,7 @@ question is answered from the stored bytes after a short linear scan of the quer
 - Only ordinary queries are served here: QR=0, opcode QUERY, RD=1, one question, no answer or
   authority records, at most one additional record which is a well-formed OPT of version 0 with
   valid options. Everything else (and every doubt) goes to the full handler, which answers with
-  the strict scanner's verdict. The scan here accepts a subset of what `wirecheck.scan_query`
+  the strict scanner's verdict. The scan here accepts a subset of what `scanner.scan_query`
   accepts: a question matches a key only if its bytes, lower-cased, equal a question that was
   validated when it was stored, so the name needs no second validation.
 - The reply echoes the client's id and its question bytes exactly, letter case included
