@@ -64,6 +64,10 @@ def _control_socket_option(f: F) -> F:
     )(f)
 
 
+#: The largest TTL there is (RFC 2181 §8).
+_TTL_MAX = 2**31 - 1
+
+
 def _cache_options(f: F) -> F:
     """Serve-stale (RFC 8767, BIND's option names), prefetch and the control socket."""
     options = [
@@ -81,6 +85,19 @@ def _cache_options(f: F) -> F:
         click.option("--prefetch", is_flag=True,
                      help="Refresh entries asked for in the last 10% of their TTL "
                           "in the background."),
+        # TTL clamps with Unbound's names; they apply to every RRset stored.
+        click.option("--cache-max-ttl", type=click.IntRange(1, _TTL_MAX), default=86_400,
+                     show_default=True, metavar="SECONDS",
+                     help="Longest time a record is kept (cache-max-ttl)."),
+        click.option("--cache-min-ttl", type=click.IntRange(0, _TTL_MAX), default=0,
+                     show_default=True, metavar="SECONDS",
+                     help="Shortest time a record is kept (cache-min-ttl)."),
+        click.option("--cache-max-negative-ttl", type=click.IntRange(1, _TTL_MAX),
+                     default=3_600, show_default=True, metavar="SECONDS",
+                     help="Longest time a negative answer is kept (cache-max-negative-ttl)."),
+        click.option("--cache-min-negative-ttl", type=click.IntRange(0, _TTL_MAX), default=0,
+                     show_default=True, metavar="SECONDS",
+                     help="Shortest time a negative answer is kept (cache-min-negative-ttl)."),
         _control_socket_option,
     ]
     for option in reversed(options):
@@ -96,6 +113,10 @@ def _with_cache_options(config: ServeConfig, options: dict[str, Any]) -> ServeCo
         max_stale_ttl_s=int(options["max_stale_ttl"]),
         stale_answer_client_timeout_ms=int(options["stale_answer_client_timeout"]),
         prefetch=bool(options["prefetch"]),
+        max_ttl_s=int(options["cache_max_ttl"]),
+        min_ttl_s=int(options["cache_min_ttl"]),
+        max_negative_ttl_s=int(options["cache_max_negative_ttl"]),
+        min_negative_ttl_s=int(options["cache_min_negative_ttl"]),
     )
     socket_path = options["control_socket"]
     return replace(config, cache=cache,

@@ -142,6 +142,19 @@ def test_config_file_command_line_overrides_the_file(tmp_path: Path) -> None:
     assert config.system.config_file == str(path)
 
 
+def test_config_file_ttl_clamps_are_keys_and_options(tmp_path: Path) -> None:
+    """cache-max-ttl, cache-min-ttl and their negative twins (Unbound's names) reach the
+    cache settings from the file and from the command line."""
+    path = write(tmp_path, "cache-max-ttl = 600\ncache-min-ttl = 30\n"
+                           "cache-max-negative-ttl = 120\ncache-min-negative-ttl = 5\n")
+    cache = serve_config(["--config", str(path)]).cache
+    assert (cache.max_ttl_s, cache.min_ttl_s) == (600, 30)
+    assert (cache.max_negative_ttl_s, cache.min_negative_ttl_s) == (120, 5)
+    cache = serve_config(["--cache-max-ttl", "900", "--cache-min-negative-ttl", "7"]).cache
+    assert (cache.max_ttl_s, cache.min_negative_ttl_s) == (900, 7)
+    assert errors_of(tmp_path, "cache-max-ttl = 0\n")
+
+
 def test_config_file_without_file_uses_command_line_and_defaults() -> None:
     """No --config: the system settings come from the options and their defaults."""
     config = serve_config(["--access-control", "192.0.2.0/24 deny", "--ip-ratelimit", "9",
