@@ -72,6 +72,7 @@ _EDNS_OPTION_EDE = 15
 EDE_NO_REACHABLE_AUTHORITY = 22
 EDE_OTHER = 0
 EDE_STALE_ANSWER = 3
+EDE_PROHIBITED = 18  # RFC 8914 §4.19: the client may not ask this (REFUSED by policy)
 _TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
 _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 
@@ -209,8 +210,7 @@ class QueryHandler:
         plain = query.opcode == 0 and (query.edns is None or query.edns.version == 0)
         if not plain or query.qname is None or query.qtype is None or query.qclass is None:
             return _header_reply(wire, Rcode.REFUSED, with_opt=query.edns is not None)
-        return self._reply(wire, query, client, Outcome(rcode=Rcode.REFUSED),
-                           recursion_available=False)
+        return self._reply(wire, query, client, Outcome(rcode=Rcode.REFUSED))
 
     def _log_query(
         self, wire: bytes, client: Client, reply: bytes | None, elapsed_s: float
@@ -236,19 +236,18 @@ class QueryHandler:
         try:
             query = scan_query(wire)
         except MalformedMessage as exc:
-            return self._count(_header_reply(wire, Rcode.FORMERR, with_opt=exc.opt_seen))
+            with_opt = exc.opt_seen or _ends_with_opt(wire)
+            return self._count(_header_reply(wire, Rcode.FORMERR, with_opt=with_opt))
         if query.opcode != 0:
             return self._count(_notimp_reply(wire, query))
         if query.edns is not None and query.edns.version > 0:
-            return self._count(_header_reply(wire, Rcode.BADVERS, with_opt=True))
+            return self._count(_badvers_reply(wire, query))
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
         question = Question(query.qname, query.qtype, query.qclass)
         recursion_desired = bool(query.flags & 0x0100)
         rcode = _refusal(query, cache_only_allowed=snoop)
-        if rcode is not None:  # a policy answer, not a recursive one: RA stays clear
-            return self._count(
-                self._reply(wire, query, client, Outcome(rcode=rcode), recursion_available=False)
-            )
+        if rcode is not None:  # a policy answer; REFUSED says why (RFC 8914 §4.19)
+            return self._count(self._reply(wire, query, client, Outcome(rcode=rcode)))
         if question.rtype == RRType.ANY:
             return self._count(self._reply(wire, query, client, _rfc8482_answer(question)))
         if self.loop_guard is not None and self.loop_guard.is_own(wire):
@@ -307,9 +306,12 @@ class QueryHandler:
             options: tuple[tuple[int, bytes], ...] = ()
             if outcome.rcode == Rcode.SERVFAIL and outcome.reason:
                 options = ((_EDNS_OPTION_EDE, _ede(outcome.reason)),)
+            elif outcome.rcode == Rcode.REFUSED:
+                options = ((_EDNS_OPTION_EDE, struct.pack("!H", EDE_PROHIBITED)),)
             elif outcome.stale:  # RFC 8767 §4 / RFC 8914 §5.2: say the answer is stale
                 options = ((_EDNS_OPTION_EDE, struct.pack("!H", EDE_STALE_ANSWER)),)
-            edns = Edns(udp_size=MAX_UDP_REPLY, options=options)
+            # RFC 3225 §3: the DO bit of the query is copied into the reply.
+            edns = Edns(udp_size=MAX_UDP_REPLY, do=query.edns.do, options=options)
         message = Message(
             id=query.id,
             qr=True,
@@ -388,17 +390,47 @@ def _header_reply(wire: bytes, rcode: Rcode, *, with_opt: bool) -> bytes:
     return struct.pack("!HHHHHH", ident, flags, 0, 0, 0, 1) + opt
 
 
+def _ends_with_opt(wire: bytes) -> bool:
+    """Whether a query the scanner rejected before reaching its records still ends with an
+    OPT record, as clients place it: then the FORMERR carries an OPT too (RFC 6891 §7)."""
+    if len(wire) < 23 or wire[10:12] == b"\x00\x00":  # ARCOUNT 0
+        return False
+    for start in range(len(wire) - 11, 11, -1):
+        if wire[start] == 0 and wire[start + 1 : start + 3] == b"\x00\x29":
+            rdlength = int.from_bytes(wire[start + 9 : start + 11], "big")
+            if start + 11 + rdlength == len(wire):
+                return True
+    return False
+
+
 def _notimp_reply(wire: bytes, query: ScannedMessage) -> bytes:
-    """NOTIMP for an opcode we do not implement (RFC 1035 §4.1.1): opcode echoed, the
-    question copied when there is exactly one, every other flag clear (genreport opcodeflg;
-    reliability.md (b) row 3)."""
+    """NOTIMP for an opcode we do not implement (RFC 1035 §4.1.1): opcode and RD echoed,
+    the question copied when there is exactly one, every other flag clear."""
+    return _question_reply(wire, query, Rcode.NOTIMP, flags_kept=0x79)
+
+
+def _badvers_reply(wire: bytes, query: ScannedMessage) -> bytes:
+    """BADVERS for an EDNS version above 0 (RFC 6891 §6.1.3): the question, RD and RA kept,
+    an OPT of version 0 carrying the extended rcode."""
+    return _question_reply(wire, query, Rcode.BADVERS, flags_kept=0x79, ra=True)
+
+
+def _question_reply(
+    wire: bytes, query: ScannedMessage, rcode: Rcode, *, flags_kept: int, ra: bool = False
+) -> bytes:
+    """A reply with the query's question and no records: `flags_kept` of the query's third
+    octet (opcode, RD), QR set; an OPT (with DO copied, RFC 3225 §3) if the query had one."""
     ident = struct.unpack_from("!H", wire)[0]
-    flags = ((0x80 | (wire[2] & 0x78)) << 8) | Rcode.NOTIMP
+    flags = ((0x80 | (wire[2] & flags_kept)) << 8) | (0x80 if ra else 0) | (rcode & 0xF)
     question = wire[12 : query.question_end] if query.qdcount == 1 else b""
     arcount = 1 if query.edns is not None else 0
     header = struct.pack("!HHHHHH", ident, flags, 1 if question else 0, 0, 0, arcount)
-    opt = b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY, 0, 0) if arcount else b""
-    return header + question + opt
+    if not arcount:
+        return header + question
+    assert query.edns is not None
+    opt_ttl = ((rcode >> 4) << 24) | (0x8000 if query.edns.do else 0)
+    return header + question + b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY,
+                                                      opt_ttl, 0)
 
 
 def _servfail_for(wire: bytes) -> bytes | None:

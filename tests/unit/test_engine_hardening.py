@@ -171,9 +171,9 @@ def test_answer_cache_retires_a_negative_answer_when_its_zone_soa_is_refreshed()
     assert answers.lookup(query) is None
 
 
-def test_handler_notimp_copies_the_question_and_clears_every_flag() -> None:
-    """Opcode 15 with every flag set: NOTIMP, opcode and question echoed, AA RA RD AD CD Z
-    clear (reliability.md (b) row 3, genreport opcodeflg)."""
+def test_handler_notimp_copies_the_question_and_rd_and_clears_every_other_flag() -> None:
+    """Opcode 15 with every flag set: NOTIMP, opcode, RD and question echoed, AA RA AD CD Z
+    clear (RFC 1035 §4.1.1: RD is copied into the response)."""
     import struct as struct_module
 
     from resolver.dns.wire import decode, make_query
@@ -192,5 +192,6 @@ def test_handler_notimp_copies_the_question_and_clears_every_flag() -> None:
     message = decode(reply)
     assert message.rcode == Rcode.NOTIMP and message.opcode == 15 and message.qr
     assert message.question == WWW
-    assert not (message.aa or message.ra or message.rd or message.ad or message.cd or message.tc)
+    assert message.rd
+    assert not (message.aa or message.ra or message.ad or message.cd or message.tc)
     assert struct_module.unpack_from("!H", reply, 2)[0] & 0x0040 == 0  # Z

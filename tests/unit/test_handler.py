@@ -42,6 +42,7 @@ def query(
     version: int = 0,
     extra_flags: int = 0,
     options: bytes = b"",
+    do: bool = False,
 ) -> bytes:
     """A query message built by hand, so every bit is under the test's control."""
     flags = (opcode << 11) | (RD if rd else 0) | extra_flags
@@ -49,7 +50,10 @@ def query(
     out += name_wire(name) + struct.pack("!HH", qtype, qclass)
     if edns is not None:
         out += (
-            b"\x00" + struct.pack("!HHIH", RRType.OPT, edns, version << 16, len(options)) + options
+            b"\x00"
+            + struct.pack("!HHIH", RRType.OPT, edns, (version << 16) | (0x8000 if do else 0),
+                          len(options))
+            + options
         )
     return out
 
@@ -173,7 +177,8 @@ def test_handler_unknown_edns_version_gets_badvers(setup: Setup, version: int) -
     (RFC 6891 §6.1.3)."""
     reply = setup.answer(query(edns=1232, version=version))
     assert reply.flags & 0xF == 0
-    assert reply.counts == (0, 0, 0, 1)
+    assert reply.counts == (1, 0, 0, 1)  # the question is kept
+    assert reply.message.question is not None and reply.message.ra and reply.message.rd
     edns = reply.message.edns
     assert edns is not None and edns.version == 0 and edns.ext_rcode == 1
     assert reply.message.rcode == Rcode.BADVERS
@@ -205,6 +210,40 @@ def test_handler_classes_other_than_in_are_refused(setup: Setup, qclass: int) ->
     reply = setup.answer(query(qclass=qclass))
     assert reply.flags & 0xF == Rcode.REFUSED
     assert setup.upstream() == 0
+
+
+def test_handler_refused_carries_ra_and_ede_18_prohibited(setup: Setup) -> None:
+    """A policy REFUSED still says we recurse (RA) and why, as EDE 18 (RFC 8914 §4.19)."""
+    reply = setup.answer(query(qtype=RRType.AXFR, edns=1232))
+    assert reply.flags & 0xF == Rcode.REFUSED
+    assert reply.message.ra
+    edns = reply.message.edns
+    assert edns is not None
+    assert [(code, data[:2]) for code, data in edns.options] == [(15, b"\x00\x12")]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [query(edns=1232, do=True), query(qtype=RRType.AXFR, edns=1232, do=True),
+     query(opcode=4, edns=1232, do=True), query(edns=1232, version=1, do=True)],
+    ids=["answer", "refused", "notimp", "badvers"],
+)
+def test_handler_copies_the_do_bit_into_every_reply(setup: Setup, wire: bytes) -> None:
+    """RFC 3225 §3: the DO bit of the query is copied into the response."""
+    reply = setup.answer(wire)
+    assert reply.message.edns is not None and reply.message.edns.do
+
+
+def test_handler_formerr_to_a_query_with_edns_carries_an_opt(setup: Setup) -> None:
+    """RFC 6891 §7: a query with an OPT gets an OPT in its FORMERR, even when the fault
+    (here two questions) is found before the OPT record is read."""
+    wire = bytearray(query(edns=1232))
+    wire[5] = 2  # QDCOUNT 2, the question given once more
+    question = query()[12:]
+    wire = wire[:-11] + question + wire[-11:]
+    reply = setup.answer(bytes(wire))
+    assert reply.flags & 0xF == Rcode.FORMERR
+    assert reply.counts[3] == 1
 
 
 def test_handler_rd_zero_is_refused_without_recursing(setup: Setup) -> None:
