@@ -210,6 +210,7 @@ class QueryHandler:
         plain = query.opcode == 0 and (query.edns is None or query.edns.version == 0)
         if not plain or query.qname is None or query.qtype is None or query.qclass is None:
             return _header_reply(wire, Rcode.REFUSED, with_opt=query.edns is not None)
+        # RA set: we do recurse, only not for this client; EDE 18 says so (RFC 8914 §4.19).
         return self._reply(wire, query, client, Outcome(rcode=Rcode.REFUSED))
 
     def _log_query(
@@ -246,8 +247,10 @@ class QueryHandler:
         question = Question(query.qname, query.qtype, query.qclass)
         recursion_desired = bool(query.flags & 0x0100)
         rcode = _refusal(query, cache_only_allowed=snoop)
-        if rcode is not None:  # a policy answer; REFUSED says why (RFC 8914 §4.19)
-            return self._count(self._reply(wire, query, client, Outcome(rcode=rcode)))
+        if rcode is not None:  # a refusal of the question, not of the client: RA stays clear
+            return self._count(
+                self._reply(wire, query, client, Outcome(rcode=rcode), recursion_available=False)
+            )
         if question.rtype == RRType.ANY:
             return self._count(self._reply(wire, query, client, _rfc8482_answer(question)))
         if self.loop_guard is not None and self.loop_guard.is_own(wire):

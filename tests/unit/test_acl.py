@@ -127,13 +127,21 @@ class Lab:
         return asyncio.run(self.handler.handle(wire, who))
 
 
-def test_acl_handler_refused_client_gets_refused_with_its_question() -> None:
-    """A refused client gets REFUSED, id and question echoed, RA clear, nothing resolved."""
+def test_acl_handler_refused_client_gets_refused_with_its_question_ra_and_ede_18() -> None:
+    """A refused client gets REFUSED, id and question echoed, RA set (we do recurse, not for
+    it), EDE 18 Prohibited when it speaks EDNS (RFC 8914 §4.19), nothing resolved."""
     lab = Lab(["10.0.0.0/8 refuse"])
+    with_edns = make_query(Question("www.networkutopia.com.", RRType.A), query_id=7,
+                           edns_udp_size=1232)
+    refused = lab.ask(with_edns, client("10.1.2.3"))
+    assert refused is not None
+    edns = decode(refused).edns
+    assert edns is not None and [code for code, _ in edns.options] == [15]
+    assert edns.options[0][1][:2] == (18).to_bytes(2, "big")
     reply = lab.ask(QUERY, client("10.1.2.3"))
     assert reply is not None
     message = decode(reply)
-    assert message.rcode == Rcode.REFUSED and message.id == 0x4242 and not message.ra
+    assert message.rcode == Rcode.REFUSED and message.id == 0x4242 and message.ra
     assert message.question == Question("www.networkutopia.com.", RRType.A)
     assert sum(lab.network.received.values()) == 0
 

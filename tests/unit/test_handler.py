@@ -212,11 +212,12 @@ def test_handler_classes_other_than_in_are_refused(setup: Setup, qclass: int) ->
     assert setup.upstream() == 0
 
 
-def test_handler_refused_carries_ra_and_ede_18_prohibited(setup: Setup) -> None:
-    """A policy REFUSED still says we recurse (RA) and why, as EDE 18 (RFC 8914 §4.19)."""
+def test_handler_refused_zone_transfer_carries_ede_18_prohibited(setup: Setup) -> None:
+    """A refused question says why, as EDE 18 (RFC 8914 §4.19); RA stays clear there, as
+    Unbound answers AXFR (testbound refuse_xfr)."""
     reply = setup.answer(query(qtype=RRType.AXFR, edns=1232))
     assert reply.flags & 0xF == Rcode.REFUSED
-    assert reply.message.ra
+    assert not reply.message.ra
     edns = reply.message.edns
     assert edns is not None
     assert [(code, data[:2]) for code, data in edns.options] == [(15, b"\x00\x12")]
