@@ -8,6 +8,8 @@ LISTEN ?= 127.0.0.1:5300
 UPSTREAM_PORT ?= 53
 LAB_PORT ?= 53
 LAB_HINTS ?= lab.hints
+# Extra options for `resolver serve`, e.g. make run ARGS="--prefetch --verbose"
+ARGS ?=
 
 .PHONY: run test lab lint unit integration replay clean
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 
 ## run: start the resolver on $(LISTEN) (try it offline: make run ROOT_HINTS=lab.hints, with `make lab` running)
 run: $(STAMP)
-	$(BIN)/resolver serve --listen $(LISTEN) --root-hints $(ROOT_HINTS) --upstream-port $(UPSTREAM_PORT)
+	$(BIN)/resolver serve --listen $(LISTEN) --root-hints $(ROOT_HINTS) --upstream-port $(UPSTREAM_PORT) $(ARGS)
 
 ## lab: the offline mini internet of authoritative servers on 127.x.y.z
 lab: $(STAMP)
