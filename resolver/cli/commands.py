@@ -43,9 +43,20 @@ def main() -> None:
 
 def _parse_listen(values: tuple[str, ...]) -> tuple[ListenAddress, ...]:
     try:
-        return tuple(ListenAddress.parse(v) for v in values)
+        parsed = tuple(ListenAddress.parse(v) for v in values)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
+    for text, address in zip(values, parsed, strict=True):
+        if not _names_a_port(text.strip()):
+            click.echo(f"note: --listen {text} names no port: listening on {address}", err=True)
+    return parsed
+
+
+def _names_a_port(text: str) -> bool:
+    """"127.0.0.1:5300" and "[::1]:5300" name a port; "127.0.0.1", "::1" do not."""
+    if text.startswith("["):
+        return "]:" in text
+    return text.count(":") == 1
 
 
 def _port_option(help_text: str) -> Callable[[F], F]:

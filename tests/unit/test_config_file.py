@@ -249,3 +249,11 @@ def test_config_file_needs_restart_names_only_what_a_reload_cannot_change() -> N
                                "cache": replace(old.cache, max_entries=3)}
     moved = replace(old, **changed, system=replace(old.system, metrics="127.0.0.1:9153"))
     assert needs_restart(old, moved) == ["listen", "cache", "metrics"]
+
+
+def test_listen_without_a_port_says_it_means_53(capsys: pytest.CaptureFixture[str]) -> None:
+    config = serve_config(["--listen", "127.0.0.1", "--listen", "[::1]:5300"])
+    assert [str(a) for a in config.listen] == ["127.0.0.1:53", "[::1]:5300"]
+    err = capsys.readouterr().err
+    assert "note: --listen 127.0.0.1 names no port: listening on 127.0.0.1:53" in err
+    assert "5300" not in err
