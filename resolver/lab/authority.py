@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib.buffer import BufferError as DNSBufferError
+from dnslib.label import DNSBuffer
 
 from resolver.engine.network import Transport
 
@@ -45,6 +47,7 @@ CLASSIC_UDP_SIZE = 512
 _TCP_MAX_SIZE = 65535
 _BADVERS = 16  # extended RCODE (RFC 6891 §6.1.3); dnslib has no name for it
 _ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
+_MAX_NAME_OCTETS = 255  # RFC 1035 §2.3.4, in wire form
 
 
 class ZoneError(ValueError):
@@ -276,7 +279,7 @@ class Authority:
         if qdcount != 1 or ancount or nscount or arcount > 1:
             return _header_only(qid, opcode, rd, RCODE.FORMERR)
         try:
-            query = DNSRecord.parse(wire)
+            query = _parse_query(wire)
         except Exception:  # DNSError, but also RecursionError and others on crafted input
             return _header_only(qid, opcode, rd, RCODE.FORMERR)
         question = query.q
@@ -324,6 +327,55 @@ class Authority:
         reply.ar = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
         reply.header.tc = 1
         return bytes(reply.pack())
+
+
+class _OctetBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib has no type hints
+    """dnslib's message buffer, except that a label may hold any octets.
+
+    Any binary string is a valid label (RFC 2181 §11); dnslib's own `decode_name` refuses
+    a label that is not UTF-8, e.g. the `\\255` of `\\255.networkutopia.com.`, and such a
+    query would get a FORMERR without its question, which resolvers discard.
+    """
+
+    offset: int  # the read position, kept by dnslib's Buffer
+
+    def decode_name(self, last: int = -1) -> DNSLabel:
+        labels: list[bytes] = []
+        octets = 1
+        resume: int | None = None
+        while True:
+            (length,) = self.unpack("!B")
+            if length >= 0xC0:  # a compression pointer (RFC 1035 §4.1.4), backwards only
+                here = self.offset - 1
+                (low,) = self.unpack("!B")
+                pointer = (length & 0x3F) << 8 | low
+                if pointer >= here:
+                    raise DNSBufferError(f"invalid pointer at offset {here}")
+                if resume is None:
+                    resume = self.offset
+                self.offset = pointer
+            elif length >= 0x40:  # extended or reserved label types (RFC 6891 §5)
+                raise DNSBufferError(f"unknown label type {length:#04x}")
+            elif length == 0:
+                break
+            else:
+                octets += length + 1
+                if octets > _MAX_NAME_OCTETS:  # also ends pointer loops
+                    raise DNSBufferError("name longer than 255 octets")
+                labels.append(bytes(self.get(length)))
+        if resume is not None:
+            self.offset = resume
+        return DNSLabel(labels)
+
+
+def _parse_query(wire: bytes) -> DNSRecord:
+    """The query as dnslib's record, read with `_OctetBuffer`; the caller has checked that
+    it holds one question, no answer or authority records, and at most one additional."""
+    buffer = _OctetBuffer(wire)
+    header = DNSHeader.parse(buffer)
+    question = DNSQuestion.parse(buffer)
+    additional = [RR.parse(buffer) for _ in range(header.ar)]
+    return DNSRecord(header, [question], [], auth=[], ar=additional)
 
 
 def _valid_name(name: DNSLabel) -> bool:

@@ -203,6 +203,32 @@ def test_lab_tcp_answers_pipelined_queries_on_one_connection(lab: Lab) -> None:
     assert replies[4].header.rcode == RCODE.NOERROR
 
 
+def test_lab_answers_a_name_with_binary_labels_over_udp_and_tcp(lab: Lab) -> None:
+    """`\\255.networkutopia.com` (any octets may make up a label, RFC 2181 §11): NXDOMAIN
+    with the SOA at once, the question echoed octet for octet, over UDP and TCP."""
+    address = lab.servers["dns1.networkutopia.com"]
+    question = b"\x01\xff\x05a\x00.\\b\x0dnetworkutopia\x03com\x00\x00\x01\x00\x01"
+    query = struct.pack("!6H", 0x5EED, 0, 1, 0, 0, 0) + question
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(TIMEOUT_S)
+        sock.sendto(query, (address, lab.port))
+        udp_reply = sock.recv(2048)
+    with socket.create_connection((address, lab.port), timeout=TIMEOUT_S) as conn:
+        conn.sendall(len(query).to_bytes(2, "big") + query)
+        size = int.from_bytes(conn.recv(2), "big")
+        tcp_reply = b""
+        while len(tcp_reply) < size:
+            chunk = conn.recv(size - len(tcp_reply))
+            assert chunk
+            tcp_reply += chunk
+    for reply in (udp_reply, tcp_reply):
+        qid, flags, qdcount, ancount, nscount, _ = struct.unpack("!6H", reply[:12])
+        assert qid == 0x5EED and flags & 0x8000 and flags & 0x0400  # QR, AA
+        assert flags & 0xF == RCODE.NXDOMAIN
+        assert qdcount == 1 and ancount == 0 and nscount == 1  # the SOA (RFC 2308 §2.1)
+        assert reply[12 : 12 + len(question)] == question
+
+
 def test_lab_survives_garbage_on_udp_and_tcp(lab: Lab) -> None:
     """Junk datagrams and a junk TCP stream get FORMERR or nothing; the server keeps working."""
     address = "127.41.0.4"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import struct
 
 import pytest
-from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSQuestion, DNSRecord
+from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, A, DNSLabel, DNSQuestion, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resolver.dns.wire import decode
 from resolver.engine.network import Transport
 from resolver.lab.authority import Answer, Authority, Outcome, Zone, ZoneError
 from resolver.lab.world import SERVERS, zone_text
@@ -372,6 +373,44 @@ def test_respond_malformed_query_is_formerr(wire: bytes) -> None:
     assert reply is not None
     qid, flags = struct.unpack("!2H", reply[:4])
     assert qid == 0xBEEF and flags & 0x8000 and flags & 0xF == RCODE.FORMERR
+
+
+def _binary_query(*labels: bytes, edns: bool = False) -> bytes:
+    """A query for A at a name given label by label, octets as they are (no escapes)."""
+    name = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00" if edns else b""
+    return _header(0, ar=1 if edns else 0) + name + b"\x00\x01\x00\x01" + opt
+
+
+@pytest.mark.parametrize("label", [b"\xff", b"\x00", b"\x80abc", b"a.b", b"a\\b", b"\xc3("])
+@pytest.mark.parametrize("edns", [False, True])
+def test_respond_binary_label_missing_is_nxdomain_with_the_soa(label: bytes, edns: bool) -> None:
+    """Any octets may make up a label (RFC 2181 §11): `\\255.networkutopia.com` is asked like
+    any other name, NXDOMAIN with the SOA and the question echoed octet for octet."""
+    wire = _binary_query(label, b"networkutopia", b"com", edns=edns)
+    reply = UTOPIA.respond(wire, transport=Transport.UDP)
+    assert reply is not None
+    question_end = len(wire) - (11 if edns else 0)
+    assert reply[12:question_end] == wire[12:question_end]
+    message = decode(reply)
+    assert message.id == 0xBEEF and message.rcode == RCODE.NXDOMAIN and message.aa
+    assert [rr.to_text().split()[3] for rr in message.authority] == ["SOA"]
+    assert message.answer == ()
+
+
+def test_respond_binary_label_with_data_is_answered() -> None:
+    """A name with arbitrary octets that the zone holds gets its data (RFC 2181 §11),
+    matched without regard to ASCII case (RFC 4343)."""
+    base = Zone.from_text("networkutopia.com.", zone_text("networkutopia.com."))
+    owner = DNSLabel([b"\xffX", b"networkutopia", b"com"])
+    record = RR(owner, QTYPE.A, ttl=300, rdata=A("192.0.2.55"))
+    authority = Authority([Zone("networkutopia.com.", [*base.rrsets_at(base.origin), record])])
+    reply = authority.respond(_binary_query(b"\xffx", b"networkutopia", b"com"),
+                              transport=Transport.UDP)
+    assert reply is not None
+    message = decode(reply)
+    assert message.rcode == RCODE.NOERROR and message.aa
+    assert [rr.address for rr in message.answer] == ["192.0.2.55"]
 
 
 @pytest.mark.parametrize("wire", [b"", b"\x00" * 11, _header(0x8000) + _QUESTION])
