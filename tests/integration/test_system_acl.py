@@ -27,10 +27,12 @@ def only_127_0_0_1(lab: RunningLab, tmp_path: Path) -> Iterator[Server]:
 
 
 def test_system_acl_refuses_a_source_outside_the_allowed_block(only_127_0_0_1: Server) -> None:
-    """dig -b 127.0.0.2 gets REFUSED; from 127.0.0.1 the same question is answered."""
+    """dig -b 127.0.0.2 gets REFUSED with RA and EDE 18 (Prohibited, RFC 8914 §4.19); from
+    127.0.0.1 the same question is answered."""
     refused = dig(only_127_0_0_1, "www.networkutopia.com", source="127.0.0.2")
     assert status(refused) == "REFUSED"
-    assert " ra" not in refused.split("flags:", 1)[1].split(";", 1)[0]
+    assert " ra" in refused.split("flags:", 1)[1].split(";", 1)[0]
+    assert "EDE: 18" in refused
     allowed = dig(only_127_0_0_1, "www.networkutopia.com", source="127.0.0.1")
     assert status(allowed) == "NOERROR" and answers(allowed) == ["212.212.212.2"]
 
