@@ -162,7 +162,7 @@ async def serve(
     SIGHUP calls `reload` for the configuration as it now reads (the file re-read, the
     command line over it) and puts its policy in force without touching the caches.
     """
-    from resolver.daemon.workers import FastListener as Listener
+    from resolver.server.fast_path import FastListener as Listener
 
     as_started = config
     root_hints = load_root_hints(Path(config.root_hints_file))

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from resolver.daemon.workers import FastListener
 from resolver.engine.network import Transport
 from resolver.server.acl import AccessControl
 from resolver.server.datagram_batch import DatagramBatch, batching_available
+from resolver.server.fast_path import FastListener
 from resolver.server.metrics import Metrics
 from tests.unit.test_answer_cache import Setup, query
 
@@ -284,7 +284,7 @@ def test_fast_listener_without_batching_support_uses_the_datagram_transport(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Where recvmmsg is missing, the listener still serves through the event loop."""
-    monkeypatch.setattr("resolver.daemon.workers.batching_available", lambda: False)
+    monkeypatch.setattr("resolver.server.fast_path.batching_available", lambda: False)
     setup = Setup()
     replies, listener = run(setup, True, [query(qid=5)])
     assert not listener.batching and not listener.batches and replies[0][:2] == b"\x00\x05"

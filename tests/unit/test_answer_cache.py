@@ -427,7 +427,7 @@ class FakeEndpoint:
 
 def test_fast_listener_answers_a_hit_in_the_datagram_callback(setup: Setup) -> None:
     """A hit is sent at once, with no task; a miss is left to the listener's usual path."""
-    from resolver.daemon.workers import FastListener
+    from resolver.server.fast_path import FastListener
 
     setup.ask(query())
     listener = FastListener(setup.handler, [("127.0.0.1", 0)])
@@ -449,7 +449,7 @@ def test_fast_listener_answers_a_hit_in_the_datagram_callback(setup: Setup) -> N
 
 def test_fast_listener_survives_a_failing_fast_path(setup: Setup) -> None:
     """An exception in the fast path costs nothing: the full path answers the query."""
-    from resolver.daemon.workers import FastListener
+    from resolver.server.fast_path import FastListener
 
     def broken(wire: bytes, client_ip: str) -> bytes | None:
         raise RuntimeError("boom")
