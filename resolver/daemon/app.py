@@ -166,7 +166,9 @@ async def serve(
 
     as_started = config
     root_hints = load_root_hints(Path(config.root_hints_file))
-    never_query = frozenset(addr.ip for addr in config.listen)
+    # Our listen IPs (never asked while iterating) and endpoints (never asked at all).
+    never_query = frozenset(addr.ip for addr in config.listen) | frozenset(
+        f"{addr.ip}@{addr.port}" for addr in config.listen)
     engine = config.engine
     config = _with_engine(config, never_query | engine.never_query)
     app = build(config, root_hints=root_hints)

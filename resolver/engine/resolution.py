@@ -79,7 +79,13 @@ from resolver.engine.iterate import (
     reply_mismatch,
     zone_in_answer,
 )
-from resolver.engine.network import Transport, UpstreamError, UpstreamTimeout, server_from_spec
+from resolver.engine.network import (
+    ServerAddress,
+    Transport,
+    UpstreamError,
+    UpstreamTimeout,
+    server_from_spec,
+)
 from resolver.engine.selection import Candidate, ServerSelection
 from resolver.engine.settings import EngineSettings
 
@@ -600,12 +606,13 @@ class Resolution:
         return self.limits.max_tries_per_server
 
     def _unusable(self, spec: str) -> str:
-        address = server_from_spec(spec, self.settings.upstream_port).ip
+        server = server_from_spec(spec, self.settings.upstream_port)
+        address = server.ip
         if is_ipv6(address) and not self.settings.do_ip6:
             return "IPv6 disabled (do-ip6: no)"
         if not is_ipv6(address) and not self.settings.do_ip4:
             return "IPv4 disabled (do-ip4: no)"
-        if spec in self.settings.never_query or address in self.settings.never_query:
+        if self._is_own_address(spec, server):
             return "one of our own addresses"
         if is_unspecified(address):
             return "unspecified address (0.0.0.0/8 or ::)"
@@ -613,6 +620,20 @@ class Resolution:
                 and is_loopback_or_unspecified(address)):
             return "loopback or unspecified address (do-not-query-localhost)"
         return ""
+
+    def _is_own_address(self, spec: str, server: ServerAddress) -> bool:
+        """A server we must not ask because it is us.
+
+        `never_query` holds our listen IPs (bare) and endpoints ("IP@PORT"). The same
+        address and port is always a loop. A server learnt while iterating (glue, an
+        NS address) is never one of our IPs on any port: a delegation pointing at us is
+        an attack or a mistake. Only a configured upstream may sit on another port of
+        our IP (a local stubby or NSD beside us).
+        """
+        own = self.settings.never_query
+        if spec in own or f"{server.ip}@{server.port}" in own:
+            return True
+        return server.ip in own and spec not in self._configured
 
     def _look_up_next_server(
         self, cut: Delegation, attempts: _Attempts, depth: int

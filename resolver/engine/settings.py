@@ -109,7 +109,8 @@ class EngineSettings:
     use_caps_for_id: bool = False
     #: Send every upstream query over TCP (Unbound tcp-upstream).
     tcp_upstream: bool = False
-    #: Extra addresses never to query (our own listen addresses).
+    #: Our own listen addresses: bare IPs are never asked while iterating, "IP@PORT"
+    #: endpoints never at all (a configured upstream may use another port of our IP).
     never_query: frozenset[str] = frozenset()
 
 

@@ -355,3 +355,17 @@ def test_forwarding_loop_at_run_time_answers_servfail(lab: RunningLab) -> None:
             output, _ = process.communicate(timeout=10)
     assert mirror.queries
     assert "forwarding loop" in output
+
+
+def test_forward_to_another_port_of_our_own_listen_ip_is_not_a_loop(
+        lab: RunningLab, unbound: RunningUnbound) -> None:
+    """`--listen 127.0.0.1:P --forward 127.0.0.1@Q` (a local stubby or NSD beside us) answers:
+    only the same address and port is a loop."""
+    local_upstream = UdpRelay("127.0.0.1", (UNBOUND_IP, unbound.port))
+    with local_upstream, serving(lab, "--forward", local_upstream.spec) as served:
+        assert served.resolver.ip == "127.0.0.1"
+        reply = dig(served.resolver, "intranet.corp.example")
+        assert reply.status == "NOERROR", reply.text
+        assert _answer(reply) == ["10.1.2.3"]
+    assert local_upstream.asked_for("intranet.corp.example") >= 1
+    assert "forwarding loop" not in served.output

@@ -319,8 +319,10 @@ WWW = "www.example.com. 300 IN A 192.0.2.80"
 
 
 def _resolve(network: UpstreamsNetwork, settings: ForwardingSettings,
-             name: str = "www.example.com.") -> tuple[Rcode, tuple[str, ...], str]:
-    config = ServeConfig(engine=EngineSettings(upstream_port=53), forwarding=settings)
+             name: str = "www.example.com.",
+             never_query: frozenset[str] = frozenset()) -> tuple[Rcode, tuple[str, ...], str]:
+    config = ServeConfig(engine=EngineSettings(upstream_port=53, never_query=never_query),
+                         forwarding=settings)
     app = build(config, root_hints=lab_root_hints(), network=network, clock=network.clock,
                 rng=random.Random(7))
     outcome = asyncio.run(app.service.resolve(Question(name, RRType.A)))
@@ -510,3 +512,29 @@ def test_build_without_forwarding_keeps_the_plain_network() -> None:
     assert not any(isinstance(n, ForwardingNetwork) for n in chain)
     assert app.handler.loop_guard is None
     assert app.state.configured_zones == {}
+
+
+# Our own listen address 10.0.0.1:53, as `serve` passes it to the engine: the bare IP
+# (never iterated to) and the endpoint (never asked at all).
+OWN_LISTEN = frozenset({"10.0.0.1", "10.0.0.1@53"})
+
+
+def test_forwarder_on_another_port_of_our_listen_ip_is_asked() -> None:
+    """A local upstream beside us (10.0.0.1@5353 while we listen on 10.0.0.1:53) is no loop."""
+    network = UpstreamsNetwork(FakeClock())
+    network.upstreams[("10.0.0.1", 5353)] = answering(WWW)
+    rcode, answer, reason = _resolve(network, ForwardingSettings(forward=("10.0.0.1@5353",)),
+                                     never_query=OWN_LISTEN)
+    assert rcode == Rcode.NOERROR, reason
+    assert "192.0.2.80" in answer[0]
+    assert network.asked == [(ServerAddress("10.0.0.1", 5353), True)]
+
+
+def test_forwarder_on_our_own_listen_endpoint_is_never_asked() -> None:
+    """The same address and port is a loop: the query is not sent, the answer is SERVFAIL."""
+    network = UpstreamsNetwork(FakeClock())
+    network.upstreams[("10.0.0.1", 53)] = answering(WWW)
+    rcode, _, _ = _resolve(network, ForwardingSettings(forward=("10.0.0.1@53",)),
+                                never_query=OWN_LISTEN)
+    assert rcode == Rcode.SERVFAIL
+    assert network.asked == []
