@@ -47,6 +47,7 @@ from resolver.engine.network import (
     UpstreamError,
     UpstreamTimeout,
 )
+from resolver.engine.scrub import scrub
 from resolver.upstream.randomness import PooledSystemRandom
 
 Clock = Callable[[], float]
@@ -211,7 +212,7 @@ class Prober:
                 ProbeStatus.UNREACHABLE)
             return ServerProbe(server_name=name, address=address, status=status,
                                rtt_ms=rtt_ms or None, detail=error)
-        classified = classify(cut.question, reply, cut.zone)
+        classified = classify(cut.question, scrub(cut.question, reply, cut.zone))
         lame = classified.kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR)
         child: tuple[str, ...] = ()
         if ns_reply is not None and ns_reply.aa and ns_reply.rcode == Rcode.NOERROR:

@@ -10,20 +10,19 @@ authority section of non-authoritative answers are never kept (promiscuous data)
 from __future__ import annotations
 
 from resolver.dns import names
-from resolver.dns.wire import Message, Question, Rcode, Record, RRType
+from resolver.dns.wire import Question, Rcode, Record, RRType
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.classify import Classified, ResponseKind
 from resolver.engine.delegation import Delegation
+from resolver.engine.scrub import ScrubbedReply
 
 
 def admit(
     cache: RecordCache,
-    reply: Message,
+    reply: ScrubbedReply,
     classified: Classified,
     cut: Delegation,
     question: Question,
-    *,
-    harden_glue: bool,
 ) -> None:
     """Put what the scrubbed reply proves into the cache, ranked (RFC 2181 §5.4.1)."""
     kind = classified.kind
@@ -34,10 +33,7 @@ def admit(
         zone = classified.delegation.zone
         ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
         cache.store_rrset(ns_set, Rank.AUTHORITY)
-        targets = {rr.target for rr in ns_set}
-        glue = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
-                and rr.name in targets
-                and (names.is_subdomain(rr.name, cut.zone) or not harden_glue)]
+        glue = reply.addresses_of({rr.target for rr in ns_set})
         for rrset in rrsets(glue):
             cache.store_rrset(rrset, Rank.ADDITIONAL)
         return
@@ -62,9 +58,10 @@ def admit(
         answer_ns = [rr for rr in classified.answer if rr.rtype == RRType.NS]
         if answer_ns:
             ns_ttl = within_delegation(cache, answer_ns)[0].ttl
-        targets = {rr.target for rr in (*ns_set, *answer_ns)}
-        extra = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)
-                 and rr.name in targets and names.is_subdomain(rr.name, cut.zone)]
+        # Addresses of the zone's own servers, from within the zone even without
+        # harden-glue: an answer is no referral that needs them to go on.
+        extra = [rr for rr in reply.addresses_of({rr.target for rr in (*ns_set, *answer_ns)})
+                 if names.is_subdomain(rr.name, cut.zone)]
         for rrset in rrsets(extra):
             if ns_ttl is not None:  # glue lives no longer than the NS set it serves
                 rrset = [rr.with_ttl(min(rr.ttl, ns_ttl)) for rr in rrset]

@@ -1,20 +1,20 @@
-"""What a reply from an authoritative server means, after removing what it may not say.
+"""What a scrubbed reply from a server means.
 
-`scrub` first drops every record the asked server has no authority to give (RFC 2181
-§5.4.1, Unbound's iter_scrub): anything outside the zone we asked, answer records
-that are not on the question's CNAME/DNAME chain, NS records that are not a
-delegation below the zone, and glue for names we were not referred to. Only then
-does `classify` name the reply's kind; the engine decides what to do with it.
+`resolver.engine.scrub` has already removed every record the asked server has no
+authority to give (RFC 2181 §5.4.1). `classify` names the reply's kind (answer, referral,
+NXDOMAIN, lame...) from what is left; the engine decides what to do with it. Answer
+records off the question's CNAME/DNAME chain are never part of the result.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from resolver.dns import names
-from resolver.dns.wire import Message, Question, Rcode, Record, RRType, rcode_name
+from resolver.dns.wire import Question, Rcode, Record, RRType, rcode_name
 from resolver.engine.delegation import Delegation, delegation_from_records
+from resolver.engine.scrub import ScrubbedReply
 
 #: Why an entirely empty reply is set aside: kept as a bare NODATA if no server does better.
 EMPTY_REPLY = "empty reply"
@@ -43,8 +43,6 @@ class Classified:
     target: str | None = None
     #: REFERRAL: the new zone cut.
     delegation: Delegation | None = None
-    #: Records removed by scrubbing, with the reason, for traces.
-    dropped: tuple[tuple[str, str], ...] = ()
     reason: str = ""
 
 
@@ -54,14 +52,12 @@ def _in_zone(record: Record, zone: str) -> bool:
 
 def classify(
     question: Question,
-    reply: Message,
-    zone: str,
+    reply: ScrubbedReply,
     *,
     forwarding: bool = False,
-    harden_glue: bool = True,
     accept_recursive: bool = False,
 ) -> Classified:
-    """Kind of `reply` to `question`, asked of a server for `zone` (the bailiwick)."""
+    """Kind of `reply` to `question`, scrubbed against the zone asked (`reply.zone`)."""
     if reply.tc:
         return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
     if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.YXDOMAIN):
@@ -69,21 +65,16 @@ def classify(
     if forwarding and not reply.ra:
         # A forwarder that does not recurse is of no use to us (Unbound forward-zone).
         return Classified(kind=ResponseKind.SERVER_ERROR, reason="forwarder reply without RA")
-    if forwarding:
-        zone = "."
-    dropped: list[tuple[str, str]] = [(text, "malformed record") for text in reply.malformed]
-    reply = _only_class(reply, question.rclass, dropped)
+    zone = reply.zone
     if reply.rcode == Rcode.YXDOMAIN:
-        chain = tuple(rr for rr in reply.answer if rr.rtype == RRType.DNAME and _in_zone(rr, zone)
+        chain = tuple(rr for rr in reply.answer if rr.rtype == RRType.DNAME
                       and names.is_subdomain(question.name, rr.name))
         if not chain:
             return Classified(kind=ResponseKind.SERVER_ERROR, reason="YXDOMAIN without a DNAME")
-        return Classified(kind=ResponseKind.YXDOMAIN, answer=chain, dropped=tuple(dropped))
+        return Classified(kind=ResponseKind.YXDOMAIN, answer=chain)
     # A forwarder resolved the whole chain for us: it is the one source we have.
-    answer_chain, target, final = _follow_chain(
-        question, reply, zone, dropped, trust_chain=forwarding
-    )
-    soa = _negative_soa(reply, zone, question, target)
+    answer_chain, target, final = _follow_chain(question, reply, trust_chain=forwarding)
+    soa = _negative_soa(reply, target)
 
     recursive_lame = reply.ra and not reply.aa and not forwarding and not accept_recursive
     if answer_chain and recursive_lame:
@@ -93,21 +84,21 @@ def classify(
             kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)"
         )
     if final:
-        return Classified(kind=ResponseKind.ANSWER, answer=answer_chain, dropped=tuple(dropped))
+        return Classified(kind=ResponseKind.ANSWER, answer=answer_chain)
     if reply.rcode == Rcode.NXDOMAIN:  # RFC 6604 §2: about the last name of the chain
-        return _negative(ResponseKind.NXDOMAIN, answer_chain, soa, dropped, target=target)
+        return Classified(kind=ResponseKind.NXDOMAIN, answer=answer_chain, soa=soa,
+                          target=target)
     if answer_chain:
         if soa is not None:
-            return _negative(ResponseKind.NODATA, answer_chain, soa, dropped, target=target)
-        return Classified(
-            kind=ResponseKind.CNAME, answer=answer_chain, target=target, dropped=tuple(dropped)
-        )
-    referral = _referral(reply, zone, question.name, dropped, harden_glue=harden_glue)
+            return Classified(kind=ResponseKind.NODATA, answer=answer_chain, soa=soa,
+                              target=target)
+        return Classified(kind=ResponseKind.CNAME, answer=answer_chain, target=target)
+    referral = _referral(reply, zone, question.name)
     if referral is not None:
         if forwarding:
             return Classified(kind=ResponseKind.LAME, reason="referral from a forwarder")
-        return Classified(kind=ResponseKind.REFERRAL, delegation=referral, dropped=tuple(dropped))
-    if _has_ns_at_or_above(reply, zone, question.name) and soa is None:
+        return Classified(kind=ResponseKind.REFERRAL, delegation=referral)
+    if _refers_elsewhere(reply, zone, question.name) and soa is None:
         return Classified(kind=ResponseKind.LAME, reason="referral upwards or sideways")
     if not forwarding and not reply.answer and not reply.authority:
         # Not a record in sight, not even the SOA a NODATA carries (RFC 2308 §2.2): a
@@ -117,55 +108,19 @@ def classify(
         return Classified(
             kind=ResponseKind.LAME, reason="recursive reply without authority (RA=1, AA=0)"
         )
-    return _negative(ResponseKind.NODATA, (), soa, dropped)
-
-
-def _only_class(reply: Message, rclass: int, dropped: list[tuple[str, str]]) -> Message:
-    """Records of another class than the question's say nothing about it (RFC 1034 §4.3.2)."""
-    sections = (reply.answer, reply.authority, reply.additional)
-    if all(rr.rclass == rclass for section in sections for rr in section):
-        return reply
-    for section in sections:
-        dropped.extend((rr.to_text(), "other class") for rr in section if rr.rclass != rclass)
-    return replace(
-        reply,
-        answer=tuple(rr for rr in reply.answer if rr.rclass == rclass),
-        authority=tuple(rr for rr in reply.authority if rr.rclass == rclass),
-        additional=tuple(rr for rr in reply.additional if rr.rclass == rclass),
-    )
-
-
-def _negative(
-    kind: ResponseKind,
-    chain: tuple[Record, ...],
-    soa: Record | None,
-    dropped: list[tuple[str, str]],
-    *,
-    target: str | None = None,
-) -> Classified:
-    return Classified(kind=kind, answer=chain, soa=soa, target=target, dropped=tuple(dropped))
-
+    return Classified(kind=ResponseKind.NODATA, soa=soa)
 
 
 def _follow_chain(
-    question: Question,
-    reply: Message,
-    zone: str,
-    dropped: list[tuple[str, str]],
-    *,
-    trust_chain: bool,
+    question: Question, reply: ScrubbedReply, *, trust_chain: bool
 ) -> tuple[tuple[Record, ...], str, bool]:
     """Walk the answer section from the question name along CNAME/DNAME records.
 
     Returns (records on the chain plus final data, the name where the chain ends,
-    whether final data for the question type was found). Records outside the zone
-    or off the chain are dropped (RFC 2181 §5.4.1).
+    whether final data for the question type was found). Records off the chain are
+    left out.
     """
-    pool = [rr for rr in reply.answer if rr.rclass == question.rclass]
-    for rr in reply.answer:
-        if not _in_zone(rr, zone):
-            dropped.append((rr.to_text(), f"answer record outside {zone}"))
-    pool = [rr for rr in pool if _in_zone(rr, zone)]
+    pool = list(reply.answer)
     chain: list[Record] = []
     current = question.name
     seen = {current}
@@ -226,18 +181,16 @@ def synthesize_cname(dname: Record, name: str) -> Record | None:
         return None
 
 
-def _negative_soa(reply: Message, zone: str, question: Question, target: str) -> Record | None:
+def _negative_soa(reply: ScrubbedReply, target: str) -> Record | None:
     for rr in reply.authority:
-        if rr.rtype == RRType.SOA and _in_zone(rr, zone) and names.is_subdomain(target, rr.name):
+        if rr.rtype == RRType.SOA and names.is_subdomain(target, rr.name):
             return rr
     return None
 
 
-def _referral(
-    reply: Message, zone: str, qname: str, dropped: list[tuple[str, str]], *, harden_glue: bool
-) -> Delegation | None:
-    """A delegation to a zone strictly below `zone` and at or above `qname`, with glue from
-    within the bailiwick."""
+def _referral(reply: ScrubbedReply, zone: str, qname: str) -> Delegation | None:
+    """A delegation to a zone strictly below `zone` and at or above `qname`, with the glue
+    scrubbing kept for its name servers."""
     ns_records = [rr for rr in reply.authority if rr.rtype == RRType.NS]
     if not ns_records or (reply.answer and reply.aa):
         return None
@@ -245,38 +198,23 @@ def _referral(
     if cut == zone or not names.is_subdomain(cut, zone) or not names.is_subdomain(qname, cut):
         return None
     ns_set = [rr for rr in ns_records if rr.name == cut]
-    ns_names = {rr.target for rr in ns_set}
-    glue: list[Record] = []
-    for rr in reply.additional:
-        if rr.rtype not in (RRType.A, RRType.AAAA) or rr.name not in ns_names:
-            continue
-        if harden_glue and not names.is_subdomain(rr.name, zone):  # Unbound harden-glue
-            dropped.append((rr.to_text(), f"glue outside {zone}"))
-            continue
-        glue.append(rr)
-    delegation = delegation_from_records(cut, ns_set + glue, source="referral")
-    return Delegation(
-        zone=delegation.zone,
-        servers=delegation.servers,
-        source="referral",
-        ttl=delegation.ttl,
-        glue_dropped=tuple(dropped),
-    )
+    glue = reply.addresses_of({rr.target for rr in ns_set})
+    return delegation_from_records(cut, ns_set + glue, source="referral")
 
 
-def _has_ns_at_or_above(reply: Message, zone: str, qname: str) -> bool:
+def _refers_elsewhere(reply: ScrubbedReply, zone: str, qname: str) -> bool:
     """A referral that does not lead down: upwards, sideways, or to the zone itself.
 
     The zone's own NS set in an authoritative reply is no referral: it is how many
     servers say NODATA (RFC 2308 §2.2 type 3 without SOA).
     """
+    if reply.ns_outside_zone:
+        return True
     for rr in reply.authority:
         if rr.rtype != RRType.NS:
             continue
         if rr.name == zone and reply.aa:
             continue
-        if rr.name == zone or names.is_subdomain(zone, rr.name):
-            return True
-        if not names.is_subdomain(qname, rr.name):
+        if rr.name == zone or not names.is_subdomain(qname, rr.name):
             return True
     return False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from resolver.dns import names
@@ -34,7 +34,6 @@ class Delegation:
     #: True for forwarders: the servers recurse for us (RD=1).
     recursion_desired: bool = False
     ttl: int = 0
-    glue_dropped: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def has_addresses(self) -> bool:

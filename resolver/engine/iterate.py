@@ -13,6 +13,7 @@ from resolver.dns import names
 from resolver.dns.wire import Message, Question, Rcode, Record, RRType
 from resolver.engine.classify import Classified, ResponseKind
 from resolver.engine.delegation import Delegation, delegation_from_records
+from resolver.engine.scrub import ScrubbedReply
 
 
 def mixed_case(name: str, rng: random.Random) -> str:
@@ -48,14 +49,16 @@ class Minimiser:
         self.enabled = False
 
 
-def zone_in_answer(asked: Question, classified: Classified, reply: Message) -> Delegation | None:
+def zone_in_answer(
+    asked: Question, classified: Classified, reply: ScrubbedReply
+) -> Delegation | None:
     """An NS answer for a minimised name: that name is a zone apex (RFC 9156 §3)."""
     if asked.rtype != RRType.NS or classified.kind is not ResponseKind.ANSWER:
         return None
     ns_set = [rr for rr in classified.answer if rr.rtype == RRType.NS and rr.name == asked.name]
     if not ns_set:
         return None
-    glue = [rr for rr in reply.additional if rr.rtype in (RRType.A, RRType.AAAA)]
+    glue = reply.addresses_of({rr.target for rr in ns_set})
     found = delegation_from_records(asked.name, ns_set + glue, source="minimisation")
     return found if found.has_addresses else None
 
@@ -68,12 +71,13 @@ def from_child_side(question: Question, classified: Classified) -> bool:
     return classified.kind is ResponseKind.CNAME
 
 
-def glue_answering(question: Question, delegation: Delegation, reply: Message) -> list[Record]:
-    """Address records in a referral's glue that answer `question` itself."""
+def glue_answering(
+    question: Question, delegation: Delegation, reply: ScrubbedReply
+) -> list[Record]:
+    """Address records in a referral's scrubbed glue that answer `question` itself."""
     if question.rtype not in (RRType.A, RRType.AAAA) or question.name not in delegation.names():
         return []
-    return [rr for rr in reply.additional
-            if rr.name == question.name and rr.rtype == question.rtype]
+    return [rr for rr in reply.addresses_of({question.name}) if rr.rtype == question.rtype]
 
 
 def reply_mismatch(reply: Message, query_id: int, question: Question) -> str:

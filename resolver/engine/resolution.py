@@ -86,6 +86,7 @@ from resolver.engine.network import (
     UpstreamTimeout,
     server_from_spec,
 )
+from resolver.engine.scrub import ScrubbedReply, scrub
 from resolver.engine.selection import Candidate, ServerSelection
 from resolver.engine.settings import EngineSettings
 
@@ -384,9 +385,6 @@ class Resolution:
                            nameservers=tuple(cut.names()))
                 continue
             reply, classified = result
-            if classified.dropped:
-                self._emit(RecordsDropped, depth,
-                           records=tuple(f"{text}: {why}" for text, why in classified.dropped))
             if is_ds and from_child_side(question, classified) and not relocated:
                 # The server answered from the child zone; find the parent's servers.
                 relocated = True
@@ -401,8 +399,7 @@ class Resolution:
             ):
                 # The parent refers us to the child: it holds no DS there (insecure delegation).
                 return Classified(kind=ResponseKind.NODATA)
-            admit(self.cache, reply, classified, cut, asked,
-                  harden_glue=self.settings.harden_glue)
+            admit(self.cache, reply, classified, cut, asked)
             if asked != question and classified.kind is not ResponseKind.REFERRAL:
                 found = zone_in_answer(asked, classified, reply)
                 if found is not None:  # the minimised name is a zone apex
@@ -514,8 +511,7 @@ class Resolution:
         reply, classified = result
         if classified.kind is not ResponseKind.ANSWER:
             return None
-        admit(self.cache, reply, classified, self.state.root_hints, question,
-              harden_glue=self.settings.harden_glue)
+        admit(self.cache, reply, classified, self.state.root_hints, question)
         return self.cache.closest_delegation(".")
 
     def _with_known_addresses(self, delegation: Delegation) -> Delegation:
@@ -537,12 +533,12 @@ class Resolution:
 
     def _ask_zone(
         self, cut: Delegation, question: Question, depth: int
-    ) -> Generator[SendQuery, Reply, tuple[Message, Classified] | Failure]:
+    ) -> Generator[SendQuery, Reply, tuple[ScrubbedReply, Classified] | Failure]:
         """Get a usable reply from one of the zone's servers, trying the next on failure."""
         attempts = _Attempts(servers=list(cut.servers))
         sends = 0
         last_problem = f"no server of {cut.zone} could be reached"
-        last_resort: tuple[Message, Classified] | None = None
+        last_resort: tuple[ScrubbedReply, Classified] | None = None
         while True:
             candidates = self._candidates(cut, attempts, depth)
             if not candidates:
@@ -570,8 +566,7 @@ class Resolution:
                 if classified.reason == EMPTY_REPLY:
                     last_resort = (reply, Classified(kind=ResponseKind.NODATA))
                 elif reply.ra:
-                    relaxed = classify(question, reply, cut.zone, accept_recursive=True,
-                                       harden_glue=self.settings.harden_glue)
+                    relaxed = classify(question, reply, accept_recursive=True)
                     if relaxed.kind not in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
                         last_resort = (reply, relaxed)
             if classified.kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
@@ -688,8 +683,12 @@ class Resolution:
 
     def _query_server(
         self, cut: Delegation, server: Candidate, question: Question, depth: int
-    ) -> Generator[SendQuery, Reply, tuple[Message, Classified] | Failure]:
-        """One server: UDP first, TCP when truncated, without EDNS after a FORMERR."""
+    ) -> Generator[SendQuery, Reply, tuple[ScrubbedReply, Classified] | Failure]:
+        """One server: UDP first, TCP when truncated, without EDNS after a FORMERR.
+
+        The reply pipeline starts here: the decoded reply is scrubbed at once and only
+        the scrubbed reply travels on (classify, then admission).
+        """
         transport = Transport.TCP if self.settings.tcp_upstream else Transport.UDP
         use_edns = True
         use_caps = self.settings.use_caps_for_id and not cut.recursion_desired
@@ -702,8 +701,9 @@ class Resolution:
                 continue
             if isinstance(reply, Failure):
                 return reply
-            classified = classify(question, reply, cut.zone, forwarding=cut.recursion_desired,
-                                  harden_glue=self.settings.harden_glue)
+            scrubbed = scrub(question, reply, cut.zone, forwarding=cut.recursion_desired,
+                             harden_glue=self.settings.harden_glue)
+            classified = classify(question, scrubbed, forwarding=cut.recursion_desired)
             self._emit(
                 ReplyReceived, depth, address=server.address,
                 rtt_ms=round((self.now - self._sent_at) * 1000, 3), rcode=rcode_name(reply.rcode),
@@ -715,12 +715,15 @@ class Resolution:
                 transport = Transport.TCP  # RFC 7766 §5: retry the same server over TCP
                 continue
             if classified.kind is ResponseKind.TRUNCATED:
-                return reply, replace(classified, kind=ResponseKind.SERVER_ERROR,
-                                      reason="truncated over TCP")
+                return scrubbed, replace(classified, kind=ResponseKind.SERVER_ERROR,
+                                         reason="truncated over TCP")
             if reply.rcode == Rcode.FORMERR and reply.edns is None and use_edns:
                 use_edns = False  # RFC 6891 §7: a server that does not know EDNS
                 continue
-            return reply, classified
+            if scrubbed.dropped:
+                self._emit(RecordsDropped, depth,
+                           records=tuple(d.describe() for d in scrubbed.dropped))
+            return scrubbed, classified
 
     def _exchange(
         self,

@@ -7,6 +7,7 @@ import random
 from resolver.dns.wire import Message, Question, Rcode, RRType, parse_record
 from resolver.engine.delegation import Delegation, NameServer
 from resolver.engine.iterate import Minimiser, glue_answering, mixed_case, reply_mismatch
+from resolver.engine.scrub import scrub
 
 WWW = Question("www.example.com.", RRType.AAAA)
 COM = Delegation(zone="com.", servers=(NameServer("a.gtld-servers.net.", ("192.0.2.1",)),))
@@ -54,7 +55,9 @@ def test_glue_answering_finds_the_address_asked_for_in_a_referral() -> None:
     ns = Question("ns.example.com.", RRType.A)
     delegation = Delegation(zone="example.com.", servers=(NameServer("ns.example.com."),))
     glue = parse_record("ns.example.com. 3600 IN A 192.0.2.53")
-    reply = Message(id=1, qr=True, opcode=0, rcode=0, additional=(glue,))
+    referral = Message(id=1, qr=True, opcode=0, rcode=0, additional=(glue,), authority=(
+        parse_record("example.com. 3600 IN NS ns.example.com."),))
+    reply = scrub(ns, referral, "com.")
     assert glue_answering(ns, delegation, reply) == [glue]
     assert glue_answering(Question("www.example.com.", RRType.A), delegation, reply) == []
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dnslib
 
-from resolver.dns.wire import RRType
+from resolver.dns.wire import Rcode, RRType
 from resolver.engine.events import RecordsDropped
 from resolver.engine.settings import EngineSettings
 from tests.unit.test_engine import IBM, UTOPIA, edit, lab, texts
@@ -75,3 +75,50 @@ def test_one_record_whose_rdlength_does_not_fit_its_type_is_dropped_not_the_repl
     assert lab_.cache.rrset("dns9.networkutopia.com.", RRType.A) is None
     dropped = [e for e in events if isinstance(e, RecordsDropped)]
     assert any("dns9.networkutopia.com. A" in text for e in dropped for text in e.records)
+
+
+def _with_authority(*records: str):  # type: ignore[no-untyped-def]
+    def rewrite(query: bytes, reply: bytes) -> bytes:
+        def change(r: dnslib.DNSRecord) -> None:
+            for text in records:
+                r.add_auth(*dnslib.RR.fromZone(text))
+        return edit(reply, change)
+    return rewrite
+
+
+def test_an_ns_set_for_a_zone_above_the_one_asked_is_not_cached() -> None:
+    """The networkutopia.com servers cannot speak for com (RFC 2181 §5.4.1): their NS set
+    for com, and its address, are promiscuous data and never replace the real ones."""
+    lab_ = lab(settings=EngineSettings(qname_minimisation=False))
+    lab_.network.rewrite[UTOPIA] = edit_both(
+        _with_authority("com. 3600 IN NS ns.evil.test."),
+        _with_additional("ns.evil.test. 3600 IN A 6.6.6.10"))
+    outcome = lab_.resolve("www.networkutopia.com.")
+    assert texts(outcome) == ["www.networkutopia.com. A 212.212.212.2"]
+    cached = lab_.cache.rrset("com.", RRType.NS)
+    assert cached is None or all(rr.target != "ns.evil.test." for rr in cached)
+    assert lab_.cache.rrset("ns.evil.test.", RRType.A) is None
+    later = lab_.resolve("www.ibm.com.")
+    assert later.rcode == Rcode.NOERROR and texts(later)  # resolved through the real com
+    assert all(address != "6.6.6.10" for address, _, _ in lab_.network.log)
+
+
+def test_out_of_zone_glue_for_an_in_zone_ns_name_is_not_cached_or_used() -> None:
+    """An answer's NS set may name a server in another zone; its address in the additional
+    section is then glue from outside the bailiwick (harden-glue) and is set aside."""
+    lab_ = lab(settings=EngineSettings(qname_minimisation=False))
+    lab_.network.rewrite[UTOPIA] = edit_both(
+        _with_authority("networkutopia.com. 3600 IN NS ns.elsewhere.test."),
+        _with_additional("ns.elsewhere.test. 3600 IN A 6.6.6.11"))
+    events: list[object] = []
+    outcome = lab_.resolve("www.networkutopia.com.", observer=events.append)
+    assert texts(outcome) == ["www.networkutopia.com. A 212.212.212.2"]
+    assert lab_.cache.rrset("ns.elsewhere.test.", RRType.A) is None
+    dropped = [text for e in events if isinstance(e, RecordsDropped) for text in e.records]
+    assert any("6.6.6.11" in text and "glue outside the zone" in text for text in dropped)
+
+
+def edit_both(first, second):  # type: ignore[no-untyped-def]
+    def rewrite(query: bytes, reply: bytes) -> bytes:
+        return second(query, first(query, reply))
+    return rewrite
