@@ -27,6 +27,7 @@ from cachetools import TLRUCache
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
 from resolver.engine.delegation import Delegation, NameServer
+from resolver.engine.failure import Failure
 from resolver.engine.settings import CacheSettings
 
 #: An RRset stored again with an expiry this close to the stored one is the same entry:
@@ -84,7 +85,7 @@ class _NegativeEntry:
 
 @dataclass(frozen=True, slots=True)
 class _FailureEntry:
-    reason: str
+    failure: Failure
     expires_at: float
 
 
@@ -259,20 +260,20 @@ class RecordCache:
 
     # -- remembered failures (RFC 9520) -----------------------------------------
 
-    def store_failure(self, question: Question, reason: str) -> None:
+    def store_failure(self, question: Question, failure: Failure) -> None:
         ttl = self.settings.failure_ttl_s
         if self._hidden:
             return  # a failed prefetch must not turn the still-cached data into SERVFAIL
         if ttl > 0:
             self._entries[("fail", *_qkey(question))] = _FailureEntry(
-                reason=reason, expires_at=self._timer() + ttl
+                failure=failure, expires_at=self._timer() + ttl
             )
 
-    def failure(self, question: Question) -> str | None:
+    def failure(self, question: Question) -> Failure | None:
         entry = self._entries.get(("fail", *_qkey(question)))
         if not isinstance(entry, _FailureEntry) or entry.expires_at <= self._timer():
             return None
-        return entry.reason
+        return entry.failure
 
     def forget_failure(self, question: Question) -> None:
         """Drop the remembered failure of `question` (forward-first retries it by iterating)."""

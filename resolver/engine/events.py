@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from resolver.dns.wire import Rcode, Record
+from resolver.engine.failure import FailureKind
 from resolver.engine.network import ServerAddress, Transport
 
 
@@ -38,8 +39,10 @@ class Outcome:
     #: The answer as the record cache keeps it, when some TTL there is shorter than in the
     #: fresh reply (a ghost-domain clamp): what a cached copy of this reply must show.
     answer_as_cached: tuple[Record, ...] | None = None
-    #: Why a SERVFAIL happened, in words, for logs and extended errors.
+    #: Why a SERVFAIL happened, in words, for logs and the extended error's text.
     reason: str = ""
+    #: What kind of failure a SERVFAIL is: the extended error's code comes from it.
+    failure: FailureKind | None = None
     #: Upstream queries this resolution sent.
     queries_sent: int = 0
     #: Served from expired data (RFC 8767); the reply carries EDE 3 "Stale Answer".

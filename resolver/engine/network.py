@@ -50,8 +50,24 @@ class UpstreamTimeout(Exception):
     """No acceptable reply arrived before the deadline."""
 
 
+class TransportProblem(enum.Enum):
+    """What made an exchange fail at once, as far as the engine needs to know."""
+
+    #: ICMP port unreachable or a refused connection: the host is there, the server not.
+    NOBODY_LISTENS = "nobody listens"
+    #: No route to the network or host (ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL): for an
+    #: IPv6 server, a sign that this host has no working IPv6 at all.
+    NETWORK_UNREACHABLE = "network unreachable"
+    #: Anything else: a reset connection, a failed TLS handshake, no free socket.
+    OTHER = "other"
+
+
 class UpstreamError(Exception):
     """The exchange failed at once: connection refused or reset, network unreachable."""
+
+    def __init__(self, message: str, problem: TransportProblem = TransportProblem.OTHER) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 class Network(Protocol):

@@ -71,6 +71,7 @@ from resolver.engine.events import (
     TraceEvent,
     ZoneCutChosen,
 )
+from resolver.engine.failure import Failure, FailureKind
 from resolver.engine.iterate import (
     Minimiser,
     from_child_side,
@@ -82,6 +83,7 @@ from resolver.engine.iterate import (
 from resolver.engine.network import (
     ServerAddress,
     Transport,
+    TransportProblem,
     UpstreamError,
     UpstreamTimeout,
     server_from_spec,
@@ -97,10 +99,9 @@ Reply = bytes | UpstreamTimeout | UpstreamError
 class _OutOfBudget(Exception):
     """One of our own work limits ran out; the client gets SERVFAIL."""
 
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    reason: str
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
 
 
 @dataclass(slots=True)
@@ -179,7 +180,9 @@ class Resolution:
         self._deliver(token, UpstreamTimeout(), now)
 
     def on_error(self, token: int, error: Exception, now: float) -> None:
-        self._deliver(token, UpstreamError(str(error) or type(error).__name__), now)
+        if not isinstance(error, UpstreamError):
+            error = UpstreamError(str(error) or type(error).__name__)
+        self._deliver(token, error, now)
 
     def _deliver(self, token: int, reply: Reply, now: float) -> None:
         if token != self._pending_token:
@@ -206,8 +209,8 @@ class Resolution:
         try:
             outcome = yield from self._resolve(self.question, 0, "client question")
         except _OutOfBudget as exc:
-            outcome = Outcome(rcode=Rcode.SERVFAIL, reason=str(exc))
-            self.cache.store_failure(self.question, str(exc))
+            outcome = _servfail(exc.failure)
+            self.cache.store_failure(self.question, exc.failure)
         return replace(outcome, queries_sent=self.queries_sent)
 
     def _resolve(
@@ -233,7 +236,7 @@ class Resolution:
         if failure is not None:
             self._emit(CacheAnswered, depth, qname=question.name,
                        qtype=type_name(question.rtype), what="failure", ttl=0)
-            return Outcome(rcode=Rcode.SERVFAIL, reason=f"recently failed: {failure}")
+            return _servfail(Failure(failure.kind, f"recently failed: {failure.reason}"))
         chain: list[Record] = []
         current = question
         seen = {question.name}
@@ -248,8 +251,8 @@ class Resolution:
                 if isinstance(result, Classified):  # fresh data, as the cache will keep it
                     result = replace(result, answer=self._clamped(result.answer))
             if isinstance(result, Failure):
-                self.cache.store_failure(question, result.reason)
-                return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=result.reason)
+                self.cache.store_failure(question, result)
+                return _servfail(result, chain)
             chain.extend(rr for rr in result.answer if rr not in chain)
             if result.kind is ResponseKind.ANSWER:
                 return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain),
@@ -271,14 +274,14 @@ class Resolution:
                 return Outcome(rcode=rcode, answer=tuple(chain), authority=authority)
             assert result.target is not None
             if result.target in seen:
-                reason = f"CNAME loop at {result.target}"
-                self.cache.store_failure(question, reason)
-                return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=reason)
+                loop = Failure(FailureKind.CNAME_LOOP, f"CNAME loop at {result.target}")
+                self.cache.store_failure(question, loop)
+                return _servfail(loop, chain)
             seen.add(result.target)
             self._emit(CnameFollowed, depth, from_name=current.name, to_name=result.target)
             current = Question(result.target, question.rtype, question.rclass)
-        reason = f"CNAME chain longer than {self.limits.max_cname_chain}"
-        return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain), reason=reason)
+        return _servfail(Failure(FailureKind.WORK_LIMIT,
+                                 f"CNAME chain longer than {self.limits.max_cname_chain}"), chain)
 
     def _as_cached(self, chain: list[Record]) -> tuple[Record, ...] | None:
         """`chain` with the TTLs the cache keeps, if any is shorter (None: all the same)."""
@@ -429,7 +432,7 @@ class Resolution:
             if glue and depth > 0:
                 # Looking up a name server's address and the referral carries it as glue.
                 return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
-        return Failure(f"more than {self.limits.max_referrals} referrals")
+        return Failure(FailureKind.WORK_LIMIT, f"more than {self.limits.max_referrals} referrals")
 
     def _exists_without_cut(self, asked: Question) -> bool:
         """The cache shows data or a NODATA for a minimised name: it exists, and (as the
@@ -546,10 +549,12 @@ class Resolution:
                 if isinstance(found, Failure):
                     if last_resort is not None:
                         return last_resort  # every server recursion-lame: take what we have
-                    return Failure(f"{last_problem}; {found.reason}")
+                    return Failure(FailureKind.NO_REACHABLE_AUTHORITY,
+                                   f"{last_problem}; {found.reason}")
                 continue
             if sends >= self.limits.max_sends_per_name:
-                return Failure(f"{sends} queries to {cut.zone} without an answer")
+                return Failure(FailureKind.NO_REACHABLE_AUTHORITY,
+                               f"{sends} queries to {cut.zone} without an answer")
             fewest = min(attempts.tries.get(c.address, 0) for c in candidates)
             fresh = [c for c in candidates if attempts.tries.get(c.address, 0) == fewest]
             chosen = self.selection.choose(fresh, zone=cut.zone, now=self.now, rng=self.rng)
@@ -635,16 +640,18 @@ class Resolution:
     ) -> Generator[SendQuery, Reply, Failure | None]:
         """Resolve the address of one name server that came without glue."""
         if cut.recursion_desired:
-            return Failure("no forwarder answered")
+            return Failure(FailureKind.NO_REACHABLE_AUTHORITY, "no forwarder answered")
         pending = [ns for ns in attempts.servers if ns.name not in attempts.looked_up
                    and not any(not self._unusable(a) for a in ns.addresses)]
         allowed = self.limits.max_ns_names_per_delegation - len(attempts.looked_up)
         pending = pending[: max(0, allowed)]
         if not pending:
-            return Failure(f"no more servers to try for {cut.zone}")
+            return Failure(FailureKind.NO_REACHABLE_AUTHORITY,
+                           f"no more servers to try for {cut.zone}")
         if depth + 1 > self.limits.max_dependency_depth:
             deepest = self.limits.max_dependency_depth
-            return Failure(f"name-server lookups nested deeper than {deepest}")
+            return Failure(FailureKind.WORK_LIMIT,
+                           f"name-server lookups nested deeper than {deepest}")
         # Prefer names outside the zone: names inside need glue that was not given.
         pending.sort(key=lambda ns: names.is_subdomain(ns.name, cut.zone))
         ns = pending[0]
@@ -653,7 +660,8 @@ class Resolution:
         if not addresses:
             attempts.failed_lookups += 1
             if attempts.failed_lookups > self.limits.max_failed_ns_lookups:
-                return Failure(f"{attempts.failed_lookups} name-server lookups failed")
+                return Failure(FailureKind.NO_REACHABLE_AUTHORITY,
+                               f"{attempts.failed_lookups} name-server lookups failed")
             return None
         index = attempts.servers.index(ns)
         attempts.servers[index] = NameServer(ns.name, (*ns.addresses, *addresses))
@@ -778,7 +786,8 @@ class Resolution:
             return self._failed(depth, server, f"timeout after {round(timeout_s * 1000)} ms")
         if isinstance(outcome, UpstreamError):
             self.selection.record_lame(server.address, cut.zone, self.now)
-            if is_ipv6(server.address) and "unreachable" in str(outcome).lower():
+            if (is_ipv6(server.address)
+                    and outcome.problem is TransportProblem.NETWORK_UNREACHABLE):
                 self.selection.record_ipv6_unreachable(self.now)
             return self._failed(depth, server, f"transport error: {outcome}")
         try:
@@ -793,19 +802,24 @@ class Resolution:
             if outcome[12:name_end] != wire[12:name_end]:
                 self._emit(QueryFailed, depth, address=server.address,
                            error="reply does not echo the 0x20 letter case")
-                return _CaseNotEchoed(f"{server.ns_name} ({server.address}) ignores 0x20 case")
+                return _CaseNotEchoed(FailureKind.NO_REACHABLE_AUTHORITY,
+                                      f"{server.ns_name} ({server.address}) ignores 0x20 case")
         self.selection.record_rtt(server.address, self.now - self._sent_at)
         return reply
 
     def _failed(self, depth: int, server: Candidate, error: str) -> Failure:
         self._emit(QueryFailed, depth, address=server.address, error=error)
-        return Failure(f"{server.ns_name} ({server.address}): {error}")
+        return Failure(FailureKind.NO_REACHABLE_AUTHORITY,
+                       f"{server.ns_name} ({server.address}): {error}")
 
     def _check_budget(self) -> None:
         if self.queries_sent >= self.limits.max_upstream_queries:
-            raise _OutOfBudget(f"more than {self.limits.max_upstream_queries} upstream queries")
+            raise _OutOfBudget(Failure(
+                FailureKind.WORK_LIMIT,
+                f"more than {self.limits.max_upstream_queries} upstream queries"))
         if self.now - self.started >= self.limits.resolution_budget_s:
-            raise _OutOfBudget(f"no answer within {self.limits.resolution_budget_s:g} s")
+            raise _OutOfBudget(Failure(
+                FailureKind.OUT_OF_TIME, f"no answer within {self.limits.resolution_budget_s:g} s"))
 
 @dataclass(frozen=True, slots=True)
 class _QueryStyle:
@@ -816,6 +830,11 @@ class _QueryStyle:
 @dataclass(frozen=True, slots=True)
 class _CaseNotEchoed(Failure):
     """The reply matched but for the letter case of the question (0x20)."""
+
+
+def _servfail(failure: Failure, chain: list[Record] | None = None) -> Outcome:
+    return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain or ()), reason=failure.reason,
+                   failure=failure.kind)
 
 
 def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: float) -> str:

@@ -31,6 +31,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from resolver.dns.extended_errors import ExtendedError, ede_option
 from resolver.dns.scanner import MalformedMessage, ScannedMessage, scan_query
 from resolver.dns.wire import (
     CLASS_IN,
@@ -45,6 +46,7 @@ from resolver.dns.wire import (
     type_name,
 )
 from resolver.engine.events import Outcome
+from resolver.engine.failure import FailureKind
 from resolver.engine.network import Transport
 from resolver.server.acl import AccessControl, AclAction
 from resolver.server.answer_cache import AnswerCache
@@ -67,12 +69,6 @@ MAX_UDP_REPLY = 1232
 CLASSIC_UDP_REPLY = 512
 #: Queries of one client address waiting for resolution at once (Unbound wait-limit 1000).
 MAX_WAITING_PER_CLIENT = 1000
-_EDNS_OPTION_EDE = 15
-#: RFC 8914 §5.2 info-codes we use.
-EDE_NO_REACHABLE_AUTHORITY = 22
-EDE_OTHER = 0
-EDE_STALE_ANSWER = 3
-EDE_PROHIBITED = 18  # RFC 8914 §4.19: the client may not ask this (REFUSED by policy)
 _TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
 _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 
@@ -258,7 +254,8 @@ class QueryHandler:
             log.warning("forwarding loop: our own query for %s came back from %s; "
                         "answering SERVFAIL (check the upstreams' configuration)",
                         question, client.ip)
-            failed = Outcome(rcode=Rcode.SERVFAIL, reason="forwarding loop")
+            failed = Outcome(rcode=Rcode.SERVFAIL, reason="forwarding loop",
+                             failure=FailureKind.FORWARDING_LOOP)
             return self._count(self._reply(wire, query, client, failed))
         local = self.local_zones.answer(question) if self.local_zones is not None else None
         if local is not None:  # never sent upstream (RFC 6761, RFC 6303)
@@ -307,12 +304,13 @@ class QueryHandler:
         edns = None
         if query.edns is not None:
             options: tuple[tuple[int, bytes], ...] = ()
-            if outcome.rcode == Rcode.SERVFAIL and outcome.reason:
-                options = ((_EDNS_OPTION_EDE, _ede(outcome.reason)),)
+            if outcome.rcode == Rcode.SERVFAIL and outcome.failure is not None:
+                options = (ede_option(outcome.failure.ede_code, outcome.reason),)
             elif outcome.rcode == Rcode.REFUSED:
-                options = ((_EDNS_OPTION_EDE, struct.pack("!H", EDE_PROHIBITED)),)
+                # RFC 8914 §4.19: the client may not ask this (REFUSED by policy).
+                options = (ede_option(ExtendedError.PROHIBITED),)
             elif outcome.stale:  # RFC 8767 §4 / RFC 8914 §5.2: say the answer is stale
-                options = ((_EDNS_OPTION_EDE, struct.pack("!H", EDE_STALE_ANSWER)),)
+                options = (ede_option(ExtendedError.STALE_ANSWER),)
             # RFC 3225 §3: the DO bit of the query is copied into the reply.
             edns = Edns(udp_size=MAX_UDP_REPLY, do=query.edns.do, options=options)
         message = Message(
@@ -440,14 +438,6 @@ def _servfail_for(wire: bytes) -> bytes | None:
     if len(wire) < 12 or wire[2] & 0x80:
         return None
     return _header_reply(wire, Rcode.SERVFAIL, with_opt=False)
-
-
-def _ede(reason: str) -> bytes:
-    unreachable = ("timeout", "reached", "reachable", "no server", "no more servers",
-                   "no answer within")
-    code = EDE_NO_REACHABLE_AUTHORITY if any(w in reason for w in unreachable) else EDE_OTHER
-    return struct.pack("!H", code) + reason.encode("utf-8", "replace")[:200]
-
 
 
 #: Names of the 16 header rcodes, computed once: counting must stay cheap on the hot path.

@@ -28,6 +28,7 @@ from resolver.dns import names
 from resolver.dns.wire import Question, Rcode
 from resolver.engine.driver import Clock, drive
 from resolver.engine.events import Outcome, TraceEvent
+from resolver.engine.failure import FailureKind
 from resolver.engine.network import Network
 from resolver.engine.resolution import Resolution, SharedState
 from resolver.engine.settings import EngineSettings
@@ -183,7 +184,7 @@ class ResolverService:
             # than queue without bound; cached answers never get here.
             self.overloaded += 1
             busy: asyncio.Future[Outcome] = loop.create_future()
-            busy.set_result(Outcome(rcode=Rcode.SERVFAIL, reason=(
+            busy.set_result(Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.OVERLOADED, reason=(
                 f"resolver busy: {len(self._in_flight)} resolutions in progress")))
             return busy
         task = loop.create_task(self._run_registered(question))
@@ -198,7 +199,8 @@ class ResolverService:
             return outcome
         except Exception as exc:  # never leave waiters hanging
             log.exception("internal error resolving %s", question)
-            return Outcome(rcode=Rcode.SERVFAIL, reason=f"internal error: {exc!r}")
+            return Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.INTERNAL_ERROR,
+                           reason=f"internal error: {exc!r}")
         finally:
             if self._in_flight.get(question) is asyncio.current_task():
                 del self._in_flight[question]
@@ -279,7 +281,7 @@ class ResolverService:
         try:
             return await asyncio.wait_for(asyncio.shield(self._shared(question)), budget)
         except TimeoutError:
-            return Outcome(rcode=Rcode.SERVFAIL, reason=(
+            return Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.OUT_OF_TIME, reason=(
                 f"no answer within {budget:g} s: no reachable authority (still trying)"))
 
     async def _run_safely(
@@ -289,7 +291,8 @@ class ResolverService:
             return await self._run(question, observer)
         except Exception as exc:  # an engine bug must not take the listener down
             log.exception("internal error resolving %s", question)
-            return Outcome(rcode=Rcode.SERVFAIL, reason=f"internal error: {exc!r}")
+            return Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.INTERNAL_ERROR,
+                           reason=f"internal error: {exc!r}")
 
     async def _run(
         self, question: Question, observer: Callable[[TraceEvent], None] | None,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import resource
 import socket
@@ -31,7 +32,13 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
+from resolver.engine.network import (
+    ServerAddress,
+    Transport,
+    TransportProblem,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 if TYPE_CHECKING:
     from resolver.upstream.tls import DotClient
@@ -167,7 +174,8 @@ class AsyncioNetwork:
             raise
         except OSError as exc:  # EMFILE, ENETUNREACH, ECONNREFUSED, ECONNRESET, ...
             self.errors += 1
-            raise UpstreamError(f"{server} ({transport.value}): {exc}") from exc
+            raise UpstreamError(f"{server} ({transport.value}): {exc}",
+                                transport_problem(exc)) from exc
         finally:
             self.in_use -= 1
 
@@ -204,12 +212,14 @@ class AsyncioNetwork:
                     data = await loop.sock_recv(sock, _MAX_UDP_DATAGRAM)
                 except ConnectionRefusedError:
                     # ICMP port unreachable on a connected socket: nobody listens there.
-                    raise UpstreamError(f"{server} (udp): port unreachable (ICMP)") from None
+                    raise UpstreamError(f"{server} (udp): port unreachable (ICMP)",
+                                        TransportProblem.NOBODY_LISTENS) from None
                 except OSError as exc:
                     # Other ICMP errors may be forged; they must not end the exchange (TuDoor).
                     errors += 1
                     if errors > _MAX_IGNORED_SOCKET_ERRORS:
-                        raise UpstreamError(f"{server} (udp): {exc}") from exc
+                        raise UpstreamError(f"{server} (udp): {exc}",
+                                            transport_problem(exc)) from exc
                     continue
                 if matcher.matches(data):
                     return data
@@ -275,3 +285,15 @@ def omit_path_mtu_discovery(sock: socket.socket) -> None:
         return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_IP, option, value)
+
+
+_NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL})
+
+
+def transport_problem(exc: OSError) -> TransportProblem:
+    """The engine's view of a socket error."""
+    if exc.errno in _NO_ROUTE:
+        return TransportProblem.NETWORK_UNREACHABLE
+    if isinstance(exc, ConnectionRefusedError):
+        return TransportProblem.NOBODY_LISTENS
+    return TransportProblem.OTHER

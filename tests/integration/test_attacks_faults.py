@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, DNSRecord
 
+from resolver.dns.extended_errors import ExtendedError
 from resolver.dns.wire import Rcode
 from resolver.engine.network import Transport
 from resolver.engine.selection import DOWN_AFTER_TIMEOUTS
 from resolver.engine.settings import Limits
-from resolver.server.handler import EDE_NO_REACHABLE_AUTHORITY
 from tests.support.fakeauth import (
     FakeAuth,
     FakeNet,
@@ -100,7 +100,7 @@ def test_all_servers_black_holed_servfail_within_budget(tmp_path: Path) -> None:
           f"resolution went on until {resolution_s:.2f} s: {cost} upstream packets "
           f"({at_holes} to the dead servers); a retry after it: {after_cost}")
     assert reply.header.rcode == Rcode.SERVFAIL
-    assert EDE_NO_REACHABLE_AUTHORITY in ede_codes(reply)
+    assert ExtendedError.NO_REACHABLE_AUTHORITY in ede_codes(reply)
     assert elapsed <= BUDGET_S
     assert retry.header.rcode == Rcode.SERVFAIL
     assert cost <= LIMITS.max_sends_per_name

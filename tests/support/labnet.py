@@ -33,8 +33,9 @@ class FakeClock:
 class LabNetwork:
     """Delivers each query to the lab server at that address; counts what each receives.
 
-    `silent` addresses never answer (a black hole); `rewrite` lets a test tamper with
-    a server's reply bytes.
+    `silent` addresses never answer (a black hole); `failing` ones fail at once with the
+    given error (ICMP unreachable, no route); `rewrite` lets a test tamper with a server's
+    reply bytes.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class LabNetwork:
         self.received: Counter[str] = Counter()
         self.log: list[tuple[str, Transport, bytes]] = []
         self.silent: set[str] = set()
+        self.failing: dict[str, UpstreamError] = {}
         self.rewrite: dict[str, Callable[[bytes, bytes], bytes]] = {}
 
     async def exchange(
@@ -58,6 +60,8 @@ class LabNetwork:
     ) -> bytes:
         self.received[server.ip] += 1
         self.log.append((server.ip, transport, query))
+        if server.ip in self.failing:
+            raise self.failing[server.ip]
         authority = self.authorities.get(server.ip)
         if authority is None:
             raise UpstreamError(f"nothing listens on {server}")

@@ -12,8 +12,11 @@ import pytest
 
 from resolver.dns.wire import Question, Rcode, Record, RRType, parse_record, parse_records
 from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.failure import Failure, FailureKind
 from resolver.engine.settings import CacheSettings
 from tests.support.labnet import FakeClock
+
+TIMED_OUT = Failure(FailureKind.NO_REACHABLE_AUTHORITY, "all servers timed out")
 
 SOA = "example. {ttl} IN SOA ns.example. host.example. 1 7200 900 1209600 {minimum}"
 
@@ -288,9 +291,9 @@ def test_cache_failure_is_remembered_for_failure_ttl(clock: FakeClock) -> None:
     """A failed resolution is remembered at least one second, then forgotten (RFC 9520 §3.2)."""
     cache = make_cache(clock, failure_ttl_s=1)
     question = Question("broken.example.", RRType.A)
-    cache.store_failure(question, "all servers timed out")
+    cache.store_failure(question, TIMED_OUT)
     clock.advance(0.5)
-    assert cache.failure(question) == "all servers timed out"
+    assert cache.failure(question) == TIMED_OUT
     assert cache.failure(Question("broken.example.", RRType.AAAA)) is None
     clock.advance(0.5)
     assert cache.failure(question) is None

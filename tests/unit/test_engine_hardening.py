@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, RRType
+from resolver.engine.network import TransportProblem, UpstreamError
 from resolver.engine.settings import EngineSettings
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
@@ -72,6 +75,26 @@ def test_ipv6_servers_are_demoted_after_network_unreachable() -> None:
     chosen_after = {selection.choose([v4, v6], zone="x.", now=1.0, rng=random.Random(i)).address
                     for i in range(20)}
     assert chosen_after == {"192.0.2.1"}
+
+
+@pytest.mark.parametrize(("problem", "demoted"), [
+    (TransportProblem.NETWORK_UNREACHABLE, True), (TransportProblem.NOBODY_LISTENS, False)])
+def test_only_no_route_to_an_ipv6_server_demotes_ipv6(problem: TransportProblem,
+                                                      demoted: bool) -> None:
+    """No route (ENETUNREACH) says this host lacks IPv6; a port unreachable says only that
+    one server is not there. The engine reads the typed problem, never the message."""
+    from tests.unit.test_engine import world, zone
+
+    v6 = "fd00::53"
+    lab_ = world({"127.1.0.1": [zone(".", f"ns.root. IN A 127.1.0.1\ntest. IN NS ns.test.\n"
+                                     f"ns.test. IN AAAA {v6}\nns.test. IN A 127.1.0.2")],
+                  "127.1.0.2": [zone("test.", "ns IN A 127.1.0.2\nwww IN A 192.0.2.1")]},
+                 root_address="127.1.0.1")
+    lab_.network.failing[v6] = UpstreamError("words that say nothing", problem)
+    outcome = lab_.resolve("www.test.")
+    assert outcome.rcode == Rcode.NOERROR
+    assert lab_.network.received[v6] >= 1
+    assert (lab_.service.state.selection.ipv6_unreachable_until > 0) is demoted
 
 
 def test_service_refuses_new_resolutions_beyond_the_concurrency_cap() -> None:

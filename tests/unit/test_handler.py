@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from resolver.dns.extended_errors import EDNS_OPTION_EDE, ExtendedError
 from resolver.dns.wire import Message, Question, Rcode, RRType, decode
+from resolver.engine.events import Outcome
+from resolver.engine.failure import FailureKind
 from resolver.engine.network import Transport
 from resolver.server.handler import QueryHandler
 from resolver.server.listener import Client
@@ -421,6 +424,29 @@ def test_handler_resolution_failure_is_servfail_with_extended_error(setup: Setup
     assert 15 in codes
     info_code = struct.unpack("!H", codes[15][:2])[0]
     assert info_code == 22  # No Reachable Authority (RFC 8914 §4.23)
+
+
+@pytest.mark.parametrize(("kind", "words", "code"), [
+    (FailureKind.WORK_LIMIT, "no server could be reached, timeout", ExtendedError.OTHER),
+    (FailureKind.NO_REACHABLE_AUTHORITY, "something else", ExtendedError.NO_REACHABLE_AUTHORITY),
+    (FailureKind.OUT_OF_TIME, "", ExtendedError.NO_REACHABLE_AUTHORITY),
+    (FailureKind.CNAME_LOOP, "CNAME loop at a.example.", ExtendedError.OTHER),
+])
+def test_extended_error_code_comes_from_the_failure_kind_never_from_its_words(
+        kind: FailureKind, words: str, code: ExtendedError) -> None:
+    """RFC 8914: the info-code follows the kind of failure; the words go to EXTRA-TEXT."""
+
+    class Failing:
+        async def resolve(self, question: Question, **_: object) -> Outcome:
+            return Outcome(rcode=Rcode.SERVFAIL, reason=words, failure=kind)
+
+    handler = QueryHandler(Failing())  # type: ignore[arg-type]
+    data = asyncio.run(handler.handle(query(edns=1232), UDP))
+    assert data is not None
+    message = decode(data)
+    assert message.rcode == Rcode.SERVFAIL and message.edns is not None
+    options = [payload for option, payload in message.edns.options if option == EDNS_OPTION_EDE]
+    assert options == [struct.pack("!H", code) + words.encode()]
 
 
 def test_handler_servfail_without_edns_has_no_opt(setup: Setup) -> None:

@@ -11,6 +11,7 @@ import asyncio
 from resolver.dns.wire import Question, Rcode, RRType, decode, make_query, parse_records
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.events import Outcome
+from resolver.engine.failure import Failure, FailureKind
 from resolver.engine.network import Transport
 from resolver.engine.settings import CacheSettings
 from resolver.server.answer_cache import AnswerCache
@@ -19,6 +20,8 @@ from resolver.server.listener import Client
 from resolver.service.prefetch import PREFETCH_FRACTION, rrsets_due
 from resolver.service.resolver_service import PREFETCH_RETRY_S, ResolverService
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
+
+TIMED_OUT = Failure(FailureKind.NO_REACHABLE_AUTHORITY, "all servers timed out")
 
 WWW = Question("www.networkutopia.com.", RRType.A)
 IBM = Question("www.ibm.com.", RRType.A)
@@ -162,7 +165,7 @@ def test_prefetch_cache_view_hides_only_the_refreshed_rrsets() -> None:
     assert view.store_rrset(parse_records("a.example. 300 IN A 192.0.2.9"), Rank.ANSWER)
     fresh = cache.rrset("a.example.", RRType.A)
     assert fresh is not None and fresh[0].address == "192.0.2.9"
-    view.store_failure(Question("a.example.", RRType.A), "timeout")
+    view.store_failure(Question("a.example.", RRType.A), TIMED_OUT)
     assert cache.failure(Question("a.example.", RRType.A)) is None
 
 

@@ -10,6 +10,7 @@ import asyncio
 
 from resolver.dns.wire import Question, Rcode, RRType, decode, make_query, parse_records
 from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.failure import Failure, FailureKind
 from resolver.engine.network import ServerAddress, Transport
 from resolver.engine.settings import CacheSettings
 from resolver.server.handler import QueryHandler
@@ -17,6 +18,8 @@ from resolver.server.listener import Client
 from resolver.service.resolver_service import ResolverService
 from resolver.service.stale import stale_answer
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
+
+TIMED_OUT = Failure(FailureKind.NO_REACHABLE_AUTHORITY, "all servers timed out")
 
 WWW = Question("www.networkutopia.com.", RRType.A)
 NOTHERE = Question("nothere.networkutopia.com.", RRType.A)
@@ -233,8 +236,8 @@ def test_serve_stale_cache_does_not_keep_failures_longer() -> None:
     """Remembered failures expire on time even when data is kept for serve-stale."""
     clock = FakeClock()
     cache = RecordCache(STALE, timer=clock)
-    cache.store_failure(WWW, "timeout")
-    assert cache.failure(WWW) == "timeout"
+    cache.store_failure(WWW, TIMED_OUT)
+    assert cache.failure(WWW) == TIMED_OUT
     clock.advance(1.5)
     assert cache.failure(WWW) is None
 
