@@ -198,10 +198,14 @@ class Resolution:
         self._pending_token = action.token
         return action
 
-    def _emit(self, event_type: type[TraceEvent], depth: int, **fields: object) -> None:
+    def _emit(self, event: TraceEvent) -> None:
+        """Report a step to the observer; callers build the event only when one listens."""
         if self._observer is not None:
-            at_s = round(self.now - self.started, 6)
-            self._observer(event_type(depth=depth, at_s=at_s, **fields))
+            self._observer(event)
+
+    def _at_s(self) -> float:
+        """Seconds since the resolution started, as trace events show it."""
+        return round(self.now - self.started, 6)
 
     # -- the algorithm ------------------------------------------------------------
 
@@ -217,16 +221,17 @@ class Resolution:
         self, question: Question, depth: int, purpose: str
     ) -> Generator[SendQuery, Reply, Outcome]:
         """Answer `question`, following CNAMEs across zones (RFC 1034 §5.3.3 step 3)."""
-        self._emit(
-            ResolutionStarted, depth, qname=question.name, qtype=type_name(question.rtype),
-            purpose=purpose,
-        )
+        if self._observer is not None:
+            self._emit(ResolutionStarted(
+                depth=depth, at_s=self._at_s(), qname=question.name,
+                qtype=type_name(question.rtype), purpose=purpose))
         outcome = yield from self._resolve_chain(question, depth)
-        self._emit(
-            ResolutionFinished, depth, qname=question.name, qtype=type_name(question.rtype),
-            rcode=rcode_name(outcome.rcode), answer=tuple(rr.to_text() for rr in outcome.answer),
-            reason=outcome.reason, queries_sent=self.queries_sent,
-        )
+        if self._observer is not None:
+            self._emit(ResolutionFinished(
+                depth=depth, at_s=self._at_s(), qname=question.name,
+                qtype=type_name(question.rtype), rcode=rcode_name(outcome.rcode),
+                answer=tuple(rr.to_text() for rr in outcome.answer),
+                reason=outcome.reason, queries_sent=self.queries_sent))
         return outcome
 
     def _resolve_chain(
@@ -234,8 +239,10 @@ class Resolution:
     ) -> Generator[SendQuery, Reply, Outcome]:
         failure = self.cache.failure(question)
         if failure is not None:
-            self._emit(CacheAnswered, depth, qname=question.name,
-                       qtype=type_name(question.rtype), what="failure", ttl=0)
+            if self._observer is not None:
+                self._emit(CacheAnswered(
+                    depth=depth, at_s=self._at_s(), qname=question.name,
+                    qtype=type_name(question.rtype), what="failure", ttl=0))
             return _servfail(Failure(failure.kind, f"recently failed: {failure.reason}"))
         chain: list[Record] = []
         current = question
@@ -278,7 +285,9 @@ class Resolution:
                 self.cache.store_failure(question, loop)
                 return _servfail(loop, chain)
             seen.add(result.target)
-            self._emit(CnameFollowed, depth, from_name=current.name, to_name=result.target)
+            if self._observer is not None:
+                self._emit(CnameFollowed(
+                    depth=depth, at_s=self._at_s(), from_name=current.name, to_name=result.target))
             current = Question(result.target, question.rtype, question.rclass)
         return _servfail(Failure(FailureKind.WORK_LIMIT,
                                  f"CNAME chain longer than {self.limits.max_cname_chain}"), chain)
@@ -344,8 +353,10 @@ class Resolution:
         return None
 
     def _cache_event(self, question: Question, depth: int, what: str, ttl: int) -> None:
-        self._emit(CacheAnswered, depth, qname=question.name, qtype=type_name(question.rtype),
-                   what=what, ttl=ttl)
+        if self._observer is not None:
+            self._emit(CacheAnswered(
+                depth=depth, at_s=self._at_s(), qname=question.name,
+                qtype=type_name(question.rtype), what=what, ttl=ttl))
 
     def _iterate(
         self, question: Question, depth: int
@@ -363,8 +374,10 @@ class Resolution:
             parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
             if parent_cut is not None and names.is_subdomain(parent_cut.zone, cut.zone):
                 cut = parent_cut
-        self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
-                   nameservers=tuple(cut.names()))
+        if self._observer is not None:
+            self._emit(ZoneCutChosen(
+                depth=depth, at_s=self._at_s(), zone=cut.zone, source=cut.source,
+                nameservers=tuple(cut.names())))
         qmin = Minimiser(
             enabled=self.settings.qname_minimisation and not is_ds,
             qtype=self.settings.qname_minimisation_qtype,
@@ -384,8 +397,10 @@ class Resolution:
                 if fallback is None:
                     return result
                 cut = fallback
-                self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
-                           nameservers=tuple(cut.names()))
+                if self._observer is not None:
+                    self._emit(ZoneCutChosen(
+                        depth=depth, at_s=self._at_s(), zone=cut.zone, source=cut.source,
+                        nameservers=tuple(cut.names())))
                 continue
             reply, classified = result
             if is_ds and from_child_side(question, classified) and not relocated:
@@ -394,8 +409,10 @@ class Resolution:
                 parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
                 if parent_cut is not None and parent_cut.zone != cut.zone:
                     cut = parent_cut
-                    self._emit(ZoneCutChosen, depth, zone=cut.zone, source=cut.source,
-                               nameservers=tuple(cut.names()))
+                    if self._observer is not None:
+                        self._emit(ZoneCutChosen(
+                            depth=depth, at_s=self._at_s(), zone=cut.zone, source=cut.source,
+                            nameservers=tuple(cut.names())))
                     continue
             if is_ds and classified.kind is ResponseKind.REFERRAL and (
                 classified.delegation is not None and classified.delegation.zone == question.name
@@ -425,9 +442,11 @@ class Resolution:
             qmin.new_cut()
             previous = cut.zone
             cut = self._with_known_addresses(classified.delegation)
-            self._emit(ReferralFollowed, depth, from_zone=previous, to_zone=cut.zone, ttl=cut.ttl,
-                       nameservers=tuple(f"{ns.name} {','.join(ns.addresses)}".strip()
-                                         for ns in cut.servers))
+            if self._observer is not None:
+                self._emit(ReferralFollowed(
+                    depth=depth, at_s=self._at_s(), from_zone=previous, to_zone=cut.zone,
+                    ttl=cut.ttl, nameservers=tuple(f"{ns.name} {','.join(ns.addresses)}".strip()
+                                                   for ns in cut.servers)))
             glue = glue_answering(question, classified.delegation, reply)
             if glue and depth > 0:
                 # Looking up a name server's address and the referral carries it as glue.
@@ -505,7 +524,10 @@ class Resolution:
             return None
         self._active.add((".", RRType.NS))
         try:
-            self._emit(ResolutionStarted, depth + 1, qname=".", qtype="NS", purpose="root priming")
+            if self._observer is not None:
+                self._emit(ResolutionStarted(
+                    depth=depth + 1, at_s=self._at_s(), qname=".", qtype="NS",
+                    purpose="root priming"))
             result = yield from self._ask_zone(self.state.root_hints, question, depth + 1)
         finally:
             self._active.discard((".", RRType.NS))
@@ -592,8 +614,10 @@ class Resolution:
                 if reason:
                     if address not in attempts.tries:
                         attempts.tries[address] = self._max_tries(cut)
-                        self._emit(ServerSkipped, depth, server_name=ns.name, address=address,
-                                   reason=reason)
+                        if self._observer is not None:
+                            self._emit(ServerSkipped(
+                                depth=depth, at_s=self._at_s(), server_name=ns.name,
+                                address=address, reason=reason))
                     continue
                 found.append(Candidate(ns.name, address))
         return found
@@ -712,13 +736,14 @@ class Resolution:
             scrubbed = scrub(question, reply, cut.zone, forwarding=cut.recursion_desired,
                              harden_glue=self.settings.harden_glue)
             classified = classify(question, scrubbed, forwarding=cut.recursion_desired)
-            self._emit(
-                ReplyReceived, depth, address=server.address,
-                rtt_ms=round((self.now - self._sent_at) * 1000, 3), rcode=rcode_name(reply.rcode),
-                aa=reply.aa, tc=reply.tc, answer_count=len(reply.answer),
-                authority_count=len(reply.authority), additional_count=len(reply.additional),
-                kind=classified.kind.value, detail=classified.reason,
-            )
+            if self._observer is not None:
+                self._emit(ReplyReceived(
+                    depth=depth, at_s=self._at_s(), address=server.address,
+                    rtt_ms=round((self.now - self._sent_at) * 1000, 3),
+                    rcode=rcode_name(reply.rcode), aa=reply.aa, tc=reply.tc,
+                    answer_count=len(reply.answer), authority_count=len(reply.authority),
+                    additional_count=len(reply.additional), kind=classified.kind.value,
+                    detail=classified.reason))
             if classified.kind is ResponseKind.TRUNCATED and transport is Transport.UDP:
                 transport = Transport.TCP  # RFC 7766 §5: retry the same server over TCP
                 continue
@@ -728,9 +753,10 @@ class Resolution:
             if reply.rcode == Rcode.FORMERR and reply.edns is None and use_edns:
                 use_edns = False  # RFC 6891 §7: a server that does not know EDNS
                 continue
-            if scrubbed.dropped:
-                self._emit(RecordsDropped, depth,
-                           records=tuple(d.describe() for d in scrubbed.dropped))
+            if scrubbed.dropped and self._observer is not None:
+                self._emit(RecordsDropped(
+                    depth=depth, at_s=self._at_s(),
+                    records=tuple(d.describe() for d in scrubbed.dropped)))
             return scrubbed, classified
 
     def _exchange(
@@ -768,12 +794,12 @@ class Resolution:
         self.queries_sent += 1
         self._sent_at = self.now
         target = server_from_spec(server.address, self.settings.upstream_port)
-        self._emit(
-            QuerySent, depth, zone=cut.zone, server_name=server.ns_name, address=target.ip,
-            port=target.port, qname=question.name,
-            qtype=type_name(question.rtype), recursion_desired=cut.recursion_desired,
-            transport=transport.value, why=_why(cut, server, self.selection, self.now),
-        )
+        if self._observer is not None:
+            self._emit(QuerySent(
+                depth=depth, at_s=self._at_s(), zone=cut.zone, server_name=server.ns_name,
+                address=target.ip, port=target.port, qname=question.name,
+                qtype=type_name(question.rtype), recursion_desired=cut.recursion_desired,
+                transport=transport.value, why=_why(cut, server, self.selection, self.now)))
         outcome = yield SendQuery(
             token=self._token,
             server=target,
@@ -800,15 +826,19 @@ class Resolution:
         if style.caps and reply.question is not None:
             name_end = len(wire) - 4 - (11 if style.edns else 0)  # type, class, OPT after it
             if outcome[12:name_end] != wire[12:name_end]:
-                self._emit(QueryFailed, depth, address=server.address,
-                           error="reply does not echo the 0x20 letter case")
+                if self._observer is not None:
+                    self._emit(QueryFailed(
+                        depth=depth, at_s=self._at_s(), address=server.address,
+                        error="reply does not echo the 0x20 letter case"))
                 return _CaseNotEchoed(FailureKind.NO_REACHABLE_AUTHORITY,
                                       f"{server.ns_name} ({server.address}) ignores 0x20 case")
         self.selection.record_rtt(server.address, self.now - self._sent_at)
         return reply
 
     def _failed(self, depth: int, server: Candidate, error: str) -> Failure:
-        self._emit(QueryFailed, depth, address=server.address, error=error)
+        if self._observer is not None:
+            self._emit(QueryFailed(
+                depth=depth, at_s=self._at_s(), address=server.address, error=error))
         return Failure(FailureKind.NO_REACHABLE_AUTHORITY,
                        f"{server.ns_name} ({server.address}): {error}")
 
