@@ -65,6 +65,12 @@ class SignedZone:
     key_name: str
     ds_text: str
     key_text: str
+    directory: Path
+
+    def ds_from_ldns(self, digest_flag: str) -> str:
+        """The DS line ldns-key2ds writes for the key with `digest_flag` (-1, -2 or -4)."""
+        key2ds = require_tool("ldns-key2ds")
+        return _run([key2ds, "-n", digest_flag, f"{self.key_name}.key"], self.directory)
 
     def rrset(self, name: str, rtype: int) -> list[Record]:
         return [r for r in self.records if r.name == name and r.rtype == rtype]
@@ -106,7 +112,7 @@ def sign_zone(directory: Path, origin: str, text: str, algorithm: str, *,
     ds_text = _run([key2ds, "-n", digest_flag, f"{key_name}.key"], directory)
     records = tuple(parse_records((directory / f"{unsigned.name}.signed").read_text()))
     key_text = (directory / f"{key_name}.key").read_text()
-    return SignedZone(origin, records, key_name, ds_text, key_text)
+    return SignedZone(origin, records, key_name, ds_text, key_text, directory)
 
 
 def _run(command: list[str], directory: Path) -> str:
