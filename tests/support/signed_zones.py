@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from resolver.dns.wire import Record, RRType, parse_records
+from resolver.dnssec.chain import ZoneEvidence
 from resolver.dnssec.records import Rrsig
 from tests.conftest import require_tool
 
@@ -135,3 +136,15 @@ def cached_zone(factory: pytest.TempPathFactory, origin: str, text: str, algorit
         _MADE[key] = sign_zone(directory, origin, text, algorithm, nsec3=nsec3,
                                opt_out=opt_out, iterations=iterations)
     return _MADE[key]
+
+
+def evidence(zone: SignedZone, parent: SignedZone | None = None) -> ZoneEvidence:
+    """What a resolver would have fetched for `zone`: its DNSKEY RRset and RRSIGs, and from
+    `parent` (if given) the zone's DS RRset and its RRSIGs."""
+    origin = zone.origin
+    keys = tuple(zone.rrset(origin, RRType.DNSKEY))
+    key_rrsigs = tuple(zone.rrsigs(origin, RRType.DNSKEY))
+    if parent is None:
+        return ZoneEvidence(origin, keys, key_rrsigs)
+    return ZoneEvidence(origin, keys, key_rrsigs, ds=tuple(parent.rrset(origin, RRType.DS)),
+                        ds_rrsigs=tuple(parent.rrsigs(origin, RRType.DS)))

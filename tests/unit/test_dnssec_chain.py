@@ -17,6 +17,7 @@ from tests.support.signed_zones import (
     PARENT_ZONE,
     SignedZone,
     cached_zone,
+    evidence,
 )
 
 PARENT = "test."
@@ -35,21 +36,10 @@ def _anchor(parent: SignedZone) -> list[Ds]:
     return [Ds.from_record(parse_record(parent.ds_text))]
 
 
-def _evidence(zone: SignedZone, parent: SignedZone | None = None) -> ZoneEvidence:
-    origin = zone.origin
-    if parent is None:
-        return ZoneEvidence(origin, tuple(zone.rrset(origin, RRType.DNSKEY)),
-                            tuple(zone.rrsigs(origin, RRType.DNSKEY)))
-    return ZoneEvidence(origin, tuple(zone.rrset(origin, RRType.DNSKEY)),
-                        tuple(zone.rrsigs(origin, RRType.DNSKEY)),
-                        ds=tuple(parent.rrset(origin, RRType.DS)),
-                        ds_rrsigs=tuple(parent.rrsigs(origin, RRType.DS)))
-
-
 def test_chain_from_anchor_to_child_is_secure_and_its_data_validates(
         zones: tuple[SignedZone, SignedZone]) -> None:
     parent, child = zones
-    chain = walk_chain(_anchor(parent), [_evidence(parent), _evidence(child, parent)], NOW)
+    chain = walk_chain(_anchor(parent), [evidence(parent), evidence(child, parent)], NOW)
     assert [s.verdict.security for s in chain.steps] == [Security.SECURE, Security.SECURE]
     assert [s.zone for s in chain.steps] == [PARENT, CHILD]
     child_tag = int(child.key_name.split("+")[2])
@@ -67,7 +57,7 @@ def test_changed_ds_digest_is_bogus_with_ede_6(zones: tuple[SignedZone, SignedZo
     parent, _ = zones
     (ds,) = _anchor(parent)
     changed = replace(ds, digest=bytes(len(ds.digest)))
-    chain = walk_chain([changed], [_evidence(parent)], NOW)
+    chain = walk_chain([changed], [evidence(parent)], NOW)
     assert chain.verdict.security is Security.BOGUS and chain.verdict.ede_code == 6
     assert chain.trusted_keys == ()
 
@@ -76,7 +66,7 @@ def test_ds_for_a_key_not_in_the_set_is_bogus_with_ede_9(
         zones: tuple[SignedZone, SignedZone]) -> None:
     parent, _ = zones
     (ds,) = _anchor(parent)
-    chain = walk_chain([replace(ds, key_tag=(ds.key_tag + 1) % 65536)], [_evidence(parent)],
+    chain = walk_chain([replace(ds, key_tag=(ds.key_tag + 1) % 65536)], [evidence(parent)],
                        NOW)
     assert chain.verdict.security is Security.BOGUS and chain.verdict.ede_code == 9
 
@@ -85,7 +75,7 @@ def test_only_unknown_digest_types_make_the_zone_insecure_with_ede_2(
         zones: tuple[SignedZone, SignedZone]) -> None:
     parent, _ = zones
     (ds,) = _anchor(parent)
-    chain = walk_chain([replace(ds, digest_type=3)], [_evidence(parent)], NOW)
+    chain = walk_chain([replace(ds, digest_type=3)], [evidence(parent)], NOW)
     assert chain.verdict.security is Security.INSECURE and chain.verdict.ede_code == 2
 
 
@@ -93,7 +83,7 @@ def test_only_unsupported_algorithms_make_the_zone_insecure_with_ede_1(
         zones: tuple[SignedZone, SignedZone]) -> None:
     parent, _ = zones
     (ds,) = _anchor(parent)
-    chain = walk_chain([replace(ds, algorithm=12)], [_evidence(parent)], NOW)
+    chain = walk_chain([replace(ds, algorithm=12)], [evidence(parent)], NOW)
     assert chain.verdict.security is Security.INSECURE and chain.verdict.ede_code == 1
 
 
@@ -109,14 +99,14 @@ def test_dnskey_rrset_without_rrsig_is_bogus_with_ede_10(
 def test_expired_dnskey_signature_is_bogus_with_ede_7(
         zones: tuple[SignedZone, SignedZone]) -> None:
     parent, _ = zones
-    chain = walk_chain(_anchor(parent), [_evidence(parent)], EXPIRATION_EPOCH + 60)
+    chain = walk_chain(_anchor(parent), [evidence(parent)], EXPIRATION_EPOCH + 60)
     assert chain.verdict.ede_code == 7
 
 
 def test_a_configured_dnskey_anchors_the_zone(zones: tuple[SignedZone, SignedZone]) -> None:
     parent, _ = zones
     key = Dnskey.from_record(parse_record(parent.key_text.split(";")[0]))
-    chain = walk_chain([], [_evidence(parent)], NOW, anchor_keys=[key])
+    chain = walk_chain([], [evidence(parent)], NOW, anchor_keys=[key])
     assert chain.verdict.is_secure and chain.trusted_keys == (key,)
 
 
@@ -125,7 +115,7 @@ def test_unsigned_delegation_proven_by_nsec_is_insecure(
     parent, _ = zones
     unsigned = ZoneEvidence("unsigned.test.", (), (),
                             ds_denial=tuple(parent.rrset("unsigned.test.", RRType.NSEC)))
-    chain = walk_chain(_anchor(parent), [_evidence(parent), unsigned], NOW)
+    chain = walk_chain(_anchor(parent), [evidence(parent), unsigned], NOW)
     assert chain.verdict.security is Security.INSECURE and chain.zone == "unsigned.test."
     assert chain.trusted_keys == ()
 
@@ -133,8 +123,8 @@ def test_unsigned_delegation_proven_by_nsec_is_insecure(
 def test_missing_ds_without_a_denial_is_bogus_with_ede_12(
         zones: tuple[SignedZone, SignedZone]) -> None:
     parent, child = zones
-    stripped = replace(_evidence(child, parent), ds=(), ds_rrsigs=())
-    chain = walk_chain(_anchor(parent), [_evidence(parent), stripped], NOW)
+    stripped = replace(evidence(child, parent), ds=(), ds_rrsigs=())
+    chain = walk_chain(_anchor(parent), [evidence(parent), stripped], NOW)
     assert chain.verdict.security is Security.BOGUS
     assert chain.verdict.reason is Failure.NSEC_MISSING
 
@@ -142,8 +132,8 @@ def test_missing_ds_without_a_denial_is_bogus_with_ede_12(
 def test_ds_rrset_not_signed_by_the_parent_is_bogus(
         zones: tuple[SignedZone, SignedZone]) -> None:
     parent, child = zones
-    unsigned_ds = replace(_evidence(child, parent), ds_rrsigs=())
-    chain = walk_chain(_anchor(parent), [_evidence(parent), unsigned_ds], NOW)
+    unsigned_ds = replace(evidence(child, parent), ds_rrsigs=())
+    chain = walk_chain(_anchor(parent), [evidence(parent), unsigned_ds], NOW)
     assert chain.verdict.security is Security.BOGUS and chain.verdict.ede_code == 10
 
 
