@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 
 from resolver.dns.rdata_wire import rdata_wire
-from resolver.dns.wire import Record, RRType, make_record
+from resolver.dns.wire import Record, RRType, make_record, parse_record
+from resolver.dnssec.canonical import signed_data
 from resolver.dnssec.keys import Dnskey, key_tag
 from resolver.dnssec.records import Rrsig
 from resolver.dnssec.security import Failure, Security
@@ -196,3 +200,31 @@ def test_rrsig_fields_read_from_ldns_output(signed: SignedZone) -> None:
     assert (fields.type_covered, fields.labels, fields.original_ttl) == (RRType.SOA, 2, 3600)
     assert (fields.inception, fields.expiration) == (INCEPTION_EPOCH, EXPIRATION_EPOCH)
     assert fields.key_tag == int(signed.key_name.split("+")[2])  # ldns's own key tag
+
+
+def _python_signed(private: ed448.Ed448PrivateKey | ed25519.Ed25519PrivateKey,
+                   algorithm: int) -> tuple[list[Record], Record, Dnskey]:
+    """An A RRset signed here with a key made by `cryptography` (no ldns involved)."""
+    public = private.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
+    key = Dnskey.from_rdata(ZONE, struct.pack("!HBB", 257, 3, algorithm) + public)
+    rrset = [parse_record("host.example.test. 300 IN A 192.0.2.7")]
+    head = struct.pack("!HBBIIIH", RRType.A, algorithm, 3, 300, EXPIRATION_EPOCH,
+                       INCEPTION_EPOCH, key.key_tag) + b"\x07example\x04test\x00"
+    unsigned = make_record("host.example.test.", RRType.RRSIG, 300, head + b"\x00")
+    data = signed_data(Rrsig.from_record(unsigned), rrset)
+    rrsig = make_record("host.example.test.", RRType.RRSIG, 300, head + private.sign(data))
+    return rrset, rrsig, key
+
+
+@pytest.mark.parametrize(("algorithm", "make"), [
+    (16, ed448.Ed448PrivateKey.generate),
+    (15, ed25519.Ed25519PrivateKey.generate),
+], ids=["ED448", "ED25519"])
+def test_signature_made_with_cryptography_verifies_and_tampering_does_not(
+        algorithm: int,
+        make: Callable[[], ed448.Ed448PrivateKey | ed25519.Ed25519PrivateKey]) -> None:
+    rrset, rrsig, key = _python_signed(make(), algorithm)
+    assert verify_rrsig(rrset, rrsig, key, ZONE, NOW).verdict.is_secure
+    other = [parse_record("host.example.test. 300 IN A 192.0.2.8")]
+    assert verify_rrsig(other, rrsig, key, ZONE, NOW).verdict.security is Security.BOGUS
