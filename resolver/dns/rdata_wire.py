@@ -47,6 +47,13 @@ def name_labels(name: str) -> tuple[bytes, ...]:
     text = name
     if text in ("", "."):
         return ()
+    if "\\" not in text:  # no escapes: the common case, split without a character loop
+        body = text[:-1] if text.endswith(".") else text
+        plain = tuple(label.encode("latin-1") for label in body.split("."))
+        if not all(0 < len(label) <= 63 for label in plain) or (
+                sum(len(label) + 1 for label in plain) + 1 > 255):
+            raise ValueError(f"bad name {name!r}")
+        return plain
     if not text.endswith(".") or text.endswith("\\."):
         text += "."
     while i < len(text):
