@@ -1,4 +1,5 @@
-"""The DNS message format: the only module that imports dnslib.
+"""The DNS message format: the only module that imports dnslib (besides the RDATA helpers
+`dnssec_rdata` and `rdata_wire`).
 
 Everything else sees frozen values: `Question`, `Record`, `Message`, `Edns`. Decoding
 first runs the strict linear-time scanner (`resolver.dns.scanner`) and only then hands
@@ -21,7 +22,7 @@ from typing import Any
 import dnslib
 import dnslib.dns
 
-from resolver.dns import names
+from resolver.dns import dnssec_rdata, names
 from resolver.dns.scanner import (
     HEADER_LEN,
     MalformedMessage,
@@ -46,6 +47,7 @@ __all__ = [
 
 # dnslib has no DNAME parser; its RDATA has the shape of a CNAME's (RFC 6672 §2.1).
 dnslib.dns.RDMAP.setdefault("DNAME", dnslib.CNAME)
+dnssec_rdata.register()  # NSEC3, NSEC3PARAM: dnslib cannot read them from zone text
 
 
 class RRType(enum.IntEnum):

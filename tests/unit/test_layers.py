@@ -1,9 +1,10 @@
 """The package layout is the architecture: imports point down the layers, and the engine
 and the wire vocabulary stay free of I/O.
 
-Layers, lowest first (README, "Architecture"): dns -> engine -> service | upstream ->
-server -> daemon -> lab -> cli. A module may import its own package and any lower layer;
-`service` and `upstream` sit side by side and do not import each other.
+Layers, lowest first (README, "Architecture"): dns -> dnssec -> engine -> service |
+upstream -> server -> daemon -> lab -> cli. A module may import its own package and any
+lower layer; `service` and `upstream` sit side by side and do not import each other.
+`dns`, `dnssec` and `engine` are sans-I/O.
 """
 
 from __future__ import annotations
@@ -17,18 +18,19 @@ PACKAGE = Path(__file__).resolve().parents[2] / "resolver"
 
 RANK = {
     "dns": 0,
-    "engine": 1,
-    "service": 2,
-    "upstream": 2,
-    "server": 3,
-    "daemon": 4,
-    "cli": 6,
-    "lab": 5,
+    "dnssec": 1,
+    "engine": 2,
+    "service": 3,
+    "upstream": 3,
+    "server": 4,
+    "daemon": 5,
+    "cli": 7,
+    "lab": 6,
 }
 
 #: What a sans-I/O module must never import: sockets, event loops, clocks, the terminal.
 IO_MODULES = frozenset({"asyncio", "socket", "ssl", "selectors", "time", "click", "uvloop"})
-SANS_IO_LAYERS = frozenset({"dns", "engine"})
+SANS_IO_LAYERS = frozenset({"dns", "dnssec", "engine"})
 
 #: Module-level functions of `random` that draw from a hidden global generator; the engine
 #: is handed a `random.Random` and uses only that.

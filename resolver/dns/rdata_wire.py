@@ -1,0 +1,94 @@
+"""RDATA and names as uncompressed wire octets, for code that hashes or signs them.
+
+DNSSEC signs the wire form of records (RFC 4034 §3.1.8.1, §5.1.4), never compressed
+(RFC 4034 §6.2 item 2, RFC 3597 §7), so this module writes a `Record`'s RDATA with every
+embedded name spelled out in full, and a presentation-form name as its wire labels.
+Letter case is left as the record has it: which names to lower-case is DNSSEC's rule,
+not the codec's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dnslib
+
+from resolver.dns.wire import Record
+
+__all__ = ["name_labels", "name_wire", "rdata_wire"]
+
+
+class _UncompressedBuffer(dnslib.DNSBuffer):  # type: ignore[misc]  # dnslib has no hints
+    """A dnslib buffer whose RDATA writers can never emit a compression pointer."""
+
+    def encode_name(self, name: Any) -> None:
+        self.encode_name_nocompress(name)
+
+
+def rdata_wire(record: Record) -> bytes:
+    """The RDATA of `record` as wire octets, names uncompressed; ValueError if unwritable."""
+    buffer = _UncompressedBuffer()
+    try:
+        record.rdata.pack(buffer)
+    except Exception as exc:  # dnslib raises several types for RDATA it cannot write
+        raise ValueError(f"cannot write RDATA of {record.name}: {exc}") from None
+    return bytes(buffer.data)
+
+
+def name_labels(name: str) -> tuple[bytes, ...]:
+    """The labels of a presentation-form name as octets, escapes (\\. \\DDD) undone.
+
+    Unlike `names.labels`, an escaped dot stays inside its label. ValueError for a name
+    that is not valid (an empty or over-long label, a name over 255 octets).
+    """
+    labels: list[bytes] = []
+    current = bytearray()
+    i = 0
+    text = name
+    if text in ("", "."):
+        return ()
+    if "\\" not in text:  # no escapes: the common case, split without a character loop
+        body = text[:-1] if text.endswith(".") else text
+        plain = tuple(label.encode("latin-1") for label in body.split("."))
+        if not all(0 < len(label) <= 63 for label in plain) or (
+                sum(len(label) + 1 for label in plain) + 1 > 255):
+            raise ValueError(f"bad name {name!r}")
+        return plain
+    if not text.endswith(".") or text.endswith("\\."):
+        text += "."
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            digits = text[i + 1 : i + 4]
+            if len(digits) == 3 and digits.isdigit() and int(digits) <= 255:
+                current.append(int(digits))
+                i += 4
+                continue
+            if i + 1 >= len(text):
+                raise ValueError(f"dangling escape in {name!r}")
+            current += text[i + 1].encode("latin-1")
+            i += 2
+            continue
+        if ch == ".":
+            if not 0 < len(current) <= 63:
+                raise ValueError(f"bad label in {name!r}")
+            labels.append(bytes(current))
+            current = bytearray()
+        else:
+            current += ch.encode("latin-1")
+        i += 1
+    if current:
+        raise ValueError(f"bad name {name!r}")
+    if sum(len(label) + 1 for label in labels) + 1 > 255:
+        raise ValueError(f"name too long: {name!r}")
+    return tuple(labels)
+
+
+def name_wire(name: str) -> bytes:
+    """`name` as uncompressed wire octets (RFC 1035 §3.1); ValueError if not valid."""
+    out = bytearray()
+    for label in name_labels(name):
+        out.append(len(label))
+        out += label
+    out.append(0)
+    return bytes(out)
