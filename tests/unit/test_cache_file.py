@@ -488,7 +488,7 @@ def test_periodic_saves_run_until_stopped(tmp_path: Path, clocks: Clocks) -> Non
 
 def test_saving_a_full_cache_blocks_the_loop_only_briefly(tmp_path: Path) -> None:
     """100,000 entries: the snapshot on the loop is one dict copy, the text is made and
-    written in a thread; the loop is never held for more than a fraction of a second."""
+    written in a thread; the loop is never held for long."""
     cache = RecordCache(CacheSettings(), timer=time.monotonic)
     records = a_rrset()
     for i in range(100_000):
@@ -513,5 +513,7 @@ def test_saving_a_full_cache_blocks_the_loop_only_briefly(tmp_path: Path) -> Non
 
     asyncio.run(scenario())
     assert len(gaps) > 10  # the loop went on turning while the file was written
-    assert max(gaps) < 0.25, f"the loop was held {max(gaps):.3f} s"
+    # Garbage-collector passes over the 100,000 entries take up to ~0.3 s on a loaded
+    # 2-core machine; a dump on the loop took 0.9 s.
+    assert max(gaps) < 0.5, f"the loop was held {max(gaps):.3f} s"
     assert path.read_text().count("\n") == 200_002
