@@ -110,6 +110,13 @@ def _cache_options(f: F) -> F:
                      show_default=True, metavar="SECONDS",
                      help="Shortest time a negative answer is kept (cache-min-negative-ttl)."),
         _control_socket_option,
+        click.option("--cache-file", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, metavar="PATH",
+                     help="Keep the cache across restarts: loaded at start, saved here on "
+                          "SIGTERM and every --cache-save-interval (worker N uses PATH.N)."),
+        click.option("--cache-save-interval", type=click.IntRange(1, 86_400), default=300,
+                     show_default=True, metavar="SECONDS",
+                     help="Seconds between two saves of --cache-file while serving."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -130,8 +137,11 @@ def _with_cache_options(config: ServeConfig, options: dict[str, Any]) -> ServeCo
         min_negative_ttl_s=int(options["cache_min_negative_ttl"]),
     )
     socket_path = options["control_socket"]
+    cache_path = options["cache_file"]
     return replace(config, cache=cache,
-                   control_socket=str(socket_path) if socket_path is not None else None)
+                   control_socket=str(socket_path) if socket_path is not None else None,
+                   cache_file=str(cache_path) if cache_path is not None else None,
+                   cache_save_interval_s=float(options["cache_save_interval"]))
 
 
 def _forwarding_options(f: F) -> F:
@@ -696,5 +706,17 @@ def cache_flush(name: str, subtree: bool, rtype: str | None, control_socket: Pat
 @cache.command("dump")
 @_control_socket_option
 def cache_dump(control_socket: Path | None) -> None:
-    """Print every cache entry, one record per line, TTLs counted down."""
+    """Print the cache in the cache file format (what `cache load` and --cache-file read)."""
     _echo_lines(_control(control_socket, {"cmd": "dump"}))
+
+
+@cache.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_control_socket_option
+def cache_load(file: Path, control_socket: Path | None) -> None:
+    """Put the entries of FILE (from `cache dump` or --cache-file) into the running cache,
+    TTLs lowered by the time since it was written. A bad file changes nothing."""
+    replies = _control(control_socket, {"cmd": "load", "path": str(file.resolve())})
+    loaded = sum(int(reply.get("loaded", 0)) for _, reply in replies)
+    workers = f" into {len(replies)} workers" if len(replies) > 1 else ""
+    click.echo(f"loaded {loaded} {'entry' if loaded == 1 else 'entries'}{workers}")

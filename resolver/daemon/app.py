@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from resolver.daemon.cache_file import CacheFileKeeper, worker_cache_path
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.daemon.control import (
     ControlError,
@@ -172,6 +173,9 @@ async def serve(
     engine = config.engine
     config = _with_engine(config, never_query | engine.never_query)
     app = build(config, root_hints=root_hints)
+    keeper = _cache_file_keeper(app, config, worker_index)
+    if keeper is not None:
+        keeper.load()  # before the listener answers: the first clients see the old cache
     listener = Listener(
         app.handler,
         [(addr.ip, addr.port) for addr in config.listen],
@@ -213,12 +217,18 @@ async def serve(
     if ready is not None:
         ready.set()
     priming = asyncio.create_task(_check_root(app, config))
+    saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
     try:
         await stop.wait()
     finally:
         priming.cancel()
+        stop.set()  # also when leaving on an error: the timed saves end
         log.info("shutting down: no new queries; up to 2 s for those in flight")
         await listener.stop(drain_s=2.0)
+        if keeper is not None and saving is not None:
+            await saving  # a timed save under way is finished, then the final one
+            if await keeper.save():
+                log.info("cache saved to %s", keeper.path)
         if metrics_server is not None:
             await metrics_server.stop()
         if control is not None:
@@ -322,6 +332,16 @@ async def _start_control(
         return None
     log.info("control channel on %s", path)
     return control
+
+
+def _cache_file_keeper(
+    app: App, config: ServeConfig, worker_index: int | None
+) -> CacheFileKeeper | None:
+    """The keeper of `--cache-file`: worker N of several keeps its own cache in PATH.N."""
+    if config.cache_file is None:
+        return None
+    path = worker_cache_path(Path(config.cache_file), worker_index or 0)
+    return CacheFileKeeper(app.state.cache, path, interval_s=config.cache_save_interval_s)
 
 
 def _with_engine(config: ServeConfig, never_query: frozenset[str]) -> ServeConfig:

@@ -98,5 +98,10 @@ class ServeConfig:
     #: Unix socket of the local control channel (`resolver cache ...`); None = the default path
     #: (resolver.daemon.control.default_socket_path).
     control_socket: str | None = None
+    #: Where the record cache is saved and loaded from (resolver.daemon.cache_file);
+    #: None = not kept across restarts.
+    cache_file: str | None = None
+    #: Seconds between two saves of `cache_file` while serving (also saved at exit).
+    cache_save_interval_s: float = 300.0
     #: Access control, local zones, rebinding protection, rate limit, metrics, logging, user.
     system: SystemSettings = field(default_factory=SystemSettings)

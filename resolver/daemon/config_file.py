@@ -171,6 +171,10 @@ OPTIONS: dict[str, FileOption] = {
                    check=integer(0, 2**31 - 1)),
         FileOption(key="control-socket", param="control_socket", check=string(_non_empty),
                    is_path=True),
+        FileOption(key="cache-file", param="cache_file", check=string(_non_empty),
+                   is_path=True),
+        FileOption(key="cache-save-interval", param="cache_save_interval",
+                   check=integer(1, 86_400)),
         # Forwarding, stub zones, DNS over TLS.
         FileOption(key="forward", param="forward", check=string_list()),
         FileOption(key="forward-tls", param="forward_tls", check=string_list()),

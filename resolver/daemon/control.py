@@ -11,11 +11,13 @@ object on one line and closes the connection.
     {"cmd": "show", "name": "www.example.", "type": "A"}   -> {"ok": true, "lines": [...]}
     {"cmd": "flush", "name": "example.", "subtree": true}  -> {"ok": true, "removed": 3}
     {"cmd": "dump"}                                        -> {"ok": true, "lines": [...]}
+    {"cmd": "load", "path": "/var/tmp/cache.txt"}         -> {"ok": true, "loaded": 120}
     {"cmd": "stats"}                                       -> {"ok": true, "stats": {...}}
     anything else                                          -> {"ok": false, "error": "..."}
 
 `type` is optional everywhere. Bad requests get an error reply; nothing a client sends
-raises out of the server.
+raises out of the server. `dump` writes and `load` reads the cache file format
+(resolver.daemon.cache_file); both do their heavy part off the event loop.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from resolver.daemon import cache_file
 from resolver.dns import names
 from resolver.dns.wire import type_from_text
 from resolver.server.handler import QueryHandler
@@ -127,8 +130,12 @@ class ControlServer:
                 except ValueError:  # over the line limit
                     reply = _error(f"request longer than {MAX_REQUEST_OCTETS} octets")
                 else:
-                    reply = self.respond(line)
-            writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+                    reply = await self.respond_async(line)
+            if len(reply.get("lines", ())) > _ENCODE_OFF_LOOP_LINES:
+                data = await asyncio.to_thread(_encode, reply)
+            else:
+                data = _encode(reply)
+            writer.write(data)
             await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT_S)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went quiet or away
@@ -137,8 +144,27 @@ class ControlServer:
         finally:
             writer.close()
 
+    async def respond_async(self, line: bytes) -> dict[str, Any]:
+        """The reply to one request line, `dump` and `load` included."""
+        request = _request_object(line)
+        if isinstance(request, dict) and request.get("cmd") == "dump":
+            return {"ok": True, "lines": await cache_file.dump_lines(self.service.state.cache)}
+        if isinstance(request, dict) and request.get("cmd") == "load":
+            path = request.get("path")
+            if not isinstance(path, str) or not os.path.isabs(path):
+                return _error("load needs the absolute path of a cache file")
+            cache = self.service.state.cache
+            try:
+                loaded = await cache_file.load_into(cache, Path(path))
+            except cache_file.CacheFileError as exc:
+                return _error(f"{path}: {exc}")
+            for listener in cache.flush_listeners:  # replies built from the old entries
+                listener()
+            return {"ok": True, "loaded": loaded}
+        return self.respond(line)
+
     def respond(self, line: bytes) -> dict[str, Any]:
-        """The reply to one request line."""
+        """The reply to one request line (all but `dump` and `load`)."""
         try:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError):
@@ -164,8 +190,6 @@ class ControlServer:
                 raise ControlError("subtree must be true or false")
             removed = cache.flush(name, subtree=subtree, rtype=_type(request.get("type")))
             return {"ok": True, "removed": removed}
-        if cmd == "dump":
-            return {"ok": True, "lines": list(cache.dump())}
         if cmd == "stats":
             stats: dict[str, Any] = dict(self.service.stats())
             if self.handler is not None:
@@ -175,7 +199,22 @@ class ControlServer:
                 stats["answer_cache_hits"] = self.handler.answers.hits
                 stats["answer_cache_entries"] = len(self.handler.answers)
             return {"ok": True, "stats": stats}
-        return _error(f"unknown command {cmd!r} (show, flush, dump, stats)")
+        return _error(f"unknown command {cmd!r} (show, flush, dump, load, stats)")
+
+
+#: A reply with more lines than this is encoded in a thread (a full cache's dump).
+_ENCODE_OFF_LOOP_LINES = 1_000
+
+
+def _encode(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+
+
+def _request_object(line: bytes) -> object:
+    try:
+        return json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _error(message: str) -> dict[str, Any]:

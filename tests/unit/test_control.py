@@ -121,11 +121,39 @@ def test_control_flush_by_type_keeps_other_types() -> None:
     assert respond(server, {"cmd": "flush", "name": WWW.name, "type": "A"})["removed"] == 1
 
 
-def test_control_dump_lists_every_entry() -> None:
-    """dump lists the root, com, networkutopia.com and www entries."""
-    reply = respond(ControlServer(Path("unused"), warm_service()), {"cmd": "dump"})
+def test_control_dump_lists_every_entry_in_the_cache_file_format() -> None:
+    """dump lists the root, com, networkutopia.com and www entries, as a cache file."""
+    server = ControlServer(Path("unused"), warm_service())
+    reply = asyncio.run(server.respond_async(json.dumps({"cmd": "dump"}).encode()))
     owners = {line.split("\t")[0] for line in reply["lines"]}
     assert {".", "com.", "networkutopia.com.", "www.networkutopia.com."} <= owners
+    assert reply["lines"][0].startswith(";resolver-cache 1 written=")
+    assert reply["lines"][-1].startswith(";end entries=")
+
+
+def test_control_load_puts_a_dump_into_another_server(tmp_path: Path) -> None:
+    """load reads a dump by its absolute path into a cold cache; a relative path or a bad
+    file is an error reply that changes nothing."""
+    dump = asyncio.run(ControlServer(Path("unused"), warm_service()).respond_async(
+        json.dumps({"cmd": "dump"}).encode()))
+    path = tmp_path / "dump.txt"
+    path.write_text("\n".join(dump["lines"]) + "\n")
+    clock = FakeClock()
+    cold = lab_service(clock, LabNetwork(clock))
+    server = ControlServer(Path("unused"), cold)
+
+    def load(payload: dict[str, Any]) -> dict[str, Any]:
+        return asyncio.run(server.respond_async(json.dumps(payload).encode()))
+
+    relative = load({"cmd": "load", "path": "dump.txt"})
+    assert relative["ok"] is False and "absolute path" in relative["error"]
+    (tmp_path / "bad.txt").write_text("not a cache\n")
+    bad = load({"cmd": "load", "path": str(tmp_path / "bad.txt")})
+    assert bad["ok"] is False and "not a resolver cache file" in bad["error"]
+    assert len(cold.state.cache) == 0
+    reply = load({"cmd": "load", "path": str(path)})
+    assert reply["ok"] is True and reply["loaded"] > 3
+    assert cold.state.cache.rrset(WWW.name, WWW.rtype) is not None
 
 
 def test_control_stats_counts_cache_and_resolutions() -> None:
