@@ -96,6 +96,9 @@ def _cache_options(f: F) -> F:
         click.option("--prefetch", is_flag=True,
                      help="Refresh entries asked for in the last 10% of their TTL "
                           "in the background."),
+        click.option("--rrset-roundrobin/--no-rrset-roundrobin", default=True,
+                     show_default=True,
+                     help="Rotate the order of a name's addresses in answers from the cache."),
         # TTL clamps with Unbound's names; they apply to every RRset stored.
         click.option("--cache-max-ttl", type=click.IntRange(1, _TTL_MAX), default=86_400,
                      show_default=True, metavar="SECONDS",
@@ -131,6 +134,7 @@ def _with_cache_options(config: ServeConfig, options: dict[str, Any]) -> ServeCo
         max_stale_ttl_s=int(options["max_stale_ttl"]),
         stale_answer_client_timeout_ms=int(options["stale_answer_client_timeout"]),
         prefetch=bool(options["prefetch"]),
+        rrset_roundrobin=bool(options["rrset_roundrobin"]),
         max_ttl_s=int(options["cache_max_ttl"]),
         min_ttl_s=int(options["cache_min_ttl"]),
         max_negative_ttl_s=int(options["cache_max_negative_ttl"]),

@@ -106,6 +106,7 @@ def build(
         max_entries=config.cache.max_entries,
         refresh_fraction=PREFETCH_FRACTION if config.cache.prefetch else 0.0,
         negative_stamp=state.cache.negative_soa_stamp,
+        round_robin=config.cache.rrset_roundrobin,
     )
     state.cache.flush_listeners.append(answers.clear)
     handler = QueryHandler(service, loop_guard=loop_guard, answers=answers, metrics=metrics)

@@ -78,6 +78,9 @@ class CacheSettings:
     stale_answer_client_timeout_ms: int = 1_800
     #: Refresh an entry asked for in the last 10% of its TTL in the background (Unbound prefetch).
     prefetch: bool = False
+    #: Rotate the records of address RRsets in answers from the cache (Unbound
+    #: rrset-roundrobin, on by default there too): clients spread over a name's addresses.
+    rrset_roundrobin: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

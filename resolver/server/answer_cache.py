@@ -27,6 +27,11 @@ question is answered from the stored bytes after a short linear scan of the quer
   the question and the OPT record (RFC 6891 §7).
 - With prefetch on, an entry stops being served when its shortest TTL is in the last
   `refresh_fraction` of its life, so that the service sees the query and refreshes the data.
+- Round robin (Unbound's rrset-roundrobin, on by default): each hit serves the address
+  RRsets of the answer section rotated by one more record, so that clients spread over a
+  name's addresses. Only runs of A or AAAA records of one owner written as a compression
+  pointer are rotated: their records have the same length and no name points into them,
+  so rotating their octets moves no pointer and no TTL field.
 - The number of entries is bounded; beyond it the cache evicts with the second-chance (CLOCK)
   approximation of LRU, which costs a hit one attribute write instead of a reordering, in
   batches of 1/64 of the bound.
@@ -81,8 +86,8 @@ _VARIANT_OCTET = tuple(bytes((v,)) for v in range(16))
 class _Entry:
     """One stored reply after its id, with the TTL fields to count down (kept small: RSS)."""
 
-    __slots__ = ("body", "expires_at", "floor", "left", "min_ttl", "opt_size", "stamp",
-                 "ttl_fields", "used", "zone")
+    __slots__ = ("body", "expires_at", "floor", "left", "min_ttl", "opt_size", "runs",
+                 "stamp", "ttl_fields", "turn", "used", "zone")
 
     def __init__(
         self,
@@ -106,6 +111,23 @@ class _Entry:
         #: zone's negative SOA when stored; a newer one there retires this reply.
         self.zone: str | None = None
         self.stamp: float | None = None
+        #: Address RRsets to rotate: (offset in `body`, octets per record, records).
+        self.runs: tuple[tuple[int, int, int], ...] = ()
+        self.turn = 0  #: how many hits have rotated this entry's RRsets
+
+    def rotated(self) -> bytes:
+        """`body` with each run of address records rotated by one more record than last time."""
+        self.turn += 1
+        body = self.body
+        parts: list[bytes] = []
+        done = 0
+        for start, size, count in self.runs:
+            cut = start + size * (self.turn % count)
+            end = start + size * count
+            parts += (body[done:start], body[cut:end], body[start:cut])
+            done = end
+        parts.append(body[done:])
+        return b"".join(parts)
 
     def render(self, left: int) -> None:
         """Rewrite the TTLs for `left` seconds left on the shortest one."""
@@ -136,8 +158,11 @@ class AnswerCache:
         max_entries: int = DEFAULT_MAX_ENTRIES,
         refresh_fraction: float = 0.0,
         negative_stamp: Callable[[str], float | None] | None = None,
+        round_robin: bool = True,
     ) -> None:
         self._clock = clock
+        #: Rotate the order of address RRsets on every hit (Unbound rrset-roundrobin).
+        self.round_robin = round_robin
         #: The record cache's stamp of a zone's latest negative SOA (RecordCache.
         #: negative_soa_stamp): a negative answer shows the zone's freshest SOA, as the
         #: record cache's own negative answers do (testbound ttl_msg).
@@ -231,6 +256,8 @@ class AnswerCache:
         body = entry.body
         if not tcp and len(body) > _MAX_BODY_CLASSIC and len(body) > _udp_limit(edns_size) - 2:
             return entry.truncated(question)
+        if entry.runs:
+            body = entry.rotated()
         if question == lowered:  # as stored
             return body
         return body[:10] + question + body[10 + len(question) :]
@@ -276,6 +303,8 @@ class AnswerCache:
         )
         if negative_zone is not None and self._negative_stamp is not None:
             entry.zone, entry.stamp = negative_zone, self._negative_stamp(negative_zone)
+        if self.round_robin:
+            entry.runs = _address_runs(reply, qend)
         key = question + _VARIANT_OCTET[variant]
         entries = self._entries
         if key not in entries and len(entries) >= self.max_entries:
@@ -406,3 +435,41 @@ def _ttl_fields(reply: bytes, pos: int) -> tuple[list[tuple[int, int]], bytes] |
     if pos != len(reply):
         return None
     return fields, opt
+
+
+_TYPE_A = 1
+_TYPE_AAAA = 28
+_ADDRESS_RDLENGTH = {_TYPE_A: 4, _TYPE_AAAA: 16}
+
+
+def _address_runs(reply: bytes, pos: int) -> tuple[tuple[int, int, int], ...]:
+    """Runs of two or more A (or AAAA) records of one owner in the answer section, each
+    record a compression pointer, the fixed fields and its address: (offset after the id,
+    record size, count). A reply the handler just encoded; anything else finds no run."""
+    runs: list[tuple[int, int, int]] = []
+    try:
+        answers = struct.unpack_from(">H", reply, 6)[0]
+        start, key, count = 0, b"", 0
+        for _ in range(answers):
+            if reply[pos] < 0xC0:  # an owner written out: stop looking (rare in our replies)
+                break
+            rtype, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(reply, pos + 2)
+            size = 12 + rdlength
+            this = reply[pos : pos + 4] if _ADDRESS_RDLENGTH.get(rtype) == rdlength else b""
+            if this and this == key:
+                count += 1
+            else:
+                if count > 1:
+                    runs.append((start - 2, _record_size(key), count))
+                start, key, count = pos, this, 1 if this else 0
+            pos += size
+        if count > 1:
+            runs.append((start - 2, _record_size(key), count))
+    except (IndexError, struct.error):
+        return ()
+    return tuple(runs)
+
+
+def _record_size(owner_and_type: bytes) -> int:
+    """Octets of one address record whose pointer and type are `owner_and_type`."""
+    return 12 + _ADDRESS_RDLENGTH[(owner_and_type[2] << 8) | owner_and_type[3]]

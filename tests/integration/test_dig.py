@@ -125,6 +125,14 @@ def test_dig_several_addresses(resolver: RunningResolver) -> None:
     assert len(reply.rdata("A")) >= 2
 
 
+def test_dig_five_times_sees_the_addresses_of_a_name_rotate(resolver: RunningResolver) -> None:
+    """The lecture's load distribution, as Unbound's rrset-roundrobin does it: answers from
+    the cache list www.cnn.com's four addresses in a rotating order."""
+    orders = [tuple(dig(resolver, "www.cnn.com", "A").rdata("A")) for _ in range(5)]
+    assert all(sorted(order) == sorted(orders[0]) and len(order) == 4 for order in orders)
+    assert len(set(orders)) >= 3
+
+
 def test_dig_glueless_delegation_in_other_tld(resolver: RunningResolver) -> None:
     """glueless.org's only name server lives in .net without glue; it is looked up first."""
     reply = dig(resolver, "www.glueless.org", "A")

@@ -106,6 +106,58 @@ def test_answer_cache_hit_is_the_full_path_reply_without_upstream_queries(setup:
     assert setup.answers.hits == 1
 
 
+CNN = "www.cnn.com."  # four A records in the lab (cnn.com: load distribution)
+
+
+def _addresses(reply: bytes) -> list[str]:
+    return [rr.address for rr in decode(reply).answer if rr.rtype == RRType.A]
+
+
+def test_answers_from_the_cache_rotate_the_order_of_an_address_rrset(setup: Setup) -> None:
+    """Unbound's rrset-roundrobin: each hit lists the name's addresses rotated by one more,
+    so four hits in a row give the four rotations; the records and TTLs stay the same."""
+    first = _addresses(setup.ask(query(CNN)))
+    assert len(first) == 4
+    hits = [setup.answers.lookup(query(CNN, qid=0x5000 + n)) for n in range(5)]
+    orders = [_addresses(hit) for hit in hits if hit is not None]
+    assert len(orders) == 5
+    rotations = [first[k:] + first[:k] for k in range(4)]
+    assert all(order in rotations for order in orders)
+    assert len({tuple(order) for order in orders[:4]}) == 4
+    reference = decode(setup.full_path(query(CNN)))
+    for hit in hits:
+        assert hit is not None
+        message = decode(hit)
+        assert sorted(rr.to_text() for rr in message.answer) == sorted(
+            rr.to_text() for rr in reference.answer)
+
+
+def test_round_robin_off_serves_the_addresses_in_the_stored_order() -> None:
+    """rrset-roundrobin: no: every hit is byte for byte the full path's reply."""
+    setup = Setup()
+    setup.answers.round_robin = False
+    setup.ask(query(CNN))
+    hits = {setup.answers.lookup(query(CNN, qid=0x6000)) for _ in range(4)}
+    assert hits == {setup.full_path(query(CNN, qid=0x6000))}
+
+
+def test_round_robin_rotates_only_runs_of_address_records() -> None:
+    """A reply whose address records follow a CNAME keeps the CNAME first; a single record
+    is served as stored."""
+    from resolver.server.answer_cache import _address_runs
+
+    answer = (parse_record("alias.example. 60 IN CNAME www.example."),
+              *(parse_record(f"www.example. 60 IN A 192.0.2.{n}") for n in (1, 2, 3)))
+    reply = encode(Message(id=1, qr=True, opcode=0, rcode=0, rd=True, ra=True,
+                           question=Question("alias.example.", RRType.A), answer=answer))
+    question_end = 12 + len(name_wire("alias.example.")) + 4
+    runs = _address_runs(reply, question_end)
+    assert len(runs) == 1 and runs[0][1:] == (16, 3)
+    single = encode(Message(id=1, qr=True, opcode=0, rcode=0, question=Question(
+        "www.example.", RRType.A), answer=(answer[1],)))
+    assert _address_runs(single, 12 + len(name_wire("www.example.")) + 4) == ()
+
+
 def test_answer_cache_copies_id_and_question_case(setup: Setup) -> None:
     """The reply carries the client's id and its question bytes as sent (0x20 letter case)."""
     setup.ask(query("www.networkutopia.com."))
