@@ -295,14 +295,17 @@ class RecordCache:
             self._entries[("nodata", question.name, question.rtype, question.rclass)] = entry
         return True
 
-    def negative(self, question: Question) -> NegativeAnswer | None:
-        """A live NXDOMAIN for the name or an ancestor (RFC 8020 §2), or a NODATA for the type."""
+    def negative(self, question: Question, *, within: str = ".") -> NegativeAnswer | None:
+        """A live NXDOMAIN for the name or an ancestor (RFC 8020 §2) at or below `within`,
+        or a NODATA for the type."""
         entry = self._entries.get(("nodata", question.name, question.rtype, question.rclass))
         # Expired entries may linger for serve-stale: they must not hide a live one above.
         found = self._lowered(entry) if isinstance(entry, _NegativeEntry) else None
         if found is not None:
             return found
         for name in names.ancestors(question.name):
+            if within != "." and not names.is_subdomain(name, within):
+                break
             entry = self._entries.get(("nx", name, question.rclass))
             found = self._lowered(entry) if isinstance(entry, _NegativeEntry) else None
             if found is not None:

@@ -343,7 +343,9 @@ class Resolution:
             if cname:
                 self._cache_event(question, depth, "cname", cname[0].ttl)
                 return Classified(kind=ResponseKind.CNAME, answer=cname, target=cname[0].target)
-        negative = self.cache.negative(question)
+        # An NXDOMAIN above a configured zone says nothing of it: the operator's zone wins.
+        within = self._configured_zone(question.name) if self.state.configured_zones else "."
+        negative = self.cache.negative(question, within=within)
         if negative is not None:
             nxdomain = negative.rcode == Rcode.NXDOMAIN
             kind = ResponseKind.NXDOMAIN if nxdomain else ResponseKind.NODATA
@@ -481,7 +483,7 @@ class Resolution:
         if configured.recursion_desired:
             return configured
         cached = self.cache.closest_delegation(qname)
-        if cached is not None and names.is_subdomain(cached.zone, configured.zone):
+        if cached is not None and self._may_replace(configured, cached):
             return cached
         if configured is self.state.root_hints and self.settings.prime_root:
             primed = yield from self._prime(depth)
@@ -506,9 +508,26 @@ class Resolution:
         if configured.recursion_desired:
             return None
         cached = self.cache.closest_delegation(above)
-        if cached is not None and names.is_subdomain(cached.zone, configured.zone):
+        if cached is not None and self._may_replace(configured, cached):
             return replace(cached, source="parent-side fallback")
         return replace(configured, source="parent-side fallback")
+
+    def _may_replace(self, configured: Delegation, cached: Delegation) -> bool:
+        """Whether a cached cut is closer than the configured one (or the root hints).
+
+        A stub zone is where its queries go (Unbound stub-zone, stub-prime: no): the NS set
+        its servers state for the zone itself never replaces the configured addresses; only
+        delegations below it, learnt from those servers, are followed.
+        """
+        if configured is self.state.root_hints:
+            return True
+        return cached.zone != configured.zone and names.is_subdomain(cached.zone,
+                                                                      configured.zone)
+
+    def _configured_zone(self, qname: str) -> str:
+        """The closest configured (stub or forward) zone at or above `qname`, else the root."""
+        return next((zone for zone in names.ancestors(qname)
+                     if zone in self.state.configured_zones), names.ROOT)
 
     def _configured_cut(self, qname: str) -> Delegation:
         for zone in names.ancestors(qname):

@@ -538,3 +538,59 @@ def test_forwarder_on_our_own_listen_endpoint_is_never_asked() -> None:
                                 never_query=OWN_LISTEN)
     assert rcode == Rcode.SERVFAIL
     assert network.asked == []
+
+
+def stub_authority(zone: str, address: str) -> Behaviour:
+    """An authoritative server for `zone` as NSD answers: AA, the zone's NS set in the
+    authority section, naming a server in another zone whose address we do not know."""
+    def behaviour(query: bytes) -> bytes:
+        message = decode(query)
+        question = message.question
+        assert question is not None
+        ns = parse_record(f"{zone} 3600 IN NS ns1.hosting.example.")
+        return encode(Message(
+            id=message.id, qr=True, opcode=0, rcode=Rcode.NOERROR, rd=message.rd, aa=True,
+            question=question, answer=(parse_record(f"{question.name} 300 IN A {address}"),),
+            authority=(ns,)))
+    return behaviour
+
+
+def test_stub_zones_keep_answering_after_their_servers_state_their_ns_set() -> None:
+    """Unbound stub-zone (stub-prime: no): the NS set a stub's server puts in its answers
+    never replaces the configured address; the root is never asked; a second stub zone
+    beside it keeps working too."""
+    network = UpstreamsNetwork(FakeClock())
+    network.upstreams[("10.0.0.9", 5353)] = stub_authority("a.corp.example.", "10.9.0.1")
+    network.upstreams[("10.0.0.10", 5353)] = stub_authority("b.corp.example.", "10.10.0.1")
+    settings = ForwardingSettings(stub_zones=("a.corp.example=10.0.0.9@5353",
+                                              "b.corp.example=10.0.0.10@5353"))
+    config = ServeConfig(engine=EngineSettings(upstream_port=53), forwarding=settings)
+    app = build(config, root_hints=lab_root_hints(), network=network, clock=network.clock,
+                rng=random.Random(7))
+    answers = []
+    for name in ("www.a.corp.example.", "mail.a.corp.example.", "x.y.a.corp.example.",
+                 "www.b.corp.example."):
+        outcome = asyncio.run(app.service.resolve(Question(name, RRType.A)))
+        assert outcome.rcode == Rcode.NOERROR, (name, outcome.reason)
+        answers.append(outcome.answer[0].address)
+    assert answers == ["10.9.0.1", "10.9.0.1", "10.9.0.1", "10.10.0.1"]
+    assert network.lab.received.total() == 0  # the root was never asked
+    assert {(server.ip, server.port) for server, _ in network.asked} == {
+        ("10.0.0.9", 5353), ("10.0.0.10", 5353)}
+
+
+def test_nxdomain_above_a_stub_zone_does_not_hide_it() -> None:
+    """A cached NXDOMAIN for corp.example (RFC 8020) says nothing of the configured stub
+    zone a.corp.example below it: the operator's zone wins."""
+    network = UpstreamsNetwork(FakeClock())
+    network.upstreams[("10.0.0.9", 5353)] = stub_authority("a.corp.example.", "10.9.0.1")
+    settings = ForwardingSettings(stub_zones=("a.corp.example=10.0.0.9@5353",))
+    config = ServeConfig(engine=EngineSettings(upstream_port=53), forwarding=settings)
+    app = build(config, root_hints=lab_root_hints(), network=network, clock=network.clock,
+                rng=random.Random(7))
+    soa = parse_record(". 3600 IN SOA a.root. b.root. 1 2 3 4 3600")
+    app.state.cache.store_negative(Question("corp.example.", RRType.A), Rcode.NXDOMAIN, soa)
+    outcome = asyncio.run(app.service.resolve(Question("www.a.corp.example.", RRType.A)))
+    assert outcome.rcode == Rcode.NOERROR and outcome.answer[0].address == "10.9.0.1"
+    other = asyncio.run(app.service.resolve(Question("www.corp.example.", RRType.A)))
+    assert other.rcode == Rcode.NXDOMAIN  # outside the stub zone RFC 8020 still holds
