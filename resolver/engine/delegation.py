@@ -109,17 +109,25 @@ def is_loopback_or_unspecified(address: str) -> bool:
     )
 
 
+#: IPv4 networks that never hold a DNS server: "this network", multicast, reserved and the
+#: limited broadcast (RFC 1122 §3.2.1.3, RFC 5771, RFC 1112 §4, RFC 919).
+_NOT_UNICAST_V4 = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4"))
+
+
 @functools.lru_cache(maxsize=4096)
-def is_unspecified(address: str) -> bool:
-    """0.0.0.0/8 and ::: never a server (RFC 1122 §3.2.1.3); Linux delivers packets sent
-    there to this very host, so asking one is asking ourselves."""
+def is_never_a_server(address: str) -> bool:
+    """An address no query should be sent to: unspecified, multicast, broadcast or
+    reserved (Unbound refuses them as well). Asking one would reach nobody, or everybody."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return True
-    if ip.version == 4:
-        return ip in ipaddress.ip_network("0.0.0.0/8")
-    return ip.is_unspecified or (ip.ipv4_mapped is not None and is_unspecified(str(ip.ipv4_mapped)))
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return is_never_a_server(str(ip.ipv4_mapped))
+        return ip.is_unspecified or ip.is_multicast
+    return any(ip in network for network in _NOT_UNICAST_V4)
 
 
 def is_ipv6(address: str) -> bool:

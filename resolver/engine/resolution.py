@@ -51,7 +51,7 @@ from resolver.engine.delegation import (
     NameServer,
     is_ipv6,
     is_loopback_or_unspecified,
-    is_unspecified,
+    is_never_a_server,
 )
 from resolver.engine.events import (
     Action,
@@ -657,8 +657,8 @@ class Resolution:
             return "IPv4 disabled (do-ip4: no)"
         if self._is_own_address(spec, server):
             return "one of our own addresses"
-        if is_unspecified(address):
-            return "unspecified address (0.0.0.0/8 or ::)"
+        if is_never_a_server(address):
+            return "not a unicast address (unspecified, multicast or broadcast)"
         if (not self._allow_loopback and spec not in self._configured
                 and is_loopback_or_unspecified(address)):
             return "loopback or unspecified address (do-not-query-localhost)"
