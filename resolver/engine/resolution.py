@@ -604,6 +604,8 @@ class Resolution:
             result = yield from self._query_server(cut, chosen, question, depth)
             if isinstance(result, Failure):
                 last_problem = result.reason
+                if isinstance(result, _Unreachable):
+                    attempts.tries[chosen.address] = self._max_tries(cut)
                 continue
             reply, classified = result
             if classified.kind is ResponseKind.LAME and last_resort is None:
@@ -630,6 +632,9 @@ class Resolution:
                 if attempts.tries.get(address, 0) >= self._max_tries(cut):
                     continue
                 reason = self._unusable(address)
+                held = self.selection.unreachable_for(address, self.now)
+                if held and not reason:
+                    reason = f"unreachable a moment ago (asked again in {held:.1f} s)"
                 if reason:
                     if address not in attempts.tries:
                         attempts.tries[address] = self._max_tries(cut)
@@ -834,7 +839,12 @@ class Resolution:
             if (is_ipv6(server.address)
                     and outcome.problem is TransportProblem.NETWORK_UNREACHABLE):
                 self.selection.record_ipv6_unreachable(self.now)
-            return self._failed(depth, server, f"transport error: {outcome}")
+            failed = self._failed(depth, server, f"transport error: {outcome}")
+            if outcome.problem is TransportProblem.OTHER:
+                return failed
+            # Nobody listens there, or no route: asking again in a few ms changes nothing.
+            self.selection.record_unreachable(server.address, self.now)
+            return _Unreachable(failed.kind, failed.reason)
         try:
             reply = decode(outcome)
         except MalformedMessage as exc:
@@ -879,6 +889,11 @@ class _QueryStyle:
 @dataclass(frozen=True, slots=True)
 class _CaseNotEchoed(Failure):
     """The reply matched but for the letter case of the question (0x20)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unreachable(Failure):
+    """ICMP unreachable or a refused connection: the address is not tried again now."""
 
 
 def _servfail(failure: Failure, chain: list[Record] | None = None) -> Outcome:

@@ -21,6 +21,9 @@ MAX_BACKOFF_S = 12.0
 DOWN_AFTER_TIMEOUTS = 3
 #: How long "down" and "lame" are remembered (Unbound infra-host-ttl 900 s).
 MEMORY_S = 900.0
+#: How long an address that answered ICMP unreachable is skipped: long enough that a burst
+#: of client queries does not hammer it, short enough that a restarted server is soon used.
+UNREACHABLE_HOLD_S = 5.0
 #: Penalty that sorts down or lame servers after every healthy one.
 _PENALTY_S = 1000.0
 
@@ -34,6 +37,8 @@ class _ServerState:
     backoff_s: float | None = None
     timeouts_in_row: int = 0
     down_until: float = 0.0
+    #: After an ICMP unreachable or a refused connection: not asked before this time.
+    unreachable_until: float = 0.0
     lame_zones: dict[str, float] = field(default_factory=dict)
 
 
@@ -119,6 +124,16 @@ class ServerSelection:
         """This host has no IPv6 route: prefer IPv4 servers for a while (Unbound's
         do-ip6 probing, Happy Eyeballs in spirit)."""
         self.ipv6_unreachable_until = now + MEMORY_S
+
+    def record_unreachable(self, address: str, now: float) -> None:
+        """Nobody listens at `address` (ICMP port unreachable, connection refused): it is
+        skipped for UNREACHABLE_HOLD_S, then asked again (it may have been restarted)."""
+        self._state(address).unreachable_until = now + UNREACHABLE_HOLD_S
+
+    def unreachable_for(self, address: str, now: float) -> float:
+        """Seconds the address is still held back after it was unreachable (0: not)."""
+        state = self._servers.get(address)
+        return max(0.0, state.unreachable_until - now) if state is not None else 0.0
 
     def record_lame(self, address: str, zone: str, now: float) -> None:
         self._state(address).lame_zones[zone] = now + MEMORY_S

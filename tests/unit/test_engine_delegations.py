@@ -137,3 +137,27 @@ def test_forwarder_that_times_out_is_backed_off_and_the_next_answers() -> None:
         assert network.clock.now - started < Limits().resolution_budget_s
     to_dead = sum(1 for server, _ in network.asked if server.ip == "10.0.0.1")
     assert to_dead <= 6
+
+
+def test_servers_that_answer_port_unreachable_are_asked_once_each() -> None:
+    """An ICMP port unreachable says nobody listens there: the address is not asked again
+    in the same resolution, and a client asking again soon after costs no new storm
+    (today's figure was 36 queries in 5.7 ms to three dead servers)."""
+    from resolver.engine.network import TransportProblem, UpstreamError
+
+    dead = ["127.1.0.11", "127.1.0.12", "127.1.0.13"]
+    glue = "\n".join(f"child IN NS ns{n}.child\nns{n}.child IN A {a}"
+                     for n, a in enumerate(dead))
+    lab_ = world({
+        ROOT_ADDRESS: [zone(".", _root(""), ns="ns.root.")],
+        TEST_ADDRESS: [zone("test.", f"ns IN A {TEST_ADDRESS}\n{glue}")],
+    }, root_address=ROOT_ADDRESS)
+    for address in dead:
+        lab_.network.failing[address] = UpstreamError(
+            f"{address} (udp): port unreachable (ICMP)", TransportProblem.NOBODY_LISTENS)
+    outcome = lab_.resolve("www.child.test.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert [lab_.network.received[a] for a in dead] == [1, 1, 1]
+    lab_.clock.advance(10)  # past the remembered failure: a new resolution
+    assert lab_.resolve("www2.child.test.").rcode == Rcode.SERVFAIL
+    assert sum(lab_.network.received[a] for a in dead) <= 6
