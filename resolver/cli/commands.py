@@ -20,8 +20,9 @@ import click
 
 from resolver import __version__
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
+from resolver.daemon.hints_file import load_checked
 from resolver.dns.wire import Question, Rcode, rcode_name, type_from_text
-from resolver.engine.delegation import RootHintsError, load_root_hints
+from resolver.engine.delegation import Delegation, RootHintsError
 from resolver.engine.settings import EngineSettings, ForwardingSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -398,7 +399,6 @@ def serve(ctx: click.Context, /, listen: tuple[str, ...], root_hints: Path, upst
     """Answer stub clients over UDP and TCP, resolving iteratively from the root hints."""
     _setup_logging(verbose)
     config = _serve_config(ctx.params)
-    _check_hints(root_hints)
     _check_files(config)
     from resolver.daemon.app import StartupError, run
     from resolver.daemon.app import serve as run_server
@@ -430,9 +430,10 @@ def _bind_error(exc: OSError, config: ServeConfig) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
-def _check_hints(path: Path) -> None:
+def _load_hints(path: Path, upstream_port: int) -> Delegation:
+    """The root hints, or one line naming what is wrong with the file (exit 1)."""
     try:
-        load_root_hints(path)
+        return load_checked(path, upstream_port)
     except RootHintsError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -446,10 +447,7 @@ def _check_hints(path: Path) -> None:
 def query(name: str, rtype: str, root_hints: Path, upstream_port: int) -> None:
     """Resolve NAME once, iteratively, without a server; print it like dig's answer."""
     question = _question(name, rtype)
-    try:
-        hints = load_root_hints(root_hints)
-    except RootHintsError as exc:
-        raise click.ClickException(str(exc)) from None
+    hints = _load_hints(root_hints, upstream_port)
     from resolver.daemon.app import build
 
     config = ServeConfig(engine=EngineSettings(upstream_port=upstream_port))
@@ -481,15 +479,27 @@ def _question(name: str, rtype: str) -> Question:
         number = type_from_text(rtype)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="TYPE") from None
-    qname = names.canonical(name)
+    qname = names.canonical(_a_labels(name))
     if len(qname) > 254 or any(not 0 < len(label) <= 63 for label in names.labels(qname)):
         raise click.BadParameter(f"{name!r} is not a valid domain name", param_hint="NAME")
-    try:
-        qname.encode("ascii")
-    except UnicodeEncodeError:
-        raise click.BadParameter(f"{name!r} is not ASCII (use its xn-- form)",
-                                 param_hint="NAME") from None
     return Question(qname, number)
+
+
+def _a_labels(name: str) -> str:
+    """`name` in the form DNS carries: non-ASCII labels become A-labels ("xn--...", IDNA
+    2008, RFC 5891 §4, with the UTS 46 mapping as dig applies it), and the conversion is
+    shown on stderr so that the user sees which name is really asked."""
+    if name.isascii():
+        return name
+    import idna
+
+    try:
+        converted = idna.encode(name.rstrip("."), uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise click.BadParameter(f"{name!r} is not a valid internationalised domain name "
+                                 f"({exc})", param_hint="NAME") from None
+    click.echo(f"note: {name} is asked as {converted}. (IDNA A-labels, RFC 5891)", err=True)
+    return converted
 
 
 
@@ -512,19 +522,24 @@ def check_config(file: Path) -> None:
     """Check a TOML configuration file: print "ok" and a summary, or every error (exit 1)."""
     from resolver.daemon import config_file
 
+    # Every problem of the file in one run: bad keys, then what the good keys name.
     try:
-        values = config_file.load(file)
-        with serve.make_context("serve", [], default_map=values) as ctx:
-            config = _serve_config({**ctx.params, "config_path": file})
+        values, errors = config_file.load_partly(file)
     except config_file.ConfigFileError as exc:
         _fail(exc.errors)
+    try:
+        with serve.make_context("serve", [], default_map=values) as ctx:
+            config = _serve_config({**ctx.params, "config_path": file})
+            workers = int(ctx.params["workers"])
     except click.ClickException as exc:
-        _fail([f"{file}: {exc.format_message()}"])
+        _fail([*errors, f"{file}: {exc.format_message()}"])
     checked = config_file.check_files(config)
-    for warning in checked.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if checked.errors:
-        _fail([f"{file}: {error}" for error in checked.errors])
+    warnings = [*checked.warnings, *config_file.serve_conflicts(config, workers)]
+    for warning in warnings:
+        click.echo(f"warning: {file}: {warning}", err=True)
+    errors += [f"{file}: {error}" for error in checked.errors]
+    if errors:
+        _fail(errors)
     click.echo("ok")
     for line in config_file.summary(config, checked):
         click.echo(f"  {line}")

@@ -45,8 +45,9 @@ from resolver.cli.trace_render import (
     summary_lines,
 )
 from resolver.daemon.config import ServeConfig
+from resolver.daemon.hints_file import load_checked
 from resolver.dns.wire import Question, Rcode, RRType, type_name
-from resolver.engine.delegation import Delegation, RootHintsError, load_root_hints
+from resolver.engine.delegation import Delegation, RootHintsError
 from resolver.engine.events import Outcome, ReplyReceived, TraceEvent
 from resolver.engine.network import Network, ServerAddress, Transport
 from resolver.engine.settings import EngineSettings
@@ -315,7 +316,7 @@ def run_cli(
 ) -> int:
     """`resolver trace`: bad input raises ClickException (one line); returns the exit code."""
     try:
-        hints = load_root_hints(root_hints)
+        hints = load_checked(root_hints, upstream_port)
     except RootHintsError as exc:
         raise click.ClickException(str(exc)) from None
     server = None
