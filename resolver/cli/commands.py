@@ -24,6 +24,7 @@ from resolver.daemon.hints_file import load_checked
 from resolver.dns.wire import Question, Rcode, rcode_name, type_from_text
 from resolver.engine.delegation import Delegation, RootHintsError
 from resolver.engine.settings import EngineSettings, ForwardingSettings
+from resolver.server.metrics import DEFAULT_METRICS_PORT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -552,12 +553,13 @@ def check_config(file: Path) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="Take the metrics address from this configuration file.")
 @click.option("--raw", is_flag=True, help="Print the Prometheus text exposition as served.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: every sample by name, for programs.")
 @_control_socket_option
-def stats(address: str | None, config_path: Path | None, raw: bool,
+def stats(address: str | None, config_path: Path | None, raw: bool, as_json: bool,
           control_socket: Path | None) -> None:
     """Print the counters of a running `resolver serve`: queries, cache, rcodes, upstream."""
     from resolver.daemon import config_file, metrics
-    from resolver.server import metrics as counters
 
     explicit = address is not None
     if address is None and config_path is not None:
@@ -567,41 +569,73 @@ def stats(address: str | None, config_path: Path | None, raw: bool,
             _fail(exc.errors)
         explicit = address is not None
     try:
-        default = f"127.0.0.1:{counters.DEFAULT_METRICS_PORT}"
+        default = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
         endpoint = config_file.check_metrics(address or default)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--metrics") from None
     try:
-        text = metrics.fetch(endpoint.ip, endpoint.port)
+        texts = [metrics.fetch(endpoint.ip, endpoint.port)]
+        engine: dict[str, Any] = {}
+        source = f"http://{endpoint}/metrics"
     except (OSError, ValueError, http_client_errors()) as exc:
         if explicit:
             raise click.ClickException(f"cannot read metrics at http://{endpoint}/metrics: "
                                        f"{exc}") from None
-        from resolver.daemon.control import (
-            ControlError,
-            default_socket_path,
-            merged_stats,
-            request_all,
-        )
-
-        path = control_socket if control_socket is not None else default_socket_path()
-        try:
-            replies = request_all(path, {"cmd": "stats"})
-        except ControlError as control_exc:
-            raise click.ClickException(
-                f"no metrics endpoint at http://{endpoint}/metrics ({exc}; start the server "
-                f"with --metrics {endpoint}) and no control channel: {control_exc}") from None
-        stats = merged_stats([reply.get("stats") or {} for _, reply in replies])
-        if len(replies) > 1:
-            click.echo(f"{'workers':<24}  {len(replies)}")
-        for key, value in sorted(stats.items()):
-            click.echo(f"{key:<24}  {value}")
-        return
+        texts, engine, source = _stats_from_control(control_socket, endpoint, exc)
     if raw:
-        click.echo(text, nl=False)
+        for text in texts:
+            click.echo(text, nl=False)
         return
-    for line in counters.format_stats(counters.parse_exposition(text)):
+    _print_stats(texts, engine, source, as_json=as_json)
+
+
+def _stats_from_control(
+    control_socket: Path | None, endpoint: ListenAddress, http_error: Exception
+) -> tuple[list[str], dict[str, Any], str]:
+    """The expositions and engine counters of every worker, through the control channel."""
+    from resolver.daemon.control import (
+        ControlError,
+        default_socket_path,
+        merged_stats,
+        request_all,
+    )
+
+    path = control_socket if control_socket is not None else default_socket_path()
+    try:
+        replies = request_all(path, {"cmd": "stats"})
+    except ControlError as control_exc:
+        raise click.ClickException(
+            f"no metrics endpoint at http://{endpoint}/metrics ({http_error}; start the server "
+            f"with --metrics {endpoint}) and no control channel: {control_exc}") from None
+    texts = [str(reply["exposition"]) for _, reply in replies if reply.get("exposition")]
+    engine = merged_stats([reply.get("stats") or {} for _, reply in replies])
+    engine["workers"] = len(replies)
+    return texts, engine, f"control socket {path}"
+
+
+def _print_stats(texts: list[str], engine: dict[str, Any], source: str, *,
+                 as_json: bool) -> None:
+    """The same table whether the counters came over HTTP or the control channel."""
+    import json
+
+    from resolver.daemon.control import merged_samples
+    from resolver.server.metrics import format_stats
+
+    samples = merged_samples(texts)
+    if as_json:
+        by_name = {sample.render().rsplit(" ", 1)[0]: sample.value for sample in samples}
+        click.echo(json.dumps({"source": source, "samples": by_name, "engine": engine},
+                              sort_keys=True))
+        return
+    if engine.get("workers", 1) > 1:
+        click.echo(f"workers               {engine['workers']}")
+    for line in format_stats(samples):
         click.echo(line)
+    if engine:
+        click.echo("\nengine counters (control channel):")
+        for key, value in sorted(engine.items()):
+            if key != "workers":
+                click.echo(f"  {key:<22}  {value}")
 
 
 def http_client_errors() -> type[Exception]:
