@@ -645,8 +645,7 @@ def http_client_errors() -> type[Exception]:
 
 
 @main.command()
-@click.argument("name")
-@click.argument("rtype", default="A", metavar="[TYPE]")
+@click.argument("words", nargs=-1, required=True, metavar="NAME [TYPE] [NAME [TYPE]]...")
 @click.option("--root-hints", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("root.hints"), show_default=True, help="Root hints file to start from.")
 @_port_option("Port of every upstream name server (use the lab's port).")
@@ -655,23 +654,79 @@ def http_client_errors() -> type[Exception]:
               help="One JSON object per trace event per line (see docs/trace-json.md).")
 @click.option("--no-color", is_flag=True, help="Never colour the output.")
 @click.option("--explain", is_flag=True, help="Add a plain-language sentence to each step.")
+@click.option("--legend", is_flag=True, help="Start with what the markers and the | mean.")
 @click.option("--recursive", metavar="SERVER[@PORT]",
               help="Also send one recursive query (RD=1) to this resolver, for contrast.")
 @click.option("--fanout", is_flag=True,
               help="Ask every server of each zone cut on the path; show RTTs, lame servers "
                    "and parent/child NS differences.")
-def trace(name: str, rtype: str, root_hints: Path, upstream_port: int, tcp: bool, as_json: bool,
-          no_color: bool, explain: bool, recursive: str | None, fanout: bool) -> None:
-    """Show every step of an iterative lookup of NAME, from the root hints, with a cold cache."""
+@click.option("--no-qmin", is_flag=True,
+              help="Send the full name to every server, as textbooks draw it (no QNAME "
+                   "minimisation, RFC 9156).")
+@click.option("--server", "server_name", metavar="NAME|ADDRESS",
+              help="Start at this root server of the hints only (no priming).")
+@click.option("--seed", type=int, metavar="N",
+              help="Seed the choice among equally good servers: the same walk every run.")
+@click.option("--svg", "svg_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Draw the lookup of the first name as an SVG picture.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="The same picture in a self-contained HTML page with a "
+                                   "legend.")
+def trace(words: tuple[str, ...], root_hints: Path, upstream_port: int, tcp: bool,
+          as_json: bool, no_color: bool, explain: bool, legend: bool, recursive: str | None,
+          fanout: bool, no_qmin: bool, server_name: str | None, seed: int | None,
+          svg_file: Path | None, html_file: Path | None) -> None:
+    """Show every step of an iterative lookup of NAME, from the root hints, with an empty cache.
+
+    Several names are resolved one after the other with the same cache: the second
+    starts at the zone cut the first left there."""
+    from resolver.cli.trace_picture import PictureFiles
+    from resolver.cli.trace_render import legend_lines
     from resolver.cli.trace_run import run_cli
 
     try:
-        question = _question(name, rtype)
+        questions = _questions(words)
     except click.BadParameter as exc:
         raise click.ClickException(exc.format_message()) from None
-    sys.exit(run_cli(question, root_hints=root_hints, upstream_port=upstream_port, tcp=tcp,
+    if legend and not as_json:
+        for line in legend_lines():
+            click.echo(line)
+    picture = (PictureFiles(svg=svg_file, html=html_file)
+               if svg_file is not None or html_file is not None else None)
+    sys.exit(run_cli(questions[0], root_hints=root_hints, upstream_port=upstream_port, tcp=tcp,
                      as_json=as_json, no_color=no_color, explain=explain, recursive=recursive,
-                     fanout=fanout))
+                     fanout=fanout, more=tuple(questions[1:]), qname_minimisation=not no_qmin,
+                     server_name=server_name, seed=seed, picture=picture))
+
+
+def _questions(words: tuple[str, ...]) -> list[Question]:
+    """dig's reading of its arguments: each name, optionally followed by its type."""
+    questions: list[Question] = []
+    index = 0
+    while index < len(words):
+        name = words[index]
+        rtype = "A"
+        if index + 1 < len(words) and _is_type(words[index + 1]):
+            rtype = words[index + 1]
+            index += 1
+        elif index + 1 < len(words) and not _looks_like_name(words[index + 1]):
+            rtype = words[index + 1]  # not a name and not a type: let _question say why
+            index += 1
+        questions.append(_question(name, rtype))
+        index += 1
+    return questions
+
+
+def _is_type(word: str) -> bool:
+    try:
+        type_from_text(word)
+    except ValueError:
+        return False
+    return not word.isdigit()
+
+
+def _looks_like_name(word: str) -> bool:
+    return "." in word or not word.isascii()
 
 
 @main.group()

@@ -75,5 +75,24 @@ def test_trace_cli_help_lists_every_option() -> None:
     result = CliRunner().invoke(main, ["trace", "--help"])
     assert result.exit_code == 0
     for option in ("--json", "--root-hints", "--upstream-port", "--tcp", "--no-color",
-                   "--explain", "--recursive", "--fanout"):
+                   "--explain", "--recursive", "--fanout", "--no-qmin", "--server", "--seed",
+                   "--svg", "--html", "--legend"):
         assert option in result.output
+
+
+def test_trace_cli_unknown_root_server_names_the_ones_there_are(hints: Path) -> None:
+    code, out, err = run("www.networkutopia.com", "--root-hints", str(hints),
+                         "--server", "z.root-servers.net")
+    assert code == 1 and out == ""
+    assert err.strip() == ("Error: --server: 'z.root-servers.net' is not a root server of the "
+                           "hints (they name a.root-servers.net.)")
+
+
+def test_trace_cli_reads_names_and_types_as_dig_does() -> None:
+    from resolver.cli.commands import _questions
+    from resolver.dns.wire import RRType
+
+    questions = _questions(("www.a.example", "MX", "www.b.example", "c.example", "AAAA"))
+    assert [(q.name, q.rtype) for q in questions] == [
+        ("www.a.example.", RRType.MX), ("www.b.example.", RRType.A),
+        ("c.example.", RRType.AAAA)]
