@@ -262,8 +262,8 @@ def render_svg(picture: Picture) -> str:
                      'height="46" rx="6" fill="#eef3fb" stroke="#1f5fbf"/>')
         parts.append(f'<text x="{x}" y="55" font-size="12" font-weight="bold" '
                      f'text-anchor="middle" {_MONO}>{escape(_short(column.title, 26))}</text>')
-        parts.append(f'<text x="{x}" y="72" font-size="10" text-anchor="middle" fill="#444" '
-                     f'{_FONT}>{escape(_short(column.subtitle, 32))}</text>')
+        parts.append(f'<text x="{x}" y="72" font-size="9" text-anchor="middle" fill="#444" '
+                     f'{_FONT}>{escape(_short(column.subtitle, 38))}</text>')
         parts.append(f'<line x1="{x}" y1="82" x2="{x}" y2="{height - _MARGIN}" '
                      'stroke="#b0b8c8" stroke-dasharray="3 4"/>')
     # The arrows, numbered in order.
@@ -289,7 +289,7 @@ def render_svg(picture: Picture) -> str:
         parts.append(f'<circle cx="{tail}" cy="{y}" r="10" fill="{colour}"/>')
         parts.append(f'<text x="{tail}" y="{y + 4}" font-size="10" font-weight="bold" '
                      f'text-anchor="middle" fill="#fff" {_FONT}>{arrow.number}</text>')
-        parts.append(f'<text x="{min(x1, x2) + 16}" y="{y - 6}" font-size="11" '
+        parts.append(f'<text x="{min(x1, x2) + 30}" y="{y - 6}" font-size="11" '
                      f'fill="{colour}" {_MONO}>{label}{escape(rtt)}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
