@@ -3,15 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-ROOT_HINTS ?= root.hints
-LISTEN ?= 127.0.0.1:5300
-UPSTREAM_PORT ?= 53
-LAB_PORT ?= 53
+# Offline first: `make lab` in one terminal, `make run` in another; no root, no internet.
+LAB_PORT ?= 5353
 LAB_HINTS ?= lab.hints
+ROOT_HINTS ?= $(LAB_HINTS)
+LISTEN ?= 127.0.0.1:5300
+UPSTREAM_PORT ?= $(LAB_PORT)
 # Extra options for `resolver serve`, e.g. make run ARGS="--prefetch --verbose"
 ARGS ?=
 
-.PHONY: run test lab lint unit integration replay clean
+.PHONY: run run-internet test lab lint unit integration replay clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +20,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
-## run: start the resolver on $(LISTEN) (try it offline: make run ROOT_HINTS=lab.hints, with `make lab` running)
+## run: the resolver on $(LISTEN), resolving from the lab (start `make lab` first)
 run: $(STAMP)
+	@test -f $(ROOT_HINTS) || { echo "$(ROOT_HINTS) is missing: start the lab first, in another terminal: make lab" >&2; exit 1; }
 	$(BIN)/resolver serve --listen $(LISTEN) --root-hints $(ROOT_HINTS) --upstream-port $(UPSTREAM_PORT) $(ARGS)
 
-## lab: the offline mini internet of authoritative servers on 127.x.y.z
+## run-internet: the resolver from the real root servers (sends queries to the internet)
+run-internet: $(STAMP)
+	$(BIN)/resolver serve --listen $(LISTEN) --root-hints root.hints --upstream-port 53 $(ARGS)
+
+## lab: the offline mini internet of authoritative servers on 127.x.y.z, port $(LAB_PORT)
 lab: $(STAMP)
 	$(BIN)/resolver lab --hints-file $(LAB_HINTS) --port $(LAB_PORT)
 

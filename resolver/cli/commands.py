@@ -20,9 +20,11 @@ import click
 
 from resolver import __version__
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
+from resolver.daemon.hints_file import load_checked
 from resolver.dns.wire import Question, Rcode, rcode_name, type_from_text
-from resolver.engine.delegation import RootHintsError, load_root_hints
+from resolver.engine.delegation import Delegation, RootHintsError
 from resolver.engine.settings import EngineSettings, ForwardingSettings
+from resolver.server.metrics import DEFAULT_METRICS_PORT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -402,7 +404,6 @@ def serve(ctx: click.Context, /, listen: tuple[str, ...], root_hints: Path, upst
     """Answer stub clients over UDP and TCP, resolving iteratively from the root hints."""
     _setup_logging(verbose)
     config = _serve_config(ctx.params)
-    _check_hints(root_hints)
     _check_files(config)
     from resolver.daemon.app import StartupError, run
     from resolver.daemon.app import serve as run_server
@@ -434,9 +435,10 @@ def _bind_error(exc: OSError, config: ServeConfig) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
-def _check_hints(path: Path) -> None:
+def _load_hints(path: Path, upstream_port: int) -> Delegation:
+    """The root hints, or one line naming what is wrong with the file (exit 1)."""
     try:
-        load_root_hints(path)
+        return load_checked(path, upstream_port)
     except RootHintsError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -450,10 +452,7 @@ def _check_hints(path: Path) -> None:
 def query(name: str, rtype: str, root_hints: Path, upstream_port: int) -> None:
     """Resolve NAME once, iteratively, without a server; print it like dig's answer."""
     question = _question(name, rtype)
-    try:
-        hints = load_root_hints(root_hints)
-    except RootHintsError as exc:
-        raise click.ClickException(str(exc)) from None
+    hints = _load_hints(root_hints, upstream_port)
     from resolver.daemon.app import build
 
     config = ServeConfig(engine=EngineSettings(upstream_port=upstream_port))
@@ -485,15 +484,27 @@ def _question(name: str, rtype: str) -> Question:
         number = type_from_text(rtype)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="TYPE") from None
-    qname = names.canonical(name)
+    qname = names.canonical(_a_labels(name))
     if len(qname) > 254 or any(not 0 < len(label) <= 63 for label in names.labels(qname)):
         raise click.BadParameter(f"{name!r} is not a valid domain name", param_hint="NAME")
-    try:
-        qname.encode("ascii")
-    except UnicodeEncodeError:
-        raise click.BadParameter(f"{name!r} is not ASCII (use its xn-- form)",
-                                 param_hint="NAME") from None
     return Question(qname, number)
+
+
+def _a_labels(name: str) -> str:
+    """`name` in the form DNS carries: non-ASCII labels become A-labels ("xn--...", IDNA
+    2008, RFC 5891 §4, with the UTS 46 mapping as dig applies it), and the conversion is
+    shown on stderr so that the user sees which name is really asked."""
+    if name.isascii():
+        return name
+    import idna
+
+    try:
+        converted = idna.encode(name.rstrip("."), uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise click.BadParameter(f"{name!r} is not a valid internationalised domain name "
+                                 f"({exc})", param_hint="NAME") from None
+    click.echo(f"note: {name} is asked as {converted}. (IDNA A-labels, RFC 5891)", err=True)
+    return converted
 
 
 
@@ -516,19 +527,24 @@ def check_config(file: Path) -> None:
     """Check a TOML configuration file: print "ok" and a summary, or every error (exit 1)."""
     from resolver.daemon import config_file
 
+    # Every problem of the file in one run: bad keys, then what the good keys name.
     try:
-        values = config_file.load(file)
-        with serve.make_context("serve", [], default_map=values) as ctx:
-            config = _serve_config({**ctx.params, "config_path": file})
+        values, errors = config_file.load_partly(file)
     except config_file.ConfigFileError as exc:
         _fail(exc.errors)
+    try:
+        with serve.make_context("serve", [], default_map=values) as ctx:
+            config = _serve_config({**ctx.params, "config_path": file})
+            workers = int(ctx.params["workers"])
     except click.ClickException as exc:
-        _fail([f"{file}: {exc.format_message()}"])
+        _fail([*errors, f"{file}: {exc.format_message()}"])
     checked = config_file.check_files(config)
-    for warning in checked.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if checked.errors:
-        _fail([f"{file}: {error}" for error in checked.errors])
+    warnings = [*checked.warnings, *config_file.serve_conflicts(config, workers)]
+    for warning in warnings:
+        click.echo(f"warning: {file}: {warning}", err=True)
+    errors += [f"{file}: {error}" for error in checked.errors]
+    if errors:
+        _fail(errors)
     click.echo("ok")
     for line in config_file.summary(config, checked):
         click.echo(f"  {line}")
@@ -541,12 +557,13 @@ def check_config(file: Path) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="Take the metrics address from this configuration file.")
 @click.option("--raw", is_flag=True, help="Print the Prometheus text exposition as served.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: every sample by name, for programs.")
 @_control_socket_option
-def stats(address: str | None, config_path: Path | None, raw: bool,
+def stats(address: str | None, config_path: Path | None, raw: bool, as_json: bool,
           control_socket: Path | None) -> None:
     """Print the counters of a running `resolver serve`: queries, cache, rcodes, upstream."""
     from resolver.daemon import config_file, metrics
-    from resolver.server import metrics as counters
 
     explicit = address is not None
     if address is None and config_path is not None:
@@ -556,41 +573,73 @@ def stats(address: str | None, config_path: Path | None, raw: bool,
             _fail(exc.errors)
         explicit = address is not None
     try:
-        default = f"127.0.0.1:{counters.DEFAULT_METRICS_PORT}"
+        default = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
         endpoint = config_file.check_metrics(address or default)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--metrics") from None
     try:
-        text = metrics.fetch(endpoint.ip, endpoint.port)
+        texts = [metrics.fetch(endpoint.ip, endpoint.port)]
+        engine: dict[str, Any] = {}
+        source = f"http://{endpoint}/metrics"
     except (OSError, ValueError, http_client_errors()) as exc:
         if explicit:
             raise click.ClickException(f"cannot read metrics at http://{endpoint}/metrics: "
                                        f"{exc}") from None
-        from resolver.daemon.control import (
-            ControlError,
-            default_socket_path,
-            merged_stats,
-            request_all,
-        )
-
-        path = control_socket if control_socket is not None else default_socket_path()
-        try:
-            replies = request_all(path, {"cmd": "stats"})
-        except ControlError as control_exc:
-            raise click.ClickException(
-                f"no metrics endpoint at http://{endpoint}/metrics ({exc}; start the server "
-                f"with --metrics {endpoint}) and no control channel: {control_exc}") from None
-        stats = merged_stats([reply.get("stats") or {} for _, reply in replies])
-        if len(replies) > 1:
-            click.echo(f"{'workers':<24}  {len(replies)}")
-        for key, value in sorted(stats.items()):
-            click.echo(f"{key:<24}  {value}")
-        return
+        texts, engine, source = _stats_from_control(control_socket, endpoint, exc)
     if raw:
-        click.echo(text, nl=False)
+        for text in texts:
+            click.echo(text, nl=False)
         return
-    for line in counters.format_stats(counters.parse_exposition(text)):
+    _print_stats(texts, engine, source, as_json=as_json)
+
+
+def _stats_from_control(
+    control_socket: Path | None, endpoint: ListenAddress, http_error: Exception
+) -> tuple[list[str], dict[str, Any], str]:
+    """The expositions and engine counters of every worker, through the control channel."""
+    from resolver.daemon.control import (
+        ControlError,
+        default_socket_path,
+        merged_stats,
+        request_all,
+    )
+
+    path = control_socket if control_socket is not None else default_socket_path()
+    try:
+        replies = request_all(path, {"cmd": "stats"})
+    except ControlError as control_exc:
+        raise click.ClickException(
+            f"no metrics endpoint at http://{endpoint}/metrics ({http_error}; start the server "
+            f"with --metrics {endpoint}) and no control channel: {control_exc}") from None
+    texts = [str(reply["exposition"]) for _, reply in replies if reply.get("exposition")]
+    engine = merged_stats([reply.get("stats") or {} for _, reply in replies])
+    engine["workers"] = len(replies)
+    return texts, engine, f"control socket {path}"
+
+
+def _print_stats(texts: list[str], engine: dict[str, Any], source: str, *,
+                 as_json: bool) -> None:
+    """The same table whether the counters came over HTTP or the control channel."""
+    import json
+
+    from resolver.daemon.control import merged_samples
+    from resolver.server.metrics import format_stats
+
+    samples = merged_samples(texts)
+    if as_json:
+        by_name = {sample.render().rsplit(" ", 1)[0]: sample.value for sample in samples}
+        click.echo(json.dumps({"source": source, "samples": by_name, "engine": engine},
+                              sort_keys=True))
+        return
+    if engine.get("workers", 1) > 1:
+        click.echo(f"workers               {engine['workers']}")
+    for line in format_stats(samples):
         click.echo(line)
+    if engine:
+        click.echo("\nengine counters (control channel):")
+        for key, value in sorted(engine.items()):
+            if key != "workers":
+                click.echo(f"  {key:<22}  {value}")
 
 
 def http_client_errors() -> type[Exception]:
@@ -600,8 +649,7 @@ def http_client_errors() -> type[Exception]:
 
 
 @main.command()
-@click.argument("name")
-@click.argument("rtype", default="A", metavar="[TYPE]")
+@click.argument("words", nargs=-1, required=True, metavar="NAME [TYPE] [NAME [TYPE]]...")
 @click.option("--root-hints", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("root.hints"), show_default=True, help="Root hints file to start from.")
 @_port_option("Port of every upstream name server (use the lab's port).")
@@ -610,23 +658,79 @@ def http_client_errors() -> type[Exception]:
               help="One JSON object per trace event per line (see docs/trace-json.md).")
 @click.option("--no-color", is_flag=True, help="Never colour the output.")
 @click.option("--explain", is_flag=True, help="Add a plain-language sentence to each step.")
+@click.option("--legend", is_flag=True, help="Start with what the markers and the | mean.")
 @click.option("--recursive", metavar="SERVER[@PORT]",
               help="Also send one recursive query (RD=1) to this resolver, for contrast.")
 @click.option("--fanout", is_flag=True,
               help="Ask every server of each zone cut on the path; show RTTs, lame servers "
                    "and parent/child NS differences.")
-def trace(name: str, rtype: str, root_hints: Path, upstream_port: int, tcp: bool, as_json: bool,
-          no_color: bool, explain: bool, recursive: str | None, fanout: bool) -> None:
-    """Show every step of an iterative lookup of NAME, from the root hints, with a cold cache."""
+@click.option("--no-qmin", is_flag=True,
+              help="Send the full name to every server, as textbooks draw it (no QNAME "
+                   "minimisation, RFC 9156).")
+@click.option("--server", "server_name", metavar="NAME|ADDRESS",
+              help="Start at this root server of the hints only (no priming).")
+@click.option("--seed", type=int, metavar="N",
+              help="Seed the choice among equally good servers: the same walk every run.")
+@click.option("--svg", "svg_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Draw the lookup of the first name as an SVG picture.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="The same picture in a self-contained HTML page with a "
+                                   "legend.")
+def trace(words: tuple[str, ...], root_hints: Path, upstream_port: int, tcp: bool,
+          as_json: bool, no_color: bool, explain: bool, legend: bool, recursive: str | None,
+          fanout: bool, no_qmin: bool, server_name: str | None, seed: int | None,
+          svg_file: Path | None, html_file: Path | None) -> None:
+    """Show every step of an iterative lookup of NAME, from the root hints, with an empty cache.
+
+    Several names are resolved one after the other with the same cache: the second
+    starts at the zone cut the first left there."""
+    from resolver.cli.trace_picture import PictureFiles
+    from resolver.cli.trace_render import legend_lines
     from resolver.cli.trace_run import run_cli
 
     try:
-        question = _question(name, rtype)
+        questions = _questions(words)
     except click.BadParameter as exc:
         raise click.ClickException(exc.format_message()) from None
-    sys.exit(run_cli(question, root_hints=root_hints, upstream_port=upstream_port, tcp=tcp,
+    if legend and not as_json:
+        for line in legend_lines():
+            click.echo(line)
+    picture = (PictureFiles(svg=svg_file, html=html_file)
+               if svg_file is not None or html_file is not None else None)
+    sys.exit(run_cli(questions[0], root_hints=root_hints, upstream_port=upstream_port, tcp=tcp,
                      as_json=as_json, no_color=no_color, explain=explain, recursive=recursive,
-                     fanout=fanout))
+                     fanout=fanout, more=tuple(questions[1:]), qname_minimisation=not no_qmin,
+                     server_name=server_name, seed=seed, picture=picture))
+
+
+def _questions(words: tuple[str, ...]) -> list[Question]:
+    """dig's reading of its arguments: each name, optionally followed by its type."""
+    questions: list[Question] = []
+    index = 0
+    while index < len(words):
+        name = words[index]
+        rtype = "A"
+        if index + 1 < len(words) and _is_type(words[index + 1]):
+            rtype = words[index + 1]
+            index += 1
+        elif index + 1 < len(words) and not _looks_like_name(words[index + 1]):
+            rtype = words[index + 1]  # not a name and not a type: let _question say why
+            index += 1
+        questions.append(_question(name, rtype))
+        index += 1
+    return questions
+
+
+def _is_type(word: str) -> bool:
+    try:
+        type_from_text(word)
+    except ValueError:
+        return False
+    return not word.isdigit()
+
+
+def _looks_like_name(word: str) -> bool:
+    return "." in word or not word.isascii()
 
 
 @main.group()

@@ -65,6 +65,10 @@ class TraceSummary:
     #: From the start of the resolution to its last event, on the engine's clock.
     total_ms: float
     rcode: str
+    #: The zones asked for the client's name itself, in order (". -> com. -> ...").
+    path: tuple[str, ...] = ()
+    #: Referrals followed for the client's name (nested lookups not counted).
+    referrals: int = 0
 
 
 def summarize(events: Sequence[TraceEvent]) -> TraceSummary:
@@ -77,6 +81,8 @@ def summarize(events: Sequence[TraceEvent]) -> TraceSummary:
         servers_contacted=len({e.address for e in sent}),
         total_ms=round((events[-1].at_s if events else 0.0) * 1000, 3),
         rcode=last.rcode if last else "SERVFAIL",
+        path=tuple(dict.fromkeys(e.zone for e in sent if e.depth == 0)),
+        referrals=sum(1 for e in events if isinstance(e, ReferralFollowed) and e.depth == 0),
     )
 
 
@@ -114,6 +120,8 @@ class TraceRenderer:
         self._looked_up: dict[str, set[str]] = {}
         #: depth -> zone of the last referral followed there (what a nested lookup serves).
         self._referral_zone: dict[int, str] = {}
+        #: Root priming was shown: the root's servers in the cache came from it.
+        self._primed = False
 
     # -- styling ------------------------------------------------------------------
 
@@ -162,11 +170,14 @@ class TraceRenderer:
         if event.depth == 0:
             return []  # the header already names the client's question
         if event.purpose == "root priming":
-            lines = self._lines(event.depth, self._s("root priming: . NS", bold=True))
+            self._primed = True
+            lines = self._lines(event.depth, self._s("root priming: . NS", bold=True)
+                                + " (a step before the walk starts)")
             return lines + self._explained(
                 event.depth,
-                "Before its first query the resolver asks a root server for the current list "
-                "of root servers (priming, RFC 8109), since a hints file may be out of date.",
+                "Before iterating at all the resolver asks one root server for the current "
+                "list of root servers (priming, RFC 8109), since a hints file may be out of "
+                "date; the walk for the name begins after it.",
                 detail=False,
             )
         lines = self._lines(
@@ -199,12 +210,19 @@ class TraceRenderer:
     def _zone_cut(self, event: ZoneCutChosen) -> list[str]:
         self._new_attempts(event.depth)
         servers = ", ".join(self._server(ns) for ns in event.nameservers) or "(none)"
+        source = event.source
+        if source == "cache":
+            # The trace starts with an empty cache: say what filled it.
+            source = ("in the cache since the root priming above"
+                      if event.zone == "." and self._primed else "in the cache, learnt earlier")
+        else:
+            source = f"from {source}"
         lines = self._lines(
-            event.depth, f"zone cut {self._zone(event.zone)} (from {event.source}): {servers}"
+            event.depth, f"zone cut {self._zone(event.zone)} ({source}): {servers}"
         )
         if event.zone == ".":
-            why = ("The resolver starts at the closest zone whose servers it knows; with a "
-                   "cold cache that is the root.")
+            why = ("The resolver starts at the closest zone whose servers it knows; with an "
+                   "empty cache that is the root.")
         else:
             why = (f"The resolver already knows the servers of {event.zone} from an earlier "
                    "step, so it starts there instead of at the root.")
@@ -234,7 +252,9 @@ class TraceRenderer:
                 f"Only as much of {full} as the "
                 f"{'root' if event.zone == '.' else event.zone} servers need is sent "
                 "(QNAME minimisation, RFC 9156): they learn where to refer us, not the "
-                "whole name.",
+                f"whole name. It is asked with type {event.qtype}, not the type wanted in the "
+                "end: an ordinary-looking question that every server answers with the same "
+                "referral (RFC 9156 section 3).",
             )
         return lines
 
@@ -315,8 +335,10 @@ class TraceRenderer:
                    f"addresses (no glue: {', '.join(glueless)} lies outside {from_zone}), so "
                    "the resolver must look one of them up first.")
         else:
-            why = (f"{asker} does not know this name but refers us to the {event.to_zone} "
-                   "servers: this is an iterated query.")
+            asked = sent.qname if sent is not None else "the name"
+            why = (f"{asker} is not authoritative for {asked} (AA=0) and refers us to the "
+                   f"servers of {event.to_zone}: the resolver asks them next. This is "
+                   "iteration.")
         return lines + self._explained(event.depth, why)
 
     def _cname(self, event: CnameFollowed) -> list[str]:
@@ -419,7 +441,32 @@ def outcome_lines(outcome: Outcome, *, styled: bool = False) -> list[str]:
 
 def summary_lines(summary: TraceSummary) -> list[str]:
     """The closing line: queries sent, servers contacted, total time."""
-    return [
+    lines = [
         f"summary: {summary.queries_sent} queries sent, {summary.servers_contacted} servers "
         f"contacted, {summary.total_ms:.1f} ms in total"
+    ]
+    if summary.path:
+        referrals = f"{summary.referrals} referral{'' if summary.referrals == 1 else 's'}"
+        lines.append(f"path: {' -> '.join(summary.path)}: {referrals}, "
+                     f"{summary.queries_sent} queries, {summary.total_ms:.1f} ms")
+    return lines
+
+
+def legend_lines() -> list[str]:
+    """What the marks of the human trace mean (`resolver trace --legend`)."""
+    return [
+        "legend:",
+        "  [n]          the n-th query the resolver sent, in order",
+        "  -> / <-      the query as sent (name, type, RD flag, transport) / the reply",
+        "  |            one per level of nesting: a lookup the walk needed first (root",
+        "               priming before the walk; the address of a name server given",
+        "               without glue), hanging under the step that needed it",
+        "  => NAME: X   what such a nested lookup found",
+        "  zone cut Z   where the walk (re)starts: the closest zone whose servers are known;",
+        "               '(root hints)' from the file, '(in the cache ...)' learnt earlier",
+        "  cache:       answered from the cache: no query sent",
+        "  AA=1         the server is authoritative for the name: the walk ends there",
+        "  referral     AA=0 and NS records: 'ask these servers instead' (iterated query)",
+        "  LAME, UNREACHABLE, FAILED   a server that did not serve the zone, or did not reply",
+        "",
     ]

@@ -19,11 +19,12 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
 
+from resolver.cli.trace_picture import PictureFiles, write_pictures
 from resolver.cli.trace_probe import (
     CutReport,
     Prober,
@@ -45,8 +46,9 @@ from resolver.cli.trace_render import (
     summary_lines,
 )
 from resolver.daemon.config import ServeConfig
+from resolver.daemon.hints_file import load_checked
 from resolver.dns.wire import Question, Rcode, RRType, type_name
-from resolver.engine.delegation import Delegation, RootHintsError, load_root_hints
+from resolver.engine.delegation import Delegation, RootHintsError
 from resolver.engine.events import Outcome, ReplyReceived, TraceEvent
 from resolver.engine.network import Network, ServerAddress, Transport
 from resolver.engine.settings import EngineSettings
@@ -74,6 +76,13 @@ class TraceRequest:
     styled: bool = False
     fanout: bool = False
     recursive: ServerAddress | None = None
+    #: Further names resolved afterwards with the same cache (`resolver trace A B`): each
+    #: starts at the closest zone cut the earlier ones left in the cache.
+    more: tuple[Question, ...] = ()
+    #: QNAME minimisation (RFC 9156); off shows the textbook's full-name queries.
+    qname_minimisation: bool = True
+    #: Ask root priming first (RFC 8109); off when the walk is pinned to one root server.
+    prime_root: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +95,8 @@ class TraceResult:
     fanout: tuple[CutReport, ...] = ()
     recursive: RecursiveResult | None = None
     lines: list[str] = field(default_factory=list)
+    #: The events of each name of `TraceRequest.more`, in order.
+    more_events: tuple[tuple[TraceEvent, ...], ...] = ()
 
 
 async def run_trace(
@@ -103,30 +114,46 @@ async def run_trace(
         from resolver.upstream.exchange import AsyncioNetwork
 
         network = AsyncioNetwork()
-    settings = EngineSettings(upstream_port=request.upstream_port, tcp_upstream=request.tcp)
+    settings = EngineSettings(upstream_port=request.upstream_port, tcp_upstream=request.tcp,
+                              qname_minimisation=request.qname_minimisation,
+                              prime_root=request.prime_root)
     app = build(ServeConfig(engine=settings), root_hints=request.root_hints, network=network,
                 clock=clock, rng=rng)
-    renderer = TraceRenderer(explain=request.explain, styled=request.styled)
-    events: list[TraceEvent] = []
 
-    def observe(event: TraceEvent) -> None:
-        events.append(event)
-        if request.as_json:
-            emit(json_line(event))
-        else:
-            for line in renderer.render(event):
+    async def traced(question: Question, header: str) -> tuple[list[TraceEvent], Outcome]:
+        renderer = TraceRenderer(explain=request.explain, styled=request.styled)
+        seen: list[TraceEvent] = []
+
+        def observe(event: TraceEvent) -> None:
+            seen.append(event)
+            if request.as_json:
+                emit(json_line(event))
+            else:
+                for line in renderer.render(event):
+                    emit(line)
+
+        if not request.as_json:
+            emit(header)
+            emit("")
+        result = await app.service.resolve(question, observer=observe)
+        if not request.as_json:
+            for line in outcome_lines(result, styled=request.styled):
                 emit(line)
+            for line in summary_lines(summarize(seen)):
+                emit(line)
+        return seen, result
 
-    if not request.as_json:
-        emit(_header(request))
-        emit("")
-    outcome = await app.service.resolve(request.question, observer=observe)
+    events, outcome = await traced(request.question, _header(request))
     summary = summarize(events)
-    if not request.as_json:
-        for line in outcome_lines(outcome, styled=request.styled):
-            emit(line)
-        for line in summary_lines(summary):
-            emit(line)
+    more_events: list[tuple[TraceEvent, ...]] = []
+    worst = outcome
+    for later in request.more:
+        if not request.as_json:
+            emit("")
+        seen, result = await traced(later, _later_header(request, later))
+        more_events.append(tuple(seen))
+        if result.rcode == Rcode.SERVFAIL:
+            worst = result
 
     transport = Transport.TCP if request.tcp else Transport.UDP
     prober = Prober(network=network, clock=clock, port=request.upstream_port,
@@ -162,16 +189,23 @@ async def run_trace(
                                         styled=request.styled, explain=request.explain):
                 emit(line)
 
-    exit_code, error = _verdict(request, events, outcome, recursive)
+    exit_code, error = _verdict(request, events, worst, recursive)
     return TraceResult(exit_code=exit_code, error=error, events=tuple(events), outcome=outcome,
-                       fanout=reports, recursive=recursive)
+                       fanout=reports, recursive=recursive, more_events=tuple(more_events))
 
 
 def _header(request: TraceRequest) -> str:
     q = request.question
     transport = "TCP" if request.tcp else "UDP"
+    qmin = "" if request.qname_minimisation else ", full names (no QNAME minimisation)"
     return (f"trace {q.name} {type_name(q.rtype)}: iterative queries (RD=0) from the root hints "
-            f"in {request.hints_label}, cold cache, {transport} to port {request.upstream_port}")
+            f"in {request.hints_label}, starting with an empty cache{qmin}, {transport} to "
+            f"port {request.upstream_port}")
+
+
+def _later_header(request: TraceRequest, question: Question) -> str:
+    return (f"trace {question.name} {type_name(question.rtype)}: with the cache the names "
+            "before left: the walk starts at the closest zone cut already known")
 
 
 def _verdict(
@@ -193,6 +227,17 @@ def _verdict(
             f"the recursive server {recursive.server} did not answer: {recursive.error}"
         )
     return 0, ""
+
+
+def one_root_server(hints: Delegation, wanted: str) -> Delegation:
+    """The hints cut down to the one root server named (by name or address), so that the
+    walk starts there; ValueError naming the servers there are."""
+    key = wanted.lower().rstrip(".")
+    for server in hints.servers:
+        if server.name.rstrip(".").lower() == key or wanted in server.addresses:
+            return replace(hints, servers=(server,))
+    known = ", ".join(ns.name for ns in hints.servers)
+    raise ValueError(f"{wanted!r} is not a root server of the hints (they name {known})")
 
 
 def _dumps(record: object) -> str:
@@ -312,12 +357,22 @@ def run_cli(
     explain: bool,
     recursive: str | None,
     fanout: bool,
+    more: tuple[Question, ...] = (),
+    qname_minimisation: bool = True,
+    server_name: str | None = None,
+    seed: int | None = None,
+    picture: PictureFiles | None = None,
 ) -> int:
     """`resolver trace`: bad input raises ClickException (one line); returns the exit code."""
     try:
-        hints = load_root_hints(root_hints)
+        hints = load_checked(root_hints, upstream_port)
     except RootHintsError as exc:
         raise click.ClickException(str(exc)) from None
+    if server_name is not None:
+        try:
+            hints = one_root_server(hints, server_name)
+        except ValueError as exc:
+            raise click.ClickException(f"--server: {exc}") from None
     server = None
     if recursive is not None:
         try:
@@ -328,8 +383,10 @@ def run_cli(
     request = TraceRequest(
         question=question, root_hints=hints, hints_label=str(root_hints),
         upstream_port=upstream_port, tcp=tcp, as_json=as_json, explain=explain,
-        styled=styled, fanout=fanout, recursive=server,
+        styled=styled, fanout=fanout, recursive=server, more=more,
+        qname_minimisation=qname_minimisation, prime_root=server_name is None,
     )
+    rng = random.Random(seed) if seed is not None else None
 
     closed = False
 
@@ -346,9 +403,14 @@ def run_cli(
             os.dup2(devnull, sys.stdout.fileno())
 
     try:
-        result = asyncio.run(run_trace(request, emit=emit))
+        result = asyncio.run(run_trace(request, emit=emit, rng=rng))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    if picture is not None:
+        error = write_pictures(picture, result.events, question.name, type_name(question.rtype))
+        if error:
+            click.echo(f"Error: {error}", err=True)
+            return EXIT_BAD_INPUT
     if result.error:
         click.echo(f"Error: {result.error}", err=True)
     return result.exit_code

@@ -209,6 +209,16 @@ OPTIONS: dict[str, FileOption] = {
 
 def load(path: Path) -> dict[str, Any]:
     """The file's settings as `resolver serve` parameters ({param: value}); ConfigFileError."""
+    values, errors = load_partly(path)
+    if errors:
+        raise ConfigFileError(errors)
+    return values
+
+
+def load_partly(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The keys of the file that are good, and one line per key that is not, so that
+    `check-config` can go on checking the rest; a file that cannot be read at all raises
+    ConfigFileError."""
     where = str(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -218,11 +228,21 @@ def load(path: Path) -> dict[str, Any]:
         raise ConfigFileError([f"{where}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError([f"{where}: not valid TOML: {exc}"]) from None
-    return check_table(data, source=where, base=path.parent)
+    return checked_keys(data, source=where, base=path.parent)
 
 
 def check_table(data: dict[str, Any], *, source: str, base: Path) -> dict[str, Any]:
     """Check every key of a parsed file; {param: value} or ConfigFileError listing all faults."""
+    values, errors = checked_keys(data, source=source, base=base)
+    if errors:
+        raise ConfigFileError(errors)
+    return values
+
+
+def checked_keys(
+    data: dict[str, Any], *, source: str, base: Path
+) -> tuple[dict[str, Any], list[str]]:
+    """{param: value} of the good keys, and one line per bad one."""
     values: dict[str, Any] = {}
     errors: list[str] = []
     for key, value in data.items():
@@ -239,9 +259,7 @@ def check_table(data: dict[str, Any], *, source: str, base: Path) -> dict[str, A
         if option.is_path:
             checked = _relative_to(base, checked)
         values[option.param] = checked
-    if errors:
-        raise ConfigFileError(errors)
-    return values
+    return values, errors
 
 
 def _suggestion(key: str) -> str:
@@ -270,12 +288,13 @@ class Checked:
 
 def check_files(config: ServeConfig) -> Checked:
     """Check what only the files named by `config` can tell: root hints, hosts files."""
-    from resolver.engine.delegation import RootHintsError, load_root_hints
+    from resolver.daemon.hints_file import load_checked
+    from resolver.engine.delegation import RootHintsError
 
     errors: list[str] = []
     warnings: list[str] = []
     try:
-        load_root_hints(Path(config.root_hints_file))
+        load_checked(Path(config.root_hints_file), config.engine.upstream_port)
     except RootHintsError as exc:
         errors.append(str(exc))
     system = config.system
@@ -292,6 +311,21 @@ def check_files(config: ServeConfig) -> Checked:
     if not errors:
         zones = LocalZones([ZoneSpec.parse(text) for text in system.local_zones], records)
     return Checked(errors=tuple(errors), warnings=tuple(warnings), local_zones=zones)
+
+
+def serve_conflicts(config: ServeConfig, workers: int) -> list[str]:
+    """What `resolver serve` would refuse or leave out with these settings, though each
+    key is fine alone (resolver.daemon.workers, resolver.daemon.app)."""
+    if workers <= 1:
+        return []
+    found: list[str] = []
+    if config.system.metrics is not None:
+        found.append(f"'metrics' is not served with 'workers' = {workers}: each worker "
+                     "counts alone (use one worker, or read counters with `resolver stats`)")
+    if any(address.port == 0 for address in config.listen):
+        found.append(f"'workers' = {workers} needs explicit ports in 'interface': with port 0 "
+                     "each worker would get a port of its own")
+    return found
 
 
 def summary(config: ServeConfig, checked: Checked) -> list[str]:

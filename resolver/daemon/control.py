@@ -12,7 +12,8 @@ object on one line and closes the connection.
     {"cmd": "flush", "name": "example.", "subtree": true}  -> {"ok": true, "removed": 3}
     {"cmd": "dump"}                                        -> {"ok": true, "lines": [...]}
     {"cmd": "load", "path": "/var/tmp/cache.txt"}         -> {"ok": true, "loaded": 120}
-    {"cmd": "stats"}                                       -> {"ok": true, "stats": {...}}
+    {"cmd": "stats"}                                       -> {"ok": true, "stats": {...},
+                                                                "exposition": "..."}
     anything else                                          -> {"ok": false, "error": "..."}
 
 `type` is optional everywhere. Bad requests get an error reply; nothing a client sends
@@ -31,6 +32,7 @@ import socket
 import stat
 import struct
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from resolver.daemon import cache_file
 from resolver.dns import names
 from resolver.dns.wire import type_from_text
 from resolver.server.handler import QueryHandler
+from resolver.server.metrics import Sample, parse_exposition
 from resolver.service.resolver_service import ResolverService
 
 log = logging.getLogger(__name__)
@@ -198,7 +201,12 @@ class ControlServer:
                 # Replies served as bytes never reach the service's hit counter.
                 stats["answer_cache_hits"] = self.handler.answers.hits
                 stats["answer_cache_entries"] = len(self.handler.answers)
-            return {"ok": True, "stats": stats}
+            reply: dict[str, Any] = {"ok": True, "stats": stats}
+            if self.handler is not None and self.handler.metrics is not None:
+                # The counters as /metrics serves them, so that `resolver stats` prints the
+                # same table whichever way it reads them.
+                reply["exposition"] = self.handler.metrics.render()
+            return reply
         return _error(f"unknown command {cmd!r} (show, flush, dump, load, stats)")
 
 
@@ -373,6 +381,23 @@ def merged_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
                 for name, count in value.items():
                     merged[key][name] = merged[key].get(name, 0) + count
     return merged
+
+
+def merged_samples(expositions: list[str]) -> list[Sample]:
+    """The samples of several workers' expositions as one server's: counts summed, the
+    start time the earliest, in the order of the first exposition."""
+    merged: dict[tuple[str, tuple[tuple[str, str], ...]], Sample] = {}
+    for text in expositions:
+        for sample in parse_exposition(text):
+            key = (sample.name, sample.labels)
+            known = merged.get(key)
+            if known is None:
+                merged[key] = sample
+            elif sample.name.endswith("_start_time_seconds"):
+                merged[key] = replace(known, value=min(known.value, sample.value))
+            else:
+                merged[key] = replace(known, value=known.value + sample.value)
+    return list(merged.values())
 
 
 def _read_reply(sock: socket.socket) -> bytes:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import cast
 
+from resolver.daemon.hints_file import LAB_PORT_NOTE
 from resolver.engine.network import Transport
 from resolver.lab.authority import Authority, Zone
 from resolver.lab.world import SERVERS, LabServer, root_servers, zone_text
@@ -182,7 +183,8 @@ class Lab:
         """Root hints in the layout of IANA's root.hints (named.root), for the resolver."""
         lines = [
             "; Root hints for the offline DNS lab, in the layout of IANA's root.hints.",
-            f"; The lab's servers listen on port {self.port}.",
+            # Read back by resolver.daemon.hints_file to catch a wrong --upstream-port.
+            LAB_PORT_NOTE.format(port=self.port),
         ]
         for server in root_servers():
             lines.append(f"{'.':<24} {_HINT_TTL:<10} NS    {server.name}")

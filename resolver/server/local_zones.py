@@ -26,6 +26,7 @@ from pathlib import Path
 
 from resolver.dns import names
 from resolver.dns.wire import CLASS_IN, Question, Rcode, Record, RRType, parse_records, type_name
+from resolver.dns.zone_lines import record_problem
 from resolver.engine.events import Outcome
 from resolver.server.acl import IPNetwork, parse_network
 
@@ -91,7 +92,9 @@ def parse_local_data(text: str, *, ttl: int = DEFAULT_TTL) -> Record:
     except ValueError:
         records = []
     if len(records) != 1:
-        raise ValueError(f"cannot read local-data {text!r}: expected 'NAME [TTL] [IN] TYPE DATA'")
+        problem = record_problem(text.strip()) if len(text.strip().splitlines()) == 1 else None
+        raise ValueError(f"cannot read local-data {text!r}: "
+                         + (problem or "expected 'NAME [TTL] [IN] TYPE DATA'"))
     record = records[0]
     if record.rclass != CLASS_IN:
         raise ValueError(f"local-data {text!r} is not class IN")

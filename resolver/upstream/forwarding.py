@@ -171,7 +171,12 @@ def configured_zones(settings: ForwardingSettings, *, default_port: int) -> dict
         if zone in zones:
             raise ForwardingError(f"zone {zone} is both a forward zone and a stub zone")
         delegation = forwarders(_unique_specs(servers), zone=zone)
-        zones[zone] = replace(delegation, recursion_desired=False, source="stub zone")
+        # Stub servers are authorities, not forwarders: their names in logs and EDE text
+        # say so.
+        named = tuple(replace(server, name=f"stub-server-{number}.")
+                      for number, server in enumerate(delegation.servers, 1))
+        zones[zone] = replace(delegation, servers=named, recursion_desired=False,
+                              source="stub zone")
     return zones
 
 

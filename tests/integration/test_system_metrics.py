@@ -3,6 +3,7 @@ one log line per SERVFAIL, and the extended DNS error (RFC 8914) in SERVFAIL rep
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -91,8 +92,24 @@ def test_system_metrics_stats_falls_back_to_the_control_channel(lab: RunningLab,
             [*RESOLVER, "stats", "--control-socket", str(tmp_path / f"control-{server.port}.sock")],
             capture_output=True, text=True, timeout=20, check=False)
         assert result.returncode == 0, result.stderr
-        assert re.search(r"^queries\s+\d+$", result.stdout, re.MULTILINE), result.stdout
-        assert re.search(r"^upstream_queries\s+\d+$", result.stdout, re.MULTILINE)
+        # The same readable table as through --metrics, then the engine's own counters.
+        out = result.stdout
+        assert re.search(r"^queries received\s+[1-9]\d*$", out, re.MULTILINE), out
+        assert re.search(r"^cache hit rate\s+\d+\.\d% \(\d+ of [1-9]\d*\)$", out, re.MULTILINE)
+        assert re.search(r"^upstream queries\s+[1-9]\d* \(0 timed out\)$", result.stdout,
+                         re.MULTILINE)
+        assert 'resolver_responses_total{rcode="NOERROR"}' in result.stdout
+        assert re.search(r"^  upstream_queries\s+[1-9]\d*$", result.stdout, re.MULTILINE)
+        as_json = subprocess.run(
+            [*RESOLVER, "stats", "--json",
+             "--control-socket", str(tmp_path / f"control-{server.port}.sock")],
+            capture_output=True, text=True, timeout=20, check=False)
+        assert as_json.returncode == 0, as_json.stderr
+        record = json.loads(as_json.stdout)
+        assert record["samples"]["resolver_queries_total"] >= 1
+        assert record["samples"]['resolver_responses_total{rcode="NOERROR"}'] >= 1
+        assert record["engine"]["workers"] == 1
+        assert record["source"].startswith("control socket ")
     finally:
         assert server.stop() == 0
 

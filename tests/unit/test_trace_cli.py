@@ -29,8 +29,9 @@ def run(*args: str) -> tuple[int, str, str]:
                            "domain name"),
     (["www.example.com", "NOSUCHTYPE"], "Error: Invalid value for TYPE: unknown record type "
                                         "'NOSUCHTYPE'"),
-    (["www.exämple.com"], "Error: Invalid value for NAME: 'www.exämple.com' is not ASCII "
-                          "(use its xn-- form)"),
+    (["www.exa_mple.cöm"], "Error: Invalid value for NAME: 'www.exa_mple.cöm' is not a valid "
+                           "internationalised domain name (Codepoint U+005F at position 4 of "
+                           "'exa_mple' not allowed)"),
 ])
 def test_trace_cli_bad_question_is_one_line_and_exit_one(args: list[str], message: str) -> None:
     """An invalid name or unknown type: one line on stderr, exit 1, nothing sent."""
@@ -52,7 +53,7 @@ def test_trace_cli_missing_hints_file_is_one_line(tmp_path: Path) -> None:
 def test_trace_cli_hints_without_addresses_is_one_line(tmp_path: Path) -> None:
     """A hints file that names no server address is refused in one line."""
     empty = tmp_path / "empty.hints"
-    empty.write_text("; nothing here\n")
+    empty.write_text(". 3600000 NS a.root-servers.net.\n")
     code, _, err = run("www.networkutopia.com", "--root-hints", str(empty))
     assert code == 1
     assert err.strip() == f"Error: root hints {empty} name no server with an address"
@@ -74,5 +75,24 @@ def test_trace_cli_help_lists_every_option() -> None:
     result = CliRunner().invoke(main, ["trace", "--help"])
     assert result.exit_code == 0
     for option in ("--json", "--root-hints", "--upstream-port", "--tcp", "--no-color",
-                   "--explain", "--recursive", "--fanout"):
+                   "--explain", "--recursive", "--fanout", "--no-qmin", "--server", "--seed",
+                   "--svg", "--html", "--legend"):
         assert option in result.output
+
+
+def test_trace_cli_unknown_root_server_names_the_ones_there_are(hints: Path) -> None:
+    code, out, err = run("www.networkutopia.com", "--root-hints", str(hints),
+                         "--server", "z.root-servers.net")
+    assert code == 1 and out == ""
+    assert err.strip() == ("Error: --server: 'z.root-servers.net' is not a root server of the "
+                           "hints (they name a.root-servers.net.)")
+
+
+def test_trace_cli_reads_names_and_types_as_dig_does() -> None:
+    from resolver.cli.commands import _questions
+    from resolver.dns.wire import RRType
+
+    questions = _questions(("www.a.example", "MX", "www.b.example", "c.example", "AAAA"))
+    assert [(q.name, q.rtype) for q in questions] == [
+        ("www.a.example.", RRType.MX), ("www.b.example.", RRType.A),
+        ("c.example.", RRType.AAAA)]

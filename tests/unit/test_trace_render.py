@@ -94,7 +94,7 @@ def test_trace_plain_name_shows_root_com_networkutopia_with_servers_glue_and_rtt
     traced = trace("www.networkutopia.com")
     text = traced.text
     assert text.startswith("trace www.networkutopia.com. A: iterative queries (RD=0) from the "
-                           "root hints in lab.hints, cold cache, UDP")
+                           "root hints in lab.hints, starting with an empty cache, UDP")
     assert "root-servers.net. 127." in text
     assert "referral to com. (NS TTL 172800 s):" in text
     assert "a.gtld-servers.net.  glue 127.5.6.30" in text
@@ -108,7 +108,7 @@ def test_trace_plain_name_shows_root_com_networkutopia_with_servers_glue_and_rtt
     assert "<- NOERROR  AA=1  answer 1, authority 0, additional 0  1.0 ms  answer" in text
     assert "answer: NOERROR" in text
     assert "www.networkutopia.com.\t3600\tIN\tA\t212.212.212.2" in text
-    assert traced.lines[-1] == ("summary: 4 queries sent, 4 servers contacted, 4.0 ms in total")
+    assert traced.lines[-2] == ("summary: 4 queries sent, 4 servers contacted, 4.0 ms in total")
     assert traced.result.exit_code == 0
 
 
@@ -153,7 +153,7 @@ def test_trace_cname_shows_where_resolution_restarts() -> None:
     text = traced.text
     assert ("CNAME www.ibm.com. -> servereast.backup2.ibm.com.: resolution restarts at "
             "servereast.backup2.ibm.com.") in text
-    assert "zone cut ibm.com. (from cache): ns.ibm.com." in text
+    assert "zone cut ibm.com. (in the cache, learnt earlier): ns.ibm.com." in text
     assert "referral to backup2.ibm.com. (NS TTL 3600 s):" in text
     assert "www.ibm.com.\t3600\tIN\tCNAME\tservereast.backup2.ibm.com." in text
     assert "servereast.backup2.ibm.com.\t3600\tIN\tA\t129.42.60.216" in text
@@ -212,8 +212,8 @@ def test_trace_unreachable_root_fails_with_one_clear_error() -> None:
 def test_trace_explain_adds_a_plain_sentence_to_each_step() -> None:
     """--explain: the iterated-query sentence at the root's referral, and the final answer."""
     traced = trace("www.networkutopia.com", explain=True)
-    assert ("* The root server does not know this name but refers us to the com. servers: "
-            "this is an iterated query.") in traced.text
+    assert ("* The root server is not authoritative for com. (AA=0) and refers us to the "
+            "servers of com.: the resolver asks them next. This is iteration.") in traced.text
     assert ("* dns1.networkutopia.com. is authoritative for networkutopia.com. (AA=1) and "
             "gives the answer itself") in traced.text
     sent = sum(1 for line in traced.lines if "-> " in line and "RD=0" in line)
@@ -246,7 +246,7 @@ def test_trace_tcp_option_sends_every_query_over_tcp() -> None:
     sent = [e for e in traced.result.events if isinstance(e, QuerySent)]
     assert sent and all(e.transport == "tcp" for e in sent)
     assert {transport.value for _, transport, _ in traced.network.log} == {"tcp"}
-    assert "cold cache, TCP to port 53" in traced.lines[0]
+    assert "starting with an empty cache, TCP to port 53" in traced.lines[0]
 
 
 # -- JSON output -------------------------------------------------------------------
@@ -375,3 +375,55 @@ def test_renderer_ignores_nothing_and_adds_no_lines_for_the_client_start() -> No
             assert lines == []
         else:
             assert lines, event
+
+
+# -- teaching options: full names, reproducible walks, the path, several names ----------
+
+
+def test_trace_no_qmin_sends_the_full_name_to_every_server() -> None:
+    traced = trace("www.networkutopia.com", qname_minimisation=False)
+    sent = [e for e in traced.result.events if isinstance(e, QuerySent) and e.depth == 0]
+    assert sent and all(e.qname == "www.networkutopia.com." for e in sent)
+    assert "full names (no QNAME minimisation)" in traced.lines[0]
+
+
+def test_trace_explain_says_why_a_minimised_query_uses_type_a() -> None:
+    traced = trace("www.networkutopia.com", explain=True)
+    assert "It is asked with type A, not the type wanted in the end" in traced.text
+
+
+def test_trace_ends_with_a_one_line_path_summary() -> None:
+    traced = trace("www.networkutopia.com")
+    assert traced.lines[-1] == ("path: . -> com. -> networkutopia.com.: 2 referrals, "
+                                "4 queries, 4.0 ms")
+
+
+def test_trace_same_seed_gives_the_same_walk() -> None:
+    first = stable(trace("www.glueless.org", seed=7).events())
+    again = stable(trace("www.glueless.org", seed=7).events())
+    assert first == again
+
+
+def test_trace_second_name_starts_at_the_cut_the_first_left_in_the_cache() -> None:
+    second = Question(names.canonical("mail.networkutopia.com"), type_from_text("A"))
+    traced = trace("www.networkutopia.com", more=(second,))
+    later = traced.result.more_events[0]
+    sent = [e for e in later if isinstance(e, QuerySent)]
+    assert [e.zone for e in sent] == ["networkutopia.com."]
+    assert ("trace mail.networkutopia.com. A: with the cache the names before left: the walk "
+            "starts at the closest zone cut already known") in traced.lines
+    assert "zone cut networkutopia.com. (in the cache, learnt earlier)" in traced.text
+
+
+def test_trace_root_cut_after_priming_says_priming_filled_the_cache() -> None:
+    traced = trace("www.networkutopia.com")
+    assert "root priming: . NS (a step before the walk starts)" in traced.text
+    assert "zone cut . (in the cache since the root priming above)" in traced.text
+
+
+def test_trace_legend_explains_the_nesting_guide_and_the_markers() -> None:
+    from resolver.cli.trace_render import legend_lines
+
+    text = "\n".join(legend_lines())
+    for mark in ("[n]", "|  ", "=> NAME", "AA=1", "referral", "LAME"):
+        assert mark in text
