@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.daemon.control import (
@@ -43,6 +43,9 @@ from resolver.server.ratelimit import IpRateLimiter
 from resolver.service.prefetch import PREFETCH_FRACTION
 from resolver.service.resolver_service import ResolverService
 from resolver.upstream.randomness import PooledSystemRandom
+
+if TYPE_CHECKING:
+    from resolver.daemon.encrypted import EncryptedListeners
 
 log = logging.getLogger("resolver")
 T = TypeVar("T")
@@ -180,6 +183,11 @@ async def serve(
         reuse_port=reuse_port,
     )
     await listener.start()
+    try:
+        encrypted = await _start_encrypted(app, config)
+    except BaseException:
+        await listener.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -209,7 +217,12 @@ async def serve(
             await listener.stop()
             raise
         log.info("running as user %s", config.system.username)
-    loop.add_signal_handler(signal.SIGHUP, _reload, app, as_started, reload)
+    def on_sighup() -> None:
+        _reload(app, as_started, reload)
+        if encrypted is not None:
+            encrypted.reload_certificates()
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     if ready is not None:
         ready.set()
     priming = asyncio.create_task(_check_root(app, config))
@@ -219,6 +232,8 @@ async def serve(
         priming.cancel()
         log.info("shutting down: no new queries; up to 2 s for those in flight")
         await listener.stop(drain_s=2.0)
+        if encrypted is not None:
+            await encrypted.stop()
         if metrics_server is not None:
             await metrics_server.stop()
         if control is not None:
@@ -230,6 +245,19 @@ async def serve(
 
 class StartupError(Exception):
     """The server cannot start as configured; the message is one line for the operator."""
+
+
+async def _start_encrypted(app: App, config: ServeConfig) -> EncryptedListeners | None:
+    """DoT, DoH and DoQ listeners (resolver.daemon.encrypted), if configured."""
+    from resolver.daemon.encrypted import start_encrypted
+    from resolver.server.tls_context import CertificateError
+
+    try:
+        return await start_encrypted(app.handler, config.encrypted)
+    except CertificateError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:  # the message names the listener and the address
+        raise StartupError(exc.strerror or str(exc)) from None
 
 
 async def _start_metrics(app: App, config: ServeConfig, worker: bool) -> MetricsServer | None:

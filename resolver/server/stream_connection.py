@@ -115,6 +115,9 @@ class FramedConnection:
 
 def close_stream(writer: asyncio.StreamWriter, grace_s: float) -> None:
     """Close after flushing what is queued; a peer that never reads is aborted after `grace_s`."""
+    transport = writer.transport
+    # Asked before closing: a closed TLS transport cannot tell its buffer size any more.
+    pending = not transport.is_closing() and transport.get_write_buffer_size() > 0
     writer.close()
-    if writer.transport.get_write_buffer_size():
-        asyncio.get_running_loop().call_later(grace_s, writer.transport.abort)
+    if pending:
+        asyncio.get_running_loop().call_later(grace_s, transport.abort)
