@@ -39,14 +39,14 @@ def _context(files: CertificateFiles, alpn: Sequence[str]) -> ssl.SSLContext:
 def _load(context: ssl.SSLContext, files: CertificateFiles) -> None:
     try:
         context.load_cert_chain(files.cert_file, files.key_file)
+    except ssl.SSLError as exc:  # an OSError too: first
+        raise CertificateError(f"cannot use certificate {files.cert_file} with key "
+                               f"{files.key_file}: {exc.reason or exc}") from None
     except FileNotFoundError as exc:
         raise CertificateError(f"cannot read {exc.filename}: no such file") from None
     except OSError as exc:
         raise CertificateError(
             f"cannot read {exc.filename or files.cert_file}: {exc.strerror or exc}") from None
-    except ssl.SSLError as exc:
-        raise CertificateError(f"cannot use certificate {files.cert_file} with key "
-                               f"{files.key_file}: {exc.reason or exc}") from None
 
 
 class ServerCertificates:
