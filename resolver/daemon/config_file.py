@@ -338,6 +338,12 @@ def summary(config: ServeConfig, checked: Checked) -> list[str]:
         lines.append("metrics:         off")
     lines.append(f"query log:       {'on' if system.log_queries else 'off'}")
     lines.append(f"user:            {system.username or 'not switched'}")
+    encrypted = config.encrypted
+    ways_in = [f"{name} {address}" for name, addresses in (
+        ("DoT", encrypted.listen_tls), ("DoH", encrypted.listen_https),
+        ("DoH over plain HTTP", encrypted.listen_http), ("DoQ", encrypted.listen_quic))
+        for address in addresses]
+    lines.append("encrypted:       " + (", ".join(ways_in) or "off"))
     forwarding = config.forwarding
     upstreams = [*forwarding.forward, *forwarding.forward_tls, *forwarding.forward_zones,
                  *forwarding.stub_zones]

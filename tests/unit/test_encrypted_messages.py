@@ -202,3 +202,33 @@ def test_padding_keeps_the_message_parseable_by_a_stub() -> None:
     parsed = DNSRecord.parse(out)
     assert [str(rr.rdata) for rr in parsed.rr] == ["192.0.2.1"]
     assert struct.unpack_from("!H", out, 10)[0] == 1  # still one additional record: the OPT
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def test_config_file_sets_encrypted_listeners_with_paths_beside_the_file(tmp_path: Path) -> None:
+    from resolver.daemon import config_file
+
+    values = config_file.check_table(
+        {"listen-tls": "127.0.0.1", "listen-https": ["127.0.0.1:8443"], "tls-cert": "c.pem",
+         "tls-key": "k.pem", "https-path": "/q", "tls-idle-timeout": 3},
+        source="t.toml", base=tmp_path)
+    assert values["listen_tls"] == ("127.0.0.1",)
+    assert values["tls_cert"] == str(tmp_path / "c.pem")
+    with pytest.raises(config_file.ConfigFileError, match="'https-path'"):
+        config_file.check_table({"https-path": "q"}, source="t.toml", base=tmp_path)
+
+
+def test_command_line_encrypted_addresses_take_the_protocol_default_ports() -> None:
+    from resolver.cli.encrypted_options import with_encrypted_options
+    from resolver.daemon.config import ServeConfig
+
+    config = with_encrypted_options(ServeConfig(), {
+        "listen_tls": ("127.0.0.1",), "listen_https": ("[::1]",), "listen_http": (),
+        "listen_quic": ("127.0.0.1",), "tls_cert": "c.pem", "tls_key": "k.pem"})
+    encrypted = config.encrypted
+    assert [a.port for a in encrypted.listen_tls] == [853]
+    assert [a.port for a in encrypted.listen_https] == [443]
+    assert [a.port for a in encrypted.listen_quic] == [853]
+    assert encrypted.tls_cert == "c.pem" and encrypted.limits.max_per_client == 16
