@@ -181,6 +181,9 @@ class Clients:
         context.set_alpn_protocols(["h2"])
         with socket.create_connection((IP, self.ports["https"])) as raw, \
                 context.wrap_socket(raw, server_hostname=IP) as sock:
+            # As curl and browsers do: no Nagle delay between our window update and the
+            # next request.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = h2.connection.H2Connection()
             connection.initiate_connection()
             sock.sendall(connection.data_to_send())

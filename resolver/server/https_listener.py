@@ -190,8 +190,11 @@ class _Http2Session:
         self._client = client
         self._first = first
         limits = listener._gate.limits
-        self._connection = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        # Our response headers are fixed, lower-case and valid: checking them again on every
+        # response would be most of h2's cost per request. Requests are still validated.
+        self._connection = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8", validate_outbound_headers=False,
+            normalize_outbound_headers=False))
         self._connection.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_http2_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_OCTETS,
