@@ -5,9 +5,10 @@ With TLS, ALPN picks the HTTP version ("h2" or "http/1.1"; none means HTTP/1.1).
 the connection opens with the HTTP/2 preface (prior knowledge, RFC 9113 §3.3). What a
 request means is resolver.server.doh_message's; this module moves HTTP.
 Limits: requests above `max_request_octets` get 413; HTTP/2 connections advertise
-`max_http2_streams` concurrent streams (RFC 9113 §5.1.2; more is a protocol error that h2
-answers); a connection idle for `idle_timeout_s` is closed (GOAWAY on HTTP/2). HTTP/1.1
-requests on one connection are answered in order; HTTP/2 streams concurrently.
+`max_http2_streams` concurrent streams (RFC 9113 §5.1.2; a client opening more gets
+h2's GOAWAY with PROTOCOL_ERROR and the connection closes); a connection idle for
+`idle_timeout_s` is closed (GOAWAY on HTTP/2). HTTP/1.1 requests on one connection are
+answered in order; HTTP/2 streams concurrently.
 A query the handler gives no reply (access list deny, rate limit) gets 403.
 """
 

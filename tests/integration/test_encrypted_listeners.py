@@ -410,6 +410,15 @@ def test_connections_beyond_the_per_client_limit_are_closed_at_once(
             sock.close()
 
 
+def test_closed_doq_connections_give_back_their_slot(server: Encrypted) -> None:
+    """Twelve DoQ connections one after another from one address, whose cap is 8: each
+    closed connection frees its slot."""
+    for _ in range(12):
+        reply = asyncio.run(doq_exchange(server, wire_query("www.crepes.fr"),
+                                         source="127.0.0.11"))
+        assert DNSRecord.parse(reply).header.rcode == 0
+
+
 def test_slow_encrypted_clients_do_not_delay_udp_clients(server: Encrypted) -> None:
     """Many connections that never finish a handshake or a request, and one trickling an
     HTTP request a byte at a time: UDP answers keep coming at once."""
