@@ -184,7 +184,7 @@ async def serve(
     )
     await listener.start()
     try:
-        encrypted = await _start_encrypted(app, config)
+        encrypted = await _start_encrypted(app, config, (worker_index or 0) if reuse_port else None)
     except BaseException:
         await listener.stop()
         raise
@@ -247,13 +247,15 @@ class StartupError(Exception):
     """The server cannot start as configured; the message is one line for the operator."""
 
 
-async def _start_encrypted(app: App, config: ServeConfig) -> EncryptedListeners | None:
-    """DoT, DoH and DoQ listeners (resolver.daemon.encrypted), if configured."""
+async def _start_encrypted(app: App, config: ServeConfig, worker_index: int | None
+                           ) -> EncryptedListeners | None:
+    """DoT, DoH and DoQ listeners (resolver.daemon.encrypted), if configured; a worker
+    (`worker_index` not None) shares their addresses with the others."""
     from resolver.daemon.encrypted import start_encrypted
     from resolver.server.tls_context import CertificateError
 
     try:
-        return await start_encrypted(app.handler, config.encrypted)
+        return await start_encrypted(app.handler, config.encrypted, worker_index=worker_index)
     except CertificateError as exc:
         raise StartupError(str(exc)) from None
     except OSError as exc:  # the message names the listener and the address

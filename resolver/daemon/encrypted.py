@@ -31,9 +31,12 @@ def _pairs(addresses: tuple[ListenAddress, ...]) -> list[tuple[str, int]]:
 class EncryptedListeners:
     """Every configured encrypted listener; none when nothing is configured."""
 
-    def __init__(self, handler: QueryHandler, settings: EncryptedSettings) -> None:
+    def __init__(self, handler: QueryHandler, settings: EncryptedSettings, *,
+                 worker_index: int | None = None) -> None:
         """Build them; CertificateError when a TLS listener is asked for without a usable
-        certificate (nothing is bound yet)."""
+        certificate (nothing is bound yet). `worker_index`: one of several workers, which
+        share the TCP listeners' addresses; only worker 0 serves QUIC, whose connections
+        the kernel could not keep to one worker."""
         self.settings = settings
         self.answer = EncryptedAnswer(handler)
         self.gate = ConnectionGate(settings.limits, admits=lambda ip: (
@@ -51,18 +54,20 @@ class EncryptedListeners:
         self.doh: list[DohListener] = []
         self.doq: DoqListener | None = None
         certificates = self.certificates
+        shared = worker_index is not None
         if settings.listen_tls and certificates is not None:
             self.dot = DotListener(self.answer, _pairs(settings.listen_tls), gate=self.gate,
-                                   context=certificates.context([ALPN_DOT]))
+                                   context=certificates.context([ALPN_DOT]), reuse_port=shared)
         if settings.listen_https and certificates is not None:
             self.doh.append(DohListener(
                 self.answer, _pairs(settings.listen_https), gate=self.gate,
                 context=certificates.context([ALPN_HTTP2, ALPN_HTTP1]),
-                path=settings.https_path))
+                path=settings.https_path, reuse_port=shared))
         if settings.listen_http:
             self.doh.append(DohListener(self.answer, _pairs(settings.listen_http),
-                                        gate=self.gate, context=None, path=settings.https_path))
-        if settings.listen_quic and certificates is not None:
+                                        gate=self.gate, context=None, path=settings.https_path,
+                                        reuse_port=shared))
+        if settings.listen_quic and certificates is not None and not worker_index:
             self.doq = DoqListener(self.answer, _pairs(settings.listen_quic), gate=self.gate,
                                    certificates=certificates.files)
             certificates.on_reload(self.doq.load_certificates)
@@ -149,14 +154,14 @@ def _fmt(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-async def start_encrypted(handler: QueryHandler, settings: EncryptedSettings
-                          ) -> EncryptedListeners | None:
+async def start_encrypted(handler: QueryHandler, settings: EncryptedSettings, *,
+                          worker_index: int | None = None) -> EncryptedListeners | None:
     """Start what `settings` configures, or None when it configures nothing; CertificateError
     or OSError (naming the address) when that cannot be done."""
     if not (settings.listen_tls or settings.listen_https or settings.listen_http
             or settings.listen_quic):
         return None
-    listeners = EncryptedListeners(handler, settings)
+    listeners = EncryptedListeners(handler, settings, worker_index=worker_index)
     await listeners.start()
     if handler.metrics is not None:
         handler.metrics.add_collector(listeners.metric_families)

@@ -61,9 +61,10 @@ class DohListener(SecureStreamServer):
         gate: ConnectionGate,
         context: ssl.SSLContext | None,
         path: str = DEFAULT_PATH,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(addresses, channel=Channel.DOH, session=self._session_for,
-                         gate=gate, context=context)
+                         gate=gate, context=context, reuse_port=reuse_port)
         self._answer = answer
         self._gate = gate
         self.path = path

@@ -32,9 +32,10 @@ class DotListener(SecureStreamServer):
         *,
         gate: ConnectionGate,
         context: ssl.SSLContext,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(addresses, channel=Channel.DOT, session=self._session_for,
-                         gate=gate, context=context)
+                         gate=gate, context=context, reuse_port=reuse_port)
         self._rules = StreamRules(answer=answer, idle_timeout_s=gate.limits.idle_timeout_s,
                                   stopping=lambda: self.stopping, query_tasks=self.query_tasks)
 

@@ -44,8 +44,10 @@ class SecureStreamServer:
         session: Session,
         gate: ConnectionGate,
         context: ssl.SSLContext | None,
+        reuse_port: bool = False,
     ) -> None:
         self._addresses = list(addresses)
+        self._reuse_port = reuse_port
         self._channel = channel
         self._session = session
         self._gate = gate
@@ -82,6 +84,8 @@ class SecureStreamServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:  # --workers: every worker accepts on the same address
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((ip, port))

@@ -487,6 +487,21 @@ def test_sighup_reloads_the_certificate(lab: RunningLab, tmp_path: Path, web: in
         stop_process(running.process)
 
 
+def test_workers_share_the_encrypted_addresses(lab: RunningLab, tmp_path: Path,
+                                              web: int) -> None:
+    running = start_encrypted(lab, tmp_path, web, "--workers", "2")
+    try:
+        for _ in range(4):  # new connections, spread over both workers by the kernel
+            out = kdig(running, "-p", str(running.tls), "+tls", "www.crepes.fr")
+            assert "status: NOERROR" in out, out
+        reply = asyncio.run(doq_exchange(running, wire_query("www.crepes.fr")))
+        assert DNSRecord.parse(reply).header.rcode == 0
+        assert running.log_text().count("DNS over TLS on") == 2
+        assert running.log_text().count("DNS over QUIC on") == 1  # worker 0 only
+    finally:
+        stop_process(running.process)
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 def test_tls_below_1_2_is_refused(server: Encrypted) -> None:
     context = client_context(server, ["dot"])
