@@ -229,7 +229,8 @@ class _Http2Session:
             if self._tasks:  # idle or half-closed: answer what was asked, then say goodbye
                 await asyncio.wait(set(self._tasks.values()),
                                    timeout=self._listener._gate.limits.idle_timeout_s)
-            connection.close_connection()
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # closed by the client already
+                connection.close_connection()
             self._flush()
         finally:
             for task in self._tasks.values():

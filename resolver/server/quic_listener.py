@@ -183,12 +183,16 @@ class _DoqConnection(QuicConnectionProtocol):
         if client is None:
             return
         reply = await self._listener._answer(wire, client)
-        if reply is None:
-            # No reply for this query (access list, rate limit): cancel the stream (§4.3).
-            self._quic.reset_stream(stream_id, DOQ_NO_ERROR)
-        else:
-            self._quic.send_stream_data(stream_id, len(reply).to_bytes(2, "big") + reply,
-                                        end_stream=True)
+        try:
+            if reply is None:
+                # No reply for this query (access list, rate limit): cancel the stream (§4.3).
+                self._quic.reset_stream(stream_id, DOQ_NO_ERROR)
+            else:
+                self._quic.send_stream_data(stream_id, len(reply).to_bytes(2, "big") + reply,
+                                            end_stream=True)
+        except (RuntimeError, ValueError) as exc:  # aioquic: the stream or connection ended
+            logger.debug("DNS over QUIC reply to %s not sent: %r", client.ip, exc)
+            return
         self.transmit()
 
     def _protocol_error(self, reason: str) -> None:

@@ -524,3 +524,30 @@ def test_serve_refuses_tls_listener_without_certificate(lab: RunningLab) -> None
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_garbage_on_every_encrypted_way_in_leaves_the_server_answering(
+        server: Encrypted) -> None:
+    """Junk inside TLS, junk HTTP/1.1 and HTTP/2, junk QUIC datagrams: each connection ends,
+    nothing in the log is a traceback, and the next real client is answered."""
+    junk = bytes(range(256)) * 8
+    context = client_context(server, ["dot"])
+    with socket.create_connection((IP, server.tls), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=NAME) as tls:
+        tls.sendall(b"\x00\x05abcde" + junk)  # a frame below a DNS header, then junk
+        with contextlib.suppress(OSError, ssl.SSLError):
+            assert tls.recv(100) == b""
+    for opening in (b"GET /dns-query?dns=%%% HTTP/1.1\r\n\r\n", b"NOT HTTP AT ALL\r\n\r\n",
+                    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + junk):
+        with socket.create_connection((IP, server.http), timeout=5) as sock:
+            sock.sendall(opening)
+            with contextlib.suppress(OSError):
+                sock.recv(65536)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for size in (1, 20, 1200):
+            udp.sendto(junk[:size], (IP, server.quic))
+    out = kdig(server, "-p", str(server.https), "+https", "www.networkutopia.com")
+    assert "status: NOERROR" in out, out
+    reply = asyncio.run(doq_exchange(server, wire_query("www.networkutopia.com")))
+    assert DNSRecord.parse(reply).header.rcode == 0
+    assert "Traceback" not in server.log_text()
