@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resolver.daemon.cache_file import CacheFileKeeper, worker_cache_path
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
@@ -44,6 +44,9 @@ from resolver.server.ratelimit import IpRateLimiter
 from resolver.service.prefetch import PREFETCH_FRACTION
 from resolver.service.resolver_service import ResolverService
 from resolver.upstream.randomness import PooledSystemRandom
+
+if TYPE_CHECKING:
+    from resolver.daemon.encrypted import EncryptedListeners
 
 log = logging.getLogger("resolver")
 T = TypeVar("T")
@@ -185,6 +188,11 @@ async def serve(
         reuse_port=reuse_port,
     )
     await listener.start()
+    try:
+        encrypted = await _start_encrypted(app, config, (worker_index or 0) if reuse_port else None)
+    except BaseException:
+        await listener.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -214,7 +222,12 @@ async def serve(
             await listener.stop()
             raise
         log.info("running as user %s", config.system.username)
-    loop.add_signal_handler(signal.SIGHUP, _reload, app, as_started, reload)
+    def on_sighup() -> None:
+        _reload(app, as_started, reload)
+        if encrypted is not None:
+            encrypted.reload_certificates()
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     if ready is not None:
         ready.set()
     priming = asyncio.create_task(_check_root(app, config))
@@ -226,6 +239,8 @@ async def serve(
         stop.set()  # also when leaving on an error: the timed saves end
         log.info("shutting down: no new queries; up to 2 s for those in flight")
         await listener.stop(drain_s=2.0)
+        if encrypted is not None:
+            await encrypted.stop()
         if keeper is not None and saving is not None:
             await saving  # a timed save under way is finished, then the final one
             if await keeper.save():
@@ -241,6 +256,21 @@ async def serve(
 
 class StartupError(Exception):
     """The server cannot start as configured; the message is one line for the operator."""
+
+
+async def _start_encrypted(app: App, config: ServeConfig, worker_index: int | None
+                           ) -> EncryptedListeners | None:
+    """DoT, DoH and DoQ listeners (resolver.daemon.encrypted), if configured; a worker
+    (`worker_index` not None) shares their addresses with the others."""
+    from resolver.daemon.encrypted import start_encrypted
+    from resolver.server.tls_context import CertificateError
+
+    try:
+        return await start_encrypted(app.handler, config.encrypted, worker_index=worker_index)
+    except CertificateError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:  # the message names the listener and the address
+        raise StartupError(exc.strerror or str(exc)) from None
 
 
 async def _start_metrics(app: App, config: ServeConfig, worker: bool) -> MetricsServer | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from resolver.engine.settings import CacheSettings, EngineSettings, ForwardingSettings
+from resolver.server.connection_limits import ConnectionLimits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,3 +106,24 @@ class ServeConfig:
     cache_save_interval_s: float = 300.0
     #: Access control, local zones, rebinding protection, rate limit, metrics, logging, user.
     system: SystemSettings = field(default_factory=SystemSettings)
+    #: DNS over TLS, HTTPS and QUIC for clients; all off unless configured.
+    encrypted: EncryptedSettings = field(default_factory=lambda: EncryptedSettings())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncryptedSettings:
+    """The encrypted listeners for clients (resolver.daemon.encrypted)."""
+
+    listen_tls: tuple[ListenAddress, ...] = ()  #: DNS over TLS (RFC 7858)
+    listen_https: tuple[ListenAddress, ...] = ()  #: DNS over HTTPS (RFC 8484)
+    #: DNS over plain HTTP, for a reverse proxy that terminates TLS in front of it.
+    listen_http: tuple[ListenAddress, ...] = ()
+    listen_quic: tuple[ListenAddress, ...] = ()  #: DNS over QUIC (RFC 9250)
+    tls_cert: str | None = None  #: PEM certificate chain; re-read on SIGHUP
+    tls_key: str | None = None  #: PEM private key; re-read on SIGHUP
+    https_path: str = "/dns-query"
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+
+    @property
+    def needs_certificate(self) -> bool:
+        return bool(self.listen_tls or self.listen_https or self.listen_quic)

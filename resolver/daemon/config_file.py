@@ -27,6 +27,7 @@ from typing import Any
 
 from resolver.daemon.config import ListenAddress, ServeConfig
 from resolver.server.acl import AclRule, parse_network
+from resolver.server.doh_message import check_https_path
 from resolver.server.local_zones import (
     BUILTIN_ZONES,
     LocalZones,
@@ -196,6 +197,18 @@ OPTIONS: dict[str, FileOption] = {
                    check=string_list(parse_network)),
         FileOption(key="private-domain", param="private_domain", check=string_list(check_name)),
         FileOption(key="ip-ratelimit", param="ip_ratelimit", check=integer(0, 1_000_000)),
+        # Encrypted listeners for clients (resolver.cli.encrypted_options).
+        *(FileOption(key=key, param=key.replace("-", "_"), check=string_list(check_listen))
+          for key in ("listen-tls", "listen-https", "listen-http", "listen-quic")),
+        FileOption(key="tls-cert", param="tls_cert", check=string(_non_empty), is_path=True),
+        FileOption(key="tls-key", param="tls_key", check=string(_non_empty), is_path=True),
+        FileOption(key="https-path", param="https_path", check=string(check_https_path)),
+        FileOption(key="tls-max-connections", param="tls_max_connections",
+                   check=integer(1, 1_000_000)),
+        FileOption(key="tls-max-connections-per-client", param="tls_max_connections_per_client",
+                   check=integer(1, 1_000_000)),
+        FileOption(key="tls-idle-timeout", param="tls_idle_timeout", check=integer(1, 3600)),
+        FileOption(key="http2-max-streams", param="http2_max_streams", check=integer(1, 10_000)),
         # Observability.
         FileOption(key="metrics", param="metrics", check=string(check_metrics)),
         FileOption(key="log-queries", param="log_queries", check=boolean),
@@ -364,6 +377,12 @@ def summary(config: ServeConfig, checked: Checked) -> list[str]:
         lines.append("metrics:         off")
     lines.append(f"query log:       {'on' if system.log_queries else 'off'}")
     lines.append(f"user:            {system.username or 'not switched'}")
+    encrypted = config.encrypted
+    ways_in = [f"{name} {address}" for name, addresses in (
+        ("DoT", encrypted.listen_tls), ("DoH", encrypted.listen_https),
+        ("DoH over plain HTTP", encrypted.listen_http), ("DoQ", encrypted.listen_quic))
+        for address in addresses]
+    lines.append("encrypted:       " + (", ".join(ways_in) or "off"))
     forwarding = config.forwarding
     upstreams = [*forwarding.forward, *forwarding.forward_tls, *forwarding.forward_zones,
                  *forwarding.stub_zones]

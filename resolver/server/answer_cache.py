@@ -398,6 +398,13 @@ def _options_valid(data: bytes, pos: int, end: int) -> bool:
     return True
 
 
+def record_ttls(reply: bytes, question_end: int) -> list[int] | None:
+    """The TTL of every record after the question, OPT left out; None if the reply cannot be
+    walked (a reply this server encoded always can)."""
+    found = _ttl_fields(reply, question_end)
+    return None if found is None else [ttl for _, ttl in found[0]]
+
+
 def _ttl_fields(reply: bytes, pos: int) -> tuple[list[tuple[int, int]], bytes] | None:
     """Offsets and values of every record's TTL after the question, and the OPT record's octets.
 

@@ -50,7 +50,7 @@ from resolver.engine.failure import FailureKind
 from resolver.engine.network import Transport
 from resolver.server.acl import AccessControl, AclAction
 from resolver.server.answer_cache import AnswerCache
-from resolver.server.listener import Client
+from resolver.server.client import Client
 from resolver.service.resolver_service import ResolverService
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class QueryHandler:
             name = qtype = "-"
         rcode = _RCODE_NAMES[reply[3] & 0xF] if reply is not None and len(reply) >= 4 else "DROPPED"
         where = f"[{client.ip}]:{client.port}" if ":" in client.ip else f"{client.ip}:{client.port}"
-        query_log.info("query %s %s %s %s %s %.1fms", where, client.transport.value, name, qtype,
+        query_log.info("query %s %s %s %s %s %.1fms", where, client.via, name, qtype,
                        rcode, elapsed_s * 1000)
 
     async def _handle(self, wire: bytes, client: Client, *, snoop: bool = False) -> bytes | None:

@@ -5,10 +5,9 @@ connection rules of RFC 7766 and bounds its own resources; every decision about 
 means belongs to the `QueryHandler`. Its rules:
 - UDP: one handler task per datagram, the reply goes to the datagram's source. Beyond
   `max_pending_udp` tasks in flight, datagrams are dropped: it is UDP, the client retries.
-- TCP: queries on one connection are handled concurrently (RFC 7766 §6.2.1.1), at most 64 at a
-  time; replies may leave out of order, each written whole. A length prefix below a DNS header
-  closes the connection; so does `tcp_idle_timeout_s` without a complete message (RFC 7766 §6.2.3).
-  Beyond `max_tcp_clients` connections, new ones are accepted and closed at once.
+- TCP: framing, concurrency and the idle timeout are `stream_connection.FramedConnection`'s
+  (shared with DNS over TLS), with `tcp_idle_timeout_s`. Beyond `max_tcp_clients`
+  connections, new ones are accepted and closed at once.
 - Nothing a client sends, and no handler exception, escapes: a failing handler is logged once
   at WARNING and the query gets no reply.
 """
@@ -21,26 +20,15 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 from resolver.engine.network import Transport
+from resolver.server.client import Client
+from resolver.server.stream_connection import FramedConnection, StreamRules
 
 logger = logging.getLogger(__name__)
 
-_HEADER_OCTETS = 12
-_MAX_TCP_MESSAGE = 0xFFFF
-_MAX_INFLIGHT_PER_CONNECTION = 64
 _BIND_ATTEMPTS = 8
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Client:
-    """Where a query came from and how it travelled, as the handler sees it."""
-
-    ip: str
-    port: int
-    transport: Transport
 
 
 class DatagramSink(Protocol):
@@ -94,6 +82,9 @@ class Listener:
         self._udp_tasks: set[asyncio.Task[None]] = set()
         self._tcp_query_tasks: set[asyncio.Task[None]] = set()
         self._tcp_connection_tasks: set[asyncio.Task[None]] = set()
+        self._stream_rules = StreamRules(
+            answer=self._call_handler, idle_timeout_s=tcp_idle_timeout_s,
+            stopping=lambda: self._closing, query_tasks=self._tcp_query_tasks)
 
     async def start(self) -> None:
         """Bind UDP and TCP on every address; OSError naming the address if one cannot be bound."""
@@ -200,7 +191,7 @@ class Listener:
             logger.warning(
                 "query handler failed for %s over %s; no reply sent",
                 _format_address(client.ip, client.port),
-                client.transport.value,
+                client.via,
                 exc_info=True,
             )
             return None
@@ -243,7 +234,7 @@ class Listener:
         peer = writer.get_extra_info("peername") or ("", 0)
         client = Client(ip=str(peer[0]), port=int(peer[1]), transport=Transport.TCP)
         self.tcp_connections += 1
-        connection = _TcpConnection(self, reader, writer, client)
+        connection = FramedConnection(self._stream_rules, reader, writer, client)
         task = asyncio.get_running_loop().create_task(connection.serve())
         self._tcp_connection_tasks.add(task)
         task.add_done_callback(self._tcp_connection_tasks.discard)
@@ -267,81 +258,3 @@ class _UdpServer(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP errors about clients (gone, port closed): nothing to do on a server socket.
         logger.debug("UDP socket error ignored: %r", exc)
-
-
-class _TcpConnection:
-    """One client connection: framed queries in, handled concurrently, framed replies out."""
-
-    def __init__(
-        self,
-        listener: Listener,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        client: Client,
-    ) -> None:
-        self._listener = listener
-        self._reader = reader
-        self._writer = writer
-        self._client = client
-        self._slots = asyncio.Semaphore(_MAX_INFLIGHT_PER_CONNECTION)
-        self._write_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def serve(self) -> None:
-        try:
-            if await self._read_queries() and self._tasks:
-                # The client went quiet or half-closed: still answer what it asked.
-                await asyncio.wait(set(self._tasks))
-        finally:
-            for task in self._tasks:
-                task.cancel()
-            self._writer.close()  # flushes queued replies first
-            if self._writer.transport.get_write_buffer_size():
-                # A peer that never reads must not keep the socket open forever.
-                asyncio.get_running_loop().call_later(
-                    self._listener._tcp_idle_timeout_s, self._writer.transport.abort
-                )
-
-    async def _read_queries(self) -> bool:
-        """Read until the client stops; True if it stopped politely (EOF or idle)."""
-        while not self._listener._closing:
-            await self._slots.acquire()  # with 64 queries in flight, stop reading until one ends
-            try:
-                async with asyncio.timeout(self._listener._tcp_idle_timeout_s):
-                    size = int.from_bytes(await self._reader.readexactly(2), "big")
-                    # A length that cannot hold a DNS header: a broken client, close.
-                    wire = await self._reader.readexactly(size) if size >= _HEADER_OCTETS else None
-            except (TimeoutError, asyncio.IncompleteReadError):
-                wire, polite = None, True
-            except OSError:  # reset by the client: nobody left to answer
-                wire, polite = None, False
-            else:
-                polite = wire is not None
-            if wire is None or self._listener._closing:
-                self._slots.release()
-                return polite
-            task = asyncio.get_running_loop().create_task(self._answer(wire))
-            for tasks in (self._tasks, self._listener._tcp_query_tasks):
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        return True
-
-    async def _answer(self, wire: bytes) -> None:
-        try:
-            reply = await self._listener._call_handler(wire, self._client)
-            if reply is None or self._writer.is_closing():
-                return
-            if len(reply) > _MAX_TCP_MESSAGE:
-                logger.warning("reply of %d octets cannot be framed for TCP; dropped", len(reply))
-                return
-            async with self._write_lock:  # one whole frame at a time
-                self._writer.write(len(reply).to_bytes(2, "big") + reply)
-                # A client that never reads must not pin this task forever.
-                async with asyncio.timeout(self._listener._tcp_idle_timeout_s):
-                    await self._writer.drain()
-        except TimeoutError:
-            self._writer.transport.abort()
-        except OSError:  # the client reset or closed before its reply: nothing to do
-            pass
-        finally:
-            self._slots.release()

@@ -1,0 +1,123 @@
+"""One DNS-over-stream connection (RFC 7766 framing), shared by plain TCP and DNS over TLS.
+
+Each message travels with a two-octet length prefix (RFC 1035 §4.2.2); RFC 7858 §3.3 keeps
+the same framing inside TLS, so both listeners hand their accepted streams to this class.
+Rules: queries on one connection are handled concurrently (RFC 7766 §6.2.1.1), at most 64 at
+a time; replies may leave out of order, each written whole. A length prefix below a DNS header
+closes the connection; so does `idle_timeout_s` without a complete message (RFC 7766 §6.2.3).
+A peer that stops reading is cut off after the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from resolver.server.client import Client
+
+logger = logging.getLogger(__name__)
+
+HEADER_OCTETS = 12
+MAX_STREAM_MESSAGE = 0xFFFF
+MAX_INFLIGHT_PER_CONNECTION = 64
+
+#: Answers one query for one client; None means no reply. Never raises.
+Answer = Callable[[bytes, Client], Awaitable[bytes | None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamRules:
+    """What a connection needs from the listener that accepted it."""
+
+    answer: Answer
+    idle_timeout_s: float
+    #: True once the listener stops: no more queries are read.
+    stopping: Callable[[], bool]
+    #: Every query task is added here too, so the listener can drain or cancel them.
+    query_tasks: set[asyncio.Task[None]]
+
+
+class FramedConnection:
+    """One client connection: framed queries in, handled concurrently, framed replies out."""
+
+    def __init__(
+        self,
+        rules: StreamRules,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: Client,
+    ) -> None:
+        self._rules = rules
+        self._reader = reader
+        self._writer = writer
+        self._client = client
+        self._slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
+        self._write_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        try:
+            if await self._read_queries() and self._tasks:
+                # The client went quiet or half-closed: still answer what it asked.
+                await asyncio.wait(set(self._tasks))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            close_stream(self._writer, self._rules.idle_timeout_s)
+
+    async def _read_queries(self) -> bool:
+        """Read until the client stops; True if it stopped politely (EOF or idle)."""
+        rules = self._rules
+        while not rules.stopping():
+            await self._slots.acquire()  # with 64 queries in flight, stop reading until one ends
+            try:
+                async with asyncio.timeout(rules.idle_timeout_s):
+                    size = int.from_bytes(await self._reader.readexactly(2), "big")
+                    # A length that cannot hold a DNS header: a broken client, close.
+                    wire = await self._reader.readexactly(size) if size >= HEADER_OCTETS else None
+            except (TimeoutError, asyncio.IncompleteReadError):
+                wire, polite = None, True
+            except OSError:  # reset by the client (or a TLS failure): nobody left to answer
+                wire, polite = None, False
+            else:
+                polite = wire is not None
+            if wire is None or rules.stopping():
+                self._slots.release()
+                return polite
+            task = asyncio.get_running_loop().create_task(self._answer(wire))
+            for tasks in (self._tasks, rules.query_tasks):
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        return True
+
+    async def _answer(self, wire: bytes) -> None:
+        try:
+            reply = await self._rules.answer(wire, self._client)
+            if reply is None or self._writer.is_closing():
+                return
+            if len(reply) > MAX_STREAM_MESSAGE:
+                logger.warning("reply of %d octets cannot be framed for TCP; dropped", len(reply))
+                return
+            async with self._write_lock:  # one whole frame at a time
+                self._writer.write(len(reply).to_bytes(2, "big") + reply)
+                # A client that never reads must not pin this task forever.
+                async with asyncio.timeout(self._rules.idle_timeout_s):
+                    await self._writer.drain()
+        except TimeoutError:
+            self._writer.transport.abort()
+        except OSError:  # the client reset or closed before its reply: nothing to do
+            pass
+        finally:
+            self._slots.release()
+
+
+def close_stream(writer: asyncio.StreamWriter, grace_s: float) -> None:
+    """Close after flushing what is queued; a peer that never reads is aborted after `grace_s`."""
+    transport = writer.transport
+    # Asked before closing: a closed TLS transport cannot tell its buffer size any more.
+    pending = not transport.is_closing() and transport.get_write_buffer_size() > 0
+    writer.close()
+    if pending:
+        asyncio.get_running_loop().call_later(grace_s, transport.abort)
