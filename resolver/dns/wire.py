@@ -4,7 +4,7 @@
 Everything else sees frozen values: `Question`, `Record`, `Message`, `Edns`. Decoding
 first runs the strict linear-time scanner (`resolver.dns.scanner`) and only then hands
 the bytes to dnslib, because dnslib alone accepts over-long labels and names and
-burns quadratic time on pointer chains (see ../shared/design/reliability.md §0).
+burns quadratic time on pointer chains (see docs/reliability.md (0)).
 
 Names are canonical (lower case, trailing dot). Types and classes are plain ints so
 that unknown types travel untouched (RFC 3597); `RRType`/`Rcode` name the ones the

@@ -1,7 +1,7 @@
 """Settings: the work limits of one resolution and the resolver's configuration.
 
 Rules: every limit is a named field with its unit in the name and the peer value it
-follows (see ../shared/design/reliability.md, "Proposed defaults"). Values here are
+follows (see docs/reliability.md, "Proposed defaults"). Values here are
 frozen; the composition root (`resolver.daemon.app`) builds them once.
 """
 
@@ -50,7 +50,7 @@ class Limits:
     #: timeout so the stub sees it. The resolution itself may go on, for the cache.
     total_budget_s: float = 4.0
     #: The resolution's own time limit: a slow answer that comes after the client was told
-    #: SERVFAIL is still cached for the next client (reliability.md (d), slow authority).
+    #: SERVFAIL is still cached for the next client (docs/reliability.md (d), slow authority).
     resolution_budget_s: float = 12.0
 
 

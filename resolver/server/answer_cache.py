@@ -1,6 +1,6 @@
 """The wire-level answer cache: whole replies kept as bytes and served without a DNS library.
 
-A cached answer must not pay for decoding, resolution or encoding (design README, "The hot
+A cached answer must not pay for decoding, resolution or encoding (docs/architecture.md, "The hot
 path"). The handler stores each reply it built from a resolution; a later query for the same
 question is answered from the stored bytes after a short linear scan of the query. Rules:
 

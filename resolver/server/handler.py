@@ -1,6 +1,6 @@
 """Inbound query bytes -> reply bytes: every rule a stub client relies on.
 
-Rules, in the order they apply (../shared/design/reliability.md (b) and (c)):
+Rules, in the order they apply (docs/reliability.md (b) and (c)):
 - Fewer than 12 octets, or QR=1: no reply (a reply to a reply feeds loops).
 - Access control (resolver.server.acl) before anything else, the answer cache included: `deny`
   drops the query, `refuse` answers REFUSED. Then the per-client rate limit (ip-ratelimit):

@@ -275,7 +275,7 @@ class ResolverService:
             return await self._run_safely(question, observer)
         # The resolution is a task of its own: a client that goes away (a TCP reset
         # cancels its handler) neither strands the waiters nor loses the result for
-        # the cache (reliability.md (b) row 45); nor does a client that we stop waiting
+        # the cache (docs/reliability.md (b) row 45); nor does a client that we stop waiting
         # for at the client budget: the late answer is still cached.
         budget = self.settings.limits.total_budget_s
         try:

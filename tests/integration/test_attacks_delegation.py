@@ -1,6 +1,6 @@
 """Attacks that make the resolver work: NXNS, delegation and CNAME loops, huge NS sets that
 black-hole, oversized replies, a cache too small for one resolution, ghost domains
-(../shared/design/reliability.md (a) and (d)). Each test states the work limit it checks
+(docs/reliability.md (a) and (d)). Each test states the work limit it checks
 (`resolver.engine.settings.Limits`) and prints what the attack cost. Fake servers on 127.72.0.0/16.
 """
 

@@ -1,6 +1,6 @@
 """Authoritative servers that fail: black holes, ICMP port unreachable, TCP only, EDNS
 trouble, lame servers, and what the resolver must still do for everyone else
-(../shared/design/reliability.md (d), and the "slow-drip" row of (a)). A real
+(docs/reliability.md (d), and the "slow-drip" row of (a)). A real
 `resolver serve` against scripted fake servers on 127.73.0.0/16.
 """
 

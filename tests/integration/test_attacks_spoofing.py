@@ -1,6 +1,6 @@
 """Attacks on what the resolver believes: forged replies, out-of-bailiwick data, guessable
 ids and ports, shared in-flight questions, and servers on addresses never to be asked
-(../shared/design/reliability.md (a): Kaminsky, TuDoor, bailiwick, 0x20, birthday,
+(docs/reliability.md (a): Kaminsky, TuDoor, bailiwick, 0x20, birthday,
 self-query). A real `resolver serve` runs against scripted fake servers on 127.71.0.0/16.
 """
 

@@ -1,4 +1,4 @@
-"""Settings: listen addresses and the work limits (../shared/design/reliability.md defaults)."""
+"""Settings: listen addresses and the work limits (docs/reliability.md defaults)."""
 
 from __future__ import annotations
 

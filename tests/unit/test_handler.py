@@ -1,7 +1,7 @@
 """Query bytes in, reply bytes out: the rules a stub client relies on.
 
 RFC 1035 §4.1.1 (header), RFC 6891 (EDNS, BADVERS, truncation), RFC 8482 (ANY),
-RFC 8914 (extended errors), ../shared/design/reliability.md tables (b) and (c).
+RFC 8914 (extended errors), docs/reliability.md tables (b) and (c).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_handler_ignores_a_message_shorter_than_a_header(setup: Setup) -> None:
 
 
 def test_handler_ignores_a_response(setup: Setup) -> None:
-    """A message with QR=1 gets no reply, so two servers cannot loop (reliability.md (b) #2)."""
+    """A message with QR=1 gets no reply, so servers cannot loop (docs/reliability.md (b) #2)."""
     assert setup.ask(query(extra_flags=QR)) is None
     assert setup.upstream() == 0
 
@@ -169,7 +169,7 @@ def test_handler_other_opcodes_get_notimp(setup: Setup, opcode: int) -> None:
 
 
 def test_handler_notimp_wins_over_a_missing_question(setup: Setup) -> None:
-    """Opcode 15 with QDCOUNT=0 is NOTIMP, not FORMERR (reliability.md (b) #4)."""
+    """Opcode 15 with QDCOUNT=0 is NOTIMP, not FORMERR (docs/reliability.md (b) #4)."""
     reply = setup.answer(struct.pack("!6H", 7, 15 << 11, 0, 0, 0, 0))
     assert reply.flags & 0xF == Rcode.NOTIMP and reply.opcode == 15
 

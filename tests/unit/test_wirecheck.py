@@ -1,4 +1,4 @@
-"""Specification of the wire-format scanner that guards the parser (reliability.md §0 and (b))."""
+"""Specification of the wire scanner that guards the parser (docs/reliability.md (0) and (b))."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ QUERY = header(qd=1) + question()
 
 
 def test_scan_message_rejects_truncated_header() -> None:
-    """Fewer than 12 octets is not a message (reliability.md (b) row 1)."""
+    """Fewer than 12 octets is not a message (docs/reliability.md (b) row 1)."""
     for length in (0, 1, 2, 11):
         assert "header" in reason_of(QUERY[:length])
 
