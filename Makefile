@@ -59,5 +59,12 @@ bench: $(STAMP)
 	    --no-install-recommends nsd dnsperf unbound bind9-dnsutils util-linux >/dev/null; fi
 	timeout --signal=TERM --kill-after=30 480 $(BIN)/python bench/run.py
 
+## fuzz: coverage-guided fuzzing of the message decoder (FUZZ_SECONDS, default 300; bounded)
+FUZZ_SECONDS ?= 300
+.PHONY: fuzz
+fuzz: $(STAMP)
+	RESOLVER_FUZZ_SECONDS=$(FUZZ_SECONDS) timeout --kill-after=30 $$(( $(FUZZ_SECONDS) + 120 )) \
+	  $(BIN)/pytest -q tests/unit/test_wire_hostile.py -k coverage_guided
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
