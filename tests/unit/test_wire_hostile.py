@@ -144,3 +144,11 @@ def test_coverage_guided_fuzz_run_finds_no_decoder_crash(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Done" in result.stderr  # libFuzzer's closing line: the run really happened
+
+
+def test_a_reply_counting_more_records_than_the_limit_is_malformed() -> None:
+    """Limits.max_records_per_reply: refused from the header counts, the rest unread."""
+    data = reply([GOOD_A] * 3)
+    assert len(decode(data, max_records=3).answer) == 3
+    with pytest.raises(MalformedMessage, match="more than 2 records"):
+        decode(data, max_records=2)
