@@ -49,6 +49,11 @@ lint: $(STAMP)
 bench-cache: $(STAMP)
 	$(BIN)/python bench/cache_bench.py
 
+## bench-gc: full garbage-collector pauses with a 100,000-entry cache, before and after gc.freeze()
+.PHONY: bench-gc
+bench-gc: $(STAMP)
+	timeout 120 $(BIN)/python bench/gc_pause_bench.py
+
 ## bench: our resolver beside Unbound on an NSD lab with dnsperf (about 3 minutes; needs root for apt)
 .PHONY: bench
 bench: $(STAMP)
