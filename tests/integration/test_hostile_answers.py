@@ -110,7 +110,7 @@ def test_twenty_4000_record_answers_at_once_leave_other_clients_answered(tmp_pat
     first, second = _nets()
     with (first as net, _same_port(second, net), resolver_against(net, tmp_path) as resolver,
           concurrent.futures.ThreadPoolExecutor(max_workers=30) as pool):
-        hostile = [pool.submit(resolver.ask, f"h{i:02d}.huge.test", tcp=True, timeout_s=15)
+        hostile = [pool.submit(resolver.ask, f"h{i:02d}.huge.test", timeout_s=15)
                    for i in range(20)]
         time.sleep(0.05)  # the hostile lookups under way first
         honest = [pool.submit(resolver.ask, f"c{i}.fine.test", timeout_s=5)
