@@ -55,6 +55,11 @@ lint: $(STAMP)
 bench-cache: $(STAMP)
 	$(BIN)/python bench/cache_bench.py
 
+## bench-gc: full garbage-collector pauses with a 100,000-entry cache, before and after gc.freeze()
+.PHONY: bench-gc
+bench-gc: $(STAMP)
+	timeout 120 $(BIN)/python bench/gc_pause_bench.py
+
 ## bench: our resolver beside Unbound on an NSD lab with dnsperf (about 3 minutes; needs root for apt)
 .PHONY: bench
 bench: $(STAMP)
@@ -64,6 +69,13 @@ bench: $(STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends nsd dnsperf unbound bind9-dnsutils util-linux >/dev/null; fi
 	timeout --signal=TERM --kill-after=30 480 $(BIN)/python bench/run.py
+
+## fuzz: coverage-guided fuzzing of the message decoder (FUZZ_SECONDS, default 300; bounded)
+FUZZ_SECONDS ?= 300
+.PHONY: fuzz
+fuzz: $(STAMP)
+	RESOLVER_FUZZ_SECONDS=$(FUZZ_SECONDS) timeout --kill-after=30 $$(( $(FUZZ_SECONDS) + 120 )) \
+	  $(BIN)/pytest -q tests/unit/test_wire_hostile.py -k coverage_guided
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from resolver.daemon.cache_file import CacheFileKeeper, worker_cache_path
+from resolver.daemon.collector import freeze_at_intervals
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.daemon.control import (
     ControlError,
@@ -232,10 +233,12 @@ async def serve(
         ready.set()
     priming = asyncio.create_task(_check_root(app, config))
     saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
+    freezing = asyncio.create_task(freeze_at_intervals(stop))  # no full-collection pauses
     try:
         await stop.wait()
     finally:
         priming.cancel()
+        freezing.cancel()
         stop.set()  # also when leaving on an error: the timed saves end
         log.info("shutting down: no new queries; up to 2 s for those in flight")
         await listener.stop(drain_s=2.0)

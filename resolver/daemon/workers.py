@@ -4,8 +4,12 @@
 bound to the same addresses with SO_REUSEPORT, so the kernel spreads clients over them
 (Unbound's num-threads with so-reuseport). The parent only supervises: it forwards SIGTERM
 and SIGINT to every worker, waits for them, and exits 0; SIGHUP (reload) is passed on too.
-A worker that stops on its own (it could not bind, say) makes the parent stop the others
-and fail: a half-served address is worse than a restart by the service manager. Workers
+A worker that dies after it was serving (killed, say) is logged and restarted in its slot
+while the others keep serving; one that stops within MIN_UPTIME_S of its start (it could
+not bind, say), or restarts beyond MAX_RESTARTS_PER_MINUTE, makes the parent stop the
+others and fail: a crash loop is the service manager's to see. Before any worker starts,
+every address is bound once without SO_REUSEPORT: if another server (ours included, whose
+workers would otherwise share the port silently) holds it, the command is refused. Workers
 whose parent vanishes stop too. The cached UDP fast path each worker serves with is
 resolver/server/fast_path.py.
 """
@@ -13,6 +17,7 @@ resolver/server/fast_path.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -33,6 +38,41 @@ log = logging.getLogger("resolver")
 STOP_GRACE_S = 10.0
 #: How often a worker checks that its parent is still there.
 _PARENT_CHECK_S = 1.0
+#: A worker that stops sooner than this after its start could not start: no restart.
+MIN_UPTIME_S = 2.0
+#: Restarts allowed within a minute before the parent gives up (systemd's default
+#: StartLimitBurst is 5 in 10 s; a worker that dies more often than this is broken).
+MAX_RESTARTS_PER_MINUTE = 10
+
+
+class AddressInUse(Exception):
+    """A listen address is already held by another socket (another server on our port)."""
+
+
+def probe_addresses_free(config: ServeConfig) -> None:
+    """Bind every listen address, UDP and TCP, without SO_REUSEPORT, and release it at once.
+
+    Sockets bound with SO_REUSEPORT by the same user let another SO_REUSEPORT socket bind
+    beside them, so a second `resolver serve --workers` would start silently and split the
+    traffic; a socket without the option is refused while any other holds the port.
+    """
+    for address in config.listen:
+        family = socket.AF_INET6 if ":" in address.ip else socket.AF_INET
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(family, kind) as probe:
+                if kind == socket.SOCK_STREAM:
+                    # Lets a port in TIME_WAIT after our own last run be reused, as the server
+                    # itself does; a listening socket still refuses the bind.
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((address.ip, address.port))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        transport = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+                        raise AddressInUse(
+                            f"{address.ip} port {address.port} ({transport}) is already in use "
+                            "by another server; refusing to share it") from None
+                    raise
 
 
 def run_workers(
@@ -64,28 +104,52 @@ def run_workers(
     }
     previous_fd = signal.set_wakeup_fd(wake_write.fileno())
     processes: list[BaseProcess] = []
+    started_at: list[float] = []
+    restarts: list[float] = []
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(
+            target=_worker_main,
+            args=(config, index, os.getpid(), reload),
+            name=f"resolver-worker-{index}",
+        )
+        process.start()
+        log.info("worker %d started (pid %d)", index, process.pid)
+        return process
+
     try:
+        try:
+            probe_addresses_free(config)
+        except AddressInUse as exc:
+            log.error("%s", exc)
+            return 2
+        except OSError as exc:
+            log.error("cannot bind the listen addresses: %s", exc.strerror or exc)
+            return 2
         for index in range(workers):
             if received:
                 break
-            process = context.Process(
-                target=_worker_main,
-                args=(config, index, os.getpid(), reload),
-                name=f"resolver-worker-{index}",
-            )
-            process.start()
-            processes.append(process)
-            log.info("worker %d started (pid %d)", index, process.pid)
+            processes.append(start(index))
+            started_at.append(time.monotonic())
         failed = False
-        while not received:
+        while not received and not failed:
             ready = wait([wake_read, *(p.sentinel for p in processes)])
-            if any(p.exitcode is not None for p in processes) and not received:
-                gone = [p for p in processes if p.exitcode is not None]
-                for p in gone:
-                    log.error("worker %s (pid %d) stopped on its own with status %s; stopping all",
-                              p.name, p.pid, p.exitcode)
-                failed = True
-                break
+            for index, process in enumerate(processes):
+                if process.exitcode is None or received:
+                    continue
+                now = time.monotonic()
+                lived = now - started_at[index]
+                restarts[:] = [t for t in restarts if now - t < 60.0]
+                if lived < MIN_UPTIME_S or len(restarts) >= MAX_RESTARTS_PER_MINUTE:
+                    log.error("worker %s (pid %d) stopped with status %s after %.1f s; "
+                              "stopping all", process.name, process.pid, process.exitcode, lived)
+                    failed = True
+                    break
+                log.error("worker %s (pid %d) died with status %s after %.0f s; restarting it",
+                          process.name, process.pid, process.exitcode, lived)
+                restarts.append(now)
+                processes[index] = start(index)
+                started_at[index] = now
             if wake_read in ready:
                 _drain(wake_read)
             while reloads and not received:

@@ -2,7 +2,9 @@
 
 Rules: every name that crosses a module boundary is canonical — lower case (RFC 4343:
 DNS names compare case-insensitively), absolute, with a trailing dot; the root is ".".
-Nothing here knows about the wire format.
+Nothing here knows about the wire format. A label may hold any octet (RFC 2181 §11): a dot
+or backslash inside one is written `\\.` or `\\\\`, other octets may be `\\DDD` (RFC 1035 §5.1),
+so every split here is on unescaped dots only.
 """
 
 from __future__ import annotations
@@ -15,14 +17,43 @@ def canonical(name: str) -> str:
     name = name.strip().lower()
     if name in ("", "."):
         return ROOT
-    return name if name.endswith(".") else name + "."
+    if name[-1] == "." and name[-2] != "\\":  # the common case, decided without a count
+        return name
+    return name if is_absolute(name) else name + "."
+
+
+def is_absolute(name: str) -> bool:
+    """True when `name` ends with a dot that ends a label (not an escaped `\\.`)."""
+    if not name.endswith("."):
+        return False
+    backslashes = len(name) - 1 - len(name[:-1].rstrip("\\"))
+    return backslashes % 2 == 0
+
+
+def _split(body: str) -> list[str]:
+    """`body` split at its unescaped dots, escapes kept in the labels."""
+    if "\\" not in body:
+        return body.split(".")
+    out: list[str] = []
+    start = i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":
+            i += 2  # the escaped character (or the first digit of \DDD) is never a separator
+            continue
+        if ch == ".":
+            out.append(body[start:i])
+            start = i + 1
+        i += 1
+    out.append(body[start:])
+    return out
 
 
 def labels(name: str) -> list[str]:
     """Labels of a canonical name, leftmost first; the root has none."""
     if name == ROOT:
         return []
-    return name[:-1].split(".")
+    return _split(name[:-1])
 
 
 def label_count(name: str) -> int:
@@ -33,15 +64,26 @@ def is_subdomain(name: str, zone: str) -> bool:
     """True when `name` is `zone` or below it (both canonical)."""
     if zone == ROOT:
         return True
-    return name == zone or name.endswith("." + zone)
+    if name == zone:
+        return True
+    if not name.endswith("." + zone):
+        return False
+    if "\\" not in name:
+        return True
+    # The dot before `zone` must end a label: "a\\.example." is not below "example.".
+    zone_labels = labels(zone)
+    return labels(name)[-len(zone_labels):] == zone_labels
 
 
 def parent(name: str) -> str:
     """The name one label up; the root's parent is the root."""
     if name == ROOT:
         return ROOT
-    _, _, rest = name.partition(".")
-    return rest or ROOT
+    if "\\" not in name:
+        _, _, rest = name.partition(".")
+        return rest or ROOT
+    rest_labels = labels(name)[1:]
+    return ".".join(rest_labels) + "." if rest_labels else ROOT
 
 
 def ancestors(name: str) -> list[str]:
@@ -57,6 +99,6 @@ def relativize(name: str, origin: str) -> str:
     """`name` written relative to `origin` when below it (for compact display)."""
     if name == origin:
         return "@"
-    if origin != ROOT and name.endswith("." + origin):
+    if origin != ROOT and is_subdomain(name, origin):
         return name[: -len(origin) - 1]
     return name

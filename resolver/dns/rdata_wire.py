@@ -13,6 +13,7 @@ from typing import Any
 
 import dnslib
 
+from resolver.dns import names
 from resolver.dns.wire import Record
 
 __all__ = ["name_labels", "name_wire", "rdata_wire"]
@@ -54,7 +55,7 @@ def name_labels(name: str) -> tuple[bytes, ...]:
                 sum(len(label) + 1 for label in plain) + 1 > 255):
             raise ValueError(f"bad name {name!r}")
         return plain
-    if not text.endswith(".") or text.endswith("\\."):
+    if not names.is_absolute(text):
         text += "."
     while i < len(text):
         ch = text[i]

@@ -27,6 +27,7 @@ __all__ = [
     "ScannedMessage",
     "header_id",
     "question_key",
+    "scan_labels",
     "scan_message",
     "scan_name",
     "scan_query",
@@ -66,11 +67,14 @@ _EDNS_DO = 0x8000  # RFC 3225
 _MIN_QUESTION = 5
 _MIN_RR = 11
 
-# Presentation form: printable ASCII other than '.' and '\' stands for itself; everything
-# else, space included, becomes \DDD (RFC 1035 §5.1) so the text is unambiguous.
+# Presentation form (RFC 1035 §5.1): printable ASCII other than '.' and '\' stands for
+# itself, a '.' or '\' inside a label is written '\.' or '\\' (as dig and Unbound write
+# them), everything else, space included, becomes \DDD, so the text is unambiguous.
 _PLAIN_DOTTED = re.compile(rb"[\x21-\x5b\x5d-\x7e]*")
 _ESCAPED = tuple(
-    chr(c) if 0x21 <= c <= 0x7E and c not in (0x2E, 0x5C) else f"\\{c:03d}" for c in range(256)
+    "\\." if c == 0x2E else "\\\\" if c == 0x5C
+    else chr(c) if 0x21 <= c <= 0x7E else f"\\{c:03d}"
+    for c in range(256)
 )
 
 
@@ -297,6 +301,14 @@ def presentation(labels: list[bytes]) -> str:
         return joined.decode("ascii") + "."
     escaped = _ESCAPED
     return "".join("".join([escaped[c] for c in label.lower()]) + "." for label in labels)
+
+
+def scan_labels(data: bytes, offset: int) -> tuple[list[bytes], int]:
+    """Validate the name at `offset`; return its labels (octets as sent) and the offset after
+    it. Pointers must go strictly back (RFC 1035 §4.1.4), so none reaches past `data`."""
+    if offset < 0:
+        raise MalformedMessage("name offset outside the message")
+    return _read_name(data, offset)
 
 
 def scan_name(data: bytes, offset: int) -> tuple[str, int]:

@@ -28,6 +28,7 @@ from resolver.dns.scanner import (
     MalformedMessage,
     ScannedMessage,
     presentation,
+    scan_labels,
     scan_message,
 )
 
@@ -176,7 +177,7 @@ class Record:
                 break
         if label is None:
             raise ValueError(f"{type_name(self.rtype)} has no target name")
-        return names.canonical(str(label))
+        return _label_text(label)
 
     @property
     def address(self) -> str:
@@ -250,7 +251,14 @@ class Message:
     malformed: tuple[str, ...] = ()
 
 
+def _label_text(label: Any) -> str:
+    """A dnslib name as canonical presentation text, escapes as the decoder writes them."""
+    return presentation(list(label.label))
+
+
 def _rdata_key(rtype: int, rd: Any) -> str:
+    if rtype in _TARGET_IS_KEY and type(rd) is not dnslib.RD:
+        return _label_text(rd.label)  # exact: dnslib's text would split a dotted label
     text = str(rd.toZone()) if hasattr(rd, "toZone") else str(rd)
     if rtype in _NAME_RDATA or rtype == RRType.SOA:
         return text.lower()
@@ -261,7 +269,7 @@ def _record(rr: Any) -> Record:
     rtype = int(rr.rtype)
     ttl = int(rr.ttl)
     return Record(
-        name=names.canonical(str(rr.rname)),
+        name=_label_text(rr.rname),
         rtype=rtype,
         rclass=int(rr.rclass),
         ttl=0 if ttl & 0x80000000 else ttl,  # RFC 2181 §8: a TTL with the top bit set means 0
@@ -270,37 +278,27 @@ def _record(rr: Any) -> Record:
     )
 
 
-def decode(data: bytes) -> Message:
-    """Decode `data`; raises MalformedMessage for anything not well formed.
+def decode(data: bytes, *, max_records: int | None = None) -> Message:
+    """Decode `data`; raises MalformedMessage (and nothing else) for anything not well formed.
 
-    Most replies take `_decode_plain`, which reads header, names and record fields itself and
-    leaves only RDATA to dnslib; a message it does not vouch for (a name that needs escapes,
-    RDATA dnslib rejects or reads differently) is decoded wholly by dnslib, as before.
+    Header, names and record fields are read here; dnslib reads only RDATA, through a buffer
+    whose names follow the scanner's rules. A record whose RDATA does not read as its type
+    says is dropped and named in `Message.malformed` (RFC 2181 §5.4.1 spirit, as Unbound's
+    scrubber drops a malformed RR); the rest of the message stands. A message counting more
+    than `max_records` records (OPT included) is refused whole.
     """
+    if max_records is not None and len(data) >= HEADER_LEN:
+        # Refused before any record is read, so an oversized reply costs nothing.
+        ancount, nscount, arcount = struct.unpack_from("!3H", data, 6)
+        if ancount + nscount + arcount > max_records:
+            raise MalformedMessage(f"more than {max_records} records")
     scanned = scan_message(data)
     if type(data) is not bytes:
         data = bytes(data)
     if scanned.end < len(data):
+        # Octets after the last record are ignored, so no name may point into them either.
         data = data[: scanned.end]
-    plain = _decode_plain(data, scanned)
-    return plain if plain is not None else _decode_with_dnslib(data, scanned)
-
-
-def _decode_with_dnslib(data: bytes, scanned: ScannedMessage) -> Message:
-    try:
-        parsed = dnslib.DNSRecord.parse(data)
-    except Exception:  # dnslib raises several types; retry with opaque RDATA
-        try:
-            parsed = _parse_opaque_rdata(data)
-        except Exception as exc:
-            raise MalformedMessage(f"undecodable message: {exc}") from None
-    additional = [_record(rr) for rr in parsed.ar if rr.rtype != RRType.OPT]
-    question = None
-    if parsed.questions:
-        q = parsed.questions[0]
-        question = Question(names.canonical(str(q.qname)), int(q.qtype), int(q.qclass))
-    return _message(scanned, question, [_record(rr) for rr in parsed.rr],
-                    [_record(rr) for rr in parsed.auth], additional)
+    return _decode_records(data, scanned)
 
 
 def _message(
@@ -367,22 +365,66 @@ class Ipv4Rdata:
     __repr__ = __str__
 
 
-def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
-    """Decode a message the scanner accepted, or None to leave it to dnslib.
+#: Types whose dnslib RDATA always writes back what it read (fixed fields, names, strings).
+_REPACKS = frozenset({RRType.AAAA, RRType.NS, RRType.CNAME, RRType.SOA, RRType.PTR, RRType.MX,
+                      RRType.TXT, RRType.SRV, RRType.DNAME})
 
-    The scanner has proven every name, pointer and length sound, so this only reads. Names
-    are kept by offset: a compression pointer to a name read before costs one lookup.
+
+def _writes_back(rtype: int, rdata: Any, octets: bytes, key: str) -> bool:
+    """Whether `rdata` writes back to what was read: dnslib reads some RDATA it cannot
+    write (an NSEC without a type bitmap) or writes differently (bitmap windows out of
+    the order RFC 4034 §4.1.2 requires, which it sorts). Such a record could never be sent
+    on or cached as received. Raises what dnslib raises when it cannot write at all."""
+    buffer = dnslib.DNSBuffer()
+    buffer.encode_name = buffer.encode_name_nocompress
+    rdata.pack(buffer)
+    written = bytes(buffer.data)
+    if written == octets:
+        return True
+    # Differently written: equal only if it reads back the same (a compressed name in
+    # the RDATA is written out in full here).
+    again = _RDATA_CLASSES.get(rtype, dnslib.RD).parse(_StrictNameBuffer(written), len(written))
+    return bool(_rdata_key(rtype, again) == key)
+
+
+class _StrictNameBuffer(dnslib.DNSBuffer):  # type: ignore[misc]  # dnslib has no hints
+    """A dnslib buffer whose RDATA readers read names by the scanner's rules: pointers only
+    strictly back, bounded hops, 255 octets at most, any octet in a label (RFC 2181 §11).
+    dnslib's own reader recurses once per pointer and refuses octets above 0x7f."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.octets = data
+        self.offset: int = 0
+
+    def decode_name(self, last: int = -1) -> Any:  # dnslib's signature
+        labels, end = scan_labels(self.octets, self.offset)
+        self.offset = end
+        return dnslib.DNSLabel(labels)
+
+
+def _decode_records(data: bytes, scanned: ScannedMessage) -> Message:
+    """Decode a message the scanner accepted.
+
+    The scanner has proven every owner name, pointer and length sound, so this only reads.
+    Names are kept by offset: a compression pointer to a name read before costs one lookup.
     """
+    try:
+        return _read_records(data, scanned)
+    except (IndexError, struct.error):
+        # Every length was proven sound, but a name reached through a pointer may run on
+        # into the octets after the last record, which are no part of the message.
+        raise MalformedMessage("name runs past the last record") from None
+
+
+def _read_records(data: bytes, scanned: ScannedMessage) -> Message:
     read: dict[int, str] = {}
     question = None
-    if scanned.qdcount:
+    if scanned.qdcount and scanned.qname is not None:
         qname = scanned.qname
-        if (qname is None or scanned.qtype is None or scanned.qclass is None
-                or "\\046" in qname or "\\092" in qname):  # a dot or backslash in a label
-            return None
         read[HEADER_LEN] = qname
-        question = Question(qname, scanned.qtype, scanned.qclass)
-    buffer = dnslib.DNSBuffer(data)
+        question = Question(qname, scanned.qtype or 0, scanned.qclass or 0)
+    buffer = _StrictNameBuffer(data)
     sections: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
     malformed: list[str] = []
     pos = scanned.question_end
@@ -390,17 +432,13 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
     for section, count in zip(sections, (scanned.ancount, scanned.nscount, scanned.arcount),
                               strict=True):
         for _ in range(count):
-            name, pos = _plain_name(data, pos, read)
-            if name is None:
-                return None
+            name, pos = _owner_name(data, pos, read)
             rtype, rclass, ttl, rdlength = unpack(data, pos)
             pos += 10
             ttl = 0 if ttl & 0x80000000 else ttl  # RFC 2181 §8: the top bit set means 0
             if rtype == RRType.OPT:  # the scanner read it: Message.edns
                 pos += rdlength
                 continue
-            if not rdlength:
-                return None  # dnslib refuses empty RDATA: its path decides
             if rtype == RRType.A and rdlength == 4:
                 address = Ipv4Rdata(data[pos : pos + 4])
                 pos += 4
@@ -409,22 +447,27 @@ def _decode_plain(data: bytes, scanned: ScannedMessage) -> Message | None:
             buffer.offset = pos
             try:
                 rdata = _RDATA_CLASSES.get(rtype, dnslib.RD).parse(buffer, rdlength)
-            except Exception:
-                rdata = None
+                # The key prints the RDATA: dnslib may parse values it cannot print (a LOC
+                # size exponent over 9, say), so printing belongs to the same test.
+                key = _rdata_key(rtype, rdata) if buffer.offset == pos + rdlength else None
+                if (key is not None and rtype not in _REPACKS
+                        and not _writes_back(rtype, rdata, data[pos : pos + rdlength], key)):
+                    key = None
+            except Exception:  # dnslib raises many kinds (and RecursionError) on bad RDATA
+                key = None
             pos += rdlength
-            if rdata is None or buffer.offset != pos:
+            if key is None:
                 # The scanner proved the framing sound, so only this RR is bad: its RDATA
-                # does not read as its type says. Drop it, keep the rest (Unbound's
-                # scrubber does the same with a malformed RR).
+                # does not read as its type says. Drop it, keep the rest.
                 malformed.append(f"{name} {type_name(rtype)}: {rdlength} octets of RDATA "
                                  "do not fit the type")
                 continue
-            section.append(Record(name, rtype, rclass, ttl, _rdata_key(rtype, rdata), rdata))
+            section.append(Record(name, rtype, rclass, ttl, key, rdata))
     return _message(scanned, question, *sections, tuple(malformed))
 
 
-def _plain_name(data: bytes, pos: int, read: dict[int, str]) -> tuple[str | None, int]:
-    """The canonical name at `pos` and the offset after it; None if it needs escapes."""
+def _owner_name(data: bytes, pos: int, read: dict[int, str]) -> tuple[str, int]:
+    """The canonical name at `pos` (validated by the scanner) and the offset after it."""
     start = pos
     labels: list[bytes] = []
     after = -1
@@ -452,47 +495,13 @@ def _plain_name(data: bytes, pos: int, read: dict[int, str]) -> tuple[str | None
         name = suffix
     else:
         joined = b".".join(labels).lower()
-        if joined.count(b".") != len(labels) - 1 or b"\\" in joined:
-            return None, after  # dnslib would print these ambiguously: its path decides
-        if _PLAIN_NAME.fullmatch(joined):
+        if joined.count(b".") == len(labels) - 1 and _PLAIN_NAME.fullmatch(joined):
             text = joined.decode("ascii")
-        else:  # other octets as \DDD, as dnslib writes them (it cannot read 0x80 and above)
+        else:  # a dot, backslash or other octet inside a label: escaped, never split
             text = presentation(labels)[:-1]
         name = text + ("." if suffix == "." else "." + suffix)
     read[start] = name
     return name, after
-
-
-#: Types whose RDATA the resolver reads; all others may stay opaque octets (RFC 3597 §4).
-_RDATA_NEEDED = {RRType.A, RRType.AAAA, RRType.NS, RRType.CNAME, RRType.DNAME, RRType.SOA,
-                 RRType.PTR, RRType.MX, RRType.SRV}
-
-
-def _parse_opaque_rdata(data: bytes) -> Any:
-    """Parse a message whose RDATA dnslib rejects (a malformed SVCB, say), keeping the RDATA
-    of types the resolver does not interpret as opaque octets (RFC 3597): a bad record of a
-    type we only pass along must not make the whole reply unusable."""
-    buffer = dnslib.DNSBuffer(data)
-    header = dnslib.DNSHeader.parse(buffer)
-    counts = (header.a, header.auth, header.ar)
-    questions = [dnslib.DNSQuestion.parse(buffer) for _ in range(header.q)]
-    sections: list[list[Any]] = [[], [], []]
-    for section, count in zip(sections, counts, strict=True):
-        for _ in range(count):
-            rname = buffer.decode_name()
-            rtype, rclass, ttl, rdlength = buffer.unpack("!HHIH")
-            if rtype == RRType.OPT:
-                buffer.get(rdlength)  # the scanner has read the OPT already
-                continue
-            if rtype in _RDATA_NEEDED:
-                rdata = dnslib.dns.RDMAP.get(dnslib.QTYPE.get(rtype), dnslib.RD).parse(
-                    buffer, rdlength
-                )
-            else:
-                rdata = dnslib.RD(buffer.get(rdlength))
-            section.append(dnslib.RR(rname, rtype, rclass, ttl, rdata))
-    return dnslib.DNSRecord(header, questions=questions, rr=sections[0], auth=sections[1],
-                            ar=sections[2])
 
 
 def _name_wire(name: str) -> bytes:

@@ -260,7 +260,7 @@ class Resolution:
             if isinstance(result, Failure):
                 self.cache.store_failure(question, result)
                 return _servfail(result, chain)
-            chain.extend(rr for rr in result.answer if rr not in chain)
+            chain = list(dict.fromkeys((*chain, *result.answer)))  # ordered, linear dedup
             if result.kind is ResponseKind.ANSWER:
                 return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain),
                                additional=self._addresses_for_ns(chain, depth),
@@ -846,7 +846,7 @@ class Resolution:
             self.selection.record_unreachable(server.address, self.now)
             return _Unreachable(failed.kind, failed.reason)
         try:
-            reply = decode(outcome)
+            reply = decode(outcome, max_records=self.limits.max_records_per_reply)
         except MalformedMessage as exc:
             return self._failed(depth, server, f"malformed reply: {exc.reason}")
         mismatch = reply_mismatch(reply, query_id, question)

@@ -43,6 +43,11 @@ class Limits:
     #: Longest single try, so that a slow authority (answering after 2.5 s, say) is still
     #: heard (Unbound's RTT_MAX_TIMEOUT 120 s is for a dead host).
     max_timeout_s: float = 3.0
+    #: Records in one upstream reply, all sections together: a reply with more is treated
+    #: as malformed (counted against that server, the next one asked). BIND caps one RRset
+    #: at 100 records (max-records-per-type, 9.18.28, CVE-2024-1737); ten such RRsets fit.
+    #: A 64 KB TCP reply can carry about 4,000 A records.
+    max_records_per_reply: int = 1000
     #: Distinct resolutions under way at once (Unbound num-queries-per-thread 1024);
     #: beyond it new questions get SERVFAIL at once, cached answers still flow.
     max_concurrent_resolutions: int = 1024

@@ -7,7 +7,10 @@ means belongs to the `QueryHandler`. Its rules:
   `max_pending_udp` tasks in flight, datagrams are dropped: it is UDP, the client retries.
 - TCP: framing, concurrency and the idle timeout are `stream_connection.FramedConnection`'s
   (shared with DNS over TLS), with `tcp_idle_timeout_s`. Beyond `max_tcp_clients`
-  connections, new ones are accepted and closed at once.
+  connections, or `max_tcp_per_address` from one client address, new ones are accepted and
+  closed at once. The wait for a client's next query shrinks as connections fill up
+  (Unbound's tcp-idle-timeout rule, RFC 7766 §6.2.3: a server under pressure may close idle
+  connections sooner): see `idle_timeout_s`.
 - Nothing a client sends, and no handler exception, escapes: a failing handler is logged once
   at WARNING and the query gets no reply.
 """
@@ -28,6 +31,8 @@ from resolver.server.stream_connection import FramedConnection, StreamRules
 
 logger = logging.getLogger(__name__)
 
+#: The shortest idle timeout under pressure (Unbound's floor for tcp-idle-timeout).
+_MIN_IDLE_TIMEOUT_S = 0.2
 _BIND_ATTEMPTS = 8
 
 
@@ -61,6 +66,7 @@ class Listener:
         *,
         tcp_idle_timeout_s: float = 10.0,
         max_tcp_clients: int = 128,
+        max_tcp_per_address: int = 10,
         max_pending_udp: int = 1024,
         reuse_port: bool = False,
     ) -> None:
@@ -68,6 +74,8 @@ class Listener:
         self._addresses = list(addresses)
         self._tcp_idle_timeout_s = tcp_idle_timeout_s
         self._max_tcp_clients = max_tcp_clients
+        self._max_tcp_per_address = max_tcp_per_address
+        self._tcp_per_address: dict[str, int] = {}
         self._max_pending_udp = max_pending_udp
         self._reuse_port = reuse_port
         self.bound_addresses: list[tuple[str, int, Transport]] = []
@@ -75,6 +83,8 @@ class Listener:
         self.udp_dropped = 0  #: datagrams dropped: max_pending_udp reached, or stopping
         self.tcp_connections = 0  #: TCP connections served
         self.tcp_rejected = 0  #: TCP connections closed at once because max_tcp_clients were open
+        #: TCP connections closed at once because their address had max_tcp_per_address open
+        self.tcp_rejected_per_address = 0
         self.handler_errors = 0  #: handler calls that raised
         self._closing = False
         self._udp_closers: list[Callable[[], None]] = []
@@ -84,7 +94,8 @@ class Listener:
         self._tcp_connection_tasks: set[asyncio.Task[None]] = set()
         self._stream_rules = StreamRules(
             answer=self._call_handler, idle_timeout_s=tcp_idle_timeout_s,
-            stopping=lambda: self._closing, query_tasks=self._tcp_query_tasks)
+            stopping=lambda: self._closing, query_tasks=self._tcp_query_tasks,
+            next_query_timeout_s=self.idle_timeout_s)
 
     async def start(self) -> None:
         """Bind UDP and TCP on every address; OSError naming the address if one cannot be bound."""
@@ -233,11 +244,37 @@ class Listener:
             return
         peer = writer.get_extra_info("peername") or ("", 0)
         client = Client(ip=str(peer[0]), port=int(peer[1]), transport=Transport.TCP)
+        held = self._tcp_per_address.get(client.ip, 0)
+        if held >= self._max_tcp_per_address:
+            # One address reconnecting idle sockets must not take the slots of everyone else.
+            self.tcp_rejected_per_address += 1
+            writer.close()
+            return
+        self._tcp_per_address[client.ip] = held + 1
         self.tcp_connections += 1
         connection = FramedConnection(self._stream_rules, reader, writer, client)
         task = asyncio.get_running_loop().create_task(connection.serve())
         self._tcp_connection_tasks.add(task)
         task.add_done_callback(self._tcp_connection_tasks.discard)
+        task.add_done_callback(lambda _task: self._release_address(client.ip))
+
+    def _release_address(self, ip: str) -> None:
+        left = self._tcp_per_address.get(ip, 1) - 1
+        if left > 0:
+            self._tcp_per_address[ip] = left
+        else:
+            self._tcp_per_address.pop(ip, None)
+
+    def idle_timeout_s(self) -> float:
+        """The wait for a client's next query, shorter as TCP slots fill (Unbound's
+        tcp-idle-timeout: below 50% free slots 1% of the configured value, below 35% 0.2%,
+        below 20% none, never under 200 ms)."""
+        free = 1.0 - len(self._tcp_connection_tasks) / max(1, self._max_tcp_clients)
+        configured = self._tcp_idle_timeout_s
+        if free >= 0.5:
+            return configured
+        scaled = configured * 0.01 if free >= 0.35 else configured * 0.002 if free >= 0.2 else 0.0
+        return min(configured, max(_MIN_IDLE_TIMEOUT_S, scaled))
 
 
 class _UdpServer(asyncio.DatagramProtocol):

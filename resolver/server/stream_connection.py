@@ -37,6 +37,9 @@ class StreamRules:
     stopping: Callable[[], bool]
     #: Every query task is added here too, so the listener can drain or cancel them.
     query_tasks: set[asyncio.Task[None]]
+    #: The wait for the next query, if it depends on the listener's load (plain TCP);
+    #: otherwise `idle_timeout_s`.
+    next_query_timeout_s: Callable[[], float] | None = None
 
 
 class FramedConnection:
@@ -73,7 +76,9 @@ class FramedConnection:
         while not rules.stopping():
             await self._slots.acquire()  # with 64 queries in flight, stop reading until one ends
             try:
-                async with asyncio.timeout(rules.idle_timeout_s):
+                wait = (rules.next_query_timeout_s() if rules.next_query_timeout_s is not None
+                        else rules.idle_timeout_s)
+                async with asyncio.timeout(wait):
                     size = int.from_bytes(await self._reader.readexactly(2), "big")
                     # A length that cannot hold a DNS header: a broken client, close.
                     wire = await self._reader.readexactly(size) if size >= HEADER_OCTETS else None

@@ -77,3 +77,27 @@ def test_relativize_writes_names_relative_to_the_origin() -> None:
     assert names.relativize("example.com.", "example.com.") == "@"
     assert names.relativize("www.example.org.", "example.com.") == "www.example.org."
     assert names.relativize("www.example.com.", ".") == "www.example.com."
+
+
+def test_a_dot_escaped_inside_a_label_does_not_split_it() -> None:
+    """RFC 1035 §5.1: "a\\.b.example." has two labels, the first holding a dot."""
+    assert names.labels("a\\.b.example.") == ["a\\.b", "example"]
+    assert names.label_count("a\\.b.example.") == 2
+    assert names.parent("a\\.b.example.") == "example."
+    assert names.ancestors("a\\.b.example.") == ["a\\.b.example.", "example.", "."]
+
+
+def test_a_name_ending_in_an_escaped_dot_is_made_absolute() -> None:
+    assert names.canonical("A\\.") == "a\\.."
+    assert names.labels(names.canonical("A\\.")) == ["a\\."]
+
+
+def test_an_escaped_backslash_before_a_dot_leaves_the_dot_a_separator() -> None:
+    assert names.labels("a\\\\.b.") == ["a\\\\", "b"]
+
+
+def test_a_label_holding_a_dot_is_not_a_subdomain_of_its_tail() -> None:
+    """"x\\.example." is one label below the root, not a name below "example."."""
+    assert not names.is_subdomain("x\\.example.", "example.")
+    assert names.is_subdomain("w.x\\.example.", "x\\.example.")
+    assert names.is_subdomain("a.b\\.c.example.", "example.")

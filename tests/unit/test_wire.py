@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resolver.dns import wire
+from resolver.dns.rdata_wire import name_labels
 from resolver.dns.scanner import scan_message
 from resolver.dns.wire import (
     Edns,
@@ -313,53 +314,50 @@ def _compressed_message(owners: list[bytes], targets: list[bytes], ttls: list[in
     return bytes(out)
 
 
+def _wire_labels_of(name_octets: bytes) -> tuple[bytes, ...]:
+    """The labels of an uncompressed wire name, lower-cased (what canonical names keep)."""
+    labels, pos = [], 0
+    while name_octets[pos]:
+        labels.append(name_octets[pos + 1 : pos + 1 + name_octets[pos]].lower())
+        pos += 1 + name_octets[pos]
+    return tuple(labels)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     owners=st.lists(_NAMES, min_size=1, max_size=5),
     targets=st.lists(_NAMES, min_size=5, max_size=5),
     ttls=st.lists(st.integers(0, 0xFFFFFFFF), min_size=5, max_size=5),
 )
-def test_decode_plain_reads_every_message_as_dnslib_does(
+def test_decode_keeps_the_exact_labels_of_every_owner_and_target(
     owners: list[bytes], targets: list[bytes], ttls: list[int]
 ) -> None:
-    """Where the plain decoder answers, its message equals dnslib's, RDATA octets included;
-    where a name needs escapes, it declines and dnslib decodes."""
+    """Any octet in a label (RFC 2181 §11) survives decoding: the presentation name reads
+    back as the labels sent, and the message encodes to one that decodes equal."""
     data = _compressed_message(owners, targets[: len(owners)], ttls[: len(owners)])
     try:
-        scanned = scan_message(data)
+        scan_message(data)
     except MalformedMessage:
-        return  # a name over 255 octets: neither decoder sees it
-    plain = wire._decode_plain(data, scanned)
-    try:
-        reference = wire._decode_with_dnslib(data, scanned)
-    except MalformedMessage:  # dnslib cannot read octets above 0x7f in names
-        if plain is None:  # nor could the plain decoder (in RDATA, which dnslib reads)
-            with pytest.raises(MalformedMessage):
-                decode(data)
-        else:  # owner names only: written with \DDD escapes, as dnslib writes the others
-            assert decode(data) == plain
-        return
-    assert decode(data) == (plain if plain is not None else reference)
-    if plain is not None:
-        assert plain == reference
-        assert list(map(rdata_octets, plain.answer)) == list(map(rdata_octets, reference.answer))
-        assert [r.target for r in plain.answer] == [r.target for r in reference.answer]
+        return  # a name over 255 octets
+    message = decode(data)
+    assert [name_labels(r.name) for r in message.answer] == list(map(_wire_labels_of, owners))
+    assert [name_labels(r.target) for r in message.answer] == [
+        _wire_labels_of(t) for t in targets[: len(owners)]
+    ]
+    assert decode(encode(message)) == message
 
 
-def rdata_octets(record: wire.Record) -> bytes:
-    buffer = dnslib.DNSBuffer()
-    record.rdata.pack(buffer)
-    return bytes(buffer.data)
+def test_decode_escapes_a_dot_inside_a_label_instead_of_splitting_it() -> None:
+    """The one label b"a.b" is written "a\\.b." (RFC 1035 §5.1), never the two labels a, b."""
+    data = _compressed_message([b"\x03a.b\x00"], [b"\x04c\\.d\x00"], [60])
+    record = decode(data).answer[0]
+    assert record.name == "a\\.b."
+    assert record.target == "c\\\\\\.d."  # backslash and dot, both escaped
+    assert name_labels(record.name) == (b"a.b",)
+    assert encode(decode(data)) == data
 
 
-def test_decode_plain_declines_a_name_with_a_dot_inside_a_label() -> None:
-    """dnslib would print b"a.b" as "a.b."; the full path keeps the two readings apart."""
-    data = _compressed_message([b"\x03a.b\x00"], [b"\x02ns\x00"], [60])
-    assert wire._decode_plain(data, scan_message(data)) is None
-    assert decode(data).answer[0].rtype == RRType.NS
-
-
-def test_decode_plain_reads_octets_above_0x7f_in_a_name_as_escapes() -> None:
+def test_decode_reads_octets_above_0x7f_in_a_name_as_escapes() -> None:
     """RFC 2181 §11: a label may hold any octet. dnslib cannot read 0x80; we write \\128."""
     data = _compressed_message([b"\x04\x80ww1\x00"], [b"\x02ns\x00"], [60])
     message = decode(data)
@@ -378,8 +376,8 @@ def test_decode_drops_a_record_whose_rdata_is_longer_than_its_type_reads() -> No
     assert message.malformed == ("x.test. A: 5 octets of RDATA do not fit the type",)
 
 
-def test_decode_plain_reads_a_referral_with_glue() -> None:
-    """A typical referral (NS in authority, A and AAAA glue) takes the plain decoder."""
+def test_decode_reads_a_referral_with_glue() -> None:
+    """A typical referral (NS in authority, A and AAAA glue) decodes to what was encoded."""
     reply = Message(
         id=3, qr=True, opcode=0, rcode=0, question=Question("www.example.com.", RRType.A),
         authority=tuple(parse_records("example.com. 172800 IN NS ns1.example.com.\n"
@@ -389,8 +387,8 @@ def test_decode_plain_reads_a_referral_with_glue() -> None:
         edns=Edns(udp_size=1232),
     )
     data = encode(reply)
-    plain = wire._decode_plain(data, scan_message(data))
-    assert plain is not None and plain == decode(data) == reply
+    plain = decode(data)
+    assert plain == reply
     assert [r.target for r in plain.authority] == ["ns1.example.com.", "ns2.example.net."]
     assert [r.address for r in plain.additional] == ["192.0.2.1", "2001:db8::1"]
 

@@ -347,9 +347,10 @@ def test_scan_message_accepts_binary_label_and_escapes_it() -> None:
 
 
 def test_scan_name_escapes_dot_backslash_and_space() -> None:
-    """'.', '\\' and space inside a label use \\DDD so the text stays unambiguous."""
+    """'.' and '\\' inside a label are escaped with a backslash, space as \\DDD (RFC 1035
+    §5.1), so the text stays unambiguous."""
     data = header(qd=1) + question(b"\x05a.b\\ \x03C-D\x00")
-    assert scan_name(data, 12) == ("a\\046b\\092\\032.c-d.", 12 + 11)
+    assert scan_name(data, 12) == ("a\\.b\\\\\\032.c-d.", 12 + 11)
 
 
 def test_scan_name_follows_pointers_and_returns_end_in_place() -> None:
