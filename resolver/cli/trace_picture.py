@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from resolver.engine.delegation import CutSource
 from resolver.engine.events import (
     CacheAnswered,
     CnameFollowed,
@@ -118,7 +119,8 @@ def arrows_of(events: Sequence[TraceEvent], qname: str, qtype: str) -> Picture:
         if isinstance(event, ResolutionStarted) and event.depth > 0:
             bands[event.depth] = ("root priming (. NS)" if event.purpose == "root priming"
                                   else f"lookup {event.qname} {event.qtype}: {event.purpose}")
-        elif isinstance(event, ZoneCutChosen) and event.source == "cache" and event.zone != ".":
+        elif (isinstance(event, ZoneCutChosen) and event.source is CutSource.CACHE
+              and event.zone != "."):
             add(RESOLVER, RESOLVER, f"zone cut {event.zone} known from the cache: start there",
                 ArrowKind.CACHE, event.depth)
         elif isinstance(event, CacheAnswered):

@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from resolver.dns.wire import Rcode, RRType
+from resolver.engine.delegation import CutSource
 from resolver.engine.events import (
     CacheAnswered,
     CnameFollowed,
@@ -210,13 +211,12 @@ class TraceRenderer:
     def _zone_cut(self, event: ZoneCutChosen) -> list[str]:
         self._new_attempts(event.depth)
         servers = ", ".join(self._server(ns) for ns in event.nameservers) or "(none)"
-        source = event.source
-        if source == "cache":
+        if event.source is CutSource.CACHE:
             # The trace starts with an empty cache: say what filled it.
             source = ("in the cache since the root priming above"
                       if event.zone == "." and self._primed else "in the cache, learnt earlier")
         else:
-            source = f"from {source}"
+            source = f"from {event.source}"
         lines = self._lines(
             event.depth, f"zone cut {self._zone(event.zone)} ({source}): {servers}"
         )

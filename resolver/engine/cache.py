@@ -29,7 +29,7 @@ from cachetools import Cache, TLRUCache
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
-from resolver.engine.delegation import Delegation, NameServer
+from resolver.engine.delegation import CutSource, Delegation, NameServer
 from resolver.engine.failure import Failure
 from resolver.engine.settings import CacheSettings
 
@@ -377,7 +377,7 @@ class RecordCache:
             )
             if usable:
                 return Delegation(
-                    zone=zone, servers=tuple(servers), source="cache", ttl=ns_set[0].ttl
+                    zone=zone, servers=tuple(servers), source=CutSource.CACHE, ttl=ns_set[0].ttl
                 )
         return None
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType, rcode_name
-from resolver.engine.delegation import Delegation, delegation_from_records
+from resolver.engine.delegation import CutSource, Delegation, delegation_from_records
 from resolver.engine.scrub import ScrubbedReply
 
 #: Why an entirely empty reply is set aside: kept as a bare NODATA if no server does better.
@@ -199,7 +199,7 @@ def _referral(reply: ScrubbedReply, zone: str, qname: str) -> Delegation | None:
         return None
     ns_set = [rr for rr in ns_records if rr.name == cut]
     glue = reply.addresses_of({rr.target for rr in ns_set})
-    return delegation_from_records(cut, ns_set + glue, source="referral")
+    return delegation_from_records(cut, ns_set + glue, source=CutSource.REFERRAL)
 
 
 def _refers_elsewhere(reply: ScrubbedReply, zone: str, qname: str) -> bool:

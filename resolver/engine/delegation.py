@@ -6,6 +6,7 @@ Forwarding is the same shape with `recursion_desired=True` (Unbound's forward zo
 
 from __future__ import annotations
 
+import enum
 import functools
 import ipaddress
 from dataclasses import dataclass
@@ -23,14 +24,25 @@ class NameServer:
     addresses: tuple[str, ...] = ()
 
 
+class CutSource(enum.StrEnum):
+    """Where a zone cut came from: traces say it, and the engine branches on it."""
+
+    ROOT_HINTS = "root hints"
+    REFERRAL = "referral"
+    CACHE = "cache"
+    MINIMISATION = "minimisation"  #: an NS answer for a minimised name (RFC 9156 §3)
+    FORWARDERS = "forwarders"
+    STUB_ZONE = "stub zone"
+    PARENT_SIDE_FALLBACK = "parent-side fallback"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Delegation:
     """A zone cut: `zone` is served by `servers` (RFC 1034 §4.2.2)."""
 
     zone: str
     servers: tuple[NameServer, ...]
-    #: Where this came from, for traces: "root hints", "referral", "cache", "priming".
-    source: str = "referral"
+    source: CutSource = CutSource.REFERRAL
     #: True for forwarders: the servers recurse for us (RD=1).
     recursion_desired: bool = False
     ttl: int = 0
@@ -53,7 +65,7 @@ def parse_root_hints(text: str) -> Delegation:
         records = parse_records(text)
     except ValueError as exc:
         raise RootHintsError(str(exc)) from None
-    return delegation_from_records(".", records, source="root hints")
+    return delegation_from_records(".", records, source=CutSource.ROOT_HINTS)
 
 
 def load_root_hints(path: Path) -> Delegation:
@@ -68,21 +80,22 @@ def load_root_hints(path: Path) -> Delegation:
 
 
 def delegation_from_records(
-    zone: str, records: list[Record] | tuple[Record, ...], *, source: str
+    zone: str, records: list[Record] | tuple[Record, ...], *, source: CutSource
 ) -> Delegation:
     """Build a delegation for `zone` from its NS records and any A/AAAA records among `records`."""
-    ns_names: list[str] = []
+    # Dicts keep the first-seen order and make each membership test O(1): a hostile
+    # referral with thousands of NS or glue records costs time linear in its size.
+    addresses: dict[str, dict[str, None]] = {}
     ttl = 0
     for rr in records:
-        if rr.rtype == RRType.NS and rr.name == zone and rr.target not in ns_names:
-            ns_names.append(rr.target)
+        if rr.rtype == RRType.NS and rr.name == zone:
+            addresses.setdefault(rr.target, {})
             ttl = rr.ttl if not ttl else min(ttl, rr.ttl)
-    addresses: dict[str, list[str]] = {name: [] for name in ns_names}
     for rr in records:
         known = addresses.get(rr.name)
-        if rr.rtype in (RRType.A, RRType.AAAA) and known is not None and rr.address not in known:
-            known.append(rr.address)
-    servers = tuple(NameServer(name, tuple(addresses[name])) for name in ns_names)
+        if rr.rtype in (RRType.A, RRType.AAAA) and known is not None:
+            known.setdefault(rr.address)
+    servers = tuple(NameServer(name, tuple(found)) for name, found in addresses.items())
     return Delegation(zone=zone, servers=servers, source=source, ttl=ttl)
 
 
@@ -90,7 +103,8 @@ def forwarders(addresses: list[str], *, zone: str = ".") -> Delegation:
     """Recursive upstreams for `zone`: a delegation whose servers are asked with RD=1."""
     servers = tuple(NameServer(f"forwarder-{i}.", (addr,)) for i, addr in enumerate(addresses, 1))
     return Delegation(
-        zone=names.canonical(zone), servers=servers, source="forwarders", recursion_desired=True
+        zone=names.canonical(zone), servers=servers, source=CutSource.FORWARDERS,
+        recursion_desired=True
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from resolver.dns.wire import Rcode, Record
+from resolver.engine.delegation import CutSource
 from resolver.engine.failure import FailureKind
 from resolver.engine.network import ServerAddress, Transport
 
@@ -113,7 +114,7 @@ class CacheAnswered(TraceEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ZoneCutChosen(TraceEvent):
     zone: str
-    source: str  #: "root hints", "cache", "priming", "referral"
+    source: CutSource
     nameservers: tuple[str, ...]
 
 

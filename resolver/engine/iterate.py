@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from resolver.dns import names
 from resolver.dns.wire import Message, Question, Rcode, Record, RRType
 from resolver.engine.classify import Classified, ResponseKind
-from resolver.engine.delegation import Delegation, delegation_from_records
+from resolver.engine.delegation import CutSource, Delegation, delegation_from_records
 from resolver.engine.scrub import ScrubbedReply
 
 
@@ -59,7 +59,7 @@ def zone_in_answer(
     if not ns_set:
         return None
     glue = reply.addresses_of({rr.target for rr in ns_set})
-    found = delegation_from_records(asked.name, ns_set + glue, source="minimisation")
+    found = delegation_from_records(asked.name, ns_set + glue, source=CutSource.MINIMISATION)
     return found if found.has_addresses else None
 
 

@@ -47,6 +47,7 @@ from resolver.engine.admission import admit
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.classify import EMPTY_REPLY, Classified, ResponseKind, classify
 from resolver.engine.delegation import (
+    CutSource,
     Delegation,
     NameServer,
     is_ipv6,
@@ -500,7 +501,8 @@ class Resolution:
         (RFC 2181 §5.4.1), but they may be wrong where the parent is right; the parent's
         fresh referral is then the way back (Unbound's parent-side fallback).
         """
-        if failed.source != "cache" or failed.zone == "." or failed.zone in self._fell_back:
+        if (failed.source is not CutSource.CACHE or failed.zone == "."
+                or failed.zone in self._fell_back):
             return None
         self._fell_back.add(failed.zone)
         above = names.parent(failed.zone)
@@ -509,8 +511,8 @@ class Resolution:
             return None
         cached = self.cache.closest_delegation(above)
         if cached is not None and self._may_replace(configured, cached):
-            return replace(cached, source="parent-side fallback")
-        return replace(configured, source="parent-side fallback")
+            return replace(cached, source=CutSource.PARENT_SIDE_FALLBACK)
+        return replace(configured, source=CutSource.PARENT_SIDE_FALLBACK)
 
     def _may_replace(self, configured: Delegation, cached: Delegation) -> bool:
         """Whether a cached cut is closer than the configured one (or the root hints).
@@ -904,7 +906,7 @@ def _servfail(failure: Failure, chain: list[Record] | None = None) -> Outcome:
 def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: float) -> str:
     if cut.recursion_desired:
         return "forwarder"
-    if cut.source == "root hints":
+    if cut.source is CutSource.ROOT_HINTS:
         return "root hints"
     return "chosen at random among the fastest known" if selection.score(
         server.address, cut.zone, now) < 0.376 else f"address from {cut.source}"

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from resolver.dns import names
-from resolver.engine.delegation import Delegation, forwarders
+from resolver.engine.delegation import CutSource, Delegation, forwarders
 from resolver.engine.network import Network, ServerAddress, Transport, UpstreamError
 from resolver.engine.settings import ForwardingSettings
 from resolver.upstream.exchange import ReplyMatcher
@@ -176,7 +176,7 @@ def configured_zones(settings: ForwardingSettings, *, default_port: int) -> dict
         named = tuple(replace(server, name=f"stub-server-{number}.")
                       for number, server in enumerate(delegation.servers, 1))
         zones[zone] = replace(delegation, servers=named, recursion_desired=False,
-                              source="stub zone")
+                              source=CutSource.STUB_ZONE)
     return zones
 
 
