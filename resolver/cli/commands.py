@@ -441,9 +441,12 @@ def _bind_error(exc: OSError, config: ServeConfig) -> str:
 def _load_hints(path: Path, upstream_port: int) -> Delegation:
     """The root hints, or one line naming what is wrong with the file (exit 1)."""
     try:
-        return load_checked(path, upstream_port)
+        hints, warning = load_checked(path, upstream_port)
     except RootHintsError as exc:
         raise click.ClickException(str(exc)) from None
+    if warning is not None:
+        click.echo(f"Warning: {warning}", err=True)
+    return hints
 
 
 @main.command()

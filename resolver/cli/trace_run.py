@@ -365,9 +365,11 @@ def run_cli(
 ) -> int:
     """`resolver trace`: bad input raises ClickException (one line); returns the exit code."""
     try:
-        hints = load_checked(root_hints, upstream_port)
+        hints, warning = load_checked(root_hints, upstream_port)
     except RootHintsError as exc:
         raise click.ClickException(str(exc)) from None
+    if warning is not None:
+        click.echo(f"Warning: {warning}", err=True)
     if server_name is not None:
         try:
             hints = one_root_server(hints, server_name)

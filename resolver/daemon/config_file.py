@@ -307,9 +307,12 @@ def check_files(config: ServeConfig) -> Checked:
     errors: list[str] = []
     warnings: list[str] = []
     try:
-        load_checked(Path(config.root_hints_file), config.engine.upstream_port)
+        _, mismatch = load_checked(Path(config.root_hints_file), config.engine.upstream_port)
     except RootHintsError as exc:
         errors.append(str(exc))
+    else:
+        if mismatch is not None:
+            warnings.append(mismatch.replace("add --upstream-port", "set upstream-port ="))
     system = config.system
     records = [parse_local_data(text) for text in system.local_data]
     for path in system.hosts_files:
