@@ -103,7 +103,8 @@ def sign_zone(directory: Path, origin: str, text: str, algorithm: str, *,
     directory.mkdir(parents=True, exist_ok=True)
     unsigned = directory / f"{origin}zone"
     unsigned.write_text(text)
-    key_name = _run([keygen, "-a", algorithm, "-k", origin.rstrip(".")], directory).strip()
+    key_name = _run([keygen, "-a", algorithm, "-k", origin.rstrip(".") or "."],
+                    directory).strip()
     command = [signzone, "-i", INCEPTION, "-e", EXPIRATION, "-f", f"{unsigned}.signed"]
     if nsec3:
         command += ["-n", "-s", "c0ffee", "-t", str(iterations)]
