@@ -172,6 +172,12 @@ async def serve(
         f"{addr.ip}@{addr.port}" for addr in config.listen)
     engine = config.engine
     config = _with_engine(config, never_query | engine.never_query)
+    from resolver.daemon.validation_setup import TrustAnchorError, with_validation
+
+    try:
+        config = with_validation(config, root_hints)
+    except TrustAnchorError as exc:
+        raise StartupError(str(exc)) from None
     app = build(config, root_hints=root_hints)
     keeper = _cache_file_keeper(app, config, worker_index)
     if keeper is not None:

@@ -105,3 +105,7 @@ class ServeConfig:
     cache_save_interval_s: float = 300.0
     #: Access control, local zones, rebinding protection, rate limit, metrics, logging, user.
     system: SystemSettings = field(default_factory=SystemSettings)
+    #: DNSSEC validation (--no-dnssec turns it off; resolver.daemon.validation_setup decides).
+    dnssec: bool = True
+    #: DS or DNSKEY records to trust instead of the built-in root key (Unbound's option).
+    trust_anchor_file: str | None = None
