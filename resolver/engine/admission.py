@@ -53,7 +53,7 @@ def admit(
         rcode = Rcode.NXDOMAIN if kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
         cache.store_negative(Question(end, question.rtype, question.rclass), rcode,
                              classified.soa, security=security,
-                             proof=(*classified.signatures, *classified.denial))
+                             proof=(*_soa_signatures(classified), *classified.denial))
         return
     if kind is ResponseKind.ANSWER and not cut.recursion_desired:
         # The zone's own NS set as the child states it, only when it speaks with
@@ -78,6 +78,11 @@ def admit(
             if ns_ttl is not None:  # glue lives no longer than the NS set it serves
                 rrset = [rr.with_ttl(min(rr.ttl, ns_ttl)) for rr in rrset]
             cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+def _soa_signatures(classified: Classified) -> tuple[Record, ...]:
+    soa = classified.soa
+    return signatures_of([soa], classified.signatures) if soa is not None else ()
+
 
 def signatures_of(rrset: list[Record], signatures: tuple[Record, ...]) -> tuple[Record, ...]:
     """The RRSIGs among `signatures` that cover `rrset` (same owner, covered type)."""

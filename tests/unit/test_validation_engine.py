@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -518,3 +519,27 @@ def test_answer_cache_keys_replies_by_ad_and_do(world: SignedWorld) -> None:
     plain = ask(do=False, ad=False)
     assert not plain.ad and all(rr.rtype != RRType.RRSIG for rr in plain.answer)
     assert any(rr.rtype == RRType.RRSIG for rr in ask(do=True, ad=False).answer)
+
+
+def test_trace_shows_each_link_of_the_chain_and_the_verdict(world: SignedWorld) -> None:
+    from resolver.cli.trace_render import TraceRenderer
+
+    test_rig = rig(world)
+    test_rig.resolve("www.example.test.")
+    renderer = TraceRenderer(explain=True)
+    text = "\n".join(line for event in test_rig.events for line in renderer.render(event))
+    for zone in (".", "test.", "example.test."):
+        assert re.search(rf"chain of trust {re.escape(zone)} DS \d+/digest 2 -> DNSKEY \d+ "
+                         r"alg 13: secure", text), text
+    assert "DNSSEC www.example.test. A signed by example.test.: secure" in text
+
+
+def test_trace_names_the_broken_link_of_a_bogus_chain(world: SignedWorld) -> None:
+    from resolver.cli.trace_render import TraceRenderer
+
+    test_rig = rig(world, wall=EXPIRATION_EPOCH + 86400)
+    test_rig.resolve("www.example.test.")
+    renderer = TraceRenderer()
+    text = "\n".join(line for event in test_rig.events for line in renderer.render(event))
+    assert re.search(r"chain of trust \. DS \d+/digest 2 -> DNSKEY \d+ alg 13: bogus EDE 7",
+                     text), text
