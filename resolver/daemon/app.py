@@ -64,6 +64,7 @@ def build(
     clock: Clock = time.monotonic,
     rng: random.Random | None = None,
     configured_zones: dict[str, Delegation] | None = None,
+    wall_clock: Clock = time.time,
 ) -> App:
     """Wire up cache, server selection, service and handler.
 
@@ -100,6 +101,7 @@ def build(
         clock=clock,
         rng=rng if rng is not None else PooledSystemRandom(),
         forward_first_zones=forward_first,
+        wall_clock=wall_clock,
     )
     answers = AnswerCache(
         clock=clock,
