@@ -353,11 +353,13 @@ class Resolution:
                     if cached is None:  # fresh: as the cache keeps it (cache-min-negative-ttl)
                         ttl = max(ttl, settings.min_negative_ttl_s)
                     authority = (soa.with_ttl(ttl),)
-                    soa_sigs = [rr.with_ttl(ttl) for rr in signatures
+                    over_soa = [rr for rr in signatures
                                 if rr.name == soa.name and rr.rtype == RRType.RRSIG
                                 and covered_type(rr) == RRType.SOA]
-                    denial = soa_sigs + [rr for rr in denial if rr not in soa_sigs]
-                    signatures = [rr for rr in signatures if rr not in soa_sigs]
+                    # The SOA's RRSIGs go with it into the authority section, same TTL.
+                    denial = [rr.with_ttl(ttl) for rr in over_soa] + [
+                        rr for rr in denial if rr not in over_soa]
+                    signatures = [rr for rr in signatures if rr not in over_soa]
                 return Outcome(rcode=rcode, answer=tuple(chain), authority=authority,
                                security=security, signatures=tuple(signatures),
                                denial=tuple(denial))

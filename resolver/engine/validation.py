@@ -64,8 +64,8 @@ class ZoneTrust:
 
 def worst(verdicts: Sequence[Verdict], zone: str) -> Verdict:
     """The least secure of `verdicts` (secure when there are none to doubt)."""
-    if not verdicts:
-        return Verdict.secure(zone, "nothing to validate")
+    if not verdicts:  # nothing signed to judge (an RRSIG answer): never AD
+        return Verdict.insecure(None, zone, "no signed data to validate")
     return max(verdicts, key=lambda v: _SEVERITY[v.security])
 
 
@@ -231,6 +231,8 @@ def check_data(question_name: str, question_type: int, classified: Classified,
     answer = classified.answer
     for rrset in _rrsets(answer):
         first = rrset[0]
+        if first.rtype == RRType.RRSIG:
+            continue  # RFC 4035 §5.3: RRSIGs are not signed themselves
         if first.rtype == RRType.CNAME and _synthesized(first, answer):
             continue  # RFC 6672 §5.3.1: trusted through the signed DNAME it comes from
         sigs = [r for r in classified.signatures if r.name == first.name
@@ -275,7 +277,8 @@ def zones_needed(question_name: str, classified: Classified, zone_hint: str) -> 
     needed: list[str] = []
     for rrset in _rrsets(classified.answer):
         first = rrset[0]
-        if first.rtype == RRType.CNAME and _synthesized(first, classified.answer):
+        if first.rtype == RRType.RRSIG or (
+                first.rtype == RRType.CNAME and _synthesized(first, classified.answer)):
             continue
         sigs = [r for r in classified.signatures if r.name == first.name
                 and _covers(r, first.rtype)]
