@@ -348,6 +348,9 @@ def _serve_config(params: dict[str, Any]) -> ServeConfig:
     config = _with_cache_options(config, params)
     config = _with_forwarding_options(config, params)
     config = with_encrypted_options(config, params)
+    anchors = params.get("trust_anchor_file")
+    config = replace(config, dnssec=bool(params.get("dnssec", True)),
+                     trust_anchor_file=str(anchors) if anchors is not None else None)
     return _with_system_options(config, params)
 
 
@@ -397,6 +400,12 @@ def _reloader(ctx: click.Context) -> Callable[[], ServeConfig]:
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Worker processes sharing the listen addresses (SO_REUSEPORT), each with "
                    "its own cache (Unbound num-threads).")
+@click.option("--dnssec/--no-dnssec", "dnssec", default=True, show_default=True,
+              help="Validate DNSSEC (on by default with real root hints; with loopback "
+                   "upstreams, a lab, only given --trust-anchor-file).")
+@click.option("--trust-anchor-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="DS or DNSKEY records to trust, in zone-file form (Unbound's option); "
+                   "default: the root's key built in.")
 @_cache_options
 @_forwarding_options
 @_system_options

@@ -29,7 +29,9 @@ from resolver.dns.wire import Rcode, RRType
 from resolver.engine.delegation import CutSource
 from resolver.engine.events import (
     CacheAnswered,
+    ChainStepChecked,
     CnameFollowed,
+    DataValidated,
     Outcome,
     QueryFailed,
     QuerySent,
@@ -341,6 +343,31 @@ class TraceRenderer:
                    "iteration.")
         return lines + self._explained(event.depth, why)
 
+    def _chain_step(self, event: ChainStepChecked) -> list[str]:
+        ds = (f"DS {event.ds_key_tag}/digest {event.ds_digest_type}"
+              if event.ds_key_tag is not None else "no DS")
+        key = (f"DNSKEY {event.dnskey_tag} alg {event.algorithm}"
+               if event.dnskey_tag is not None else "no DNSKEY")
+        ede = f" EDE {event.ede}" if event.ede is not None else ""
+        colour = {"secure": "green", "insecure": "yellow"}.get(event.security, "red")
+        lines = self._lines(event.depth, self._s("chain of trust", bold=True)
+                            + f" {event.zone} {ds} -> {key}: "
+                            + self._s(event.security, fg=colour, bold=True) + ede,
+                            f"  {event.detail}")
+        return lines + self._explained(
+            event.depth,
+            f"The keys of {event.zone} are trusted when a DS record from the parent zone (or "
+            "the trust anchor) names one of them and that key signs the zone's DNSKEY set "
+            "(RFC 4035 §5.2); no DS, proven by the parent, makes the zone insecure.")
+
+    def _validated(self, event: DataValidated) -> list[str]:
+        ede = f" EDE {event.ede}" if event.ede is not None else ""
+        colour = {"secure": "green", "insecure": "yellow"}.get(event.security, "red")
+        return self._lines(event.depth, self._s("DNSSEC", bold=True)
+                           + f" {event.qname} {event.qtype} signed by {event.zone}: "
+                           + self._s(event.security, fg=colour, bold=True) + ede
+                           + f" ({event.detail})")
+
     def _cname(self, event: CnameFollowed) -> list[str]:
         lines = self._lines(
             event.depth,
@@ -379,6 +406,8 @@ _HANDLERS: dict[type[TraceEvent], Callable[[TraceRenderer, Any], list[str]]] = {
     ReferralFollowed: TraceRenderer._referral,
     CnameFollowed: TraceRenderer._cname,
     ResolutionFinished: TraceRenderer._finished,
+    ChainStepChecked: TraceRenderer._chain_step,
+    DataValidated: TraceRenderer._validated,
 }
 
 

@@ -68,6 +68,7 @@ def build(
     clock: Clock = time.monotonic,
     rng: random.Random | None = None,
     configured_zones: dict[str, Delegation] | None = None,
+    wall_clock: Clock = time.time,
 ) -> App:
     """Wire up cache, server selection, service and handler.
 
@@ -104,6 +105,7 @@ def build(
         clock=clock,
         rng=rng if rng is not None else PooledSystemRandom(),
         forward_first_zones=forward_first,
+        wall_clock=wall_clock,
     )
     answers = AnswerCache(
         clock=clock,
@@ -177,6 +179,12 @@ async def serve(
         f"{addr.ip}@{addr.port}" for addr in config.listen)
     engine = config.engine
     config = _with_engine(config, never_query | engine.never_query)
+    from resolver.daemon.validation_setup import TrustAnchorError, with_validation
+
+    try:
+        config = with_validation(config, root_hints)
+    except TrustAnchorError as exc:
+        raise StartupError(str(exc)) from None
     app = build(config, root_hints=root_hints)
     keeper = _cache_file_keeper(app, config, worker_index)
     if keeper is not None:

@@ -108,6 +108,10 @@ class ServeConfig:
     system: SystemSettings = field(default_factory=SystemSettings)
     #: DNS over TLS, HTTPS and QUIC for clients; all off unless configured.
     encrypted: EncryptedSettings = field(default_factory=lambda: EncryptedSettings())
+    #: DNSSEC validation (--no-dnssec turns it off; resolver.daemon.validation_setup decides).
+    dnssec: bool = True
+    #: DS or DNSKEY records to trust instead of the built-in root key (Unbound's option).
+    trust_anchor_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

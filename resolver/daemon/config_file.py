@@ -186,6 +186,10 @@ OPTIONS: dict[str, FileOption] = {
         FileOption(key="tls-ca-file", param="tls_ca_file", check=string(_non_empty),
                    is_path=True),
         FileOption(key="tcp-upstream", param="tcp_upstream", check=boolean),
+        # DNSSEC validation.
+        FileOption(key="dnssec", param="dnssec", check=boolean),
+        FileOption(key="trust-anchor-file", param="trust_anchor_file",
+                   check=string(_non_empty), is_path=True),
         # Who may ask, and what is answered locally.
         FileOption(key="access-control", param="access_control",
                    check=string_list(AclRule.parse)),
@@ -313,6 +317,13 @@ def check_files(config: ServeConfig) -> Checked:
     else:
         if mismatch is not None:
             warnings.append(mismatch.replace("add --upstream-port", "set upstream-port ="))
+    if config.trust_anchor_file is not None and config.dnssec:
+        from resolver.daemon.validation_setup import TrustAnchorError, read_anchor_file
+
+        try:
+            read_anchor_file(config.trust_anchor_file)
+        except TrustAnchorError as exc:
+            errors.append(str(exc))
     system = config.system
     records = [parse_local_data(text) for text in system.local_data]
     for path in system.hosts_files:

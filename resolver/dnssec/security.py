@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from resolver.dns.extended_errors import ExtendedError
+
 
 class Security(enum.Enum):
     """RFC 4033 §5: the security status of data."""
@@ -34,8 +36,9 @@ class Failure(enum.IntEnum):
     UNSUPPORTED_NSEC3_ITERATIONS = 27
 
     @property
-    def ede_code(self) -> int:
-        return int(self.value)
+    def ede_code(self) -> ExtendedError:
+        """The RFC 8914 info-code, from the one home of EDE codes (dns.extended_errors)."""
+        return ExtendedError(self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,7 @@ class Verdict:
     detail: str = ""
 
     @property
-    def ede_code(self) -> int | None:
+    def ede_code(self) -> ExtendedError | None:
         """The extended DNS error to report with this result, if any."""
         return self.reason.ede_code if self.reason is not None else None
 

@@ -5,14 +5,18 @@ authority data, which ranks above glue; a referral's NS set and in-bailiwick glu
 for the next lookups in that zone; a negative answer is kept with its SOA (RFC 2308 §5);
 a child's NS set never outlives the parent's delegation (ghost domains); NS sets in the
 authority section of non-authoritative answers are never kept (promiscuous data).
+DNSSEC (RFC 4035 §4.5): each RRset is kept with its RRSIGs and the security status
+validation gave it, a negative answer with its proof; bogus data is never kept, and a
+referral's DS RRset is kept (unvalidated) for the chain of trust to use.
 """
 
 from __future__ import annotations
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
+from resolver.dnssec.security import Security
 from resolver.engine.cache import Rank, RecordCache
-from resolver.engine.classify import Classified, ResponseKind
+from resolver.engine.classify import Classified, ResponseKind, covered_type
 from resolver.engine.delegation import Delegation
 from resolver.engine.scrub import ScrubbedReply
 
@@ -26,13 +30,20 @@ def admit(
 ) -> None:
     """Put what the scrubbed reply proves into the cache, ranked (RFC 2181 §5.4.1)."""
     kind = classified.kind
+    security = classified.security
+    if security is Security.BOGUS:
+        return  # RFC 4035 §4.5: bogus data is not cached (the failure is, briefly)
     answer_rank = Rank.AUTHORITATIVE_ANSWER if reply.aa else Rank.ANSWER
     for rrset in rrsets(classified.answer):
-        cache.store_rrset(within_delegation(cache, rrset, cut.zone), answer_rank)
+        cache.store_rrset(within_delegation(cache, rrset, cut.zone), answer_rank,
+                          security=security, rrsigs=signatures_of(rrset, classified.signatures))
     if kind is ResponseKind.REFERRAL and classified.delegation is not None:
         zone = classified.delegation.zone
         ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
         cache.store_rrset(ns_set, Rank.AUTHORITY)
+        ds = [rr for rr in classified.ds if rr.rtype == RRType.DS]
+        if ds:
+            cache.store_rrset(ds, Rank.AUTHORITY, rrsigs=signatures_of(ds, classified.ds))
         glue = reply.addresses_of({rr.target for rr in ns_set})
         for rrset in rrsets(glue):
             cache.store_rrset(rrset, Rank.ADDITIONAL)
@@ -41,7 +52,8 @@ def admit(
         end = classified.target or chain_end(question.name, classified.answer)
         rcode = Rcode.NXDOMAIN if kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
         cache.store_negative(Question(end, question.rtype, question.rclass), rcode,
-                                  classified.soa)
+                             classified.soa, security=security,
+                             proof=(*_soa_signatures(classified), *classified.denial))
         return
     if kind is ResponseKind.ANSWER and not cut.recursion_desired:
         # The zone's own NS set as the child states it, only when it speaks with
@@ -66,6 +78,20 @@ def admit(
             if ns_ttl is not None:  # glue lives no longer than the NS set it serves
                 rrset = [rr.with_ttl(min(rr.ttl, ns_ttl)) for rr in rrset]
             cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+def _soa_signatures(classified: Classified) -> tuple[Record, ...]:
+    soa = classified.soa
+    return signatures_of([soa], classified.signatures) if soa is not None else ()
+
+
+def signatures_of(rrset: list[Record], signatures: tuple[Record, ...]) -> tuple[Record, ...]:
+    """The RRSIGs among `signatures` that cover `rrset` (same owner, covered type)."""
+    if not signatures or not rrset:
+        return ()
+    first = rrset[0]
+    return tuple(rr for rr in signatures if rr.rtype == RRType.RRSIG and rr.name == first.name
+                 and covered_type(rr) == first.rtype)
+
 
 def within_delegation(
     cache: RecordCache, rrset: list[Record], zone: str | None = None

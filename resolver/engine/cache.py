@@ -11,6 +11,10 @@ Rules:
   cache-max-negative-ttl; an NXDOMAIN also answers for every name below (RFC 8020).
 - Serve-stale (RFC 8767), when enabled, keeps expired RRsets and negative answers for
   max-stale-ttl; normal lookups still treat them as expired, only `stale_*` return them.
+- DNSSEC (RFC 4035 §4.5): each RRset and negative answer keeps its security status and
+  the RRSIGs (and NSEC/NSEC3 proof) that came with it, so that DO clients get them; None
+  means not validated (validation off, or fetched for a CD=1 client). Bogus data is never
+  stored, and validated data is not replaced by unvalidated data of the same rank.
 - `snapshot` and `restore` hand RRsets and negative answers out and back as plain values
   (`SavedRRset`, `SavedNegative`) for the cache file (resolver.daemon.cache_file); failures
   are not saved.
@@ -29,6 +33,7 @@ from cachetools import Cache, TLRUCache
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
+from resolver.dnssec.security import Security
 from resolver.engine.delegation import CutSource, Delegation, NameServer
 from resolver.engine.failure import Failure
 from resolver.engine.settings import CacheSettings
@@ -54,6 +59,17 @@ class CachedRRset:
     rank: Rank
     stored_at: float
     expires_at: float
+    security: Security | None = None
+    rrsigs: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRRset:
+    """A live RRset with its RRSIGs and security status, TTLs lowered."""
+
+    records: tuple[Record, ...]
+    rrsigs: tuple[Record, ...]
+    security: Security | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +79,9 @@ class NegativeAnswer:
     rcode: Rcode
     name: str
     soa: Record | None
+    security: Security | None = None
+    #: The SOA's RRSIGs, then the NSEC/NSEC3 records and their RRSIGs.
+    proof: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +103,8 @@ class _NegativeEntry:
     soa: Record | None
     stored_at: float
     expires_at: float
+    security: Security | None = None
+    proof: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +237,12 @@ class RecordCache:
 
     # -- RRsets ---------------------------------------------------------------
 
-    def store_rrset(self, records: list[Record] | tuple[Record, ...], rank: Rank) -> bool:
-        """Store one RRset; returns False when refused (TTL 0 or outranked by live data)."""
-        if not records:
+    def store_rrset(self, records: list[Record] | tuple[Record, ...], rank: Rank, *,
+                    security: Security | None = None,
+                    rrsigs: tuple[Record, ...] = ()) -> bool:
+        """Store one RRset; returns False when refused (TTL 0, outranked by live data,
+        bogus, or unvalidated where validated data of its rank lives)."""
+        if not records or security is Security.BOGUS:
             return False
         first = records[0]
         ttl = self._clamp(min(rr.ttl for rr in records))
@@ -232,20 +256,42 @@ class RecordCache:
         if (isinstance(current, CachedRRset) and current.rank > rank
                 and current.expires_at > now and key not in self._hidden):
             return False
+        if (isinstance(current, CachedRRset) and current.security is Security.SECURE
+                and security is not Security.SECURE and current.rank >= rank
+                and current.expires_at > now and key not in self._hidden):
+            return False  # RFC 4035 §4.5: validated data is not replaced by unchecked data
         unique: dict[str, Record] = {}
         for rr in records:
             unique.setdefault(rr.rdata_key, rr.with_ttl(ttl))
         if (isinstance(current, CachedRRset) and current.rank == rank
                 and abs(current.expires_at - (now + ttl)) < _SAME_EXPIRY_S
-                and key not in self._hidden and _same_rdata(current.records, unique, ttl)):
+                and key not in self._hidden and _same_rdata(current.records, unique, ttl)
+                and current.security is security):
             # The same RRset again within the second (the glue of a referral, then of the
             # answer): storing it anew would change nothing a client sees, and each store
             # leaves a dead item in the cache's expiry heap until that heap is compacted.
             return True
         self._entries[key] = CachedRRset(
-            records=tuple(unique.values()), rank=rank, stored_at=now, expires_at=now + ttl
+            records=tuple(unique.values()), rank=rank, stored_at=now, expires_at=now + ttl,
+            security=security, rrsigs=tuple(rr.with_ttl(ttl) for rr in rrsigs),
         )
         return True
+
+    def signed_rrset(
+        self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL
+    ) -> SignedRRset | None:
+        """`rrset` with the RRSIGs kept beside it and its security status."""
+        key = ("rr", name, rtype, rclass)
+        if self._hidden and key in self._hidden:
+            return None
+        entry = self._entries.get(key)
+        if not isinstance(entry, CachedRRset) or entry.rank < min_rank:
+            return None
+        left = self._ttl_left(entry.expires_at)
+        if left <= 0:
+            return None
+        return SignedRRset(tuple(rr.with_ttl(left) for rr in entry.records),
+                           tuple(rr.with_ttl(left) for rr in entry.rrsigs), entry.security)
 
     def rrset(
         self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL
@@ -270,10 +316,13 @@ class RecordCache:
 
     # -- negative answers -----------------------------------------------------
 
-    def store_negative(self, question: Question, rcode: Rcode, soa: Record | None) -> bool:
-        """Cache NXDOMAIN/NODATA for `question` for min(SOA TTL, MINIMUM) (RFC 2308 §5)."""
-        if soa is None:  # RFC 2308 §5: without an SOA, negative answers are not cached
-            return False
+    def store_negative(self, question: Question, rcode: Rcode, soa: Record | None, *,
+                       security: Security | None = None,
+                       proof: tuple[Record, ...] = ()) -> bool:
+        """Cache NXDOMAIN/NODATA for `question` for min(SOA TTL, MINIMUM) (RFC 2308 §5),
+        with its DNSSEC proof (RFC 4035 §4.5); a bogus one never."""
+        if soa is None or security is Security.BOGUS:
+            return False  # RFC 2308 §5: without an SOA, negative answers are not cached
         ttl = min(soa.ttl, soa.soa_minimum)
         ttl = max(self.settings.min_negative_ttl_s, min(ttl, self.settings.max_negative_ttl_s))
         if ttl <= 0:
@@ -281,7 +330,8 @@ class RecordCache:
         now = self._timer()
         entry = _NegativeEntry(
             rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now,
-            expires_at=now + ttl,
+            expires_at=now + ttl, security=security,
+            proof=tuple(rr.with_ttl(min(rr.ttl, ttl)) for rr in proof),
         )
         # The SOA is an RRset of its own too: a later negative answer from the same zone
         # refreshes it, and every negative entry of the zone shows the fresh one (as the
@@ -328,12 +378,16 @@ class RecordCache:
                 latest_left = self._ttl_left(latest.expires_at)
                 if latest_left > 0 and latest.stored_at > entry.stored_at:
                     soa = latest.soa.with_ttl(latest_left)
-        return NegativeAnswer(rcode=entry.rcode, name=entry.name, soa=soa)
+        return NegativeAnswer(rcode=entry.rcode, name=entry.name, soa=soa,
+                              security=entry.security,
+                              proof=tuple(rr.with_ttl(left) for rr in entry.proof))
 
     # -- remembered failures (RFC 9520) -----------------------------------------
 
-    def store_failure(self, question: Question, failure: Failure) -> None:
-        ttl = self.settings.failure_ttl_s
+    def store_failure(self, question: Question, failure: Failure,
+                      ttl_s: int | None = None) -> None:
+        """Remember a failure for failure-ttl, or `ttl_s` (a bogus answer: val-bogus-ttl)."""
+        ttl = self.settings.failure_ttl_s if ttl_s is None else ttl_s
         if self._hidden:
             return  # a failed prefetch must not turn the still-cached data into SERVFAIL
         if ttl > 0:

@@ -9,10 +9,12 @@ records off the question's CNAME/DNAME chain are never part of the result.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType, rcode_name
+from resolver.dnssec.records import MalformedRdata, Rrsig
+from resolver.dnssec.security import Security, Verdict
 from resolver.engine.delegation import CutSource, Delegation, delegation_from_records
 from resolver.engine.scrub import ScrubbedReply
 
@@ -44,6 +46,17 @@ class Classified:
     #: REFERRAL: the new zone cut.
     delegation: Delegation | None = None
     reason: str = ""
+    #: DNSSEC (RFC 4035 §3.1): the RRSIGs over the RRsets of `answer` and over `soa`.
+    signatures: tuple[Record, ...] = ()
+    #: NSEC/NSEC3 records and their RRSIGs from the authority section: the proof of an
+    #: NXDOMAIN or NODATA, of a wildcard expansion, or of a referral's missing DS.
+    denial: tuple[Record, ...] = ()
+    #: REFERRAL: the DS RRset of the new zone and its RRSIGs (RFC 4035 §3.1.4).
+    ds: tuple[Record, ...] = ()
+    #: Set by validation (engine.validation); None: not validated.
+    security: Security | None = None
+    #: The validator's verdict (zone, reason and its RFC 8914 code, detail).
+    verdict: Verdict | None = None
 
 
 def _in_zone(record: Record, zone: str) -> bool:
@@ -56,8 +69,66 @@ def classify(
     *,
     forwarding: bool = False,
     accept_recursive: bool = False,
+    dnssec: bool = False,
 ) -> Classified:
-    """Kind of `reply` to `question`, scrubbed against the zone asked (`reply.zone`)."""
+    """Kind of `reply` to `question`, scrubbed against the zone asked (`reply.zone`);
+    with `dnssec`, the records the validator needs are set apart in typed fields."""
+    classified = _classify(question, reply, forwarding=forwarding,
+                           accept_recursive=accept_recursive)
+    if not dnssec or not reply.has_dnssec_records:
+        return classified
+    return with_dnssec_records(classified, reply)
+
+
+_DENIAL_TYPES = frozenset((RRType.NSEC, RRType.NSEC3))
+
+
+def covered_type(rrsig: Record) -> int | None:
+    """The type an RRSIG record covers, or None when its RDATA does not read."""
+    try:
+        return Rrsig.from_record(rrsig).type_covered
+    except MalformedRdata:
+        return None
+
+
+def with_dnssec_records(classified: Classified, reply: ScrubbedReply) -> Classified:
+    """The RRSIGs over what `classified` keeps, the NSEC/NSEC3 proof and a referral's DS."""
+    kind = classified.kind
+    if kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR, ResponseKind.TRUNCATED):
+        return classified
+    wanted = {(rr.name, rr.rtype) for rr in classified.answer}
+    if classified.soa is not None:
+        wanted.add((classified.soa.name, RRType.SOA))
+    ds: list[Record] = []
+    if kind is ResponseKind.REFERRAL and classified.delegation is not None:
+        cut = classified.delegation.zone
+        ds = [rr for rr in reply.authority if rr.rtype == RRType.DS and rr.name == cut]
+        if ds:
+            wanted.add((cut, RRType.DS))
+    proof = [rr for rr in reply.authority if rr.rtype in _DENIAL_TYPES]
+    wanted.update((rr.name, rr.rtype) for rr in proof)
+    signatures: list[Record] = []
+    for rr in (*reply.answer, *reply.authority):
+        if rr.rtype == RRType.RRSIG and any(name == rr.name for name, _ in wanted):
+            covered = covered_type(rr)
+            if covered is not None and (rr.name, covered) in wanted:
+                signatures.append(rr)
+    proof_names = {(rr.name, rr.rtype) for rr in proof}
+    denial = proof + [rr for rr in signatures if (rr.name, covered_type(rr)) in proof_names]
+    ds_sigs = [rr for rr in signatures if ds and rr.name == ds[0].name
+               and covered_type(rr) == RRType.DS]
+    data_sigs = [rr for rr in signatures if rr not in denial and rr not in ds_sigs]
+    return replace(classified, signatures=tuple(data_sigs), denial=tuple(denial),
+                   ds=tuple(ds + ds_sigs))
+
+
+def _classify(
+    question: Question,
+    reply: ScrubbedReply,
+    *,
+    forwarding: bool,
+    accept_recursive: bool,
+) -> Classified:
     if reply.tc:
         return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
     if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.YXDOMAIN):

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from resolver.dns.extended_errors import ExtendedError
 from resolver.dns.wire import Rcode, Record
+from resolver.dnssec.security import Security
 from resolver.engine.delegation import CutSource
 from resolver.engine.failure import FailureKind
 from resolver.engine.network import ServerAddress, Transport
@@ -44,6 +46,24 @@ class Outcome:
     reason: str = ""
     #: What kind of failure a SERVFAIL is: the extended error's code comes from it.
     failure: FailureKind | None = None
+    #: A more precise extended error than the kind's (a DNSSEC failure's own code).
+    extended_error: ExtendedError | None = None
+    #: DNSSEC status of the whole answer (RFC 4035 §4.3); None when not validated
+    #: (validation off, or CD=1 asked for the data unchecked).
+    security: Security | None = None
+    #: The RRSIGs over the RRsets of `answer` (and of the negative SOA), for DO clients
+    #: (RFC 4035 §3.2.1).
+    signatures: tuple[Record, ...] = ()
+    #: NXDOMAIN/NODATA and wildcard answers: the NSEC/NSEC3 records and their RRSIGs
+    #: that prove the denial, for the authority section of a DO client's reply.
+    denial: tuple[Record, ...] = ()
+
+    @property
+    def ede_code(self) -> ExtendedError | None:
+        """The extended error a SERVFAIL is reported with."""
+        if self.extended_error is not None:
+            return self.extended_error
+        return self.failure.ede_code if self.failure is not None else None
     #: Upstream queries this resolution sent.
     queries_sent: int = 0
     #: Served from expired data (RFC 8767); the reply carries EDE 3 "Stale Answer".
@@ -177,6 +197,33 @@ class RecordsDropped(TraceEvent):
 class CnameFollowed(TraceEvent):
     from_name: str
     to_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainStepChecked(TraceEvent):
+    """One zone of the chain of trust (RFC 4035 §5): the DS relied on, the DNSKEY it
+    matched, and the verdict on the zone's keys."""
+
+    zone: str
+    ds_key_tag: int | None
+    ds_digest_type: int | None
+    dnskey_tag: int | None
+    algorithm: int | None
+    security: str
+    ede: int | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataValidated(TraceEvent):
+    """The verdict on the data of a reply: its status, the zone that signed it, why."""
+
+    qname: str
+    qtype: str
+    zone: str
+    security: str
+    ede: int | None
+    detail: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,6 +32,9 @@ class FailureKind(enum.Enum):
     OVERLOADED = "overloaded"
     #: A fault of ours, logged with its traceback.
     INTERNAL_ERROR = "internal error"
+    #: The data failed DNSSEC validation (RFC 4035 §5.5): the `Failure` carries the
+    #: precise extended error (6 DNSSEC Bogus, 7 Signature Expired, 9 DNSKEY Missing...).
+    DNSSEC_BOGUS = "DNSSEC bogus"
 
     @property
     def ede_code(self) -> ExtendedError:
@@ -47,6 +50,7 @@ _EDE_CODES: dict[FailureKind, ExtendedError] = {
     FailureKind.FORWARDING_LOOP: ExtendedError.OTHER,
     FailureKind.OVERLOADED: ExtendedError.OTHER,
     FailureKind.INTERNAL_ERROR: ExtendedError.OTHER,
+    FailureKind.DNSSEC_BOGUS: ExtendedError.DNSSEC_BOGUS,
 }
 
 
@@ -56,3 +60,9 @@ class Failure:
 
     kind: FailureKind
     reason: str
+    #: The extended error when it is more precise than the kind's (DNSSEC failures).
+    extended_error: ExtendedError | None = None
+
+    @property
+    def ede_code(self) -> ExtendedError:
+        return self.extended_error if self.extended_error is not None else self.kind.ede_code

@@ -18,6 +18,14 @@ top to bottom:
                  look up name-server addresses that came without glue
     _exchange    one query to one server and the checks on its reply
 
+With DNSSEC validation on (`EngineSettings.validation`), queries carry DO=1 and the
+client's answer goes through `resolver.engine.validation` between classification and
+admission: `_zone_trust` fetches the DS and DNSKEY RRsets of the chain of trust with
+sub-resolutions (as name-server addresses are fetched), `_validated` judges the data, a
+bogus reply is asked again of another server, and a bogus result is SERVFAIL with the
+failure's extended error. Signature times are checked against `wall_time` (epoch
+seconds, passed in like `now`).
+
 The pure pieces live apart: `resolver.engine.classify` says what a reply is,
 `resolver.engine.iterate` what to ask next (QNAME minimisation, glue that answers a lookup,
 the DS side of a cut), `resolver.engine.admission` what a reply may put into the cache.
@@ -26,11 +34,13 @@ Every budget of `Limits` is enforced here, so each driver (daemon, trace, replay
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 
 from resolver.dns import names
+from resolver.dns.extended_errors import ExtendedError
 from resolver.dns.wire import (
     MalformedMessage,
     Message,
@@ -43,9 +53,17 @@ from resolver.dns.wire import (
     rcode_name,
     type_name,
 )
-from resolver.engine.admission import admit
+from resolver.dnssec.security import Failure as DnssecFailure
+from resolver.dnssec.security import Security, Verdict
+from resolver.engine.admission import admit, rrsets
 from resolver.engine.cache import Rank, RecordCache
-from resolver.engine.classify import EMPTY_REPLY, Classified, ResponseKind, classify
+from resolver.engine.classify import (
+    EMPTY_REPLY,
+    Classified,
+    ResponseKind,
+    classify,
+    covered_type,
+)
 from resolver.engine.delegation import (
     CutSource,
     Delegation,
@@ -57,7 +75,9 @@ from resolver.engine.delegation import (
 from resolver.engine.events import (
     Action,
     CacheAnswered,
+    ChainStepChecked,
     CnameFollowed,
+    DataValidated,
     Finished,
     Outcome,
     QueryFailed,
@@ -91,7 +111,19 @@ from resolver.engine.network import (
 )
 from resolver.engine.scrub import ScrubbedReply, scrub
 from resolver.engine.selection import Candidate, ServerSelection
-from resolver.engine.settings import EngineSettings
+from resolver.engine.settings import EngineSettings, ValidationSettings
+from resolver.engine.validation import (
+    TrustCache,
+    ZoneTrust,
+    anchored_trust,
+    check_data,
+    signer_of,
+    worst,
+    zone_trust_below,
+    zones_needed,
+)
+
+log = logging.getLogger(__name__)
 
 #: What the driver reports for a `SendQuery`: reply bytes or the failure.
 Reply = bytes | UpstreamTimeout | UpstreamError
@@ -124,6 +156,13 @@ class SharedState:
     root_hints: Delegation
     #: Forward and stub zones (Unbound forward-zone / stub-zone), by zone name.
     configured_zones: dict[str, Delegation] = field(default_factory=dict)
+    #: Validated zone keys and insecure delegations (DNSSEC), by zone, with TTLs.
+    trust: TrustCache = field(default_factory=TrustCache)
+
+
+#: Results whose data validation judges; referrals and failures are not data.
+_VALIDATED_KINDS = frozenset((ResponseKind.ANSWER, ResponseKind.CNAME, ResponseKind.NXDOMAIN,
+                              ResponseKind.NODATA))
 
 
 class Resolution:
@@ -139,6 +178,8 @@ class Resolution:
         now: float,
         observer: Callable[[TraceEvent], None] | None = None,
         cache_only: bool = False,
+        wall_time: float = 0.0,
+        checking_disabled: bool = False,
     ) -> None:
         self.question = question
         #: Answer from the cache alone, a referral to the closest known cut on a miss
@@ -166,6 +207,15 @@ class Resolution:
         )
         self._configured = {a for d in state.configured_zones.values() for ns in d.servers
                             for a in ns.addresses}
+        #: Epoch seconds when the resolution started: DNSSEC signature times are checked
+        #: against it plus the monotonic time elapsed since (the engine reads no clock).
+        self.wall_time = wall_time
+        #: DO=1 upstream and DNSSEC records kept apart, whenever validation is configured.
+        self._dnssec: ValidationSettings | None = settings.validation
+        #: CD=1 (RFC 4035 §3.2.2): the client checks for itself; the data is not judged.
+        self._validating = self._dnssec is not None and not checking_disabled
+        self._trust_active: set[str] = set()
+        self._answered_by = ""
         self._steps = self._main()
         self._action: Action = self._advance(None)
 
@@ -212,21 +262,22 @@ class Resolution:
 
     def _main(self) -> Generator[SendQuery, Reply, Outcome]:
         try:
-            outcome = yield from self._resolve(self.question, 0, "client question")
+            outcome = yield from self._resolve(self.question, 0, "client question",
+                                               validate=self._validating)
         except _OutOfBudget as exc:
             outcome = _servfail(exc.failure)
             self.cache.store_failure(self.question, exc.failure)
         return replace(outcome, queries_sent=self.queries_sent)
 
     def _resolve(
-        self, question: Question, depth: int, purpose: str
+        self, question: Question, depth: int, purpose: str, *, validate: bool = False
     ) -> Generator[SendQuery, Reply, Outcome]:
         """Answer `question`, following CNAMEs across zones (RFC 1034 §5.3.3 step 3)."""
         if self._observer is not None:
             self._emit(ResolutionStarted(
                 depth=depth, at_s=self._at_s(), qname=question.name,
                 qtype=type_name(question.rtype), purpose=purpose))
-        outcome = yield from self._resolve_chain(question, depth)
+        outcome = yield from self._resolve_chain(question, depth, validate)
         if self._observer is not None:
             self._emit(ResolutionFinished(
                 depth=depth, at_s=self._at_s(), qname=question.name,
@@ -236,16 +287,23 @@ class Resolution:
         return outcome
 
     def _resolve_chain(
-        self, question: Question, depth: int
+        self, question: Question, depth: int, validate: bool = False
     ) -> Generator[SendQuery, Reply, Outcome]:
         failure = self.cache.failure(question)
+        if failure is not None and failure.kind is FailureKind.DNSSEC_BOGUS and (
+                not self._validating):
+            failure = None  # CD=1: the client takes the data unchecked (RFC 4035 §3.2.2)
         if failure is not None:
             if self._observer is not None:
                 self._emit(CacheAnswered(
                     depth=depth, at_s=self._at_s(), qname=question.name,
                     qtype=type_name(question.rtype), what="failure", ttl=0))
-            return _servfail(Failure(failure.kind, f"recently failed: {failure.reason}"))
+            return _servfail(Failure(failure.kind, f"recently failed: {failure.reason}",
+                                     failure.extended_error))
         chain: list[Record] = []
+        signatures: list[Record] = []
+        denial: list[Record] = []
+        verdicts: list[Verdict] = []
         current = question
         seen = {question.name}
         for _ in range(self.limits.max_cname_chain + 1):
@@ -254,18 +312,36 @@ class Resolution:
                 return self._referral_from_cache(current, chain)
             if cached is not None:
                 result: Classified | Failure = cached
+                if (validate and cached.security is None
+                        and cached.kind in _VALIDATED_KINDS):
+                    hint = self.cache.closest_delegation(current.name)
+                    result = yield from self._validated(
+                        current, cached, hint.zone if hint else names.ROOT, depth)
+                    self._store_verdict(current, result)
             else:
-                result = yield from self._iterate(current, depth)
+                result = yield from self._iterate(current, depth, validate)
                 if isinstance(result, Classified):  # fresh data, as the cache will keep it
                     result = replace(result, answer=self._clamped(result.answer))
             if isinstance(result, Failure):
                 self.cache.store_failure(question, result)
                 return _servfail(result, chain)
-            chain = list(dict.fromkeys((*chain, *result.answer)))  # ordered, linear dedup
+            if validate and result.security is Security.BOGUS:
+                bogus = self._bogus_failure(current, result)
+                assert self._dnssec is not None
+                self.cache.store_failure(question, bogus, self._dnssec.bogus_ttl_s)
+                return _servfail(bogus, chain)
+            if validate and result.security is not None:
+                verdicts.append(result.verdict or Verdict(result.security, None, ""))
+            # Ordered, linear deduplication: a hostile RRset of thousands stays cheap.
+            chain = list(dict.fromkeys((*chain, *result.answer)))
+            signatures = list(dict.fromkeys((*signatures, *result.signatures)))
+            denial = list(dict.fromkeys((*denial, *result.denial)))
+            security = worst(verdicts, "").security if validate and verdicts else None
             if result.kind is ResponseKind.ANSWER:
                 return Outcome(rcode=Rcode.NOERROR, answer=tuple(chain),
                                additional=self._addresses_for_ns(chain, depth),
-                               answer_as_cached=self._as_cached(chain))
+                               answer_as_cached=self._as_cached(chain), security=security,
+                               signatures=tuple(signatures), denial=tuple(denial))
             if result.kind is ResponseKind.YXDOMAIN:
                 return Outcome(rcode=Rcode.YXDOMAIN, answer=tuple(chain))
             if result.kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
@@ -279,7 +355,16 @@ class Resolution:
                     if cached is None:  # fresh: as the cache keeps it (cache-min-negative-ttl)
                         ttl = max(ttl, settings.min_negative_ttl_s)
                     authority = (soa.with_ttl(ttl),)
-                return Outcome(rcode=rcode, answer=tuple(chain), authority=authority)
+                    over_soa = [rr for rr in signatures
+                                if rr.name == soa.name and rr.rtype == RRType.RRSIG
+                                and covered_type(rr) == RRType.SOA]
+                    # The SOA's RRSIGs go with it into the authority section, same TTL.
+                    denial = [rr.with_ttl(ttl) for rr in over_soa] + [
+                        rr for rr in denial if rr not in over_soa]
+                    signatures = [rr for rr in signatures if rr not in over_soa]
+                return Outcome(rcode=rcode, answer=tuple(chain), authority=authority,
+                               security=security, signatures=tuple(signatures),
+                               denial=tuple(denial))
             assert result.target is not None
             if result.target in seen:
                 loop = Failure(FailureKind.CNAME_LOOP, f"CNAME loop at {result.target}")
@@ -334,6 +419,8 @@ class Resolution:
         # RFC 2181 §5.4.1: glue and referral NS sets may steer our own lookups but are
         # never given to a client as an answer.
         min_rank = Rank.ANSWER if depth == 0 else Rank.ADDITIONAL
+        if self._dnssec is not None:
+            return self._signed_from_cache(question, depth, min_rank)
         rrset = self.cache.rrset(question.name, question.rtype, question.rclass, min_rank=min_rank)
         if rrset:
             self._cache_event(question, depth, "answer", rrset[0].ttl)
@@ -355,6 +442,35 @@ class Resolution:
             return Classified(kind=kind, soa=negative.soa)
         return None
 
+    def _signed_from_cache(self, question: Question, depth: int,
+                           min_rank: Rank) -> Classified | None:
+        """`_from_cache` with the RRSIGs, NSEC proofs and security kept in the cache."""
+        found = self.cache.signed_rrset(question.name, question.rtype, question.rclass,
+                                        min_rank=min_rank)
+        if found is not None:
+            self._cache_event(question, depth, "answer", found.records[0].ttl)
+            return Classified(kind=ResponseKind.ANSWER, answer=found.records,
+                              signatures=found.rrsigs, security=found.security)
+        if question.rtype != RRType.CNAME:
+            cname = self.cache.signed_rrset(question.name, RRType.CNAME, question.rclass,
+                                            min_rank=min_rank)
+            if cname is not None:
+                self._cache_event(question, depth, "cname", cname.records[0].ttl)
+                return Classified(kind=ResponseKind.CNAME, answer=cname.records,
+                                  target=cname.records[0].target, signatures=cname.rrsigs,
+                                  security=cname.security)
+        negative = self.cache.negative(question)
+        if negative is None:
+            return None
+        nxdomain = negative.rcode == Rcode.NXDOMAIN
+        kind = ResponseKind.NXDOMAIN if nxdomain else ResponseKind.NODATA
+        self._cache_event(question, depth, kind.value, negative.soa.ttl if negative.soa else 0)
+        soa_sigs = tuple(rr for rr in negative.proof if rr.rtype == RRType.RRSIG
+                         and covered_type(rr) == RRType.SOA)
+        return Classified(kind=kind, soa=negative.soa, signatures=soa_sigs,
+                          denial=tuple(rr for rr in negative.proof if rr not in soa_sigs),
+                          security=negative.security)
+
     def _cache_event(self, question: Question, depth: int, what: str, ttl: int) -> None:
         if self._observer is not None:
             self._emit(CacheAnswered(
@@ -362,7 +478,7 @@ class Resolution:
                 qtype=type_name(question.rtype), what=what, ttl=ttl))
 
     def _iterate(
-        self, question: Question, depth: int
+        self, question: Question, depth: int, validate: bool = False
     ) -> Generator[SendQuery, Reply, Classified | Failure]:
         """Ask the closest zone cut and follow referrals down (RFC 1034 §5.3.3 step 2-4)."""
         is_ds = question.rtype == RRType.DS and question.name != names.ROOT
@@ -386,12 +502,18 @@ class Resolution:
             qtype=self.settings.qname_minimisation_qtype,
         )
         referrals = 0
+        #: Servers whose replies were bogus, not asked again (RFC 4035 §5.5), and the last
+        #: bogus result, the answer if no other server does better.
+        bogus_servers: set[str] = set()
+        bogus: Classified | None = None
         for _ in range(self.limits.max_referrals + self.limits.max_minimised_queries + 1):
             asked = qmin.question_for(question, cut)
             while asked != question and self._exists_without_cut(asked):
                 qmin.deeper()  # the cache already knows this label: no need to ask again
                 asked = qmin.question_for(question, cut)
-            result = yield from self._ask_zone(cut, asked, depth)
+            result = yield from self._ask_zone(cut, asked, depth, bogus_servers)
+            if isinstance(result, Failure) and bogus is not None:
+                return bogus
             if isinstance(result, Failure) and asked != question:
                 qmin.stop()  # RFC 9156 §3: broken servers; ask the full name instead
                 continue
@@ -420,8 +542,18 @@ class Resolution:
             if is_ds and classified.kind is ResponseKind.REFERRAL and (
                 classified.delegation is not None and classified.delegation.zone == question.name
             ):
-                # The parent refers us to the child: it holds no DS there (insecure delegation).
-                return Classified(kind=ResponseKind.NODATA)
+                # The parent refers us to the child: it holds no DS there (insecure
+                # delegation); a signed parent sends the NSEC proof with the referral.
+                return Classified(kind=ResponseKind.NODATA, denial=classified.denial)
+            if validate and asked == question and classified.kind in _VALIDATED_KINDS:
+                classified = yield from self._validated(question, classified, cut.zone, depth)
+                if classified.security is Security.BOGUS:
+                    bogus = classified
+                    assert self._dnssec is not None
+                    if len(bogus_servers) < self._dnssec.max_bogus_retries:
+                        bogus_servers.add(self._answered_by)
+                        continue  # RFC 4035 §5.5: another server of the zone may do better
+                    return bogus
             admit(self.cache, reply, classified, cut, asked)
             if asked != question and classified.kind is not ResponseKind.REFERRAL:
                 found = zone_in_answer(asked, classified, reply)
@@ -455,6 +587,137 @@ class Resolution:
                 # Looking up a name server's address and the referral carries it as glue.
                 return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
         return Failure(FailureKind.WORK_LIMIT, f"more than {self.limits.max_referrals} referrals")
+
+    # -- DNSSEC validation (RFC 4035 §5) -------------------------------------------
+
+    def _wall_now(self) -> int:
+        """Epoch seconds now: the start's wall time plus the monotonic time since."""
+        return int(self.wall_time + (self.now - self.started))
+
+    def _validated(
+        self, question: Question, classified: Classified, zone_hint: str, depth: int
+    ) -> Generator[SendQuery, Reply, Classified]:
+        """`classified` with its security status: the trust of each zone that signed
+        it fetched (or taken from the trust cache), then its signatures and proofs checked."""
+        assert self._dnssec is not None
+        trusts: dict[str, ZoneTrust] = {}
+        for zone in zones_needed(question.name, classified, zone_hint):
+            trusts[zone] = yield from self._zone_trust(zone, depth)
+        verdict = check_data(question.name, question.rtype, classified,
+                             lambda zone: trusts[zone], zone_hint, self._wall_now(),
+                             iterations_limit=self._dnssec.nsec3_iterations_limit)
+        if self._observer is not None:
+            self._emit(DataValidated(
+                depth=depth, at_s=self._at_s(), qname=question.name,
+                qtype=type_name(question.rtype), zone=verdict.zone,
+                security=verdict.security.value,
+                ede=int(verdict.ede_code) if verdict.ede_code is not None else None,
+                detail=verdict.detail))
+        return replace(classified, security=verdict.security, verdict=verdict)
+
+    def _store_verdict(self, question: Question, validated: Classified) -> None:
+        """Keep the status of cached data just validated (bogus data leaves the cache)."""
+        if validated.security is Security.BOGUS:
+            self.cache.flush(question.name, rtype=question.rtype)
+            return
+        for rrset in rrsets(validated.answer):
+            rank = self.cache.rank_of(rrset[0].name, rrset[0].rtype, rrset[0].rclass)
+            if rank is not None:
+                sigs = tuple(rr for rr in validated.signatures if rr.name == rrset[0].name
+                             and covered_type(rr) == rrset[0].rtype)
+                self.cache.store_rrset(rrset, rank, security=validated.security, rrsigs=sigs)
+
+    def _bogus_failure(self, question: Question, bogus: Classified) -> Failure:
+        """The SERVFAIL of bogus data, logged with the zone and the reason (RFC 4035 §5.5)."""
+        verdict = bogus.verdict
+        assert verdict is not None
+        reason = f"DNSSEC bogus in zone {verdict.zone}: {verdict.detail}"
+        log.warning("validation failed for %s %s: %s", question.name,
+                    type_name(question.rtype), reason)
+        return Failure(FailureKind.DNSSEC_BOGUS, reason,
+                       verdict.ede_code or ExtendedError.DNSSEC_BOGUS)
+
+    def _zone_trust(self, zone: str, depth: int) -> Generator[SendQuery, Reply, ZoneTrust]:
+        """The trust of `zone` (RFC 4035 §5.2): from the trust anchor down, each zone's
+        DS from its parent and DNSKEY from itself, fetched by sub-resolutions."""
+        settings = self._dnssec
+        assert settings is not None
+        cached = self.state.trust.get(zone, self.now)
+        if cached is not None:
+            return cached
+        anchors = settings.anchors
+        anchor = anchors.closest_to(zone)
+        if anchor is None:
+            return ZoneTrust(zone, Verdict.insecure(None, zone, "no trust anchor above it"),
+                             (), (), settings.max_trust_ttl_s)
+        if zone in self._trust_active:  # a chain that comes back to itself
+            return ZoneTrust(zone, Verdict.bogus(DnssecFailure.DNSSEC_BOGUS, zone,
+                                                 "chain of trust loops"), (), (), 0)
+        self._trust_active.add(zone)
+        try:
+            trust = yield from self._fetch_trust(zone, anchor, depth, settings)
+        finally:
+            self._trust_active.discard(zone)
+        self.state.trust.put(trust, self.now)
+        if self._observer is not None and trust.steps:
+            step = trust.steps[-1]
+            self._emit(ChainStepChecked(
+                depth=depth + 1, at_s=self._at_s(), zone=step.zone,
+                ds_key_tag=step.ds_key_tag, ds_digest_type=step.ds_digest_type,
+                dnskey_tag=step.dnskey_tag, algorithm=step.algorithm,
+                security=step.verdict.security.value,
+                ede=int(step.verdict.ede_code) if step.verdict.ede_code is not None else None,
+                detail=step.verdict.detail))
+        if trust.security is Security.BOGUS:
+            log.warning("DNSSEC: the keys of %s are bogus: %s", zone, trust.verdict.detail)
+        return trust
+
+    def _fetch_trust(self, zone: str, anchor: str, depth: int,
+                     settings: ValidationSettings) -> Generator[SendQuery, Reply, ZoneTrust]:
+        now = self._wall_now()
+        ttls = {"bogus_ttl_s": settings.bogus_ttl_s, "max_ttl_s": settings.max_trust_ttl_s}
+        if zone == anchor:
+            keys = yield from self._resolve(Question(zone, RRType.DNSKEY), depth + 1,
+                                            f"DNSKEY of {zone} (trust anchor)")
+            return anchored_trust(zone, _of_type(keys.answer, zone, RRType.DNSKEY),
+                                  keys.signatures, settings.anchors.ds_for(zone),
+                                  settings.anchors.dnskeys_for(zone), now, **ttls)
+        ds_outcome = yield from self._resolve(Question(zone, RRType.DS), depth + 1,
+                                              f"DS of {zone}")
+        ds = _of_type(ds_outcome.answer, zone, RRType.DS)
+        parent_zone = self._parent_zone(zone, anchor, ds_outcome)
+        parent = yield from self._zone_trust(parent_zone, depth)
+        if not parent.verdict.is_secure:
+            return ZoneTrust(zone, parent.verdict, (), parent.steps, parent.ttl_s)
+        if ds_outcome.rcode == Rcode.SERVFAIL:
+            return ZoneTrust(zone, Verdict.bogus(DnssecFailure.DNSKEY_MISSING, zone,
+                                                 f"no DS RRset for {zone}: {ds_outcome.reason}"),
+                             (), parent.steps, settings.bogus_ttl_s)
+        dnskeys: tuple[Record, ...] = ()
+        dnskey_sigs: tuple[Record, ...] = ()
+        if ds:
+            keys = yield from self._resolve(Question(zone, RRType.DNSKEY), depth + 1,
+                                            f"DNSKEY of {zone}")
+            dnskeys = tuple(_of_type(keys.answer, zone, RRType.DNSKEY))
+            dnskey_sigs = keys.signatures
+        return zone_trust_below(
+            parent, zone, ds, [rr for rr in ds_outcome.signatures if rr.name == zone],
+            ds_outcome.denial, dnskeys, dnskey_sigs, now,
+            iterations_limit=settings.nsec3_iterations_limit, **ttls)
+
+    def _parent_zone(self, zone: str, anchor: str, ds_outcome: Outcome) -> str:
+        """The zone above `zone` that answered for its DS: the DS's signer, else the SOA
+        of the negative answer, else the closest cut above it, bounded by the anchor."""
+        candidates = [signer_of(ds_outcome.signatures, zone)]
+        candidates += [rr.name for rr in ds_outcome.authority if rr.rtype == RRType.SOA]
+        cut = self.cache.closest_delegation(names.parent(zone))
+        candidates.append(cut.zone if cut is not None else None)
+        for candidate in candidates:
+            if (candidate is not None and candidate != zone
+                    and names.is_subdomain(zone, candidate)
+                    and names.is_subdomain(candidate, anchor)):
+                return candidate
+        return anchor
 
     def _exists_without_cut(self, asked: Question) -> bool:
         """The cache shows data or a NODATA for a minimised name: it exists, and (as the
@@ -578,10 +841,15 @@ class Resolution:
     # -- choosing and asking servers --------------------------------------------
 
     def _ask_zone(
-        self, cut: Delegation, question: Question, depth: int
+        self, cut: Delegation, question: Question, depth: int,
+        excluded: set[str] | frozenset[str] = frozenset(),
     ) -> Generator[SendQuery, Reply, tuple[ScrubbedReply, Classified] | Failure]:
-        """Get a usable reply from one of the zone's servers, trying the next on failure."""
+        """Get a usable reply from one of the zone's servers, trying the next on failure;
+        `excluded` servers (their data was bogus) are not asked. `_answered_by` names the
+        server whose reply is returned."""
         attempts = _Attempts(servers=list(cut.servers))
+        for address in excluded:
+            attempts.tries[address] = self._max_tries(cut)
         sends = 0
         last_problem = f"no server of {cut.zone} could be reached"
         last_resort: tuple[ScrubbedReply, Classified] | None = None
@@ -616,7 +884,8 @@ class Resolution:
                 if classified.reason == EMPTY_REPLY:
                     last_resort = (reply, Classified(kind=ResponseKind.NODATA))
                 elif reply.ra:
-                    relaxed = classify(question, reply, accept_recursive=True)
+                    relaxed = classify(question, reply, accept_recursive=True,
+                                       dnssec=self._dnssec is not None)
                     if relaxed.kind not in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
                         last_resort = (reply, relaxed)
             if classified.kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
@@ -625,6 +894,7 @@ class Resolution:
                 attempts.tries[chosen.address] = self._max_tries(cut)
                 last_problem = f"{chosen.ns_name} ({chosen.address}) {classified.reason}"
                 continue
+            self._answered_by = chosen.address
             return reply, classified
 
     def _candidates(self, cut: Delegation, attempts: _Attempts, depth: int) -> list[Candidate]:
@@ -761,7 +1031,8 @@ class Resolution:
                 return reply
             scrubbed = scrub(question, reply, cut.zone, forwarding=cut.recursion_desired,
                              harden_glue=self.settings.harden_glue)
-            classified = classify(question, scrubbed, forwarding=cut.recursion_desired)
+            classified = classify(question, scrubbed, forwarding=cut.recursion_desired,
+                                  dnssec=self._dnssec is not None)
             if self._observer is not None:
                 self._emit(ReplyReceived(
                     depth=depth, at_s=self._at_s(), address=server.address,
@@ -805,6 +1076,8 @@ class Resolution:
             query_id=query_id,
             recursion_desired=cut.recursion_desired,
             edns_udp_size=self.settings.edns_udp_size if style.edns else None,
+            # RFC 4035 §4.1: a validating resolver sets DO to get RRSIG, NSEC and DS.
+            dnssec_ok=self._dnssec is not None and style.edns,
         )
         rto = self.selection.timeout_for(server.address, first_s=self.limits.first_timeout_s,
                                          max_s=self.limits.max_timeout_s)
@@ -900,7 +1173,12 @@ class _Unreachable(Failure):
 
 def _servfail(failure: Failure, chain: list[Record] | None = None) -> Outcome:
     return Outcome(rcode=Rcode.SERVFAIL, answer=tuple(chain or ()), reason=failure.reason,
-                   failure=failure.kind)
+                   failure=failure.kind, extended_error=failure.extended_error)
+
+
+def _of_type(records: tuple[Record, ...], name: str, rtype: int) -> list[Record]:
+    return [rr for rr in records if rr.name == name and rr.rtype == rtype]
+
 
 
 def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: float) -> str:

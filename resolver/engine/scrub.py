@@ -70,12 +70,19 @@ class ScrubbedReply:
     ns_outside_zone: bool
     dropped: tuple[DroppedRecord, ...]
 
+    @property
+    def has_dnssec_records(self) -> bool:
+        """Whether the answer or authority holds RRSIG, NSEC, NSEC3 or DS records: the
+        validator's material (RFC 4035 §3.1), kept here when in zone like any record."""
+        return any(rr.rtype in _DNSSEC_TYPES for rr in (*self.answer, *self.authority))
+
     def addresses_of(self, ns_names: set[str]) -> list[Record]:
         """The A/AAAA records in the additional section for these name server names."""
         return [rr for rr in self.additional if rr.name in ns_names]
 
 
 _ADDRESS_TYPES = (RRType.A, RRType.AAAA)
+_DNSSEC_TYPES = frozenset((RRType.RRSIG, RRType.NSEC, RRType.NSEC3, RRType.DS))
 
 
 def scrub(question: Question, reply: Message, zone: str, *, forwarding: bool = False,

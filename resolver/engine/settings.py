@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from resolver.dnssec.anchors import TrustAnchors
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
@@ -89,6 +91,24 @@ class CacheSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ValidationSettings:
+    """DNSSEC validation (RFC 4033-4035): the trust anchors and the validator's limits."""
+
+    anchors: TrustAnchors
+    #: How long a bogus result, and a zone whose keys failed, is remembered (Unbound
+    #: val-bogus-ttl 60).
+    bogus_ttl_s: int = 60
+    #: Other servers of the zone asked after a bogus reply before giving up (Unbound asks
+    #: the zone's other servers too; BIND tries each server once).
+    max_bogus_retries: int = 2
+    #: Longest a zone's validated keys are kept, whatever their TTLs (Unbound key-cache TTL
+    #: is the DNSKEY TTL, bounded by cache-max-ttl).
+    max_trust_ttl_s: int = 86_400
+    #: NSEC3 iterations above which a denial is insecure (RFC 9276 §3.2; Unbound 150).
+    nsec3_iterations_limit: int = 150
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EngineSettings:
     """Everything a resolution needs to know besides the question and the shared state."""
 
@@ -120,6 +140,8 @@ class EngineSettings:
     #: Our own listen addresses: bare IPs are never asked while iterating, "IP@PORT"
     #: endpoints never at all (a configured upstream may use another port of our IP).
     never_query: frozenset[str] = frozenset()
+    #: DNSSEC validation; None turns it off (no DO bit upstream, nothing checked).
+    validation: ValidationSettings | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

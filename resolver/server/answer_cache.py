@@ -5,7 +5,8 @@ path"). The handler stores each reply it built from a resolution; a later query 
 question is answered from the stored bytes after a short linear scan of the query. Rules:
 
 - The key is the question as the client sent it, lower-cased (RFC 4343: names compare without
-  case), plus what changes the reply: RD, CD, DO and whether the query carried EDNS. Replies are
+  case), plus what changes the reply: RD, CD, AD, DO and whether the query carried EDNS
+  (AD and DO decide the reply's AD bit and its RRSIGs, RFC 6840 §5.7-5.8). Replies are
   stored whole; the client's UDP size is applied when serving (below), not kept in the key.
 - Only ordinary queries are served here: QR=0, opcode QUERY, RD=1, one question, no answer or
   authority records, at most one additional record which is a well-formed OPT of version 0 with
@@ -75,12 +76,15 @@ _U32 = struct.Struct(">I")
 _TTL_FIELD = struct.Struct(">HI")
 _RR_FIXED = struct.Struct(">HHIH")
 
-# Key variants: one octet appended to the question.
+# Key variants: one octet appended to the question. CD and AD have the values of their
+# bits in the fourth header octet, so that one mask takes both from a query.
 _V_RD = 0x01
-_V_CD = 0x02
 _V_DO = 0x04
 _V_EDNS = 0x08
-_VARIANT_OCTET = tuple(bytes((v,)) for v in range(16))
+_V_CD = 0x10
+_V_AD = 0x20
+_CD_AD_BITS = _V_CD | _V_AD
+_VARIANT_OCTET = tuple(bytes((v,)) for v in range(64))
 
 
 class _Entry:
@@ -199,7 +203,7 @@ class AnswerCache:
         try:
             if data[2] & _QUERY_BITS_MASK != _QUERY_BITS or not data.startswith(_COUNTS, 4):
                 return None
-            variant = _V_RD | _V_CD if data[3] & 0x10 else _V_RD
+            variant = _V_RD | (data[3] & _CD_AD_BITS)
             # First guess where the question ends, as almost every stub writes its query: the
             # question fills the message, or an OPT without options follows it. A guess can only
             # hit when the question octets equal a validated one, which proves the guess right.
@@ -290,7 +294,7 @@ class AnswerCache:
         min_ttl = min(ttl for _, ttl in ttl_fields)
         if min_ttl <= 0:
             return False
-        variant = _V_RD | (_V_CD if scanned.flags & 0x0010 else 0)
+        variant = _V_RD | (scanned.flags & _CD_AD_BITS)
         if scanned.edns is not None:
             variant |= _V_EDNS | (_V_DO if scanned.edns.do else 0)
         entry = _Entry(
@@ -359,7 +363,7 @@ def _locate(data: bytes) -> tuple[int, int, int] | None:
     size = len(data)
     if qend > size:
         return None
-    variant = _V_RD | _V_CD if data[3] & 0x10 else _V_RD
+    variant = _V_RD | (data[3] & _CD_AD_BITS)
     edns_size = 0
     if data[11]:
         if data[11] != 1 or data[qend : qend + 3] != _OPT_START or qend + 11 > size:

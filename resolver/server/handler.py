@@ -17,7 +17,10 @@ Rules, in the order they apply (docs/reliability.md (b) and (c)):
 - Local zones and local data (resolver.server.local_zones) are answered here, never resolved.
 - Otherwise resolve; with private-address set, private A/AAAA records of public names are
   removed from the outcome (DNS-rebinding protection).
-- Replies echo id, question (letter case as sent), RD and CD; set RA; never AA or AD.
+- Replies echo id, question (letter case as sent), RD and CD; set RA; never AA. AD only
+  on data validated secure, and only to clients that set DO or AD (RFC 6840 §5.7-5.8);
+  RRSIGs and NSEC/NSEC3 proofs only to DO clients (RFC 4035 §3.2.1); CD=1 gets the data
+  unvalidated (RFC 4035 §3.2.2). Bogus data is SERVFAIL with its extended error.
   OPT in the reply iff the query had one. UDP replies are cut to the client's size
   (512 without EDNS, at most 1232) with TC=1 (RFC 6891 §7).
 - A resolution failure is SERVFAIL, never NXDOMAIN, with an extended error (RFC 8914).
@@ -45,6 +48,7 @@ from resolver.dns.wire import (
     rcode_name,
     type_name,
 )
+from resolver.dnssec.security import Security
 from resolver.engine.events import Outcome
 from resolver.engine.failure import FailureKind
 from resolver.engine.network import Transport
@@ -70,6 +74,8 @@ CLASSIC_UDP_REPLY = 512
 #: Queries of one client address waiting for resolution at once (Unbound wait-limit 1000).
 MAX_WAITING_PER_CLIENT = 1000
 _TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
+_FLAG_AD = 0x0020
+_FLAG_CD = 0x0010
 _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 
 
@@ -271,7 +277,9 @@ class QueryHandler:
             return None
         self._waiting[client.ip] = waiting + 1
         try:
-            outcome = await self.service.resolve(question, cache_only=not recursion_desired)
+            outcome = await self.service.resolve(
+                question, cache_only=not recursion_desired,
+                checking_disabled=bool(query.flags & _FLAG_CD))
         finally:
             left = self._waiting.pop(client.ip) - 1
             if left:
@@ -304,8 +312,9 @@ class QueryHandler:
         edns = None
         if query.edns is not None:
             options: tuple[tuple[int, bytes], ...] = ()
-            if outcome.rcode == Rcode.SERVFAIL and outcome.failure is not None:
-                options = (ede_option(outcome.failure.ede_code, outcome.reason),)
+            ede = outcome.ede_code if outcome.rcode == Rcode.SERVFAIL else None
+            if ede is not None:
+                options = (ede_option(ede, outcome.reason),)
             elif outcome.rcode == Rcode.REFUSED:
                 # RFC 8914 §4.19: the client may not ask this (REFUSED by policy).
                 options = (ede_option(ExtendedError.PROHIBITED),)
@@ -313,6 +322,12 @@ class QueryHandler:
                 options = (ede_option(ExtendedError.STALE_ANSWER),)
             # RFC 3225 §3: the DO bit of the query is copied into the reply.
             edns = Edns(udp_size=MAX_UDP_REPLY, do=query.edns.do, options=options)
+        dnssec_ok = query.edns is not None and query.edns.do
+        answer, authority = outcome.answer, outcome.authority
+        if dnssec_ok and (outcome.signatures or outcome.denial):
+            # RFC 4035 §3.2.1: a DO client gets the RRSIGs, and the proof of a denial.
+            answer = answer + outcome.signatures
+            authority = authority + outcome.denial
         message = Message(
             id=query.id,
             qr=True,
@@ -320,10 +335,13 @@ class QueryHandler:
             rcode=outcome.rcode,
             rd=bool(query.flags & 0x0100),
             ra=recursion_available,
-            cd=bool(query.flags & 0x0010),
+            # RFC 6840 §5.7-5.8: AD for secure data, to a client that shows it reads it.
+            ad=outcome.security is Security.SECURE and (
+                dnssec_ok or bool(query.flags & _FLAG_AD)),
+            cd=bool(query.flags & _FLAG_CD),
             question=Question(query.qname, query.qtype, query.qclass),
-            answer=outcome.answer,
-            authority=outcome.authority,
+            answer=answer,
+            authority=authority,
             additional=outcome.additional,
             edns=edns,
         )

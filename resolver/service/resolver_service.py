@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
@@ -56,11 +57,14 @@ class ResolverService:
         clock: Clock,
         rng: random.Random,
         forward_first_zones: frozenset[str] = frozenset(),
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.state = state
         self.network = network
         self.clock = clock
+        #: Epoch seconds, for DNSSEC signature validity (tests pass a fixed time).
+        self.wall_clock = wall_clock
         self.rng = rng
         self._in_flight: dict[Question, asyncio.Future[Outcome]] = {}
         self.resolutions = 0
@@ -90,12 +94,18 @@ class ResolverService:
         *,
         observer: Callable[[TraceEvent], None] | None = None,
         cache_only: bool = False,
+        checking_disabled: bool = False,
     ) -> Outcome:
         """Resolve `question`: share identical resolutions, serve stale data, prefetch.
 
         A traced question (with an observer) always runs its own resolution and neither
-        serves stale data nor prefetches, so the trace shows the real work.
+        serves stale data nor prefetches, so the trace shows the real work. With
+        validation on, a CD=1 question (RFC 4035 §3.2.2) runs its own resolution that
+        does not validate: its outcome must not be shared with validating ones.
         """
+        if checking_disabled and self.settings.validation is not None and not cache_only:
+            return self._account(question, await self._run_safely(
+                question, observer, checking_disabled=True))
         if cache_only:  # RD=0 from a client allowed to snoop: the cache's view, no upstream
             return await self._run(question, observer, cache_only=True)
         if observer is not None:
@@ -285,10 +295,11 @@ class ResolverService:
                 f"no answer within {budget:g} s: no reachable authority (still trying)"))
 
     async def _run_safely(
-        self, question: Question, observer: Callable[[TraceEvent], None] | None
+        self, question: Question, observer: Callable[[TraceEvent], None] | None,
+        *, checking_disabled: bool = False,
     ) -> Outcome:
         try:
-            return await self._run(question, observer)
+            return await self._run(question, observer, checking_disabled=checking_disabled)
         except Exception as exc:  # an engine bug must not take the listener down
             log.exception("internal error resolving %s", question)
             return Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.INTERNAL_ERROR,
@@ -297,6 +308,7 @@ class ResolverService:
     async def _run(
         self, question: Question, observer: Callable[[TraceEvent], None] | None,
         *, state: SharedState | None = None, cache_only: bool = False,
+        checking_disabled: bool = False,
     ) -> Outcome:
         self.resolutions += 1
         resolution = Resolution(
@@ -307,6 +319,8 @@ class ResolverService:
             now=self.clock(),
             observer=observer,
             cache_only=cache_only,
+            wall_time=self.wall_clock(),
+            checking_disabled=checking_disabled,
         )
         outcome = await drive(resolution, self.network, self.clock)
         self.upstream_queries += outcome.queries_sent
@@ -332,7 +346,8 @@ class ResolverService:
             z: cut for z, cut in state.configured_zones.items() if not cut.recursion_desired})
         self.resolutions += 1
         resolution = Resolution(question, settings=self.settings, state=iterating, rng=self.rng,
-                                now=self.clock(), observer=observer)
+                                now=self.clock(), observer=observer,
+                                wall_time=self.wall_clock())
         outcome = await drive(resolution, self.network, self.clock)
         self.upstream_queries += outcome.queries_sent
         return replace(outcome, queries_sent=failed.queries_sent + outcome.queries_sent)

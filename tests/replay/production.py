@@ -13,9 +13,10 @@ from dataclasses import replace
 
 from resolver.daemon.app import build
 from resolver.daemon.config import ServeConfig, SystemSettings
+from resolver.dnssec.anchors import AnchorFileError, parse_trust_anchors
 from resolver.engine.delegation import Delegation, forwarders, parse_root_hints
 from resolver.engine.network import ServerAddress, Transport
-from resolver.engine.settings import CacheSettings, EngineSettings
+from resolver.engine.settings import CacheSettings, EngineSettings, ValidationSettings
 from resolver.server.listener import Client
 from tests.replay.seam import FakeClock, ReplayConfig, ResolverUnderTest
 from tests.replay.seam import Transport as ScriptedTransport
@@ -47,6 +48,7 @@ class ReplayedResolver:
                 qname_minimisation=cfg.qmin,
                 qname_minimisation_qtype=2 if cfg.qmin_qtype == "NS" else 1,
                 harden_glue=cfg.harden_glue,
+                validation=_validation(cfg),
             ),
             cache=CacheSettings(
                 min_ttl_s=cfg.cache_min_ttl,
@@ -80,6 +82,8 @@ class ReplayedResolver:
             clock=clock.now,
             rng=random.Random(5452),
             configured_zones=zones,
+            # The scenario's clock is epoch seconds (val-override-date): signatures too.
+            wall_clock=clock.now,
         )
         # Each client query runs its own event loop here: background work (prefetch,
         # refreshes after a stale answer) waits for run_background().
@@ -94,6 +98,17 @@ class ReplayedResolver:
     def run_background(self) -> None:
         """Finish prefetches and stale-answer refreshes queued by earlier queries."""
         asyncio.run(self.app.service.run_background())
+
+
+def _validation(cfg: ReplayConfig) -> ValidationSettings | None:
+    """The scenario's trust anchors when it runs the validator module."""
+    if not cfg.validate:
+        return None
+    try:
+        anchors = parse_trust_anchors("\n".join(cfg.trust_anchors))
+    except AnchorFileError:
+        return None
+    return ValidationSettings(anchors=anchors)
 
 
 def make_resolver(

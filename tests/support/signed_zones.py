@@ -95,16 +95,19 @@ class SignedZone:
 
 def sign_zone(directory: Path, origin: str, text: str, algorithm: str, *,
               nsec3: bool = False, opt_out: bool = False, iterations: int = 1,
-              digest_flag: str = "-2") -> SignedZone:
-    """Make a key of `algorithm`, sign `text` with it (as a KSK that signs everything)."""
+              digest_flag: str = "-2", inception: str = INCEPTION,
+              expiration: str = EXPIRATION) -> SignedZone:
+    """Make a key of `algorithm`, sign `text` with it (as a KSK that signs everything),
+    valid from `inception` to `expiration` (YYYYMMDDhhmmss, UTC)."""
     keygen = require_tool("ldns-keygen")
     signzone = require_tool("ldns-signzone")
     key2ds = require_tool("ldns-key2ds")
     directory.mkdir(parents=True, exist_ok=True)
     unsigned = directory / f"{origin}zone"
     unsigned.write_text(text)
-    key_name = _run([keygen, "-a", algorithm, "-k", origin.rstrip(".")], directory).strip()
-    command = [signzone, "-i", INCEPTION, "-e", EXPIRATION, "-f", f"{unsigned}.signed"]
+    key_name = _run([keygen, "-a", algorithm, "-k", origin.rstrip(".") or "."],
+                    directory).strip()
+    command = [signzone, "-i", inception, "-e", expiration, "-f", f"{unsigned}.signed"]
     if nsec3:
         command += ["-n", "-s", "c0ffee", "-t", str(iterations)]
         if opt_out:

@@ -1,0 +1,545 @@
+"""DNSSEC validation in the engine and the handler, against signed zones served in memory.
+
+The zones are signed with ldns-signzone (tests/support/signed_zones.py) and served by
+tests/support/signed_authority.py: a signed root (the trust anchor is its DS), a signed
+`test.` delegating to `example.test.` (NSEC), `nsec3.test.` (NSEC3) and `optout.test.`
+(NSEC3 opt-out, with an unsigned child), and to `unsigned.test.` without a DS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from resolver.dns.extended_errors import EDNS_OPTION_EDE, ExtendedError
+from resolver.dns.wire import Message, Question, Rcode, RRType, decode, make_query
+from resolver.dnssec.anchors import parse_trust_anchors
+from resolver.dnssec.security import Security
+from resolver.engine.cache import RecordCache
+from resolver.engine.delegation import parse_root_hints
+from resolver.engine.events import ChainStepChecked, DataValidated, Outcome, TraceEvent
+from resolver.engine.failure import FailureKind
+from resolver.engine.network import Transport
+from resolver.engine.resolution import SharedState
+from resolver.engine.selection import ServerSelection
+from resolver.engine.settings import CacheSettings, EngineSettings, ValidationSettings
+from resolver.server.handler import QueryHandler
+from resolver.server.listener import Client
+from resolver.service.resolver_service import ResolverService
+from tests.support.labnet import FakeClock
+from tests.support.signed_authority import SignedAuthority, SignedNetwork, SignedZoneData
+from tests.support.signed_zones import EXPIRATION_EPOCH, INCEPTION_EPOCH, NOW, sign_zone
+
+ROOT_IP, TEST_IP, EXAMPLE_IP, UNSIGNED_IP, NSEC3_IP, OPTOUT_IP = (
+    "127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4", "127.0.1.5", "127.0.1.6")
+#: The address of www.example.test. in its signed A record, as it appears on the wire.
+WWW_ADDRESS = bytes([192, 0, 2, 2])
+CLIENT = Client(ip="127.0.0.1", port=40000, transport=Transport.UDP)
+
+EXAMPLE = f"""\
+$ORIGIN example.test.
+$TTL 3600
+@ IN SOA ns1.example.test. hostmaster.example.test. 1 7200 3600 1209600 300
+@ IN NS ns1.example.test.
+ns1 IN A {EXAMPLE_IP}
+www IN A 192.0.2.2
+*.wild IN TXT "wildcard"
+alias IN CNAME www.example.test.
+far IN CNAME www.nsec3.test.
+"""
+NSEC3_ZONE = f"""\
+$ORIGIN nsec3.test.
+$TTL 3600
+@ IN SOA ns.nsec3.test. hostmaster.nsec3.test. 1 7200 3600 1209600 300
+@ IN NS ns.nsec3.test.
+ns IN A {NSEC3_IP}
+www IN A 192.0.2.7
+*.wild IN TXT "wildcard"
+"""
+OPTOUT_ZONE = f"""\
+$ORIGIN optout.test.
+$TTL 3600
+@ IN SOA ns.optout.test. hostmaster.optout.test. 1 7200 3600 1209600 300
+@ IN NS ns.optout.test.
+ns IN A {OPTOUT_IP}
+www IN A 192.0.2.8
+child IN NS ns.unsigned.test.
+"""
+UNSIGNED_ZONE = f"""\
+$ORIGIN unsigned.test.
+$TTL 3600
+@ IN SOA ns.unsigned.test. hostmaster.unsigned.test. 1 7200 3600 1209600 300
+@ IN NS ns.unsigned.test.
+ns IN A {UNSIGNED_IP}
+www IN A 192.0.2.9
+"""
+UNSIGNED_CHILD = """\
+$ORIGIN child.optout.test.
+$TTL 3600
+@ IN SOA ns.unsigned.test. hostmaster.unsigned.test. 1 7200 3600 1209600 300
+@ IN NS ns.unsigned.test.
+www IN A 192.0.2.10
+"""
+
+
+def _test_zone(ds_lines: str) -> str:
+    return f"""\
+$ORIGIN test.
+$TTL 3600
+@ IN SOA ns.test. hostmaster.test. 1 7200 3600 1209600 300
+@ IN NS ns.test.
+ns IN A {TEST_IP}
+example IN NS ns1.example.test.
+ns1.example IN A {EXAMPLE_IP}
+nsec3 IN NS ns.nsec3.test.
+ns.nsec3 IN A {NSEC3_IP}
+optout IN NS ns.optout.test.
+ns.optout IN A {OPTOUT_IP}
+unsigned IN NS ns.unsigned.test.
+ns.unsigned IN A {UNSIGNED_IP}
+{ds_lines}"""
+
+
+def _root_zone(ds_line: str) -> str:
+    return f"""\
+$ORIGIN .
+$TTL 3600
+. IN SOA a.root. hostmaster.root. 1 7200 3600 1209600 300
+. IN NS a.root.
+a.root. IN A {ROOT_IP}
+test. IN NS ns.test.
+ns.test. IN A {TEST_IP}
+{ds_line}"""
+
+
+@dataclass(frozen=True)
+class SignedWorld:
+    zones: dict[str, SignedZoneData]
+    anchor_text: str
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> SignedWorld:
+    base: Path = tmp_path_factory.mktemp("signed-world")
+    example = sign_zone(base / "example", "example.test.", EXAMPLE, "ECDSAP256SHA256")
+    nsec3 = sign_zone(base / "nsec3", "nsec3.test.", NSEC3_ZONE, "ECDSAP256SHA256",
+                      nsec3=True)
+    optout = sign_zone(base / "optout", "optout.test.", OPTOUT_ZONE, "ED25519", nsec3=True,
+                       opt_out=True)
+    ds_lines = example.ds_text + nsec3.ds_text + optout.ds_text
+    test = sign_zone(base / "test", "test.", _test_zone(ds_lines), "ECDSAP256SHA256")
+    root = sign_zone(base / "root", ".", _root_zone(test.ds_text), "ECDSAP256SHA256")
+    from resolver.dns.wire import parse_records
+    zones = {z.origin: SignedZoneData(z.origin, z.records)
+             for z in (example, nsec3, optout, test, root)}
+    zones["unsigned.test."] = SignedZoneData("unsigned.test.", parse_records(UNSIGNED_ZONE))
+    zones["child.optout.test."] = SignedZoneData("child.optout.test.",
+                                                 parse_records(UNSIGNED_CHILD))
+    return SignedWorld(zones, root.ds_text)
+
+
+@dataclass
+class Rig:
+    service: ResolverService
+    network: SignedNetwork
+    events: list[TraceEvent]
+
+    def resolve(self, name: str, rtype: int = RRType.A, *, cd: bool = False) -> Outcome:
+        return asyncio.run(self.service.resolve(
+            Question(name, rtype), observer=self.events.append, checking_disabled=cd))
+
+    def ask(self, name: str, rtype: int = RRType.A, *, do: bool = True, ad: bool = False,
+            cd: bool = False) -> Message:
+        """A client query through the handler, as a stub sends it."""
+        wire = bytearray(make_query(Question(name, rtype), query_id=4242,
+                                    recursion_desired=True, dnssec_ok=do,
+                                    checking_disabled=cd))
+        if ad:
+            wire[3] |= 0x20
+        handler = QueryHandler(self.service)
+        reply = asyncio.run(handler.handle(bytes(wire), CLIENT))
+        assert reply is not None
+        return decode(reply)
+
+
+def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True) -> Rig:
+    clock = FakeClock()
+    servers = {
+        ROOT_IP: SignedAuthority([world.zones["."]]),
+        TEST_IP: SignedAuthority([world.zones["test."]]),
+        EXAMPLE_IP: SignedAuthority([world.zones["example.test."]]),
+        NSEC3_IP: SignedAuthority([world.zones["nsec3.test."]]),
+        OPTOUT_IP: SignedAuthority([world.zones["optout.test."]]),
+        UNSIGNED_IP: SignedAuthority([world.zones["unsigned.test."],
+                                      world.zones["child.optout.test."]]),
+    }
+    network = SignedNetwork(clock, servers)
+    validation = ValidationSettings(anchors=parse_trust_anchors(world.anchor_text))
+    settings = EngineSettings(validation=validation if validate else None)
+    state = SharedState(cache=RecordCache(CacheSettings(), timer=clock),
+                        selection=ServerSelection(),
+                        root_hints=parse_root_hints(f". 3600000 NS a.root.\n"
+                                                    f"a.root. 3600000 A {ROOT_IP}"))
+    service = ResolverService(settings=settings, state=state, network=network, clock=clock,
+                              rng=random.Random(7), wall_clock=lambda: wall)
+    return Rig(service, network, [])
+
+
+def ede_of(message: Message) -> list[int]:
+    assert message.edns is not None
+    return [struct.unpack("!H", data[:2])[0] for code, data in message.edns.options
+            if code == EDNS_OPTION_EDE]
+
+
+def tamper_www(reply: bytes) -> bytes:
+    """Change the signed address of www.example.test.: its RRSIG no longer verifies."""
+    return reply.replace(WWW_ADDRESS, bytes([192, 0, 2, 99]))
+
+
+# -- positive answers ------------------------------------------------------------------
+
+
+def test_signed_answer_is_secure(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("www.example.test.")
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.SECURE
+    assert [rr.address for rr in outcome.answer] == ["192.0.2.2"]
+    assert any(rr.rtype == RRType.RRSIG for rr in outcome.signatures)
+
+
+def test_upstream_queries_carry_the_do_bit_when_validating(world: SignedWorld) -> None:
+    sent: list[bytes] = []
+    test_rig = rig(world)
+    original = test_rig.network.exchange
+
+    async def recording(query: bytes, *args: object, **kwargs: object) -> bytes:
+        sent.append(query)
+        return await original(query, *args, **kwargs)  # type: ignore[arg-type]
+
+    test_rig.network.exchange = recording  # type: ignore[method-assign]
+    test_rig.resolve("www.example.test.")
+    assert sent and all(decode(q).edns is not None and decode(q).edns.do  # type: ignore[union-attr]
+                        for q in sent)
+
+
+def test_without_validation_queries_have_no_do_bit_and_answers_no_status(
+        world: SignedWorld) -> None:
+    test_rig = rig(world, validate=False)
+    outcome = test_rig.resolve("www.example.test.")
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is None
+    assert not outcome.signatures
+    asked_types = {q.rtype for _, q in test_rig.network.asked}
+    assert RRType.DNSKEY not in asked_types and RRType.DS not in asked_types
+
+
+def test_chain_of_trust_is_traced_from_the_root_down(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.resolve("www.example.test.")
+    steps = [e for e in test_rig.events if isinstance(e, ChainStepChecked)]
+    assert [s.zone for s in steps] == [".", "test.", "example.test."]
+    assert all(s.security == "secure" and s.dnskey_tag is not None for s in steps)
+    assert steps[1].ds_key_tag == steps[1].dnskey_tag  # the DS names the key that signs
+    verdicts = [e for e in test_rig.events if isinstance(e, DataValidated)]
+    assert verdicts[-1].security == "secure" and verdicts[-1].zone == "example.test."
+
+
+def test_trust_is_cached_per_zone(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.resolve("www.example.test.")
+    before = test_rig.network.received.copy()
+    outcome = test_rig.resolve("alias.example.test.")
+    assert outcome.security is Security.SECURE
+    dnskey_queries = [q for _, q in test_rig.network.asked if q.rtype == RRType.DNSKEY]
+    assert len(dnskey_queries) == 3, "one DNSKEY query per zone, none again"
+    assert sum(test_rig.network.received.values()) - sum(before.values()) == 1
+
+
+def test_cname_chain_across_zones_is_secure_when_every_link_is(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("far.example.test.")
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.SECURE
+    assert [rr.rtype for rr in outcome.answer] == [RRType.CNAME, RRType.A]
+
+
+def test_wildcard_expansion_with_nsec_proof_is_secure(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("anything.wild.example.test.", RRType.TXT)
+    assert outcome.security is Security.SECURE
+    assert any(rr.rtype == RRType.NSEC for rr in outcome.denial)
+
+
+def test_wildcard_expansion_with_nsec3_proof_is_secure(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("anything.wild.nsec3.test.", RRType.TXT)
+    assert outcome.security is Security.SECURE
+
+
+def test_wildcard_expansion_without_its_proof_is_bogus(world: SignedWorld) -> None:
+    test_rig = rig(world)
+
+    def strip_authority(reply: bytes) -> bytes:
+        message = decode(reply)
+        if message.question and message.question.rtype == RRType.TXT:
+            from dataclasses import replace
+
+            from resolver.dns.wire import encode
+            return encode(replace(message, authority=()))
+        return reply
+
+    test_rig.network.rewrite[EXAMPLE_IP] = strip_authority
+    outcome = test_rig.resolve("anything.wild.example.test.", RRType.TXT)
+    assert outcome.rcode == Rcode.SERVFAIL and outcome.extended_error is ExtendedError.NSEC_MISSING
+
+
+# -- negative answers -------------------------------------------------------------------
+
+
+def test_nxdomain_proven_by_nsec_is_secure(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("nothere.example.test.")
+    assert outcome.rcode == Rcode.NXDOMAIN and outcome.security is Security.SECURE
+    assert any(rr.rtype == RRType.NSEC for rr in outcome.denial)
+
+
+def test_nodata_proven_by_nsec_is_secure(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("www.example.test.", RRType.AAAA)
+    assert outcome.rcode == Rcode.NOERROR and not outcome.answer
+    assert outcome.security is Security.SECURE
+
+
+def test_nxdomain_proven_by_nsec3_is_secure(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("nothere.nsec3.test.")
+    assert outcome.rcode == Rcode.NXDOMAIN and outcome.security is Security.SECURE
+    assert any(rr.rtype == RRType.NSEC3 for rr in outcome.denial)
+
+
+def test_nodata_proven_by_nsec3_is_secure(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("www.nsec3.test.", RRType.AAAA)
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.SECURE
+
+
+def test_nxdomain_without_its_nsec_is_servfail_with_ede_12(world: SignedWorld) -> None:
+    test_rig = rig(world)
+
+    def drop_nsec(reply: bytes) -> bytes:
+        from dataclasses import replace
+
+        from resolver.dns.wire import encode
+        message = decode(reply)
+        if message.rcode != Rcode.NXDOMAIN:
+            return reply
+        kept = tuple(rr for rr in message.authority if rr.rtype in (RRType.SOA, RRType.RRSIG))
+        return encode(replace(message, authority=kept))
+
+    test_rig.network.rewrite[EXAMPLE_IP] = drop_nsec
+    outcome = test_rig.resolve("nothere.example.test.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert outcome.extended_error is ExtendedError.NSEC_MISSING
+
+
+# -- insecure delegations ------------------------------------------------------------------
+
+
+def test_unsigned_delegation_proven_by_nsec_is_insecure(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    outcome = test_rig.resolve("www.unsigned.test.")
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.INSECURE
+    step = [e for e in test_rig.events if isinstance(e, ChainStepChecked)][-1]
+    assert step.zone == "unsigned.test." and step.security == "insecure"
+
+
+def test_unsigned_delegation_in_an_opt_out_span_is_insecure(world: SignedWorld) -> None:
+    outcome = rig(world).resolve("www.child.optout.test.")
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.INSECURE
+
+
+def test_delegation_whose_ds_denial_is_missing_is_bogus(world: SignedWorld) -> None:
+    test_rig = rig(world)
+
+    def drop_proof(reply: bytes) -> bytes:
+        from dataclasses import replace
+
+        from resolver.dns.wire import encode
+        message = decode(reply)
+        kept = tuple(rr for rr in message.authority
+                     if rr.rtype not in (RRType.NSEC, RRType.RRSIG))
+        return encode(replace(message, authority=kept))
+
+    test_rig.network.rewrite[TEST_IP] = drop_proof
+    outcome = test_rig.resolve("www.unsigned.test.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert outcome.failure is FailureKind.DNSSEC_BOGUS
+
+
+# -- bogus data ------------------------------------------------------------------------------
+
+
+def test_bogus_signature_is_servfail_with_ede_6(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    outcome = test_rig.resolve("www.example.test.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert outcome.extended_error is ExtendedError.DNSSEC_BOGUS
+    assert "example.test." in outcome.reason
+
+
+def test_bogus_answer_is_asked_again_a_bounded_number_of_times(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    test_rig.resolve("www.example.test.")
+    asked = [q for _, q in test_rig.network.asked if q == Question("www.example.test.", 1)]
+    # One server only: asked once, then no other server is left to try.
+    assert 1 <= len(asked) <= 1 + ValidationSettings(anchors=parse_trust_anchors(
+        world.anchor_text)).max_bogus_retries
+
+
+def test_bogus_failure_is_remembered_for_val_bogus_ttl(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    test_rig.resolve("www.example.test.")
+    del test_rig.network.rewrite[EXAMPLE_IP]
+    count = sum(test_rig.network.received.values())
+    again = test_rig.resolve("www.example.test.")
+    assert again.rcode == Rcode.SERVFAIL and sum(test_rig.network.received.values()) == count
+    test_rig.network.clock.advance(61)
+    assert test_rig.resolve("www.example.test.").security is Security.SECURE
+
+
+def test_bogus_data_is_never_cached(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    test_rig.resolve("www.example.test.")
+    assert test_rig.service.state.cache.rrset("www.example.test.", RRType.A) is None
+
+
+def test_expired_signature_is_servfail_with_ede_7(world: SignedWorld) -> None:
+    outcome = rig(world, wall=EXPIRATION_EPOCH + 86400).resolve("www.example.test.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert outcome.extended_error is ExtendedError.SIGNATURE_EXPIRED
+
+
+def test_signature_not_yet_valid_is_servfail_with_ede_8(world: SignedWorld) -> None:
+    outcome = rig(world, wall=INCEPTION_EPOCH - 86400).resolve("www.example.test.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert outcome.extended_error is ExtendedError.SIGNATURE_NOT_YET_VALID
+
+
+def test_missing_rrsig_in_a_signed_zone_is_servfail_with_ede_10(world: SignedWorld) -> None:
+    test_rig = rig(world)
+
+    def drop_rrsigs(reply: bytes) -> bytes:
+        from dataclasses import replace
+
+        from resolver.dns.wire import encode
+        message = decode(reply)
+        if message.question and message.question.rtype == RRType.A:
+            return encode(replace(message, answer=tuple(
+                rr for rr in message.answer if rr.rtype != RRType.RRSIG)))
+        return reply
+
+    test_rig.network.rewrite[EXAMPLE_IP] = drop_rrsigs
+    outcome = test_rig.resolve("www.example.test.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert outcome.extended_error is ExtendedError.RRSIGS_MISSING
+
+
+# -- client semantics (handler) -------------------------------------------------------------
+
+
+def test_secure_answer_has_ad_for_a_do_client(world: SignedWorld) -> None:
+    reply = rig(world).ask("www.example.test.", do=True)
+    assert reply.rcode == Rcode.NOERROR and reply.ad
+    assert any(rr.rtype == RRType.RRSIG for rr in reply.answer), "RFC 4035 §3.2.1"
+
+
+def test_secure_answer_has_ad_for_an_ad_client_without_do(world: SignedWorld) -> None:
+    reply = rig(world).ask("www.example.test.", do=False, ad=True)
+    assert reply.ad
+    assert all(rr.rtype != RRType.RRSIG for rr in reply.answer)
+
+
+def test_secure_answer_has_no_ad_for_a_client_without_do_or_ad(world: SignedWorld) -> None:
+    reply = rig(world).ask("www.example.test.", do=False, ad=False)
+    assert reply.rcode == Rcode.NOERROR and not reply.ad
+
+
+def test_insecure_answer_has_no_ad(world: SignedWorld) -> None:
+    reply = rig(world).ask("www.unsigned.test.", do=True)
+    assert reply.rcode == Rcode.NOERROR and not reply.ad and reply.answer
+
+
+def test_secure_nxdomain_gives_a_do_client_the_nsec_proof(world: SignedWorld) -> None:
+    reply = rig(world).ask("nothere.example.test.", do=True)
+    assert reply.rcode == Rcode.NXDOMAIN and reply.ad
+    assert {RRType.SOA, RRType.NSEC, RRType.RRSIG} <= {rr.rtype for rr in reply.authority}
+
+
+def test_bogus_answer_is_servfail_with_ede_6_for_the_client(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    reply = test_rig.ask("www.example.test.")
+    assert reply.rcode == Rcode.SERVFAIL and ede_of(reply) == [ExtendedError.DNSSEC_BOGUS]
+
+
+def test_cd_client_gets_bogus_data_unvalidated(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    assert test_rig.ask("www.example.test.").rcode == Rcode.SERVFAIL
+    reply = test_rig.ask("www.example.test.", cd=True)
+    assert reply.rcode == Rcode.NOERROR and not reply.ad and reply.cd
+    assert [rr.address for rr in reply.answer if rr.rtype == RRType.A] == ["192.0.2.99"]
+
+
+def test_cached_secure_answer_keeps_ad_and_rrsigs(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.ask("www.example.test.")
+    count = sum(test_rig.network.received.values())
+    handler_reply = test_rig.ask("www.example.test.")  # a new handler: from the record cache
+    assert sum(test_rig.network.received.values()) == count
+    assert handler_reply.ad and any(rr.rtype == RRType.RRSIG for rr in handler_reply.answer)
+
+
+def test_answer_cache_keys_replies_by_ad_and_do(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    handler = QueryHandler(test_rig.service)
+
+    def ask(do: bool, ad: bool) -> Message:
+        wire = bytearray(make_query(Question("www.example.test.", RRType.A), query_id=1,
+                                    recursion_desired=True, dnssec_ok=do))
+        if ad:
+            wire[3] |= 0x20
+        reply = asyncio.run(handler.handle(bytes(wire), CLIENT))
+        assert reply is not None
+        return decode(reply)
+
+    assert ask(do=True, ad=False).ad
+    assert not ask(do=False, ad=False).ad
+    assert ask(do=False, ad=True).ad
+    plain = ask(do=False, ad=False)
+    assert not plain.ad and all(rr.rtype != RRType.RRSIG for rr in plain.answer)
+    assert any(rr.rtype == RRType.RRSIG for rr in ask(do=True, ad=False).answer)
+
+
+def test_trace_shows_each_link_of_the_chain_and_the_verdict(world: SignedWorld) -> None:
+    from resolver.cli.trace_render import TraceRenderer
+
+    test_rig = rig(world)
+    test_rig.resolve("www.example.test.")
+    renderer = TraceRenderer(explain=True)
+    text = "\n".join(line for event in test_rig.events for line in renderer.render(event))
+    for zone in (".", "test.", "example.test."):
+        assert re.search(rf"chain of trust {re.escape(zone)} DS \d+/digest 2 -> DNSKEY \d+ "
+                         r"alg 13: secure", text), text
+    assert "DNSSEC www.example.test. A signed by example.test.: secure" in text
+
+
+def test_trace_names_the_broken_link_of_a_bogus_chain(world: SignedWorld) -> None:
+    from resolver.cli.trace_render import TraceRenderer
+
+    test_rig = rig(world, wall=EXPIRATION_EPOCH + 86400)
+    test_rig.resolve("www.example.test.")
+    renderer = TraceRenderer()
+    text = "\n".join(line for event in test_rig.events for line in renderer.render(event))
+    assert re.search(r"chain of trust \. DS \d+/digest 2 -> DNSKEY \d+ alg 13: bogus EDE 7",
+                     text), text
