@@ -1,0 +1,186 @@
+"""Fetching the chain of trust (RFC 4035 §5): DS from the parent, DNSKEY from the zone.
+
+With validation on, `_validated` judges a reply's data with the keys of the zone that
+signed it; `_zone_trust` finds those keys from the trust anchor down, each link fetched
+with sub-resolutions (as name-server addresses are) and kept in the shared `TrustCache`.
+The judgement itself is pure: resolver.engine.validation and resolver.dnssec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import replace
+
+from resolver.dns import names
+from resolver.dns.extended_errors import ExtendedError
+from resolver.dns.wire import (
+    Question,
+    Rcode,
+    Record,
+    RRType,
+    type_name,
+)
+from resolver.dnssec.security import Failure as DnssecFailure
+from resolver.dnssec.security import Security, Verdict
+from resolver.engine.admission import rrsets
+from resolver.engine.classify import (
+    Classified,
+    covered_type,
+)
+from resolver.engine.events import (
+    ChainStepChecked,
+    DataValidated,
+    Outcome,
+    SendQuery,
+)
+from resolver.engine.failure import Failure, FailureKind
+from resolver.engine.resolution_core import Reply, ResolutionCore, log
+from resolver.engine.settings import ValidationSettings
+from resolver.engine.validation import (
+    ZoneTrust,
+    anchored_trust,
+    check_data,
+    signer_of,
+    zone_trust_below,
+    zones_needed,
+)
+
+
+class TrustFetching(ResolutionCore):
+    """The DNSSEC part of a resolution: trust fetched and data judged."""
+
+
+    # -- DNSSEC validation (RFC 4035 §5) -------------------------------------------
+
+    def _wall_now(self) -> int:
+        """Epoch seconds now: the start's wall time plus the monotonic time since."""
+        return int(self.wall_time + (self.now - self.started))
+
+    def _validated(
+        self, question: Question, classified: Classified, zone_hint: str, depth: int
+    ) -> Generator[SendQuery, Reply, Classified]:
+        """`classified` with its security status: the trust of each zone that signed
+        it fetched (or taken from the trust cache), then its signatures and proofs checked."""
+        assert self._dnssec is not None
+        trusts: dict[str, ZoneTrust] = {}
+        for zone in zones_needed(question.name, classified, zone_hint):
+            trusts[zone] = yield from self._zone_trust(zone, depth)
+        verdict = check_data(question.name, question.rtype, classified,
+                             lambda zone: trusts[zone], zone_hint, self._wall_now(),
+                             iterations_limit=self._dnssec.nsec3_iterations_limit)
+        if self._observer is not None:
+            self._emit(DataValidated(
+                depth=depth, at_s=self._at_s(), qname=question.name,
+                qtype=type_name(question.rtype), zone=verdict.zone,
+                security=verdict.security.value,
+                ede=int(verdict.ede_code) if verdict.ede_code is not None else None,
+                detail=verdict.detail))
+        return replace(classified, security=verdict.security, verdict=verdict)
+
+    def _store_verdict(self, question: Question, validated: Classified) -> None:
+        """Keep the status of cached data just validated (bogus data leaves the cache)."""
+        if validated.security is Security.BOGUS:
+            self.cache.flush(question.name, rtype=question.rtype)
+            return
+        for rrset in rrsets(validated.answer):
+            rank = self.cache.rank_of(rrset[0].name, rrset[0].rtype, rrset[0].rclass)
+            if rank is not None:
+                sigs = tuple(rr for rr in validated.signatures if rr.name == rrset[0].name
+                             and covered_type(rr) == rrset[0].rtype)
+                self.cache.store_rrset(rrset, rank, security=validated.security, rrsigs=sigs)
+
+    def _bogus_failure(self, question: Question, bogus: Classified) -> Failure:
+        """The SERVFAIL of bogus data, logged with the zone and the reason (RFC 4035 §5.5)."""
+        verdict = bogus.verdict
+        assert verdict is not None
+        reason = f"DNSSEC bogus in zone {verdict.zone}: {verdict.detail}"
+        log.warning("validation failed for %s %s: %s", question.name,
+                    type_name(question.rtype), reason)
+        return Failure(FailureKind.DNSSEC_BOGUS, reason,
+                       verdict.ede_code or ExtendedError.DNSSEC_BOGUS)
+
+    def _zone_trust(self, zone: str, depth: int) -> Generator[SendQuery, Reply, ZoneTrust]:
+        """The trust of `zone` (RFC 4035 §5.2): from the trust anchor down, each zone's
+        DS from its parent and DNSKEY from itself, fetched by sub-resolutions."""
+        settings = self._dnssec
+        assert settings is not None
+        cached = self.state.trust.get(zone, self.now)
+        if cached is not None:
+            return cached
+        anchors = settings.anchors
+        anchor = anchors.closest_to(zone)
+        if anchor is None:
+            return ZoneTrust(zone, Verdict.insecure(None, zone, "no trust anchor above it"),
+                             (), (), settings.max_trust_ttl_s)
+        if zone in self._trust_active:  # a chain that comes back to itself
+            return ZoneTrust(zone, Verdict.bogus(DnssecFailure.DNSSEC_BOGUS, zone,
+                                                 "chain of trust loops"), (), (), 0)
+        self._trust_active.add(zone)
+        try:
+            trust = yield from self._fetch_trust(zone, anchor, depth, settings)
+        finally:
+            self._trust_active.discard(zone)
+        self.state.trust.put(trust, self.now)
+        if self._observer is not None and trust.steps:
+            step = trust.steps[-1]
+            self._emit(ChainStepChecked(
+                depth=depth + 1, at_s=self._at_s(), zone=step.zone,
+                ds_key_tag=step.ds_key_tag, ds_digest_type=step.ds_digest_type,
+                dnskey_tag=step.dnskey_tag, algorithm=step.algorithm,
+                security=step.verdict.security.value,
+                ede=int(step.verdict.ede_code) if step.verdict.ede_code is not None else None,
+                detail=step.verdict.detail))
+        if trust.security is Security.BOGUS:
+            log.warning("DNSSEC: the keys of %s are bogus: %s", zone, trust.verdict.detail)
+        return trust
+
+    def _fetch_trust(self, zone: str, anchor: str, depth: int,
+                     settings: ValidationSettings) -> Generator[SendQuery, Reply, ZoneTrust]:
+        now = self._wall_now()
+        ttls = {"bogus_ttl_s": settings.bogus_ttl_s, "max_ttl_s": settings.max_trust_ttl_s}
+        if zone == anchor:
+            keys = yield from self._resolve(Question(zone, RRType.DNSKEY), depth + 1,
+                                            f"DNSKEY of {zone} (trust anchor)")
+            return anchored_trust(zone, _of_type(keys.answer, zone, RRType.DNSKEY),
+                                  keys.signatures, settings.anchors.ds_for(zone),
+                                  settings.anchors.dnskeys_for(zone), now, **ttls)
+        ds_outcome = yield from self._resolve(Question(zone, RRType.DS), depth + 1,
+                                              f"DS of {zone}")
+        ds = _of_type(ds_outcome.answer, zone, RRType.DS)
+        parent_zone = self._parent_zone(zone, anchor, ds_outcome)
+        parent = yield from self._zone_trust(parent_zone, depth)
+        if not parent.verdict.is_secure:
+            return ZoneTrust(zone, parent.verdict, (), parent.steps, parent.ttl_s)
+        if ds_outcome.rcode == Rcode.SERVFAIL:
+            return ZoneTrust(zone, Verdict.bogus(DnssecFailure.DNSKEY_MISSING, zone,
+                                                 f"no DS RRset for {zone}: {ds_outcome.reason}"),
+                             (), parent.steps, settings.bogus_ttl_s)
+        dnskeys: tuple[Record, ...] = ()
+        dnskey_sigs: tuple[Record, ...] = ()
+        if ds:
+            keys = yield from self._resolve(Question(zone, RRType.DNSKEY), depth + 1,
+                                            f"DNSKEY of {zone}")
+            dnskeys = tuple(_of_type(keys.answer, zone, RRType.DNSKEY))
+            dnskey_sigs = keys.signatures
+        return zone_trust_below(
+            parent, zone, ds, [rr for rr in ds_outcome.signatures if rr.name == zone],
+            ds_outcome.denial, dnskeys, dnskey_sigs, now,
+            iterations_limit=settings.nsec3_iterations_limit, **ttls)
+
+    def _parent_zone(self, zone: str, anchor: str, ds_outcome: Outcome) -> str:
+        """The zone above `zone` that answered for its DS: the DS's signer, else the SOA
+        of the negative answer, else the closest cut above it, bounded by the anchor."""
+        candidates = [signer_of(ds_outcome.signatures, zone)]
+        candidates += [rr.name for rr in ds_outcome.authority if rr.rtype == RRType.SOA]
+        cut = self.cache.closest_delegation(names.parent(zone))
+        candidates.append(cut.zone if cut is not None else None)
+        for candidate in candidates:
+            if (candidate is not None and candidate != zone
+                    and names.is_subdomain(zone, candidate)
+                    and names.is_subdomain(candidate, anchor)):
+                return candidate
+        return anchor
+
+
+def _of_type(records: tuple[Record, ...], name: str, rtype: int) -> list[Record]:
+    return [rr for rr in records if rr.name == name and rr.rtype == rtype]
