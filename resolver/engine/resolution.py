@@ -85,6 +85,7 @@ from resolver.engine.network import (
     server_from_spec,
 )
 from resolver.engine.resolution_core import OutOfBudget, Reply, SharedState
+from resolver.engine.scrub import ScrubbedReply
 from resolver.engine.server_asking import ServerAsking
 from resolver.engine.settings import EngineSettings, ValidationSettings
 from resolver.engine.trust_fetching import TrustFetching
@@ -215,17 +216,9 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
     def _resolve_chain(
         self, question: Question, depth: int, validate: bool = False
     ) -> Generator[SendQuery, Reply, Outcome]:
-        failure = self.cache.failure(question)
-        if failure is not None and failure.kind is FailureKind.DNSSEC_BOGUS and (
-                not self._validating):
-            failure = None  # CD=1: the client takes the data unchecked (RFC 4035 §3.2.2)
-        if failure is not None:
-            if self._observer is not None:
-                self._emit(CacheAnswered(
-                    depth=depth, at_s=self._at_s(), qname=question.name,
-                    qtype=type_name(question.rtype), what="failure", ttl=0))
-            return _servfail(Failure(failure.kind, f"recently failed: {failure.reason}",
-                                     failure.extended_error))
+        remembered = self._remembered_failure(question, depth)
+        if remembered is not None:
+            return remembered
         chain: list[Record] = []
         signatures: list[Record] = []
         denial: list[Record] = []
@@ -271,26 +264,8 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
             if result.kind is ResponseKind.YXDOMAIN:
                 return Outcome(rcode=Rcode.YXDOMAIN, answer=tuple(chain))
             if result.kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
-                rcode = Rcode.NXDOMAIN if result.kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
-                # RFC 2308 §3: the SOA of a negative answer lives for min(TTL, MINIMUM).
-                soa = result.soa
-                authority: tuple[Record, ...] = ()
-                if soa is not None:
-                    settings = self.cache.settings
-                    ttl = min(soa.ttl, soa.soa_minimum, settings.max_negative_ttl_s)
-                    if cached is None:  # fresh: as the cache keeps it (cache-min-negative-ttl)
-                        ttl = max(ttl, settings.min_negative_ttl_s)
-                    authority = (soa.with_ttl(ttl),)
-                    over_soa = [rr for rr in signatures
-                                if rr.name == soa.name and rr.rtype == RRType.RRSIG
-                                and covered_type(rr) == RRType.SOA]
-                    # The SOA's RRSIGs go with it into the authority section, same TTL.
-                    denial = [rr.with_ttl(ttl) for rr in over_soa] + [
-                        rr for rr in denial if rr not in over_soa]
-                    signatures = [rr for rr in signatures if rr not in over_soa]
-                return Outcome(rcode=rcode, answer=tuple(chain), authority=authority,
-                               security=security, signatures=tuple(signatures),
-                               denial=tuple(denial))
+                return self._negative_outcome(result, chain, signatures, denial, security,
+                                              fresh=cached is None)
             assert result.target is not None
             if result.target in seen:
                 loop = Failure(FailureKind.CNAME_LOOP, f"CNAME loop at {result.target}")
@@ -303,6 +278,46 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
             current = Question(result.target, question.rtype, question.rclass)
         return _servfail(Failure(FailureKind.WORK_LIMIT,
                                  f"CNAME chain longer than {self.limits.max_cname_chain}"), chain)
+
+    def _remembered_failure(self, question: Question, depth: int) -> Outcome | None:
+        """A recent failure of `question`, answered again at once (RFC 9520 §3.2)."""
+        failure = self.cache.failure(question)
+        if failure is not None and failure.kind is FailureKind.DNSSEC_BOGUS and (
+                not self._validating):
+            failure = None  # CD=1: the client takes the data unchecked (RFC 4035 §3.2.2)
+        if failure is None:
+            return None
+        if self._observer is not None:
+            self._emit(CacheAnswered(
+                depth=depth, at_s=self._at_s(), qname=question.name,
+                qtype=type_name(question.rtype), what="failure", ttl=0))
+        return _servfail(Failure(failure.kind, f"recently failed: {failure.reason}",
+                                 failure.extended_error))
+
+    def _negative_outcome(
+        self, result: Classified, chain: list[Record], signatures: list[Record],
+        denial: list[Record], security: Security | None, *, fresh: bool,
+    ) -> Outcome:
+        """NXDOMAIN or NODATA at the end of `chain`, with its SOA (RFC 2308 §3: it lives for
+        min(TTL, MINIMUM)) and, for DNSSEC, the SOA's RRSIGs beside it."""
+        rcode = Rcode.NXDOMAIN if result.kind is ResponseKind.NXDOMAIN else Rcode.NOERROR
+        soa = result.soa
+        authority: tuple[Record, ...] = ()
+        if soa is not None:
+            settings = self.cache.settings
+            ttl = min(soa.ttl, soa.soa_minimum, settings.max_negative_ttl_s)
+            if fresh:  # as the cache keeps it (cache-min-negative-ttl)
+                ttl = max(ttl, settings.min_negative_ttl_s)
+            authority = (soa.with_ttl(ttl),)
+            over_soa = [rr for rr in signatures
+                        if rr.name == soa.name and rr.rtype == RRType.RRSIG
+                        and covered_type(rr) == RRType.SOA]
+            # The SOA's RRSIGs go with it into the authority section, same TTL.
+            denial = [rr.with_ttl(ttl) for rr in over_soa] + [
+                rr for rr in denial if rr not in over_soa]
+            signatures = [rr for rr in signatures if rr not in over_soa]
+        return Outcome(rcode=rcode, answer=tuple(chain), authority=authority,
+                       security=security, signatures=tuple(signatures), denial=tuple(denial))
 
     def _as_cached(self, chain: list[Record]) -> tuple[Record, ...] | None:
         """`chain` with the TTLs the cache keeps, if any is shorter (None: all the same)."""
@@ -408,21 +423,8 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
     ) -> Generator[SendQuery, Reply, Classified | Failure]:
         """Ask the closest zone cut and follow referrals down (RFC 1034 §5.3.3 step 2-4)."""
         is_ds = question.rtype == RRType.DS and question.name != names.ROOT
-        # RFC 4035 §3.1.4.1: a DS record lives on the parent side of the zone cut.
-        cut = yield from self._start_cut(
-            names.parent(question.name) if is_ds else question.name, depth
-        )
-        relocated = False
-        if is_ds and cut.zone != names.parent(question.name):
-            # Only the parent's own servers can tell; find them first (Unbound's DS locate).
-            relocated = True
-            parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
-            if parent_cut is not None and names.is_subdomain(parent_cut.zone, cut.zone):
-                cut = parent_cut
-        if self._observer is not None:
-            self._emit(ZoneCutChosen(
-                depth=depth, at_s=self._at_s(), zone=cut.zone, source=cut.source,
-                nameservers=tuple(cut.names())))
+        cut, relocated = yield from self._first_cut(question, depth, is_ds)
+        self._announce_cut(cut, depth)
         qmin = Minimiser(
             enabled=self.settings.qname_minimisation and not is_ds,
             qtype=self.settings.qname_minimisation_qtype,
@@ -448,10 +450,7 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 if fallback is None:
                     return result
                 cut = fallback
-                if self._observer is not None:
-                    self._emit(ZoneCutChosen(
-                        depth=depth, at_s=self._at_s(), zone=cut.zone, source=cut.source,
-                        nameservers=tuple(cut.names())))
+                self._announce_cut(cut, depth)
                 continue
             reply, classified = result
             if is_ds and from_child_side(question, classified) and not relocated:
@@ -460,10 +459,7 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
                 if parent_cut is not None and parent_cut.zone != cut.zone:
                     cut = parent_cut
-                    if self._observer is not None:
-                        self._emit(ZoneCutChosen(
-                            depth=depth, at_s=self._at_s(), zone=cut.zone, source=cut.source,
-                            nameservers=tuple(cut.names())))
+                    self._announce_cut(cut, depth)
                     continue
             if is_ds and classified.kind is ResponseKind.REFERRAL and (
                 classified.delegation is not None and classified.delegation.zone == question.name
@@ -482,17 +478,10 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                     return bogus
             admit(self.cache, reply, classified, cut, asked)
             if asked != question and classified.kind is not ResponseKind.REFERRAL:
-                found = zone_in_answer(asked, classified, reply)
-                if found is not None:  # the minimised name is a zone apex
-                    glue = glue_answering(question, found, reply)
-                    if glue and depth > 0:
-                        return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
-                    cut = found
-                    qmin.new_cut()
-                elif classified.kind in (ResponseKind.NODATA, ResponseKind.ANSWER):
-                    qmin.deeper()  # an empty non-terminal or a name without a cut: go on
-                else:
-                    qmin.stop()  # NXDOMAIN or CNAME for a part of the name: ask in full
+                step = self._after_minimised(question, asked, classified, reply, qmin, depth)
+                if isinstance(step, Classified):
+                    return step
+                cut = step or cut
                 continue
             if classified.kind is not ResponseKind.REFERRAL:
                 return classified
@@ -513,6 +502,48 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 # Looking up a name server's address and the referral carries it as glue.
                 return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
         return Failure(FailureKind.WORK_LIMIT, f"more than {self.limits.max_referrals} referrals")
+
+    def _first_cut(
+        self, question: Question, depth: int, is_ds: bool
+    ) -> Generator[SendQuery, Reply, tuple[Delegation, bool]]:
+        """The cut to start from, and whether a DS question was already moved to the
+        parent's servers (RFC 4035 §3.1.4.1: a DS record lives on the parent side)."""
+        cut = yield from self._start_cut(
+            names.parent(question.name) if is_ds else question.name, depth
+        )
+        if not is_ds or cut.zone == names.parent(question.name):
+            return cut, False
+        # Only the parent's own servers can tell; find them first (Unbound's DS locate).
+        parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
+        if parent_cut is not None and names.is_subdomain(parent_cut.zone, cut.zone):
+            cut = parent_cut
+        return cut, True
+
+    def _announce_cut(self, cut: Delegation, depth: int) -> None:
+        if self._observer is not None:
+            self._emit(ZoneCutChosen(
+                depth=depth, at_s=self._at_s(), zone=cut.zone, source=cut.source,
+                nameservers=tuple(cut.names())))
+
+    def _after_minimised(
+        self, question: Question, asked: Question, classified: Classified,
+        reply: ScrubbedReply, qmin: Minimiser, depth: int,
+    ) -> Classified | Delegation | None:
+        """What the answer to a minimised question means for the walk (RFC 9156 §3): a
+        new zone cut (an NS answer: the name is a zone apex), the glue that answers a
+        name-server lookup at once, or None to go on from the same cut."""
+        found = zone_in_answer(asked, classified, reply)
+        if found is not None:  # the minimised name is a zone apex
+            glue = glue_answering(question, found, reply)
+            if glue and depth > 0:
+                return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
+            qmin.new_cut()
+            return found
+        if classified.kind in (ResponseKind.NODATA, ResponseKind.ANSWER):
+            qmin.deeper()  # an empty non-terminal or a name without a cut: go on
+        else:
+            qmin.stop()  # NXDOMAIN or CNAME for a part of the name: ask in full
+        return None
 
     def _exists_without_cut(self, asked: Question) -> bool:
         """The cache shows data or a NODATA for a minimised name: it exists, and (as the

@@ -319,16 +319,7 @@ class ServerAsking(ResolutionCore):
             # RFC 4035 §4.1: a validating resolver sets DO to get RRSIG, NSEC and DS.
             dnssec_ok=self._dnssec is not None and style.edns,
         )
-        rto = self.selection.timeout_for(server.address, first_s=self.limits.first_timeout_s,
-                                         max_s=self.limits.max_timeout_s)
-        if cut.recursion_desired:  # a forwarder may have to recurse first: no tighter than usual
-            rto = max(rto, self.limits.first_timeout_s)
-        # The back-off per retry lives in the server selection (RFC 6298 §5.5).
-        timeout_s = min(
-            rto,
-            self.limits.max_timeout_s,
-            max(0.05, self.limits.resolution_budget_s - (self.now - self.started)),
-        )
+        timeout_s = self._timeout_for(cut, server)
         self._token += 1
         self.queries_sent += 1
         self._sent_at = self.now
@@ -350,16 +341,7 @@ class ServerAsking(ResolutionCore):
             self.selection.record_timeout(server.address, timeout_s, self.now)
             return self._failed(depth, server, f"timeout after {round(timeout_s * 1000)} ms")
         if isinstance(outcome, UpstreamError):
-            self.selection.record_lame(server.address, cut.zone, self.now)
-            if (is_ipv6(server.address)
-                    and outcome.problem is TransportProblem.NETWORK_UNREACHABLE):
-                self.selection.record_ipv6_unreachable(self.now)
-            failed = self._failed(depth, server, f"transport error: {outcome}")
-            if outcome.problem is TransportProblem.OTHER:
-                return failed
-            # Nobody listens there, or no route: asking again in a few ms changes nothing.
-            self.selection.record_unreachable(server.address, self.now)
-            return _Unreachable(failed.kind, failed.reason)
+            return self._transport_failed(cut, server, outcome, depth)
         try:
             reply = decode(outcome, max_records=self.limits.max_records_per_reply)
         except MalformedMessage as exc:
@@ -378,6 +360,33 @@ class ServerAsking(ResolutionCore):
                                       f"{server.ns_name} ({server.address}) ignores 0x20 case")
         self.selection.record_rtt(server.address, self.now - self._sent_at)
         return reply
+
+    def _timeout_for(self, cut: Delegation, server: Candidate) -> float:
+        """How long to wait for this server: its RTO (RFC 6298 §2; the back-off per retry
+        lives in the server selection, §5.5), within the resolution's budget."""
+        rto = self.selection.timeout_for(server.address, first_s=self.limits.first_timeout_s,
+                                         max_s=self.limits.max_timeout_s)
+        if cut.recursion_desired:  # a forwarder may have to recurse first: no tighter than usual
+            rto = max(rto, self.limits.first_timeout_s)
+        return min(
+            rto,
+            self.limits.max_timeout_s,
+            max(0.05, self.limits.resolution_budget_s - (self.now - self.started)),
+        )
+
+    def _transport_failed(
+        self, cut: Delegation, server: Candidate, error: UpstreamError, depth: int
+    ) -> Failure:
+        """An exchange that failed at once: remember what it says about the server."""
+        self.selection.record_lame(server.address, cut.zone, self.now)
+        if is_ipv6(server.address) and error.problem is TransportProblem.NETWORK_UNREACHABLE:
+            self.selection.record_ipv6_unreachable(self.now)
+        failed = self._failed(depth, server, f"transport error: {error}")
+        if error.problem is TransportProblem.OTHER:
+            return failed
+        # Nobody listens there, or no route: asking again in a few ms changes nothing.
+        self.selection.record_unreachable(server.address, self.now)
+        return _Unreachable(failed.kind, failed.reason)
 
     def _failed(self, depth: int, server: Candidate, error: str) -> Failure:
         if self._observer is not None:
