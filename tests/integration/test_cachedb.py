@@ -193,6 +193,30 @@ def test_rediss_with_a_password_and_a_throwaway_ca_shares_the_cache(
     assert all("s3cret" not in log for log in logs)
 
 
+def test_workers_of_one_service_share_the_cache_through_redis(
+    lab: RunningLab, short_dir: Path, redis_server: RunningRedis
+) -> None:
+    """A resolves; a --workers 2 service started later answers from Redis in whichever
+    worker gets the query: the TTL shows the age, which a fresh resolution would not."""
+    shared = ("--cachedb", redis_server.url)
+    a = start_resolver(lab, *shared, "--control-socket", str(short_dir / "a.sock"))
+    try:
+        ttl_a, address = dig_a(a)
+        wait_for_keys(redis_server, 1)
+    finally:
+        stop_and_read(a)
+    time.sleep(2.1)
+    workers = start_resolver(lab, *shared, "--workers", "2",
+                             "--control-socket", str(short_dir / "w.sock"))
+    try:
+        for _ in range(4):  # new source ports: the kernel spreads the queries
+            ttl, address_w = dig_a(workers)
+            assert address_w == address and ttl <= ttl_a - 2
+    finally:
+        log = stop_and_read(workers)
+    assert "Traceback" not in log
+
+
 def test_a_bad_cachedb_url_stops_serve_with_one_line(lab: RunningLab) -> None:
     from tests.integration.conftest import RESOLVER
 
