@@ -187,6 +187,8 @@ async def serve(
     keeper = _cache_file_keeper(app, config, worker_index)
     if keeper is not None:
         keeper.load()  # before the listener answers: the first clients see the old cache
+    if app.handler.cachedb is not None:  # connected before the first client asks
+        await app.handler.cachedb.warm_up(timeout_s=2.0)
     listener = Listener(
         app.handler,
         [(addr.ip, addr.port) for addr in config.listen],

@@ -16,6 +16,7 @@ import ipaddress
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from resolver.server.metrics import Family, Histogram, Metrics, Sample, gauge
@@ -34,6 +35,8 @@ DEFAULT_PORT = 6379
 CONNECT_TIMEOUT_S = 1.0
 #: A command whose reply has not come within this long fails the connection.
 SOCKET_TIMEOUT_S = 2.0
+#: Connections to Redis at once, per process.
+MAX_CONNECTIONS = 32
 #: Read latency buckets, in seconds: loopback is well under a millisecond.
 READ_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
@@ -90,16 +93,25 @@ class RedisReplyStore:
 
     def __init__(self, url: CacheDbUrl, *, tls_ca_file: str | None = None) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.connection import BlockingConnectionPool, Connection, SSLConnection
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
         self.description = str(url)
-        self._client = aioredis.Redis(
+        tls: dict[str, Any] = {"ssl_ca_certs": tls_ca_file} if url.tls else {}
+        # A bounded pool: a burst of misses waits for a connection (within its budget)
+        # instead of opening hundreds of them.
+        pool = BlockingConnectionPool(
+            max_connections=MAX_CONNECTIONS, timeout=SOCKET_TIMEOUT_S,
+            connection_class=SSLConnection if url.tls else Connection,
             host=url.host, port=url.port, db=url.db, username=url.username,
-            password=url.password, ssl=url.tls, ssl_ca_certs=tls_ca_file,
+            password=url.password,
             socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),  # the breaker retries, not every query
+            **tls,
         )
+        self._pool = pool
+        self._client = aioredis.Redis(connection_pool=pool)
 
     async def get(self, key: str) -> bytes | None:
         value = await self._client.get(key)
@@ -116,6 +128,7 @@ class RedisReplyStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+        await self._pool.disconnect()  # a pool handed to the client is not closed by it
 
 
 def start_cachedb(settings: CacheDbSettings, *, stale_window_s: int,

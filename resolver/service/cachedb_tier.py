@@ -29,6 +29,7 @@ from typing import Protocol
 
 from resolver.dnssec.security import Security
 from resolver.service.cachedb import (
+    KEY_PREFIX,
     ReplyVariant,
     cachedb_key,
     decode_stored,
@@ -150,8 +151,12 @@ class CacheDbTier:
             return ReadResult.SKIPPED, None
         key = cachedb_key(self._secret, question, variant)
         started = self._monotonic()
+        # Shielded: a read past its budget goes on to its end (bounded by the client's socket
+        # timeout), so the connection it runs on stays usable instead of being torn down.
+        pending = asyncio.ensure_future(self.store.get(key))
+        pending.add_done_callback(_consume_outcome)
         try:
-            value = await asyncio.wait_for(self.store.get(key), self._budget_s)
+            value = await asyncio.wait_for(asyncio.shield(pending), self._budget_s)
         except TimeoutError:
             self._failed(f"no answer within {self.settings.read_budget_ms:g} ms")
             return ReadResult.TIMEOUT, None
@@ -196,6 +201,19 @@ class CacheDbTier:
         except asyncio.QueueFull:
             return WriteResult.DROPPED
         return WriteResult.QUEUED
+
+    async def warm_up(self, timeout_s: float) -> bool:
+        """Open a connection before the first client needs one (a connection, TLS above all,
+        takes longer than a read's budget). False if the store did not answer: the breaker
+        counts it, and the log says so once it opens."""
+        try:
+            await asyncio.wait_for(self.store.get(KEY_PREFIX + "warm-up"), timeout_s)
+        except Exception as exc:
+            self._failed(_describe(exc) if not isinstance(exc, TimeoutError)
+                         else f"no answer within {timeout_s:g} s")
+            return False
+        self.breaker.success()
+        return True
 
     async def run_writer(self) -> None:
         """Send queued writes in batches until cancelled."""
@@ -257,6 +275,12 @@ class CacheDbTier:
             log.info("cachedb %s available again", where)
         else:  # the trials of one outage: not worth a line each
             log.debug("cachedb %s: breaker %s -> %s", where, old.value, new.value)
+
+
+def _consume_outcome(task: asyncio.Future[bytes | None]) -> None:
+    """Fetch the outcome of a read nobody waits for any more (no "never retrieved" noise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _describe(exc: BaseException) -> str:
