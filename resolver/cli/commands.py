@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from resolver import __version__
+from resolver.cli.cachedb_options import cachedb_options, with_cachedb_options
 from resolver.cli.encrypted_options import encrypted_options, with_encrypted_options
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.daemon.hints_file import load_checked
@@ -351,6 +352,7 @@ def _serve_config(params: dict[str, Any]) -> ServeConfig:
     anchors = params.get("trust_anchor_file")
     config = replace(config, dnssec=bool(params.get("dnssec", True)),
                      trust_anchor_file=str(anchors) if anchors is not None else None)
+    config = with_cachedb_options(config, params)
     return _with_system_options(config, params)
 
 
@@ -410,6 +412,7 @@ def _reloader(ctx: click.Context) -> Callable[[], ServeConfig]:
 @_forwarding_options
 @_system_options
 @encrypted_options
+@cachedb_options
 @click.pass_context
 def serve(ctx: click.Context, /, listen: tuple[str, ...], root_hints: Path, upstream_port: int,
           cache_size: int, verbose: bool, workers: int, **cache_options: Any) -> None:

@@ -116,6 +116,12 @@ def build(
     )
     state.cache.flush_listeners.append(answers.clear)
     handler = QueryHandler(service, loop_guard=loop_guard, answers=answers, metrics=metrics)
+    if config.cachedb is not None:
+        from resolver.daemon.cachedb_redis import start_cachedb
+
+        stale_window = config.cache.max_stale_ttl_s if config.cache.stale_answer_enable else 0
+        handler.cachedb = start_cachedb(config.cachedb, stale_window_s=stale_window,
+                                        metrics=metrics)
     install_policy(handler, config.system)
     metrics.add_collector(lambda: core_families(
         queries=handler.queries, rcodes=handler.rcodes, service=service.stats(),
@@ -189,6 +195,8 @@ async def serve(
     keeper = _cache_file_keeper(app, config, worker_index)
     if keeper is not None:
         keeper.load()  # before the listener answers: the first clients see the old cache
+    if app.handler.cachedb is not None:  # connected before the first client asks
+        await app.handler.cachedb.warm_up(timeout_s=2.0)
     listener = Listener(
         app.handler,
         [(addr.ip, addr.port) for addr in config.listen],
@@ -242,6 +250,11 @@ async def serve(
     priming = asyncio.create_task(_check_root(app, config))
     saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
     freezing = asyncio.create_task(freeze_at_intervals(stop))  # no full-collection pauses
+    cachedb = app.handler.cachedb
+    writing = asyncio.create_task(cachedb.run_writer()) if cachedb is not None else None
+    if cachedb is not None:
+        log.info("cachedb %s: read on a miss, within %g ms; written behind",
+                 cachedb.store.description, cachedb.settings.read_budget_ms)
     try:
         await stop.wait()
     finally:
@@ -260,6 +273,9 @@ async def serve(
             await metrics_server.stop()
         if control is not None:
             await control.stop()
+        if cachedb is not None and writing is not None:
+            writing.cancel()
+            await cachedb.close(drain_s=1.0)
         close_network = getattr(app.service.network, "close", None)
         if close_network is not None:  # connections kept for reuse (DNS over TLS)
             await close_network()

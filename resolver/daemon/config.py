@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from resolver.engine.settings import CacheSettings, EngineSettings, ForwardingSettings
 from resolver.server.connection_limits import ConnectionLimits
+from resolver.service.cachedb_tier import CacheDbSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +105,9 @@ class ServeConfig:
     cache_file: str | None = None
     #: Seconds between two saves of `cache_file` while serving (also saved at exit).
     cache_save_interval_s: float = 300.0
+    #: The shared second-level cache on Redis/Valkey (resolver.daemon.cachedb_redis);
+    #: None = none.
+    cachedb: CacheDbSettings | None = None
     #: Access control, local zones, rebinding protection, rate limit, metrics, logging, user.
     system: SystemSettings = field(default_factory=SystemSettings)
     #: DNS over TLS, HTTPS and QUIC for clients; all off unless configured.

@@ -98,6 +98,17 @@ def integer(low: int, high: int | None = None) -> Check:
     return check
 
 
+def number(low: float, high: float) -> Check:
+    """An integer or a number with a fraction, from `low` to `high`."""
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number, not {_kind(value)}")
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:g} to {high:g}, not {value:g}")
+        return float(value)
+    return check
+
+
 def string(item: Callable[[str], object] | None = None) -> Check:
     def check(value: Any) -> str:
         if not isinstance(value, str):
@@ -132,6 +143,13 @@ def _non_empty(text: str) -> None:
 
 def check_listen(text: str) -> ListenAddress:
     return ListenAddress.parse(text)
+
+
+def check_cachedb_url(text: str) -> None:
+    """redis://HOST[:PORT][/DB] or rediss://... (resolver.daemon.cachedb_redis)."""
+    from resolver.daemon.cachedb_redis import CacheDbUrl
+
+    CacheDbUrl.parse(text)
 
 
 def check_metrics(text: str) -> ListenAddress:
@@ -177,6 +195,13 @@ OPTIONS: dict[str, FileOption] = {
                    is_path=True),
         FileOption(key="cache-save-interval", param="cache_save_interval",
                    check=integer(1, 86_400)),
+        # The shared cache on Redis/Valkey (resolver.cli.cachedb_options).
+        FileOption(key="cachedb", param="cachedb", check=string(check_cachedb_url)),
+        FileOption(key="cachedb-secret", param="cachedb_secret", check=string()),
+        FileOption(key="cachedb-budget", param="cachedb_budget", check=number(0.1, 1000)),
+        FileOption(key="cachedb-retry", param="cachedb_retry", check=number(0.1, 3600)),
+        FileOption(key="cachedb-tls-ca-file", param="cachedb_tls_ca_file",
+                   check=string(_non_empty), is_path=True),
         # Forwarding, stub zones, DNS over TLS.
         FileOption(key="forward", param="forward", check=string_list()),
         FileOption(key="forward-tls", param="forward_tls", check=string_list()),

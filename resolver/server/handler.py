@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from resolver.dns.extended_errors import ExtendedError, ede_option
-from resolver.dns.scanner import MalformedMessage, ScannedMessage, scan_query
+from resolver.dns.scanner import MalformedMessage, ScannedMessage, question_key, scan_query
 from resolver.dns.wire import (
     CLASS_IN,
     Edns,
@@ -55,12 +55,14 @@ from resolver.engine.network import Transport
 from resolver.server.acl import AccessControl, AclAction
 from resolver.server.answer_cache import AnswerCache
 from resolver.server.client import Client
+from resolver.service.cachedb import ReplyVariant, memory_knows, reply_for_client
 from resolver.service.resolver_service import ResolverService
 
 if TYPE_CHECKING:
     from resolver.server.local_zones import LocalZones, RebindingGuard
     from resolver.server.metrics import Metrics
     from resolver.server.ratelimit import IpRateLimiter
+    from resolver.service.cachedb_tier import CacheDbTier
     from resolver.upstream.forwarding import ForwardLoopGuard
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class QueryHandler:
         rebinding: RebindingGuard | None = None,
         metrics: Metrics | None = None,
         log_queries: bool = False,
+        cachedb: CacheDbTier | None = None,
     ) -> None:
         self.service = service
         #: Recognises our own forwarded queries coming back to us (resolver.upstream.forwarding).
@@ -111,6 +114,9 @@ class QueryHandler:
         self.log_queries = log_queries
         #: Counters exposed at /metrics (resolver.daemon.metrics); kept across reloads.
         self.metrics = metrics
+        #: The shared second-level cache (--cachedb): read on a miss of both memory caches,
+        #: written behind every reply the answer cache keeps (resolver.service.cachedb_tier).
+        self.cachedb = cachedb
         self.queries = 0
         #: Client address -> its queries waiting for a resolution now (wait-limit).
         self._waiting: dict[str, int] = {}
@@ -277,6 +283,10 @@ class QueryHandler:
             return None
         self._waiting[client.ip] = waiting + 1
         try:
+            if self.cachedb is not None and recursion_desired:
+                shared = await self._from_cachedb(self.cachedb, wire, query, question, client)
+                if shared is not None:
+                    return self._count(shared)
             outcome = await self.service.resolve(
                 question, cache_only=not recursion_desired,
                 checking_disabled=bool(query.flags & _FLAG_CD))
@@ -291,6 +301,20 @@ class QueryHandler:
         if outcome.rcode == Rcode.SERVFAIL:
             log.info("SERVFAIL for %s from %s: %s", question, client.ip, outcome.reason)
         return self._count(self._reply(wire, query, client, outcome, cache=True))
+
+    async def _from_cachedb(self, cachedb: CacheDbTier, wire: bytes, query: ScannedMessage,
+                            question: Question, client: Client) -> bytes | None:
+        """The reply from the shared cache, or None to resolve. Asked only when neither the
+        answer cache (already missed) nor the record cache knows the answer; a hit is kept
+        in the answer cache, so the next query is answered from memory."""
+        if memory_knows(self.service.state.cache, question):
+            return None
+        reply = await cachedb.fetch(question_key(wire, query), _variant(query))
+        if reply is None:
+            return None
+        assert query.qname_wire is not None
+        self.answers.store(wire, query, reply)
+        return reply_for_client(reply, wire, query.qname_wire, _max_size(query, client))
 
     def _count(self, reply: bytes | None) -> bytes | None:
         if reply is not None and len(reply) >= 4:
@@ -355,7 +379,11 @@ class QueryHandler:
                              and outcome.authority[0].rtype == RRType.SOA else None)
             kept = data if outcome.answer_as_cached is None else encode(
                 replace(message, answer=outcome.answer_as_cached))
-            self.answers.store(wire, query, kept, negative_zone=negative_zone)
+            stored = self.answers.store(wire, query, kept, negative_zone=negative_zone)
+            if stored and self.cachedb is not None:  # queued: the client does not wait
+                # Bogus or indeterminate data is never shared (resolver.service.cachedb).
+                self.cachedb.submit(question_key(wire, query), _variant(query), kept,
+                                    security=outcome.security)
             if len(data) > max_size:
                 data = encode(message, max_size=max_size)
         else:
@@ -372,6 +400,13 @@ def _refusal(query: ScannedMessage, *, cache_only_allowed: bool = False) -> Rcod
     if not query.flags & 0x0100 and not cache_only_allowed:
         return Rcode.REFUSED  # RD=0: only clients allowed to snoop get the cache's view
     return None
+
+
+def _variant(query: ScannedMessage) -> ReplyVariant:
+    """The query bits besides the question that change the reply (DO, CD, AD, EDNS)."""
+    edns = query.edns
+    return ReplyVariant(do=edns is not None and edns.do, cd=bool(query.flags & 0x0010),
+                        edns=edns is not None, ad=bool(query.flags & 0x0020))
 
 
 def _rfc8482_answer(question: Question) -> Outcome:
