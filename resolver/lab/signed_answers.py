@@ -94,12 +94,10 @@ def _ds_answer(parent: Zone, cut: Name) -> Answer:
 
 
 def _signed(authority: Authority, records: Iterable[RR]) -> tuple[RR, ...]:
-    """`records` with the RRSIGs of each RRset after it, from the zone that holds it."""
-    out: list[RR] = []
-    done: set[tuple[Name, int]] = set()
+    """`records`, then the RRSIGs of each of their RRsets, from the zone that holds it."""
     listed = list(records)
-    for rr in listed:
-        out.append(rr)
+    out = list(listed)
+    done: set[tuple[Name, int]] = set()
     for rr in listed:
         owner = to_name(rr.rname)
         if (owner, rr.rtype) in done:
