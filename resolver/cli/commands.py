@@ -461,19 +461,35 @@ def _load_hints(path: Path, upstream_port: int) -> Delegation:
     return hints
 
 
+def _validation_options(f: F) -> F:
+    """--dnssec/--no-dnssec and --trust-anchor-file, decided as for `serve`."""
+    f = click.option("--trust-anchor-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="DS or DNSKEY records to trust (the lab writes lab.anchor); "
+                          "validation then shows the chain of trust.")(f)
+    return click.option("--dnssec/--no-dnssec", "dnssec", default=True, show_default=True,
+                        help="Validate DNSSEC, as `serve` does (with loopback upstreams, "
+                             "only given --trust-anchor-file).")(f)
+
+
 @main.command()
 @click.argument("name")
 @click.argument("rtype", default="A", metavar="[TYPE]")
 @click.option("--root-hints", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("root.hints"), show_default=True, help="Root hints file to start from.")
 @_port_option("Port of every upstream name server (use the lab's port).")
-def query(name: str, rtype: str, root_hints: Path, upstream_port: int) -> None:
+@_validation_options
+def query(name: str, rtype: str, root_hints: Path, upstream_port: int, dnssec: bool,
+          trust_anchor_file: Path | None) -> None:
     """Resolve NAME once, iteratively, without a server; print it like dig's answer."""
     question = _question(name, rtype)
     hints = _load_hints(root_hints, upstream_port)
+    from resolver.cli.trace_run import validation_for
     from resolver.daemon.app import build
 
-    config = ServeConfig(engine=EngineSettings(upstream_port=upstream_port))
+    validation = validation_for(hints, upstream_port, dnssec=dnssec,
+                                trust_anchor_file=trust_anchor_file)
+    config = ServeConfig(engine=EngineSettings(upstream_port=upstream_port,
+                                               validation=validation))
     app = build(config, root_hints=hints)
     started = time.monotonic()
     outcome = asyncio.run(app.service.resolve(question))
@@ -483,6 +499,10 @@ def query(name: str, rtype: str, root_hints: Path, upstream_port: int) -> None:
                f"{elapsed_ms:.0f} ms")
     if outcome.reason:
         click.echo(f";; reason: {outcome.reason}")
+    if validation is not None:
+        security = outcome.security.value if outcome.security is not None else "not validated"
+        ede = f" (EDE {int(outcome.ede_code)})" if outcome.ede_code is not None else ""
+        click.echo(f";; security: {security}{ede}")
     if outcome.answer:
         click.echo("\n;; ANSWER SECTION:")
         for rr in outcome.answer:
@@ -694,10 +714,12 @@ def http_client_errors() -> type[Exception]:
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="The same picture in a self-contained HTML page with a "
                                    "legend.")
+@_validation_options
 def trace(words: tuple[str, ...], root_hints: Path, upstream_port: int, tcp: bool,
           as_json: bool, no_color: bool, explain: bool, legend: bool, recursive: str | None,
           fanout: bool, no_qmin: bool, server_name: str | None, seed: int | None,
-          svg_file: Path | None, html_file: Path | None) -> None:
+          svg_file: Path | None, html_file: Path | None, dnssec: bool,
+          trust_anchor_file: Path | None) -> None:
     """Show every step of an iterative lookup of NAME, from the root hints, with an empty cache.
 
     Several names are resolved one after the other with the same cache: the second
@@ -718,7 +740,8 @@ def trace(words: tuple[str, ...], root_hints: Path, upstream_port: int, tcp: boo
     sys.exit(run_cli(questions[0], root_hints=root_hints, upstream_port=upstream_port, tcp=tcp,
                      as_json=as_json, no_color=no_color, explain=explain, recursive=recursive,
                      fanout=fanout, more=tuple(questions[1:]), qname_minimisation=not no_qmin,
-                     server_name=server_name, seed=seed, picture=picture))
+                     server_name=server_name, seed=seed, picture=picture, dnssec=dnssec,
+                     trust_anchor_file=trust_anchor_file))
 
 
 def _questions(words: tuple[str, ...]) -> list[Question]:

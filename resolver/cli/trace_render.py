@@ -25,7 +25,11 @@ from typing import Any
 
 import click
 
+from resolver.dns import names
+from resolver.dns.extended_errors import ExtendedError
 from resolver.dns.wire import Rcode, RRType
+from resolver.dnssec.keys import DigestType
+from resolver.dnssec.signatures import Algorithm
 from resolver.engine.delegation import CutSource
 from resolver.engine.events import (
     CacheAnswered,
@@ -344,15 +348,11 @@ class TraceRenderer:
         return lines + self._explained(event.depth, why)
 
     def _chain_step(self, event: ChainStepChecked) -> list[str]:
-        ds = (f"DS {event.ds_key_tag}/digest {event.ds_digest_type}"
-              if event.ds_key_tag is not None else "no DS")
-        key = (f"DNSKEY {event.dnskey_tag} alg {event.algorithm}"
-               if event.dnskey_tag is not None else "no DNSKEY")
-        ede = f" EDE {event.ede}" if event.ede is not None else ""
         colour = {"secure": "green", "insecure": "yellow"}.get(event.security, "red")
         lines = self._lines(event.depth, self._s("chain of trust", bold=True)
-                            + f" {event.zone} {ds} -> {key}: "
-                            + self._s(event.security, fg=colour, bold=True) + ede,
+                            + f" {chain_step_text(event)}: "
+                            + self._s(event.security, fg=colour, bold=True)
+                            + _ede_text(event.ede),
                             f"  {event.detail}")
         return lines + self._explained(
             event.depth,
@@ -361,12 +361,11 @@ class TraceRenderer:
             "(RFC 4035 §5.2); no DS, proven by the parent, makes the zone insecure.")
 
     def _validated(self, event: DataValidated) -> list[str]:
-        ede = f" EDE {event.ede}" if event.ede is not None else ""
         colour = {"secure": "green", "insecure": "yellow"}.get(event.security, "red")
         return self._lines(event.depth, self._s("DNSSEC", bold=True)
                            + f" {event.qname} {event.qtype} signed by {event.zone}: "
-                           + self._s(event.security, fg=colour, bold=True) + ede
-                           + f" ({event.detail})")
+                           + self._s(event.security, fg=colour, bold=True)
+                           + _ede_text(event.ede) + f" ({event.detail})")
 
     def _cname(self, event: CnameFollowed) -> list[str]:
         lines = self._lines(
@@ -499,3 +498,103 @@ def legend_lines() -> list[str]:
         "  LAME, UNREACHABLE, FAILED   a server that did not serve the zone, or did not reply",
         "",
     ]
+
+
+
+def _algorithm_text(number: int | None) -> str:
+    """"ECDSAP256SHA256 (13)" for a DNSSEC algorithm number (IANA registry names)."""
+    if number is None:
+        return "no algorithm"
+    try:
+        return f"{Algorithm(number).name} ({number})"
+    except ValueError:
+        return f"algorithm {number} (unsupported)"
+
+
+def _digest_text(number: int | None) -> str:
+    if number is None:
+        return "no digest"
+    try:
+        return {1: "SHA-1", 2: "SHA-256", 4: "SHA-384"}[DigestType(number)]
+    except (ValueError, KeyError):
+        return f"digest type {number}"
+
+
+#: Least to most severe (RFC 4033 §5 states as the trace events spell them).
+_SEVERITY = ("secure", "insecure", "indeterminate", "bogus")
+_ACRONYMS = frozenset({"DNSSEC", "DNSKEY", "RRSIGS", "NSEC", "NSEC3", "DS"})
+
+
+def _ede_text(code: int | None) -> str:
+    if code is None:
+        return ""
+    try:
+        words = ExtendedError(code).name.split("_")
+        name = " ".join(w if w in _ACRONYMS else w.capitalize() for w in words)
+        name = name.replace("RRSIGS", "RRSIGs")
+    except ValueError:
+        name = "unknown"
+    return f" EDE {code} ({name})"
+
+
+def chain_step_text(event: ChainStepChecked, width: int = 0) -> str:
+    """One link of the chain in words: which DS named which key of which zone."""
+    source = "the trust anchor's" if event.zone == "." else "the parent's"
+    if event.ds_key_tag is None:
+        link = "no DS to rely on"
+    else:
+        link = (f"{source} DS {event.ds_key_tag} ({_digest_text(event.ds_digest_type)}) -> "
+                f"DNSKEY {event.dnskey_tag if event.dnskey_tag is not None else '?'} "
+                f"{_algorithm_text(event.algorithm)}")
+    return f"{event.zone:<{width}}  {link}"
+
+
+def chain_of_trust_lines(events: Sequence[TraceEvent], outcome: Outcome, *,
+                         styled: bool = False) -> list[str]:
+    """After the answer: the chain of trust from the anchor down to the zone that signed
+    the answer, one line per zone, and the verdict with its reason."""
+    steps: dict[str, ChainStepChecked] = {}
+    data: list[DataValidated] = []
+    for event in events:
+        if isinstance(event, ChainStepChecked):
+            steps[event.zone] = event
+        elif isinstance(event, DataValidated) and event.depth == 0:
+            data.append(event)
+    if outcome.security is not None:
+        security = outcome.security.value
+    elif data:  # a bogus answer ends in SERVFAIL, which carries no status of its own
+        security = max((d.security for d in data), key=_SEVERITY.index)
+    else:
+        security = "not validated"
+    colour = {"secure": "green", "insecure": "yellow"}.get(security, "red")
+    zones: list[str] = []
+    for checked in data:
+        for zone in reversed(names.ancestors(checked.zone)):
+            if zone in steps and zone not in zones:
+                zones.append(zone)
+    width = max((len(zone) for zone in zones), default=0)
+    lines = ["", paint("chain of trust", styled, bold=True)
+             + (": " + " -> ".join(zones) if zones else ": no zone was checked")]
+    for zone in zones:
+        step = steps[zone]
+        mark = {"secure": "green", "insecure": "yellow"}.get(step.security, "red")
+        lines.append(f"  {chain_step_text(step, width)}: "
+                     + paint(step.security, styled, fg=mark, bold=True)
+                     + _ede_text(step.ede) + (f" ({step.detail})" if step.detail else ""))
+    for checked in data:
+        mark = {"secure": "green", "insecure": "yellow"}.get(checked.security, "red")
+        lines.append(f"  {checked.qname} {checked.qtype} signed by {checked.zone}: "
+                     + paint(checked.security, styled, fg=mark, bold=True)
+                     + _ede_text(checked.ede) + f" ({checked.detail})")
+    meaning = {
+        "secure": "every link verifies from the trust anchor: a validating resolver sets AD=1",
+        "insecure": "a signed parent proves the zone unsigned: the answer is served, no AD",
+        "bogus": "a link is broken: a validating resolver answers SERVFAIL",
+        "indeterminate": "no trust anchor covers the name",
+    }.get(security, "validation was off or skipped (CD=1)")
+    ede = outcome.ede_code
+    lines.append(paint("security: ", styled, bold=True) + paint(security, styled, fg=colour,
+                                                                 bold=True)
+                 + _ede_text(int(ede) if ede is not None and security == "bogus" else None)
+                 + f": {meaning}")
+    return lines

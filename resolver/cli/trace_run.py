@@ -38,6 +38,7 @@ from resolver.cli.trace_probe import (
 )
 from resolver.cli.trace_render import (
     TraceRenderer,
+    chain_of_trust_lines,
     json_line,
     outcome_lines,
     paint,
@@ -51,7 +52,7 @@ from resolver.dns.wire import Question, Rcode, RRType, type_name
 from resolver.engine.delegation import Delegation, RootHintsError
 from resolver.engine.events import Outcome, ReplyReceived, TraceEvent
 from resolver.engine.network import Network, ServerAddress, Transport
-from resolver.engine.settings import EngineSettings
+from resolver.engine.settings import EngineSettings, ValidationSettings
 
 Clock = Callable[[], float]
 Emit = Callable[[str], None]
@@ -83,6 +84,8 @@ class TraceRequest:
     qname_minimisation: bool = True
     #: Ask root priming first (RFC 8109); off when the walk is pinned to one root server.
     prime_root: bool = True
+    #: DNSSEC validation, decided as for `resolver serve` (None: off).
+    validation: ValidationSettings | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,7 +119,7 @@ async def run_trace(
         network = AsyncioNetwork()
     settings = EngineSettings(upstream_port=request.upstream_port, tcp_upstream=request.tcp,
                               qname_minimisation=request.qname_minimisation,
-                              prime_root=request.prime_root)
+                              prime_root=request.prime_root, validation=request.validation)
     app = build(ServeConfig(engine=settings), root_hints=request.root_hints, network=network,
                 clock=clock, rng=rng)
 
@@ -139,6 +142,9 @@ async def run_trace(
         if not request.as_json:
             for line in outcome_lines(result, styled=request.styled):
                 emit(line)
+            if request.validation is not None:
+                for line in chain_of_trust_lines(seen, result, styled=request.styled):
+                    emit(line)
             for line in summary_lines(summarize(seen)):
                 emit(line)
         return seen, result
@@ -227,6 +233,22 @@ def _verdict(
             f"the recursive server {recursive.server} did not answer: {recursive.error}"
         )
     return 0, ""
+
+
+def validation_for(hints: Delegation, upstream_port: int, *, dnssec: bool,
+                   trust_anchor_file: Path | None) -> ValidationSettings | None:
+    """Validation as `resolver serve` decides it (resolver.daemon.validation_setup); a
+    trust-anchor file that does not read is one line of error (ClickException)."""
+    from resolver.daemon.validation_setup import TrustAnchorError, decide
+
+    config = ServeConfig(engine=EngineSettings(upstream_port=upstream_port), dnssec=dnssec,
+                         trust_anchor_file=None if trust_anchor_file is None
+                         else str(trust_anchor_file))
+    try:
+        settings, _ = decide(config, hints)
+    except TrustAnchorError as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings
 
 
 def one_root_server(hints: Delegation, wanted: str) -> Delegation:
@@ -362,12 +384,16 @@ def run_cli(
     server_name: str | None = None,
     seed: int | None = None,
     picture: PictureFiles | None = None,
+    dnssec: bool = True,
+    trust_anchor_file: Path | None = None,
 ) -> int:
     """`resolver trace`: bad input raises ClickException (one line); returns the exit code."""
     try:
         hints, warning = load_checked(root_hints, upstream_port)
     except RootHintsError as exc:
         raise click.ClickException(str(exc)) from None
+    validation = validation_for(hints, upstream_port, dnssec=dnssec,
+                                trust_anchor_file=trust_anchor_file)
     if warning is not None:
         click.echo(f"Warning: {warning}", err=True)
     if server_name is not None:
@@ -387,6 +413,7 @@ def run_cli(
         upstream_port=upstream_port, tcp=tcp, as_json=as_json, explain=explain,
         styled=styled, fanout=fanout, recursive=server, more=more,
         qname_minimisation=qname_minimisation, prime_root=server_name is None,
+        validation=validation,
     )
     rng = random.Random(seed) if seed is not None else None
 

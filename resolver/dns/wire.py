@@ -44,6 +44,7 @@ __all__ = [
     "encode",
     "make_query",
     "parse_record",
+    "record_from_rr",
 ]
 
 # dnslib has no DNAME parser; its RDATA has the shape of a CNAME's (RFC 6672 §2.1).
@@ -276,6 +277,11 @@ def _record(rr: Any) -> Record:
         rdata_key=_rdata_key(rtype, rr.rdata),
         rdata=rr.rdata,
     )
+
+
+def record_from_rr(rr: Any) -> Record:
+    """A dnslib resource record (the lab's zone data, read by dnslib) as a `Record`."""
+    return _record(rr)
 
 
 def decode(data: bytes, *, max_records: int | None = None) -> Message:

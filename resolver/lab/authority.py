@@ -48,6 +48,9 @@ _TCP_MAX_SIZE = 65535
 _BADVERS = 16  # extended RCODE (RFC 6891 §6.1.3); dnslib has no name for it
 _ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
 _MAX_NAME_OCTETS = 255  # RFC 1035 §2.3.4, in wire form
+#: RRSIGs are indexed by 65536 + the type they cover, apart from the types themselves.
+_RRSIG_INDEX = 1 << 16
+_DO_BIT = 0x8000  # in the OPT record's TTL field (RFC 6891 §6.1.3)
 
 
 class ZoneError(ValueError):
@@ -82,6 +85,11 @@ def to_name(name: str | DNSLabel) -> Name:
     return tuple(part.lower() for part in label.label)
 
 
+def order_key(name: Name) -> Name:
+    """Sort key of the canonical name order (RFC 4034 §6.1): labels from the root down."""
+    return tuple(reversed(name))
+
+
 def _is_at_or_below(name: Name, zone: Name) -> bool:
     return len(name) >= len(zone) and name[len(name) - len(zone) :] == zone
 
@@ -89,10 +97,22 @@ def _is_at_or_below(name: Name, zone: Name) -> bool:
 class Zone:
     """The records of one zone, indexed by owner name and type."""
 
-    def __init__(self, origin: str, records: Iterable[RR]) -> None:
+    def __init__(self, origin: str, records: Iterable[RR], *,
+                 dnssec_records: Iterable[RR] = ()) -> None:
         self.origin_text = origin
         self.origin: Name = to_name(origin)
         self._rrsets: dict[Name, dict[int, list[RR]]] = {}
+        # DNSKEY, DS, NSEC and RRSIG records of a signed zone, kept apart: only queries
+        # with DO=1 see them (RFC 4035 §3.1), so DO=0 answers stay those of the plain zone.
+        self._dnssec: dict[Name, dict[int, list[RR]]] = {}
+        for rr in dnssec_records:
+            owner = to_name(rr.rname)
+            key = rr.rdata.covered if rr.rtype == QTYPE.RRSIG else rr.rtype
+            kind = _RRSIG_INDEX + key if rr.rtype == QTYPE.RRSIG else key
+            self._dnssec.setdefault(owner, {}).setdefault(kind, []).append(rr)
+        #: Canonical-order keys of the NSEC owners (RFC 4034 §6.1), sorted, for proofs.
+        self.nsec_owners: tuple[Name, ...] = tuple(sorted(
+            (n for n, t in self._dnssec.items() if QTYPE.NSEC in t), key=order_key))
         for rr in records:
             owner = to_name(rr.rname)
             if not _is_at_or_below(owner, self.origin):
@@ -111,6 +131,26 @@ class Zone:
         # Every name that exists, including empty non-terminals (RFC 8020 §2).
         self._existing = {n[i:] for n in self._rrsets for i in range(len(n) - len(self.origin) + 1)}
         self._check(origin)
+
+    @property
+    def is_signed(self) -> bool:
+        return bool(self._dnssec)
+
+    def records(self) -> list[RR]:
+        """Every record of the plain zone (glue included), without DNSSEC records."""
+        return [rr for types in self._rrsets.values() for rrs in types.values() for rr in rrs]
+
+    def signed(self, dnssec_records: Iterable[RR]) -> Zone:
+        """This zone with the DNSKEY, DS, NSEC and RRSIG records a signer made for it."""
+        return Zone(self.origin_text, self.records(), dnssec_records=dnssec_records)
+
+    def dnssec_rrset(self, name: Name, rtype: int) -> list[RR]:
+        """The DNSKEY, DS or NSEC records of one type at one name, or []."""
+        return list(self._dnssec.get(name, {}).get(rtype, []))
+
+    def rrsigs(self, name: Name, covered: int) -> list[RR]:
+        """The RRSIGs at `name` over its RRset of type `covered`, or []."""
+        return list(self._dnssec.get(name, {}).get(_RRSIG_INDEX + covered, []))
 
     @classmethod
     def from_text(cls, origin: str, text: str) -> Zone:
@@ -195,8 +235,14 @@ class Authority:
         candidates = [z for z in self.zones if z.contains(name)]
         return max(candidates, key=lambda z: len(z.origin), default=None)
 
-    def lookup(self, qname: str | DNSLabel, qtype: int) -> Answer:
-        """Answer one question from this server's zones."""
+    def lookup(self, qname: str | DNSLabel, qtype: int, *, dnssec: bool = False) -> Answer:
+        """Answer one question from this server's zones; with `dnssec` (the query's DO
+        bit) a signed zone adds its RRSIGs, NSEC proofs and DS records."""
+        if dnssec:
+            # Imported here: signed_answers builds on this module's Zone and Answer.
+            from resolver.lab.signed_answers import signed_lookup
+
+            return signed_lookup(self, qname, qtype)
         name = to_name(qname)
         zone = self.zone_for(name)
         if zone is None:
@@ -204,7 +250,8 @@ class Authority:
         answer: list[RR] = []
         seen = {name}
         while True:
-            # Step 2: below a zone cut. (No DNSSEC here, so DS at a cut is referred too.)
+            # Step 2: below a zone cut. (Without DO, DS at a cut is referred too; with DO the
+            # parent answers it: signed_answers.)
             cut = zone.cut_above(name)
             if cut is not None:
                 if answer:
@@ -290,6 +337,7 @@ class Authority:
         if opt is not None and (opt.rtype != QTYPE.OPT or opt.rname.label):
             return _header_only(qid, opcode, rd, RCODE.FORMERR)  # not an OPT, or not owned by root
         client_size = CLASSIC_UDP_SIZE if opt is None else max(CLASSIC_UDP_SIZE, opt.rclass)
+        dnssec_ok = opt is not None and bool(opt.ttl & _DO_BIT)  # RFC 3225 §3
 
         reply = DNSRecord(
             DNSHeader(id=qid, qr=1, rd=rd >> 8),
@@ -305,7 +353,7 @@ class Authority:
         elif question.qtype in (QTYPE.AXFR, QTYPE.IXFR):
             reply.header.rcode = RCODE.REFUSED  # zone transfers are not offered
         else:
-            answer = self.lookup(question.qname, question.qtype)
+            answer = self.lookup(question.qname, question.qtype, dnssec=dnssec_ok)
             reply.header.rcode = answer.rcode
             reply.header.aa = int(answer.aa)
             for rr in answer.answer:
@@ -315,7 +363,8 @@ class Authority:
             for rr in answer.additional:
                 reply.add_ar(rr)
         if opt is not None:
-            reply.add_ar(EDNS0(udp_len=EDNS_UDP_SIZE))
+            # RFC 3225 §3: the DO bit is copied into the reply.
+            reply.add_ar(EDNS0(udp_len=EDNS_UDP_SIZE, flags="do" if dnssec_ok else ""))
 
         packed = bytes(reply.pack())
         limit = min(client_size, EDNS_UDP_SIZE) if transport is Transport.UDP else _TCP_MAX_SIZE

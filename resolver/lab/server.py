@@ -1,10 +1,11 @@
 """The lab's sockets: every lab server on its own loopback address, UDP and TCP, one port.
 
-`Lab` binds and serves the whole world in-process (tests use it directly); `run` is
-the `resolver lab` command: it writes the root hints, prints the map and serves until
-SIGINT or SIGTERM. All answers come from `authority.Authority`; this module only moves
-bytes. TCP follows RFC 7766: a two-octet length before each message, several queries
-per connection, and an idle timeout so that silent clients cannot hold a connection.
+`Lab` signs the zones (resolver.lab.signing), binds and serves the whole world in-process
+(tests use it directly); `run` is the `resolver lab` command: it writes the root hints and
+the trust anchor beside them, prints the map and serves until SIGINT or SIGTERM.
+All answers come from `authority.Authority`; this module only moves bytes. TCP follows
+RFC 7766: a two-octet length before each message, several queries per connection, and an
+idle timeout so that silent clients cannot hold a connection.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import asyncio
 import errno
 import functools
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +26,7 @@ from typing import cast
 from resolver.daemon.hints_file import LAB_PORT_NOTE
 from resolver.engine.network import Transport
 from resolver.lab.authority import Authority, Zone
+from resolver.lab.signing import sign_world
 from resolver.lab.world import SERVERS, LabServer, root_servers, zone_text
 
 log = logging.getLogger(__name__)
@@ -70,11 +74,19 @@ class Lab:
         servers: Sequence[LabServer] = SERVERS,
         tcp_idle_timeout_s: float = 10.0,
         max_tcp_connections: int = 256,
+        key_seed: bytes | None = None,
+        now: int | None = None,
     ) -> None:
+        """`key_seed` makes the zones' keys (fresh random ones when None); `now` is when
+        the signatures are made (the real clock when None)."""
         self.port = port
         self._tcp_idle_timeout_s = tcp_idle_timeout_s
         self._max_tcp_connections = max_tcp_connections
-        zones = {z: Zone.from_text(z, zone_text(z)) for s in servers for z in s.zones}
+        plain = {z: Zone.from_text(z, zone_text(z)) for s in servers for z in s.zones}
+        self.signed = sign_world(
+            plain, seed=os.urandom(32) if key_seed is None else key_seed,
+            now=int(time.time()) if now is None else now)
+        zones = self.signed.zones
         self._endpoints = [_Endpoint(s, Authority(zones[z] for z in s.zones)) for s in servers]
         #: server host name (without the final dot) -> loopback address
         self.servers: dict[str, str] = {s.name.rstrip("."): s.address for s in servers}
@@ -231,8 +243,22 @@ async def _run(hints_file: Path, port: int) -> int:
         command = f"resolver serve --listen 127.0.0.1:5300 --root-hints {hints_file}"
         if lab.port != 53:
             command += f" --upstream-port {lab.port}"
+        anchor_file = anchor_path(hints_file)
+        try:
+            anchor_file.write_text(lab.signed.anchor_text(), encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write the trust-anchor file {anchor_file}: {exc.strerror}",
+                  file=sys.stderr)
+            return 1
         print(
             f"root hints written to {hints_file}; start a resolver with:\n  {command}", flush=True
+        )
+        print(
+            f"trust anchor (the lab root's DS) written to {anchor_file}; to validate DNSSEC:\n"
+            f"  {command} --trust-anchor-file {anchor_file}\n"
+            "  signed: every zone but crepes.fr (unsigned: insecure) and cnn.com (broken "
+            "signatures: bogus)",
+            flush=True,
         )
         print("serving; press Ctrl-C to stop", flush=True)
         stopping = asyncio.Event()
@@ -247,6 +273,13 @@ async def _run(hints_file: Path, port: int) -> int:
     finally:
         await lab.stop()
     return 0
+
+
+def anchor_path(hints_file: Path) -> Path:
+    """Where the trust anchor goes: beside the hints, `lab.hints` -> `lab.anchor`."""
+    if hints_file.suffix == ".anchor":  # never overwrite the hints themselves
+        return hints_file.with_name(hints_file.name + ".anchor")
+    return hints_file.with_suffix(".anchor")
 
 
 def _bind_reason(exc: OSError) -> str:
