@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from resolver.cli.trace_render import record_rdata, record_type
 from resolver.engine.delegation import CutSource
 from resolver.engine.events import (
     CacheAnswered,
@@ -157,7 +158,7 @@ def arrows_of(events: Sequence[TraceEvent], qname: str, qtype: str) -> Picture:
             relabel_reply(event.depth, f"CNAME {event.to_name}")
             add(RESOLVER, RESOLVER, f"restart at {event.to_name}", ArrowKind.NOTE, event.depth)
         elif isinstance(event, ResolutionFinished):
-            found = [_rdata(rr) for rr in event.answer if _rtype(rr) == event.qtype]
+            found = [record_rdata(rr) for rr in event.answer if record_type(rr) == event.qtype]
             result = ", ".join(found) if found else event.rcode
             if event.depth > 0:
                 if event.qtype != "NS":
@@ -185,14 +186,6 @@ def _short(text: str, limit: int = 48) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _rtype(record_text: str) -> str:
-    parts = record_text.split("\t")
-    return parts[3] if len(parts) > 4 else ""
-
-
-def _rdata(record_text: str) -> str:
-    parts = record_text.split("\t")
-    return parts[4] if len(parts) > 4 else record_text
 
 
 # -- drawing ---------------------------------------------------------------------------

@@ -384,7 +384,7 @@ class TraceRenderer:
     def _finished(self, event: ResolutionFinished) -> list[str]:
         if event.depth == 0:
             return []  # the answer section and summary follow the trace
-        addresses = [_rdata(rr) for rr in event.answer if _rtype(rr) == event.qtype]
+        addresses = [record_rdata(rr) for rr in event.answer if record_type(rr) == event.qtype]
         if addresses:
             self._looked_up.setdefault(event.qname, set()).update(addresses)
             result = ", ".join(addresses)
@@ -436,12 +436,14 @@ def _explain_reply(event: ReplyReceived, server: str, zone: str) -> str:
     return ""
 
 
-def _rtype(record_text: str) -> str:
+def record_type(record_text: str) -> str:
+    """The TYPE field of a record in `Record.to_text` form (tab-separated)."""
     parts = record_text.split("\t")
     return parts[3] if len(parts) > 4 else ""
 
 
-def _rdata(record_text: str) -> str:
+def record_rdata(record_text: str) -> str:
+    """The RDATA of a record in `Record.to_text` form."""
     parts = record_text.split("\t")
     return parts[4] if len(parts) > 4 else record_text
 

@@ -281,15 +281,10 @@ class RecordCache:
         self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL
     ) -> SignedRRset | None:
         """`rrset` with the RRSIGs kept beside it and its security status."""
-        key = ("rr", name, rtype, rclass)
-        if self._hidden and key in self._hidden:
+        live = self._live(name, rtype, rclass, min_rank)
+        if live is None:
             return None
-        entry = self._entries.get(key)
-        if not isinstance(entry, CachedRRset) or entry.rank < min_rank:
-            return None
-        left = self._ttl_left(entry.expires_at)
-        if left <= 0:
-            return None
+        entry, left = live
         return SignedRRset(tuple(rr.with_ttl(left) for rr in entry.records),
                            tuple(rr.with_ttl(left) for rr in entry.rrsigs), entry.security)
 
@@ -297,6 +292,15 @@ class RecordCache:
         self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL
     ) -> tuple[Record, ...] | None:
         """The live RRset with TTLs counted down, or None (also when ranked below `min_rank`)."""
+        live = self._live(name, rtype, rclass, min_rank)
+        if live is None:
+            return None
+        entry, left = live
+        return tuple(rr.with_ttl(left) for rr in entry.records)
+
+    def _live(self, name: str, rtype: int, rclass: int,
+              min_rank: Rank) -> tuple[CachedRRset, int] | None:
+        """The entry of a live, visible RRset of at least `min_rank`, and its TTL left."""
         key = ("rr", name, rtype, rclass)
         if self._hidden and key in self._hidden:
             return None
@@ -304,9 +308,7 @@ class RecordCache:
         if not isinstance(entry, CachedRRset) or entry.rank < min_rank:
             return None
         left = self._ttl_left(entry.expires_at)
-        if left <= 0:
-            return None
-        return tuple(rr.with_ttl(left) for rr in entry.records)
+        return (entry, left) if left > 0 else None
 
     def rank_of(self, name: str, rtype: int, rclass: int = 1) -> Rank | None:
         entry = self._entries.get(("rr", name, rtype, rclass))
