@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 # Offline first: `make lab` in one terminal, `make run` in another; no root, no internet.
 LAB_PORT ?= 5353
 LAB_HINTS ?= lab.hints
+# The lab signs its zones and writes the root's DS here: `make run` validates with it.
+LAB_ANCHOR ?= $(LAB_HINTS:.hints=.anchor)
 ROOT_HINTS ?= $(LAB_HINTS)
 LISTEN ?= 127.0.0.1:5300
 UPSTREAM_PORT ?= $(LAB_PORT)
@@ -23,7 +25,8 @@ $(STAMP): pyproject.toml
 ## run: the resolver on $(LISTEN), resolving from the lab (start `make lab` first)
 run: $(STAMP)
 	@test -f $(ROOT_HINTS) || { echo "$(ROOT_HINTS) is missing: start the lab first, in another terminal: make lab" >&2; exit 1; }
-	$(BIN)/resolver serve --listen $(LISTEN) --root-hints $(ROOT_HINTS) --upstream-port $(UPSTREAM_PORT) $(ARGS)
+	$(BIN)/resolver serve --listen $(LISTEN) --root-hints $(ROOT_HINTS) --upstream-port $(UPSTREAM_PORT) \
+	  $$(if [ "$(ROOT_HINTS)" = "$(LAB_HINTS)" ] && [ -f $(LAB_ANCHOR) ]; then echo --trust-anchor-file $(LAB_ANCHOR); fi) $(ARGS)
 
 ## run-internet: the resolver from the real root servers (sends queries to the internet)
 run-internet: $(STAMP)
