@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -20,6 +19,7 @@ from dnslib import EDNS0, QTYPE, RCODE, RR, DNSRecord
 
 from resolver.lab import Lab, run
 from resolver.lab.world import SERVERS
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -320,10 +320,10 @@ def test_lab_run_serves_until_sigterm(tmp_path: Path) -> None:
                 proc.kill()
 
 
-@pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed")
 def test_lab_answers_dig(lab: Lab) -> None:
     """dig sees an authoritative answer, and the reverse lookup of 212.212.212.2."""
-    base = ["dig", "@127.212.212.1", "-p", str(lab.port), "+norec", "+tries=1", "+time=2"]
+    base = [require_tool("dig"), "@127.212.212.1", "-p", str(lab.port), "+norec", "+tries=1",
+            "+time=2"]
     forward = subprocess.run(
         [*base, "www.networkutopia.com", "A"], capture_output=True, text=True, timeout=10
     )
