@@ -18,6 +18,8 @@ import re
 import struct
 from dataclasses import dataclass
 
+from resolver.dns.header import EDNS_DO, HEADER_OCTETS, HeaderFlag
+
 __all__ = [
     "MAX_LABELS",
     "MAX_NAME_OCTETS",
@@ -33,7 +35,7 @@ __all__ = [
     "scan_query",
 ]
 
-HEADER_LEN = 12
+HEADER_LEN = HEADER_OCTETS
 #: RFC 1035 §2.3.4: a name is at most 255 octets on the wire, root label included.
 MAX_NAME_OCTETS = 255
 #: Follows from MAX_NAME_OCTETS: every non-root label costs at least two octets.
@@ -59,8 +61,8 @@ _BAD_LABEL = "label longer than 63 octets or unknown label type"
 _RR_TRUNCATED = "record runs past the end of the message"
 _RDATA_TRUNCATED = "RDATA runs past the end of the message"
 
-_FLAG_QR = 0x8000
-_EDNS_DO = 0x8000  # RFC 3225
+_FLAG_QR = HeaderFlag.QR
+_EDNS_DO = EDNS_DO  # RFC 3225
 
 # Smallest possible encodings: a question is a root name plus QTYPE/QCLASS, a record is a
 # root name plus the 10 fixed octets. Lets absurd counts be refused before any loop runs.

@@ -23,6 +23,7 @@ import dnslib
 import dnslib.dns
 
 from resolver.dns import dnssec_rdata, names
+from resolver.dns.header import EDNS_DO, TTL_SIGN_BIT, HeaderFlag
 from resolver.dns.scanner import (
     HEADER_LEN,
     MalformedMessage,
@@ -273,7 +274,7 @@ def _record(rr: Any) -> Record:
         name=_label_text(rr.rname),
         rtype=rtype,
         rclass=int(rr.rclass),
-        ttl=0 if ttl & 0x80000000 else ttl,  # RFC 2181 §8: a TTL with the top bit set means 0
+        ttl=0 if ttl & TTL_SIGN_BIT else ttl,  # RFC 2181 §8: a TTL with the top bit set means 0
         rdata_key=_rdata_key(rtype, rr.rdata),
         rdata=rr.rdata,
     )
@@ -322,12 +323,12 @@ def _message(
         qr=scanned.qr,
         opcode=scanned.opcode,
         rcode=scanned.rcode | ((edns.ext_rcode << 4) if edns else 0),
-        aa=bool(flags & 0x0400),
-        tc=bool(flags & 0x0200),
-        rd=bool(flags & 0x0100),
-        ra=bool(flags & 0x0080),
-        ad=bool(flags & 0x0020),
-        cd=bool(flags & 0x0010),
+        aa=bool(flags & HeaderFlag.AA),
+        tc=bool(flags & HeaderFlag.TC),
+        rd=bool(flags & HeaderFlag.RD),
+        ra=bool(flags & HeaderFlag.RA),
+        ad=bool(flags & HeaderFlag.AD),
+        cd=bool(flags & HeaderFlag.CD),
         question=question,
         answer=tuple(answer),
         authority=tuple(authority),
@@ -441,7 +442,7 @@ def _read_records(data: bytes, scanned: ScannedMessage) -> Message:
             name, pos = _owner_name(data, pos, read)
             rtype, rclass, ttl, rdlength = unpack(data, pos)
             pos += 10
-            ttl = 0 if ttl & 0x80000000 else ttl  # RFC 2181 §8: the top bit set means 0
+            ttl = 0 if ttl & TTL_SIGN_BIT else ttl  # RFC 2181 §8: the top bit set means 0
             if rtype == RRType.OPT:  # the scanner read it: Message.edns
                 pos += rdlength
                 continue
@@ -553,12 +554,13 @@ def make_query(
     checking_disabled: bool = False,
 ) -> bytes:
     """A query message for `question` (RFC 1035 §4.1; OPT per RFC 6891 §6.1.2)."""
-    flags = (0x0100 if recursion_desired else 0) | (0x0010 if checking_disabled else 0)
+    flags = (HeaderFlag.RD if recursion_desired else 0) | (
+        HeaderFlag.CD if checking_disabled else 0)
     arcount = 1 if edns_udp_size is not None else 0
     out = struct.pack("!HHHHHH", query_id, flags, 1, 0, 0, arcount)
     out += _name_wire(question.name) + struct.pack("!HH", question.rtype, question.rclass)
     if edns_udp_size is not None:
-        do_bit = 0x8000 if dnssec_ok else 0
+        do_bit = EDNS_DO if dnssec_ok else 0
         out += b"\x00" + struct.pack("!HHIH", RRType.OPT, edns_udp_size, do_bit, 0)
     return out
 
@@ -593,7 +595,7 @@ def encode(message: Message, *, max_size: int = 65535) -> bytes:
             buffer.update(start - 2, "!H", buffer.offset - start)
     if message.edns is not None:
         edns = message.edns
-        ttl = ((message.rcode >> 4) << 24) | (edns.version << 16) | (0x8000 if edns.do else 0)
+        ttl = ((message.rcode >> 4) << 24) | (edns.version << 16) | (EDNS_DO if edns.do else 0)
         options = b"".join(_OPTION_HEAD.pack(code, len(data)) + data
                            for code, data in edns.options)
         buffer.append(b"\x00" + _RR_FIXED.pack(RRType.OPT, edns.udp_size, ttl, len(options))

@@ -33,6 +33,7 @@ from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuest
 from dnslib.buffer import BufferError as DNSBufferError
 from dnslib.label import DNSBuffer
 
+from resolver.dns.header import EDNS_DO, HeaderFlag
 from resolver.engine.network import Transport
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ _ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
 _MAX_NAME_OCTETS = 255  # RFC 1035 §2.3.4, in wire form
 #: RRSIGs are indexed by 65536 + the type they cover, apart from the types themselves.
 _RRSIG_INDEX = 1 << 16
-_DO_BIT = 0x8000  # in the OPT record's TTL field (RFC 6891 §6.1.3)
+_DO_BIT = EDNS_DO  # in the OPT record's TTL field (RFC 6891 §6.1.3)
 
 
 class ZoneError(ValueError):
@@ -316,10 +317,10 @@ class Authority:
         if len(wire) < 12:
             return None  # too short to even echo an id
         qid, flags, qdcount, ancount, nscount, arcount = struct.unpack("!6H", wire[:12])
-        if flags & 0x8000:
+        if flags & HeaderFlag.QR:
             return None  # a response: never answer it (that is how reflection loops start)
         opcode = (flags >> 11) & 0xF
-        rd = flags & 0x0100
+        rd = flags & HeaderFlag.RD
         if opcode != 0:
             return _header_only(qid, opcode, rd, RCODE.NOTIMP)  # RFC 1035 §4.1.1
         # A query has one question, no answers, and at most one OPT in additional (RFC 6891 §6.1.1).

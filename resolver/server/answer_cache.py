@@ -43,6 +43,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from resolver.dns.header import HEADER_OCTETS, TTL_SIGN_BIT, HeaderFlag
 from resolver.dns.scanner import ScannedMessage, question_key
 
 __all__ = ["AnswerCache"]
@@ -55,7 +56,7 @@ DEFAULT_MAX_ENTRIES = 100_000
 #: A full cache evicts max_entries / this many entries at once.
 _EVICTION_BATCH_DIVISOR = 64
 
-_HEADER = 12
+_HEADER = HEADER_OCTETS
 _TYPE_OPT = 41
 _EDNS_OPTION_COOKIE = 10
 _RCODE_NOERROR = 0
@@ -279,7 +280,7 @@ class AnswerCache:
             return False
         if reply[3] & 0xF not in (_RCODE_NOERROR, _RCODE_NXDOMAIN):
             return False
-        if scanned.qdcount != 1 or scanned.qname_wire is None or not scanned.flags & 0x0100:
+        if scanned.qdcount != 1 or scanned.qname_wire is None or not scanned.flags & HeaderFlag.RD:
             return False
         question = question_key(query, scanned)
         qend = _HEADER + len(question)
@@ -437,7 +438,7 @@ def _ttl_fields(reply: bytes, pos: int) -> tuple[list[tuple[int, int]], bytes] |
                     return None
                 opt = reply[start : pos + 10 + rdlength]
             else:
-                if ttl & 0x80000000:  # RFC 2181 §8: means zero
+                if ttl & TTL_SIGN_BIT:  # RFC 2181 §8: means zero
                     ttl = 0
                 fields.append((pos + 4, ttl))
             pos += 10 + rdlength

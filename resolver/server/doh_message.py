@@ -18,12 +18,13 @@ import binascii
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from resolver.dns.header import HEADER_OCTETS
 from resolver.dns.scanner import MalformedMessage, scan_message
 from resolver.server.answer_cache import record_ttls
 
 DNS_MESSAGE = "application/dns-message"
 DEFAULT_PATH = "/dns-query"
-_HEADER_OCTETS = 12
+_HEADER_OCTETS = HEADER_OCTETS
 
 
 @dataclass(frozen=True, slots=True)

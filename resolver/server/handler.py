@@ -35,6 +35,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from resolver.dns.extended_errors import ExtendedError, ede_option
+from resolver.dns.header import EDNS_DO, HeaderFlag
 from resolver.dns.scanner import MalformedMessage, ScannedMessage, question_key, scan_query
 from resolver.dns.wire import (
     CLASS_IN,
@@ -76,8 +77,6 @@ CLASSIC_UDP_REPLY = 512
 #: Queries of one client address waiting for resolution at once (Unbound wait-limit 1000).
 MAX_WAITING_PER_CLIENT = 1000
 _TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
-_FLAG_AD = 0x0020
-_FLAG_CD = 0x0010
 _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 
 
@@ -253,7 +252,7 @@ class QueryHandler:
             return self._count(_badvers_reply(wire, query))
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
         question = Question(query.qname, query.qtype, query.qclass)
-        recursion_desired = bool(query.flags & 0x0100)
+        recursion_desired = bool(query.flags & HeaderFlag.RD)
         rcode = _refusal(query, cache_only_allowed=snoop)
         if rcode is not None:  # a refusal of the question, not of the client: RA stays clear
             return self._count(
@@ -289,7 +288,7 @@ class QueryHandler:
                     return self._count(shared)
             outcome = await self.service.resolve(
                 question, cache_only=not recursion_desired,
-                checking_disabled=bool(query.flags & _FLAG_CD))
+                checking_disabled=bool(query.flags & HeaderFlag.CD))
         finally:
             left = self._waiting.pop(client.ip) - 1
             if left:
@@ -357,12 +356,12 @@ class QueryHandler:
             qr=True,
             opcode=0,
             rcode=outcome.rcode,
-            rd=bool(query.flags & 0x0100),
+            rd=bool(query.flags & HeaderFlag.RD),
             ra=recursion_available,
             # RFC 6840 §5.7-5.8: AD for secure data, to a client that shows it reads it.
             ad=outcome.security is Security.SECURE and (
-                dnssec_ok or bool(query.flags & _FLAG_AD)),
-            cd=bool(query.flags & _FLAG_CD),
+                dnssec_ok or bool(query.flags & HeaderFlag.AD)),
+            cd=bool(query.flags & HeaderFlag.CD),
             question=Question(query.qname, query.qtype, query.qclass),
             answer=answer,
             authority=authority,
@@ -397,7 +396,7 @@ def _refusal(query: ScannedMessage, *, cache_only_allowed: bool = False) -> Rcod
         return Rcode.FORMERR
     if qtype in _TYPES_REFUSED or qclass != CLASS_IN:
         return Rcode.REFUSED
-    if not query.flags & 0x0100 and not cache_only_allowed:
+    if not query.flags & HeaderFlag.RD and not cache_only_allowed:
         return Rcode.REFUSED  # RD=0: only clients allowed to snoop get the cache's view
     return None
 
@@ -405,8 +404,8 @@ def _refusal(query: ScannedMessage, *, cache_only_allowed: bool = False) -> Rcod
 def _variant(query: ScannedMessage) -> ReplyVariant:
     """The query bits besides the question that change the reply (DO, CD, AD, EDNS)."""
     edns = query.edns
-    return ReplyVariant(do=edns is not None and edns.do, cd=bool(query.flags & 0x0010),
-                        edns=edns is not None, ad=bool(query.flags & 0x0020))
+    return ReplyVariant(do=edns is not None and edns.do, cd=bool(query.flags & HeaderFlag.CD),
+                        edns=edns is not None, ad=bool(query.flags & HeaderFlag.AD))
 
 
 def _rfc8482_answer(question: Question) -> Outcome:
@@ -482,7 +481,7 @@ def _question_reply(
     if not arcount:
         return header + question
     assert query.edns is not None
-    opt_ttl = ((rcode >> 4) << 24) | (0x8000 if query.edns.do else 0)
+    opt_ttl = ((rcode >> 4) << 24) | (EDNS_DO if query.edns.do else 0)
     return header + question + b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY,
                                                       opt_ttl, 0)
 

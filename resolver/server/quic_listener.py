@@ -21,6 +21,7 @@ from aioquic.asyncio.server import QuicServer, serve
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 
+from resolver.dns.header import HEADER_OCTETS
 from resolver.engine.network import Transport
 from resolver.server.client import Channel, Client
 from resolver.server.connection_limits import ConnectionGate
@@ -37,7 +38,7 @@ DEFAULT_DOQ_PORT = 853
 DOQ_NO_ERROR = 0x0
 DOQ_PROTOCOL_ERROR = 0x2
 DOQ_EXCESSIVE_LOAD = 0x4
-_HEADER_OCTETS = 12
+_HEADER_OCTETS = HEADER_OCTETS
 
 
 class DoqListener:

@@ -15,11 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from resolver.dns.header import HEADER_OCTETS
 from resolver.server.client import Client
 
 logger = logging.getLogger(__name__)
 
-HEADER_OCTETS = 12
 MAX_STREAM_MESSAGE = 0xFFFF
 MAX_INFLIGHT_PER_CONNECTION = 64
 

@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from resolver.dns.header import HEADER_OCTETS
 from resolver.engine.network import (
     ServerAddress,
     Transport,
@@ -43,7 +44,7 @@ from resolver.engine.network import (
 if TYPE_CHECKING:
     from resolver.upstream.tls import DotClient
 
-_HEADER_OCTETS = 12
+_HEADER_OCTETS = HEADER_OCTETS
 _MAX_LABEL_OCTETS = 63
 _MAX_TCP_MESSAGE = 0xFFFF
 #: Largest UDP datagram: nothing longer can arrive, so nothing is ever cut.
