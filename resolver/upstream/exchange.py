@@ -363,6 +363,10 @@ class _UdpExchange:
                     self._fail(UpstreamError(f"{self._server} (udp): {exc}",
                                              transport_problem(exc)))
                     return
+                # libuv (uvloop) stops watching a descriptor once poll() reported an error on
+                # it: watch it anew, or the genuine reply after a forged error is never read.
+                self._loop.remove_reader(self._fd)
+                self._loop.add_reader(self._fd, self._on_readable)
                 continue
             if self._matcher.matches(data):
                 self._succeed(data)
