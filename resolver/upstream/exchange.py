@@ -338,8 +338,13 @@ class _UdpExchange:
         self._timeout_s = timeout_s
         self._errors = 0
         self.future: asyncio.Future[bytes] = loop.create_future()
-        self._timer = loop.call_later(timeout_s, self._on_deadline)
         loop.add_reader(self._fd, self._on_readable)
+        try:
+            self._timer = loop.call_later(timeout_s, self._on_deadline)
+        except BaseException:
+            # Nothing may stay registered for a descriptor the caller is about to close.
+            loop.remove_reader(self._fd)
+            raise
 
     def _on_readable(self) -> None:
         """Read what is queued: the first matching datagram settles the exchange."""
