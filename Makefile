@@ -58,6 +58,11 @@ lint: $(STAMP)
 bench-cache: $(STAMP)
 	$(BIN)/python bench/cache_bench.py
 
+## bench-exchange: CPU µs per upstream UDP exchange beside the floor of its socket work (prints figures)
+.PHONY: bench-exchange
+bench-exchange: $(STAMP)
+	timeout 300 $(BIN)/python bench/exchange_cost.py
+
 ## bench-gc: full garbage-collector pauses with a 100,000-entry cache, before and after gc.freeze()
 .PHONY: bench-gc
 bench-gc: $(STAMP)

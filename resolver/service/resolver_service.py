@@ -160,7 +160,7 @@ class ResolverService:
                 return stale
         future = self._shared(question)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(future), max(timeout_ms, 1) / 1000)
+            outcome = await _wait_shielded(future, max(timeout_ms, 1) / 1000)
         except TimeoutError:
             stale = self._stale(question, f"no answer within {timeout_ms} ms")
             if stale is not None:
@@ -289,7 +289,7 @@ class ResolverService:
         # for at the client budget: the late answer is still cached.
         budget = self.settings.limits.total_budget_s
         try:
-            return await asyncio.wait_for(asyncio.shield(self._shared(question)), budget)
+            return await _wait_shielded(self._shared(question), budget)
         except TimeoutError:
             return Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.OUT_OF_TIME, reason=(
                 f"no answer within {budget:g} s: no reachable authority (still trying)"))
@@ -351,3 +351,32 @@ class ResolverService:
         outcome = await drive(resolution, self.network, self.clock)
         self.upstream_queries += outcome.queries_sent
         return replace(outcome, queries_sent=failed.queries_sent + outcome.queries_sent)
+
+
+async def _wait_shielded(resolution: asyncio.Future[Outcome], timeout_s: float) -> Outcome:
+    """The outcome of `resolution` if it comes within `timeout_s`, else TimeoutError.
+
+    Neither the timeout nor a cancelled waiter cancels `resolution` (as
+    `wait_for(shield(...))` would not), but this costs one future, one callback and one
+    timer per waiter instead of shield's and wait_for's futures, callbacks and coroutine:
+    every cache miss waits here.
+    """
+    if resolution.done():
+        return resolution.result()
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_resolution: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    resolution.add_done_callback(wake)
+    timer = loop.call_later(timeout_s, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        resolution.remove_done_callback(wake)
+    if not resolution.done():
+        raise TimeoutError
+    return resolution.result()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.events import Outcome, TraceEvent
+from resolver.engine.failure import FailureKind
 from resolver.engine.network import ServerAddress, Transport
+from resolver.engine.settings import EngineSettings, Limits
 from resolver.service.resolver_service import ResolverService
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 
@@ -163,3 +166,26 @@ def test_service_waiters_do_not_hang_when_the_owner_is_cancelled() -> None:
     network = StuckNetwork(clock)
     service = lab_service(clock, network)
     assert waiter_after_owner_cancelled(service, network) in {"NOERROR", "SERVFAIL"}
+
+
+def test_client_past_the_budget_gets_out_of_time_and_the_resolution_still_caches() -> None:
+    """A client waiting longer than total_budget_s is answered SERVFAIL (out of time); the
+    resolution is not cancelled with it: it finishes, leaves the in-flight table, and the
+    next client is answered from the cache without an upstream query."""
+    clock = FakeClock()
+    network = StuckNetwork(clock)
+    settings = EngineSettings(limits=replace(Limits(), total_budget_s=0.05))
+    service = lab_service(clock, network, settings=settings)
+
+    async def main() -> tuple[Outcome, Outcome]:
+        first = await service.resolve(WWW)
+        assert service._in_flight, "the resolution goes on after the client's budget"
+        network.release.set()
+        while service._in_flight:
+            await asyncio.sleep(0.01)
+        return first, await service.resolve(WWW)
+
+    first, second = asyncio.run(asyncio.wait_for(main(), 5))
+    assert first.rcode == Rcode.SERVFAIL and first.failure is FailureKind.OUT_OF_TIME
+    assert second.rcode == Rcode.NOERROR and second.queries_sent == 0
+    assert service.resolutions == 2
