@@ -41,6 +41,7 @@ from resolver.engine.network import (
 )
 
 if TYPE_CHECKING:
+    from resolver.upstream.https import DohClient
     from resolver.upstream.tls import DotClient
 
 _HEADER_OCTETS = 12
@@ -111,7 +112,9 @@ class AsyncioNetwork:
     """The production `Network`: real UDP and TCP exchanges on the running event loop.
 
     A server with a TLS name is a DNS over TLS upstream: its exchanges go to
-    `resolver.upstream.tls.DotClient` (reused, verified connections), whatever the transport asked.
+    `resolver.upstream.tls.DotClient` (reused, verified connections), whatever the transport
+    asked; one with a URL path as well is a DNS over HTTPS upstream, for
+    `resolver.upstream.https.DohClient`.
     """
 
     def __init__(self, max_outstanding: int = 512, *, tls_ca_file: str | None = None) -> None:
@@ -120,6 +123,7 @@ class AsyncioNetwork:
         self._slots = asyncio.Semaphore(max_outstanding)
         self._tls_ca_file = tls_ca_file
         self.dot: DotClient | None = None  #: created on the first DNS over TLS exchange
+        self.doh: DohClient | None = None  #: created on the first DNS over HTTPS exchange
         self.sent = 0  #: queries written to a socket
         self.timeouts = 0  #: exchanges that ended at the deadline
         self.errors = 0  #: exchanges that failed at once (refused, reset, no fd, ...)
@@ -147,6 +151,8 @@ class AsyncioNetwork:
                 await self._slots.acquire()
                 waiting_for_slot = False
                 try:
+                    if server.doh_path is not None:
+                        return await self._exchange_https(query, server, deadline)
                     if server.tls_name is not None:
                         return await self._exchange_tls(query, server, deadline)
                     if transport is Transport.UDP:
@@ -188,10 +194,21 @@ class AsyncioNetwork:
         left = deadline - asyncio.get_running_loop().time()
         return await self.dot.exchange(query, server, max(left, 0.001))
 
+    async def _exchange_https(self, query: bytes, server: ServerAddress, deadline: float) -> bytes:
+        if self.doh is None:
+            from resolver.upstream.https import DohClient
+
+            self.doh = DohClient(ca_file=self._tls_ca_file)
+        self.sent += 1
+        left = deadline - asyncio.get_running_loop().time()
+        return await self.doh.exchange(query, server, max(left, 0.001))
+
     async def close(self) -> None:
-        """Close the connections kept open for reuse (DNS over TLS)."""
+        """Close the connections kept open for reuse (DNS over TLS and over HTTPS)."""
         if self.dot is not None:
             await self.dot.close()
+        if self.doh is not None:
+            await self.doh.close()
 
     async def _exchange_udp(
         self, query: bytes, matcher: ReplyMatcher, server: ServerAddress
