@@ -141,6 +141,9 @@ def _forwarding_options(f: F) -> F:
         click.option("--forward-tls", multiple=True, metavar="ADDR[@PORT][#NAME]",
                      help="The same over DNS over TLS (port 853 by default); the certificate "
                           "must be valid for NAME (or for ADDR)."),
+        click.option("--forward-https", multiple=True, metavar="https://HOST[:PORT][/PATH][#ADDR]",
+                     help="The same over DNS over HTTPS (RFC 8484, HTTP/2, POST); HOST is an "
+                          "address, or a name with the #ADDR to connect to (repeatable)."),
         click.option("--forward-zone", multiple=True, metavar="ZONE=ADDR[@PORT][,ADDR...]",
                      help="Upstream resolvers (RD=1) for names in ZONE only (repeatable)."),
         click.option("--stub-zone", multiple=True, metavar="ZONE=ADDR[@PORT][,ADDR...]",
@@ -150,7 +153,7 @@ def _forwarding_options(f: F) -> F:
                      help="When every upstream of a forward zone fails, iterate from the "
                           "root hints."),
         click.option("--tls-ca-file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="CA certificates (PEM) to verify DNS over TLS upstreams with, "
+                     help="CA certificates (PEM) to verify DNS over TLS and HTTPS upstreams with, "
                           "instead of the system's."),
         click.option("--tcp-upstream", is_flag=True, help="Send every upstream query over TCP."),
     ]
@@ -168,6 +171,7 @@ def _with_forwarding_options(config: ServeConfig, options: dict[str, Any]) -> Se
                        tcp_upstream=bool(options["tcp_upstream"]) or config.engine.tcp_upstream),
         forwarding=ForwardingSettings(
             forward=tuple(options["forward"]), forward_tls=tuple(options["forward_tls"]),
+            forward_https=tuple(options["forward_https"]),
             forward_zones=tuple(options["forward_zone"]), stub_zones=tuple(options["stub_zone"]),
             forward_first=bool(options["forward_first"]),
             tls_ca_file=str(ca_file) if ca_file is not None else None,
@@ -193,7 +197,7 @@ def _check_forwarding(config: ServeConfig) -> None:
         raise click.ClickException(str(exc)) from None
     if settings.forward_first and not forwarding.forward_zone_names(zones):
         raise click.ClickException(
-            "--forward-first needs --forward, --forward-tls or --forward-zone"
+            "--forward-first needs --forward, --forward-tls, --forward-https or --forward-zone"
         )
     if any(server.tls_name is not None for server in upstreams):
         import ssl

@@ -205,6 +205,7 @@ OPTIONS: dict[str, FileOption] = {
         # Forwarding, stub zones, DNS over TLS.
         FileOption(key="forward", param="forward", check=string_list()),
         FileOption(key="forward-tls", param="forward_tls", check=string_list()),
+        FileOption(key="forward-https", param="forward_https", check=string_list()),
         FileOption(key="forward-zone", param="forward_zone", check=string_list()),
         FileOption(key="stub-zone", param="stub_zone", check=string_list()),
         FileOption(key="forward-first", param="forward_first", check=boolean),
@@ -423,7 +424,8 @@ def summary(config: ServeConfig, checked: Checked) -> list[str]:
         for address in addresses]
     lines.append("encrypted:       " + (", ".join(ways_in) or "off"))
     forwarding = config.forwarding
-    upstreams = [*forwarding.forward, *forwarding.forward_tls, *forwarding.forward_zones,
+    upstreams = [*forwarding.forward, *forwarding.forward_tls, *forwarding.forward_https,
+                 *forwarding.forward_zones,
                  *forwarding.stub_zones]
     if upstreams:
         lines.append(f"forwarding:      {', '.join(upstreams)}")

@@ -23,6 +23,7 @@ from resolver.dnssec.anchors import ROOT_ANCHORS, AnchorFileError, parse_trust_a
 from resolver.engine.delegation import Delegation, is_loopback_or_unspecified
 from resolver.engine.network import server_from_spec
 from resolver.engine.settings import ValidationSettings
+from resolver.upstream.forwarding import parse_https_upstream
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,10 @@ def decide(config: ServeConfig, root_hints: Delegation) -> tuple[ValidationSetti
 def _upstreams_on_loopback(config: ServeConfig, root_hints: Delegation) -> bool:
     port = config.engine.upstream_port
     forwarders = (*config.forwarding.forward, *config.forwarding.forward_tls)
-    if forwarders:
+    doh = config.forwarding.forward_https
+    if forwarders or doh:
         addresses = [server_from_spec(spec.split("#", 1)[0], port).ip for spec in forwarders]
+        addresses += [parse_https_upstream(url).ip for url in doh]
     else:
         addresses = [server_from_spec(a, port).ip for ns in root_hints.servers
                      for a in ns.addresses]

@@ -29,21 +29,28 @@ class ServerAddress:
     #: Set for DNS over TLS (RFC 7858): the name the server's certificate must carry (its IP
     #: address when no name was given). None: plain UDP/TCP.
     tls_name: str | None = None
+    #: Set for DNS over HTTPS (RFC 8484): the URL's path, the queries POSTed to
+    #: https://TLS_NAME:PORT/PATH at `ip`. None: not DoH.
+    doh_path: str | None = None
 
     def __str__(self) -> str:
         where = f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        if self.doh_path is not None:
+            return f"{where}#{self.tls_name}{self.doh_path}"
         return where if self.tls_name is None else f"{where}#{self.tls_name}"
 
 
 def server_from_spec(spec: str, default_port: int) -> ServerAddress:
     """The server an engine address names: a bare IP on `default_port` (iteration), or a
-    configured upstream in Unbound's notation "IP[@PORT][#TLSNAME]" (forwarders, stubs)."""
+    configured upstream in Unbound's notation "IP[@PORT][#TLSNAME]" (forwarders, stubs), or
+    "IP@PORT#TLSNAME/PATH" for DNS over HTTPS (the path of its URL after the name)."""
     if "@" not in spec and "#" not in spec:
         return ServerAddress(spec, default_port)
-    host, _, tls_name = spec.partition("#")
+    host, _, tls_part = spec.partition("#")
+    tls_name, slash, path = tls_part.partition("/")
     ip, at, port = host.partition("@")
     return ServerAddress(ip, int(port) if at and port.isdigit() else default_port,
-                         tls_name or None)
+                         tls_name or None, f"/{path}" if slash else None)
 
 
 class UpstreamTimeout(Exception):

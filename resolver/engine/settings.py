@@ -153,11 +153,14 @@ class ForwardingSettings:
     forward: tuple[str, ...] = ()
     #: The same over DNS over TLS, port 853 by default (forward-tls-upstream: yes).
     forward_tls: tuple[str, ...] = ()
+    #: The same over DNS over HTTPS: URLs, `https://HOST[:PORT][/PATH][#ADDR]` (RFC 8484).
+    forward_https: tuple[str, ...] = ()
     #: "ZONE=ADDR[@PORT][,ADDR...]": upstream resolvers for one zone, asked with RD=1.
     forward_zones: tuple[str, ...] = ()
     #: "ZONE=ADDR[@PORT][,ADDR...]": authoritative servers for one zone, asked with RD=0.
     stub_zones: tuple[str, ...] = ()
     #: Iterate from the root hints when every upstream of a forward zone fails (forward-first).
     forward_first: bool = False
-    #: CA certificates that DNS over TLS upstreams are verified against; None: the system's.
+    #: CA certificates that DNS over TLS and HTTPS upstreams are verified against; None: the
+    #: system's.
     tls_ca_file: str | None = None

@@ -46,6 +46,7 @@ from resolver.engine.network import (
 )
 
 if TYPE_CHECKING:
+    from resolver.upstream.https import DohClient
     from resolver.upstream.tls import DotClient
 
 _HEADER_OCTETS = HEADER_OCTETS
@@ -120,7 +121,9 @@ class AsyncioNetwork:
     """The production `Network`: real UDP and TCP exchanges on the running event loop.
 
     A server with a TLS name is a DNS over TLS upstream: its exchanges go to
-    `resolver.upstream.tls.DotClient` (reused, verified connections), whatever the transport asked.
+    `resolver.upstream.tls.DotClient` (reused, verified connections), whatever the transport
+    asked; one with a URL path as well is a DNS over HTTPS upstream, for
+    `resolver.upstream.https.DohClient`.
     """
 
     def __init__(self, max_outstanding: int = 512, *, tls_ca_file: str | None = None) -> None:
@@ -129,6 +132,7 @@ class AsyncioNetwork:
         self._slots = _SocketSlots(max_outstanding)
         self._tls_ca_file = tls_ca_file
         self.dot: DotClient | None = None  #: created on the first DNS over TLS exchange
+        self.doh: DohClient | None = None  #: created on the first DNS over HTTPS exchange
         self.sent = 0  #: queries written to a socket
         self.timeouts = 0  #: exchanges that ended at the deadline
         self.errors = 0  #: exchanges that failed at once (refused, reset, no fd, ...)
@@ -155,13 +159,16 @@ class AsyncioNetwork:
             else:
                 left_s = await self._wait_for_slot(loop, server, timeout_s)
             try:
-                if transport is Transport.UDP and server.tls_name is None:
+                plain = server.tls_name is None and server.doh_path is None
+                if transport is Transport.UDP and plain:
                     pending = self._start_udp(loop, query, matcher, server, left_s)
                     try:
                         return await pending.future
                     finally:
                         pending.close()  # at once if the awaiting task is cancelled
                 async with asyncio.timeout(left_s):
+                    if server.doh_path is not None:
+                        return await self._exchange_https(query, server, left_s)
                     if server.tls_name is not None:
                         return await self._exchange_tls(query, server, left_s)
                     return await self._exchange_tcp(query, matcher, server)
@@ -233,10 +240,20 @@ class AsyncioNetwork:
         self.sent += 1
         return await self.dot.exchange(query, server, max(timeout_s, 0.001))
 
+    async def _exchange_https(self, query: bytes, server: ServerAddress, timeout_s: float) -> bytes:
+        if self.doh is None:
+            from resolver.upstream.https import DohClient
+
+            self.doh = DohClient(ca_file=self._tls_ca_file)
+        self.sent += 1
+        return await self.doh.exchange(query, server, max(timeout_s, 0.001))
+
     async def close(self) -> None:
-        """Close the connections kept open for reuse (DNS over TLS)."""
+        """Close the connections kept open for reuse (DNS over TLS and over HTTPS)."""
         if self.dot is not None:
             await self.dot.close()
+        if self.doh is not None:
+            await self.doh.close()
 
     async def _exchange_tcp(
         self, query: bytes, matcher: ReplyMatcher, server: ServerAddress

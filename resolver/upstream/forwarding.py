@@ -1,16 +1,19 @@
 """Forward and stub zones: from the operator's notation to configured delegations, and loops.
 
 The operator writes upstreams in Unbound's notation, `ADDR[@PORT][#TLSNAME]` (IPv6 needs no
-brackets: `::1@5301`). A forward zone (Unbound `forward-zone`) is a delegation whose servers
+brackets: `::1@5301`), and DNS over HTTPS upstreams as URLs,
+`https://HOST[:PORT][/PATH][#ADDR]` (port 443 and path /dns-query by default; a HOST that is
+a name needs the `#ADDR` to connect to, since no name is looked up to reach an upstream).
+A forward zone (Unbound `forward-zone`) is a delegation whose servers
 are asked with RD=1 and recurse for us; a stub zone (`stub-zone`) is a delegation to
 authoritative servers, asked with RD=0, from which we iterate on. The engine picks the
 deepest configured zone that contains the question name, so `corp.example` can go to an
 internal server while everything else is iterated or forwarded elsewhere.
 
 Inside the engine every server address is a string. A configured upstream travels as
-`IP@PORT` or `IP@PORT#TLSNAME` (see `upstream_spec`); `server_address` turns it back into
-the `ServerAddress` the network needs, so each upstream keeps its own port and TLS name and
-server selection keeps its health and RTT separately.
+`IP@PORT`, `IP@PORT#TLSNAME` or, for DoH, `IP@PORT#TLSNAME/PATH` (see `upstream_spec`);
+`server_address` turns it back into the `ServerAddress` the network needs, so each upstream
+keeps its own port and TLS name and server selection keeps its health and RTT separately.
 
 Loops (Unbound and CoreDNS users' most common forwarding mistake): an upstream that is one
 of our own listen addresses is refused at start (`check_no_self_forwarding`); at run time
@@ -24,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -38,6 +42,11 @@ from resolver.upstream.exchange import ReplyMatcher
 DNS_PORT = 53
 #: Port of DNS over TLS (RFC 7858 §3.1).
 DOT_PORT = 853
+#: Port of DNS over HTTPS (RFC 8484 §3: HTTPS, so 443).
+DOH_PORT = 443
+#: The path of a DoH URL written without one (the usual one, and RFC 9462's examples).
+DOH_PATH = "/dns-query"
+_URL_PATH_FORBIDDEN = frozenset(" ,#?\"\t\r\n")
 _MAX_NAME_OCTETS = 253
 _MAX_LABEL_OCTETS = 63
 
@@ -58,7 +67,10 @@ def parse_upstream(text: str, *, default_port: int = DNS_PORT, tls: bool = False
     are accepted but not needed.
     """
     raw = text.strip()
+    if raw.lower().startswith("https://"):
+        return parse_https_upstream(raw)
     rest, hash_sign, tls_name = raw.partition("#")
+    tls_name, slash, path = tls_name.partition("/")
     host, at_sign, port_text = rest.partition("@")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -75,8 +87,61 @@ def parse_upstream(text: str, *, default_port: int = DNS_PORT, tls: bool = False
             raise ForwardingError(f"upstream {raw!r}: bad port {port_text!r}")
         port = int(port_text)
     if hash_sign:
-        tls_name = _tls_name(tls_name, raw)
+        tls_name = _tls_name(tls_name, raw) if tls_name != ip else ip
+    if slash:  # the engine's spec of a DoH upstream: IP@PORT#TLSNAME/PATH
+        return ServerAddress(ip, port, tls_name=tls_name or ip,
+                             doh_path=_doh_path("/" + path, raw))
     return ServerAddress(ip, port, tls_name=(tls_name or ip) if use_tls else None)
+
+
+def parse_https_upstream(text: str) -> ServerAddress:
+    """Read a DNS over HTTPS upstream, `https://HOST[:PORT][/PATH][#ADDR]` (RFC 8484).
+
+    HOST is an IP address (the certificate must then be valid for it) or a name, which the
+    certificate must carry; a name needs `#ADDR`, the address to connect to, because no
+    name is looked up to reach an upstream. A URI template's `{?dns}` is accepted and
+    dropped: queries are POSTed (RFC 8484 §4.1).
+    """
+    raw = text.strip()
+    try:
+        url = urllib.parse.urlsplit(raw.replace("{?dns}", "", 1))
+        port = url.port
+    except ValueError as exc:
+        raise ForwardingError(f"DoH upstream {raw!r}: {exc}") from None
+    if url.scheme.lower() != "https" or not url.hostname:
+        raise ForwardingError(f"DoH upstream {raw!r}: write https://HOST[:PORT][/PATH][#ADDR]")
+    if url.username is not None or url.query:
+        raise ForwardingError(f"DoH upstream {raw!r}: no user or query part (queries are POSTed)")
+    host = url.hostname
+    try:
+        host_ip: str | None = str(ipaddress.ip_address(host))
+    except ValueError:
+        host_ip = None
+    if url.fragment:
+        try:
+            ip = str(ipaddress.ip_address(url.fragment.strip("[]")))
+        except ValueError:
+            raise ForwardingError(
+                f"DoH upstream {raw!r}: {url.fragment!r} after '#' is not an IP address"
+            ) from None
+    elif host_ip is not None:
+        ip = host_ip
+    else:
+        raise ForwardingError(
+            f"DoH upstream {raw!r}: {host!r} is a name: add the address to connect to, "
+            f"{raw}#ADDR"
+        )
+    tls_name = host_ip if host_ip is not None else _tls_name(host, raw)
+    path = url.path or DOH_PATH
+    return ServerAddress(ip, DOH_PORT if port is None else port, tls_name=tls_name,
+                         doh_path=_doh_path(path, raw))
+
+
+def _doh_path(path: str, raw: str) -> str:
+    if (not path.startswith("/") or not path.isascii()
+            or any(c in _URL_PATH_FORBIDDEN for c in path)):
+        raise ForwardingError(f"DoH upstream {raw!r}: {path!r} is not a usable URL path")
+    return path
 
 
 def _tls_name(text: str, raw: str) -> str:
@@ -93,8 +158,11 @@ def _tls_name(text: str, raw: str) -> str:
 
 
 def upstream_spec(server: ServerAddress) -> str:
-    """How a configured upstream travels inside the engine: `IP@PORT` or `IP@PORT#TLSNAME`."""
+    """How a configured upstream travels inside the engine: `IP@PORT`, `IP@PORT#TLSNAME`, or
+    `IP@PORT#TLSNAME/PATH` for DNS over HTTPS (read back by `engine.network.server_from_spec`)."""
     spec = f"{server.ip}@{server.port}"
+    if server.doh_path is not None:
+        return f"{spec}#{server.tls_name or server.ip}{server.doh_path}"
     return spec if server.tls_name is None else f"{spec}#{server.tls_name}"
 
 
@@ -109,7 +177,8 @@ def server_address(address: str, default_port: int) -> ServerAddress:
 def parse_zone_upstreams(
     text: str, *, default_port: int = DNS_PORT, option: str = "--forward-zone"
 ) -> tuple[str, tuple[ServerAddress, ...]]:
-    """Read `ZONE=ADDR[@PORT][#TLSNAME][,ADDR...]` into the zone and its upstreams."""
+    """Read `ZONE=ADDR[@PORT][#TLSNAME][,ADDR...]` into the zone and its upstreams; each may
+    also be a DNS over HTTPS URL (`corp.example=https://10.0.0.1/dns-query`)."""
     zone_text, equals, addresses = text.partition("=")
     if not equals or not addresses.strip():
         raise ForwardingError(f"{option} {text!r}: write ZONE=ADDR[@PORT][,ADDR...]")
@@ -157,6 +226,7 @@ def configured_zones(settings: ForwardingSettings, *, default_port: int) -> dict
     root.extend(
         parse_upstream(text, default_port=default_port, tls=True) for text in settings.forward_tls
     )
+    root.extend(parse_https_upstream(text) for text in settings.forward_https)
     for text in settings.forward_zones:
         zone, found = parse_zone_upstreams(text, default_port=default_port)
         forward.setdefault(zone, []).extend(found)
