@@ -191,6 +191,12 @@ def cache_flush(name: str, subtree: bool, rtype: str | None, control_socket: Pat
     removed = sum(int(reply.get("removed", 0)) for _, reply in replies)
     workers = f" from {len(replies)} workers" if len(replies) > 1 else ""
     click.echo(f"removed {removed} {'entry' if removed == 1 else 'entries'}{workers}")
+    shared = {str(reply.get("shared", "none")) for _, reply in replies}
+    if "flushed" in shared:
+        click.echo("flushed from the shared cache (--cachedb) too")
+    elif "unavailable" in shared:
+        click.echo("the shared cache (--cachedb) did not answer: its copies expire with "
+                   "their TTLs", err=True)
 
 
 @cache.command("dump")

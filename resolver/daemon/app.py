@@ -121,7 +121,8 @@ def build(
 
         stale_window = config.cache.max_stale_ttl_s if config.cache.stale_answer_enable else 0
         handler.cachedb = start_cachedb(config.cachedb, stale_window_s=stale_window,
-                                        metrics=metrics)
+                                        stale_ttl_s=config.cache.stale_answer_ttl_s,
+                                        max_ttl_s=config.cache.max_ttl_s, metrics=metrics)
     install_policy(handler, config.system)
     metrics.add_collector(lambda: core_families(
         queries=handler.queries, rcodes=handler.rcodes, service=service.stats(),

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,9 +115,15 @@ class RedisReplyStore:
         self._pool = pool
         self._client = aioredis.Redis(connection_pool=pool)
 
-    async def get(self, key: str) -> bytes | None:
-        value = await self._client.get(key)
-        return value if isinstance(value, bytes) else None
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        values = await self._client.mget(list(keys))
+        return [value if isinstance(value, bytes) else None for value in values]
+
+    async def claim(self, key: str, holder: str, lifetime_ms: int) -> bool:
+        return bool(await self._client.set(key, holder, nx=True, px=max(1, lifetime_ms)))
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        await self._client.delete(*keys)
 
     async def put_many(self, items: Sequence[StoreItem]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -131,8 +139,8 @@ class RedisReplyStore:
         await self._pool.disconnect()  # a pool handed to the client is not closed by it
 
 
-def start_cachedb(settings: CacheDbSettings, *, stale_window_s: int,
-                  metrics: Metrics | None) -> CacheDbTier:
+def start_cachedb(settings: CacheDbSettings, *, stale_window_s: int, stale_ttl_s: int,
+                  max_ttl_s: int, metrics: Metrics | None) -> CacheDbTier:
     """The tier on the Redis of `settings.url` (ValueError for a bad URL), counted in
     `metrics`. Nothing connects yet: the first query does, and the breaker rules after."""
     url = CacheDbUrl.parse(settings.url)
@@ -141,7 +149,10 @@ def start_cachedb(settings: CacheDbSettings, *, stale_window_s: int,
                         READ_BUCKETS_S)
     tier = CacheDbTier(RedisReplyStore(url, tls_ca_file=settings.tls_ca_file), settings,
                        wall_clock=time.time, monotonic=time.monotonic,
-                       stale_window_s=stale_window_s, on_read_seconds=latency.observe)
+                       stale_window_s=stale_window_s, stale_ttl_s=stale_ttl_s,
+                       longest_entry_s=max_ttl_s + stale_window_s,
+                       holder=f"{socket.gethostname()}:{os.getpid()}",
+                       on_read_seconds=latency.observe)
     if metrics is not None:
         metrics.add_collector(lambda: _families(tier, latency))
     return tier

@@ -39,6 +39,7 @@ from typing import Any
 from resolver.daemon import cache_file
 from resolver.dns import names
 from resolver.dns.wire import type_from_text
+from resolver.dnssec.canonical import canonical_name_wire
 from resolver.server.handler import QueryHandler
 from resolver.server.metrics import Sample, parse_exposition
 from resolver.service.resolver_service import ResolverService
@@ -164,7 +165,22 @@ class ControlServer:
             for listener in cache.flush_listeners:  # replies built from the old entries
                 listener()
             return {"ok": True, "loaded": loaded}
-        return self.respond(line)
+        reply = self.respond(line)
+        if reply.get("ok") and isinstance(request, dict) and request.get("cmd") == "flush":
+            reply["shared"] = await self._flush_shared(request)
+        return reply
+
+    async def _flush_shared(self, request: dict[str, Any]) -> str:
+        """Tell the shared cache (--cachedb) to forget what the flush removed here: "flushed",
+        "unavailable" (it could not be told; its entries age out by their TTLs), or "none"."""
+        cachedb = self.handler.cachedb if self.handler is not None else None
+        if cachedb is None:
+            return "none"
+        name = _name(request.get("name"))
+        done = await cachedb.forget(canonical_name_wire(name),
+                                    subtree=request.get("subtree") is True,
+                                    rtype=_type(request.get("type")))
+        return "flushed" if done else "unavailable"
 
     def respond(self, line: bytes) -> dict[str, Any]:
         """The reply to one request line (all but `dump` and `load`)."""

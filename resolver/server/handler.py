@@ -28,6 +28,7 @@ Rules, in the order they apply (docs/reliability.md (b) and (c)):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -44,6 +45,7 @@ from resolver.dns.wire import (
     Question,
     Rcode,
     RRType,
+    decode,
     encode,
     make_record,
     rcode_name,
@@ -76,6 +78,8 @@ MAX_UDP_REPLY = 1232
 CLASSIC_UDP_REPLY = 512
 #: Queries of one client address waiting for resolution at once (Unbound wait-limit 1000).
 MAX_WAITING_PER_CLIENT = 1000
+#: Shared-cache entries refreshed in the background at once; more wait for their expiry.
+MAX_SHARED_REFRESHES = 100
 _TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
 _TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 
@@ -119,6 +123,8 @@ class QueryHandler:
         self.queries = 0
         #: Client address -> its queries waiting for a resolution now (wait-limit).
         self._waiting: dict[str, int] = {}
+        #: Background refreshes of shared-cache entries this instance holds the lock for.
+        self._refreshes: set[asyncio.Future[None]] = set()
         self.rcodes: dict[str, int] = {}
         #: Replies as bytes, looked up before anything is decoded (answer_cache.py).
         self.answers = answers if answers is not None else AnswerCache(
@@ -308,12 +314,44 @@ class QueryHandler:
         in the answer cache, so the next query is answered from memory."""
         if memory_knows(self.service.state.cache, question):
             return None
-        reply = await cachedb.fetch(question_key(wire, query), _variant(query))
-        if reply is None:
+        shared = await cachedb.fetch(question_key(wire, query), _variant(query))
+        if shared is None:
             return None
+        if shared.stale:  # another instance is refreshing it (RFC 8767 §4: EDE 3, short TTL)
+            stale = _stale_outcome(shared.reply)
+            return self._reply(wire, query, client, stale) if stale is not None else None
         assert query.qname_wire is not None
-        self.answers.store(wire, query, reply)
-        return reply_for_client(reply, wire, query.qname_wire, _max_size(query, client))
+        self.answers.store(wire, query, shared.reply)
+        if shared.refresh:  # this instance holds the fleet's refresh lock
+            self._refresh_shared(wire, query, question, client)
+        return reply_for_client(shared.reply, wire, query.qname_wire, _max_size(query, client))
+
+    def _refresh_shared(self, wire: bytes, query: ScannedMessage, question: Question,
+                        client: Client) -> None:
+        """Resolve `question` again in the background; its reply replaces the shared one
+        (written behind, as every reply is) before that one expires."""
+        if len(self._refreshes) >= MAX_SHARED_REFRESHES:
+            return  # a burst of due entries: the rest are refreshed when they expire
+
+        async def refresh() -> None:
+            outcome = await self.service.resolve(
+                question, checking_disabled=bool(query.flags & HeaderFlag.CD))
+            if outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN):
+                self._reply(wire, query, client, outcome, cache=True)
+
+        task = asyncio.ensure_future(refresh())
+        self._refreshes.add(task)
+        task.add_done_callback(self._refresh_done)
+
+    @property
+    def shared_refreshes(self) -> int:
+        """Background refreshes of shared-cache entries running now."""
+        return len(self._refreshes)
+
+    def _refresh_done(self, task: asyncio.Future[None]) -> None:
+        self._refreshes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("refresh of a shared-cache entry failed: %s", task.exception())
 
     def _count(self, reply: bytes | None) -> bytes | None:
         if reply is not None and len(reply) >= 4:
@@ -388,6 +426,17 @@ class QueryHandler:
         else:
             data = encode(message, max_size=max_size)
         return _with_client_case(data, query)
+
+
+def _stale_outcome(reply: bytes) -> Outcome | None:
+    """A stale reply from the shared cache as an outcome, so that it goes out as the record
+    cache's stale answers do (EDE 3 "Stale Answer", never kept as fresh bytes)."""
+    try:
+        message = decode(reply)
+    except MalformedMessage:
+        return None
+    return Outcome(rcode=Rcode(message.rcode), answer=message.answer,
+                   authority=message.authority, additional=message.additional, stale=True)
 
 
 def _refusal(query: ScannedMessage, *, cache_only_allowed: bool = False) -> Rcode | None:

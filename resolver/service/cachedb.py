@@ -34,16 +34,20 @@ from resolver.engine.cache import RecordCache
 
 __all__ = [
     "KEY_PREFIX",
+    "REFRESH_FRACTION",
+    "Freshness",
     "NotShared",
     "ReplyVariant",
     "StoredReply",
     "cachedb_key",
     "decode_stored",
     "encode_stored",
+    "freshness",
     "lowered_reply",
     "memory_knows",
     "refusal_to_share",
     "reply_for_client",
+    "stale_reply",
 ]
 
 #: Every key starts with this: the format's version, so a new format never reads an old one.
@@ -158,6 +162,38 @@ def decode_stored(value: bytes) -> StoredReply | None:
     return StoredReply(stored_at=stored_at, reply=value[_VALUE_HEADER.size :])
 
 
+class Freshness(enum.Enum):
+    """What a stored reply is worth now, for the question asked."""
+
+    FRESH = "fresh"
+    #: In the last tenth of its shortest TTL (Unbound's prefetch rule): served, and worth
+    #: refreshing before it expires.
+    DUE = "due"
+    #: Its shortest TTL has run out (it stays stored for the serve-stale window).
+    EXPIRED = "expired"
+    #: Not a reply to this question, or not one that may be shared.
+    UNUSABLE = "unusable"
+
+
+#: A reply is due for a refresh when no more than this share of its TTL is left (prefetch).
+REFRESH_FRACTION = 0.1
+
+
+def freshness(stored: StoredReply, question: bytes, now: float) -> Freshness:
+    """How usable `stored` is at wall-clock `now` as the reply to `question` (lower-cased
+    name wire, QTYPE, QCLASS). A clock behind the writer's counts as no age."""
+    reply = stored.reply
+    if refusal_to_share(reply, None) is not None:
+        return Freshness.UNUSABLE
+    if reply[4:6] != b"\x00\x01" or reply[_HEADER : _HEADER + len(question)].lower() != question:
+        return Freshness.UNUSABLE
+    shortest = min_ttl(reply)
+    left = shortest - max(0, int(now - stored.stored_at))
+    if left < 1:
+        return Freshness.EXPIRED
+    return Freshness.DUE if left <= shortest * REFRESH_FRACTION else Freshness.FRESH
+
+
 def lowered_reply(stored: StoredReply, question: bytes, now: float) -> bytes | None:
     """The stored reply with every TTL lowered by the whole seconds since it was stored.
 
@@ -165,22 +201,30 @@ def lowered_reply(stored: StoredReply, question: bytes, now: float) -> bytes | N
     expired), when it does not answer `question` (lower-cased name wire, QTYPE, QCLASS) or
     when it is not a reply that may be shared. A clock behind the writer's counts as no age.
     """
-    reply = stored.reply
-    if refusal_to_share(reply, None) is not None:
+    if freshness(stored, question, now) not in (Freshness.FRESH, Freshness.DUE):
         return None
-    if reply[4:6] != b"\x00\x01" or reply[_HEADER : _HEADER + len(question)].lower() != question:
-        return None
-    walked = _walk(reply)
-    assert walked is not None  # refusal_to_share walked it
+    walked = _walk(stored.reply)
+    assert walked is not None  # freshness walked it
     ttls, _opt = walked
     age = max(0, int(now - stored.stored_at))
-    if min(ttl for _, ttl in ttls) - age < 1:
-        return None
     if age == 0:
-        return reply
-    buffer = bytearray(reply)
+        return stored.reply
+    buffer = bytearray(stored.reply)
     for offset, ttl in ttls:
         _U32.pack_into(buffer, offset, ttl - age)
+    return bytes(buffer)
+
+
+def stale_reply(stored: StoredReply, question: bytes, stale_ttl_s: int) -> bytes | None:
+    """The expired `stored` reply with every TTL set to `stale_ttl_s` (RFC 8767 §4), or None
+    when it is not a usable reply to `question`."""
+    if freshness(stored, question, stored.stored_at) is Freshness.UNUSABLE:
+        return None
+    walked = _walk(stored.reply)
+    assert walked is not None
+    buffer = bytearray(stored.reply)
+    for offset, ttl in walked[0]:
+        _U32.pack_into(buffer, offset, min(ttl, stale_ttl_s))
     return bytes(buffer)
 
 

@@ -230,3 +230,64 @@ def test_a_bad_cachedb_url_stops_serve_with_one_line(lab: RunningLab) -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "redis:// or rediss://" in done.stderr
+
+
+def test_cache_flush_on_one_instance_makes_the_fleet_forget_the_name(
+    lab: RunningLab, short_dir: Path, redis_server: RunningRedis
+) -> None:
+    """`resolver cache flush NAME` on A writes a flush marker to Redis: B, cold, no longer gets
+    A's copy and resolves the name upstream, and the reply B writes is shared again."""
+    from tests.integration.test_cache_file import cache_cmd
+
+    shared = ("--cachedb", redis_server.url, *ROOMY_BUDGET)
+    a = start_resolver(lab, *shared, "--control-socket", str(short_dir / "a.sock"))
+    b = start_resolver(lab, *shared, "--control-socket", str(short_dir / "b.sock"))
+    c = start_resolver(lab, *shared, "--control-socket", str(short_dir / "c.sock"))
+    try:
+        dig_a(a)
+        wait_for_keys(redis_server, 1)
+        flushed = cache_cmd("flush", NAME, "--control-socket", str(short_dir / "a.sock"))
+        assert flushed.returncode == 0, flushed.stderr
+        assert "flushed from the shared cache" in flushed.stdout
+        time.sleep(0.01)  # the reply B writes must be newer than the marker
+        before_b = wait_idle(short_dir / "b.sock")
+        dig_a(b)
+        assert upstream_queries(short_dir / "b.sock") > before_b
+        wait_for_keys(redis_server, 3)  # A's old reply, the marker, B's new reply
+        before_c = wait_idle(short_dir / "c.sock")
+        dig_a(c)
+        assert upstream_queries(short_dir / "c.sock") == before_c
+    finally:
+        logs = [stop_and_read(r) for r in (a, b, c)]
+    assert all("Traceback" not in log for log in logs)
+
+
+def test_the_refresh_lock_on_redis_goes_to_one_holder_until_it_lapses(
+    redis_server: RunningRedis,
+) -> None:
+    """SET NX PX as the fleet uses it: the first claim wins, a second is refused while the
+    lock lives, and once it has lapsed the next claim wins again; reads and deletes of
+    several keys are one round trip each."""
+    import asyncio
+
+    from resolver.daemon.cachedb_redis import CacheDbUrl, RedisReplyStore
+    from resolver.service.cachedb_tier import StoreItem
+
+    async def exercise() -> tuple[list[bool], list[bytes | None], list[bytes | None]]:
+        store = RedisReplyStore(CacheDbUrl.parse(redis_server.url))
+        try:
+            claims = [await store.claim("k:refresh", "a:1", 300),
+                      await store.claim("k:refresh", "b:2", 300)]
+            await asyncio.sleep(0.4)
+            claims.append(await store.claim("k:refresh", "b:2", 300))
+            await store.put_many([StoreItem("x", b"1", 60), StoreItem("y", b"2", 60)])
+            read = await store.get_many(["x", "nothing", "y"])
+            await store.delete(["x", "y"])
+            return claims, read, await store.get_many(["x", "y"])
+        finally:
+            await store.close()
+
+    claims, read, after_delete = asyncio.run(exercise())
+    assert claims == [True, False, True]
+    assert read == [b"1", None, b"2"]
+    assert after_delete == [None, None]

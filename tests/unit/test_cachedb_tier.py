@@ -40,29 +40,41 @@ class DictStore:
         self.data: dict[str, bytes] = {}
         self.expiries: dict[str, int] = {}
         self.gets = 0
+        #: Locks taken with claim(): key -> holder (they never expire here).
+        self.locks: dict[str, str] = {}
 
-    async def get(self, key: str) -> bytes | None:
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         self.gets += 1
-        return self.data.get(key)
+        return [self.data.get(key) for key in keys]
 
     async def put_many(self, items: Sequence[StoreItem]) -> None:
         for item in items:
             self.data[item.key] = item.value
             self.expiries[item.key] = item.expire_s
 
+    async def claim(self, key: str, holder: str, lifetime_ms: int) -> bool:
+        if key in self.locks:
+            return False
+        self.locks[key] = holder
+        return True
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.data.pop(key, None)
+
     async def close(self) -> None:
         return None
 
 
 class HangingStore(DictStore):
-    async def get(self, key: str) -> bytes | None:
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         self.gets += 1
         await asyncio.sleep(3600)
-        return None
+        return []
 
 
 class RefusingStore(DictStore):
-    async def get(self, key: str) -> bytes | None:
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         self.gets += 1
         raise ConnectionRefusedError("connection refused")
 
