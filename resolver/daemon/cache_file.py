@@ -31,8 +31,11 @@ cache load FILE`, as Unbound's dump_cache and load_cache share theirs. Text, one
   fsynced): a crash mid-write leaves the previous file intact.
 - Several sections may follow one another (the dump of several workers): all are read.
   Lines starting with ";;" between sections, and empty lines, are comments.
-- The cache holds no validation status yet: when DNSSEC validation comes, data that failed
-  it must be left out of `RecordCache.snapshot` and so never written.
+- DNSSEC (RFC 4035 §4.5): an entry's header says `security=secure` or `insecure` once it
+  was validated, and its RRSIGs follow its records (a negative entry's SOA is followed by
+  its proof: the SOA's RRSIGs and the NSEC/NSEC3 records with theirs). So a validating
+  resolver reloads secure data as secure, instead of unsigned data that would fail. Bogus
+  and indeterminate data is never written.
 
 The snapshot is taken on the event loop (the cache is not thread-safe; taking it copies no
 entry), the text is made and written in a thread, and a load into a running server puts
@@ -57,6 +60,7 @@ from pathlib import Path
 
 from resolver.dns.wire import Rcode, Record, RRType, exact_text, record_from_exact_text, type_name
 from resolver.dns.wire import type_from_text as _type_from_text
+from resolver.dnssec.security import Security
 from resolver.engine.cache import (
     CacheSnapshot,
     Rank,
@@ -79,6 +83,10 @@ RESTORE_SLICE = 2_000
 _HEADER = re.compile(r"^;resolver-cache (\d+) written=(\d+(?:\.\d+)?)$")
 _TRAILER = re.compile(r"^;end entries=(\d+) sha256=([0-9a-f]{64})$")
 _RANKS = {rank.name.lower(): rank for rank in Rank}
+#: The states written (bogus and indeterminate data never are).
+_SAVED_SECURITY = {state.value: state for state in (Security.SECURE, Security.INSECURE)}
+#: What may follow the SOA of a negative entry: its DNSSEC proof (RFC 4035 §3.1.3).
+_PROOF_TYPES = frozenset({RRType.RRSIG, RRType.NSEC, RRType.NSEC3})
 
 
 class CacheFileError(Exception):
@@ -115,15 +123,18 @@ def format_snapshot(snapshot: CacheSnapshot, *, written_at: float) -> Iterator[s
 def _entry_lines(entry: SavedEntry) -> list[str]:
     left = math.floor(entry.ttl_left)
     timing = (f" expired-ago={math.ceil(-entry.ttl_left)}" if entry.ttl_left <= 0 else "")
+    if entry.security is not None:
+        timing += f" security={entry.security.value}"
     if isinstance(entry, SavedRRset):
         head = f";rrset {entry.rank.name.lower()} original-ttl={entry.records[0].ttl}{timing}"
-        return [head, *(exact_text(rr.with_ttl(max(left, 0))) for rr in entry.records)]
+        signed = (*entry.records, *entry.rrsigs)
+        return [head, *(exact_text(rr.with_ttl(max(left, 0))) for rr in signed)]
     if entry.rtype is None:
         head = f";nxdomain {entry.name} {_class_text(entry.rclass)}"
     else:
         head = f";nodata {entry.name} {_class_text(entry.rclass)} {type_name(entry.rtype)}"
     return [f"{head} original-ttl={entry.soa.ttl}{timing}",
-            exact_text(entry.soa.with_ttl(max(left, 0)))]
+            *(exact_text(rr.with_ttl(max(left, 0))) for rr in (entry.soa, *entry.proof))]
 
 
 def _class_text(rclass: int) -> str:
@@ -169,6 +180,7 @@ class _Pending:
     rtype: int | None
     original_ttl: int
     expired_ago: int | None
+    security: Security | None = None
 
 
 def parse_lines(lines: Iterable[bytes], *, now: float, max_entries: int) -> list[SavedEntry]:
@@ -272,20 +284,32 @@ class _SectionReader:
         first = records[0]
         entry: SavedEntry
         if pending.kind == "rrset" and pending.rank is not None:
+            # RFC 4034 §3: the RRSIGs over the RRset follow its records.
+            signed: tuple[Record, ...] = ()
+            if first.rtype != RRType.RRSIG:
+                signed = tuple(rr for rr in records if rr.rtype == RRType.RRSIG)
+                records = [rr for rr in records if rr.rtype != RRType.RRSIG]
             if any((rr.name, rr.rtype, rr.rclass) != (first.name, first.rtype, first.rclass)
                    for rr in records):
                 raise CacheFileError(f"{where}: records of more than one RRset")
+            if any((rr.name, rr.rclass) != (first.name, first.rclass) for rr in signed):
+                raise CacheFileError(f"{where}: a signature of another name")
             entry = SavedRRset(
                 records=tuple(rr.with_ttl(pending.original_ttl) for rr in records),
-                rank=pending.rank, ttl_left=left,
+                rank=pending.rank, ttl_left=left, security=pending.security,
+                rrsigs=tuple(rr.with_ttl(pending.original_ttl) for rr in signed),
             )
         else:
-            if len(records) != 1 or first.rtype != RRType.SOA:
-                raise CacheFileError(f"{where}: a negative answer needs exactly one SOA")
+            if first.rtype != RRType.SOA or any(rr.rtype not in _PROOF_TYPES
+                                                 for rr in records[1:]):
+                raise CacheFileError(f"{where}: a negative answer needs one SOA, then only "
+                                     "its proof (RRSIG, NSEC, NSEC3)")
             entry = SavedNegative(
                 rcode=Rcode.NXDOMAIN if pending.kind == "nxdomain" else Rcode.NOERROR,
                 name=pending.name, rclass=pending.rclass, rtype=pending.rtype,
                 soa=first.with_ttl(pending.original_ttl), ttl_left=left,
+                security=pending.security,
+                proof=tuple(rr.with_ttl(pending.original_ttl) for rr in records[1:]),
             )
         self._entries.append(entry)
         self._count += 1
@@ -295,8 +319,12 @@ def _entry_header(number: int, line: str) -> _Pending:
     """An ";rrset", ";nxdomain" or ";nodata" line."""
     fields = line[1:].split()
     options: dict[str, int] = {}
+    security: Security | None = None
     while fields and "=" in fields[-1]:
         key, _, value = fields.pop().partition("=")
+        if key == "security" and value in _SAVED_SECURITY and security is None:
+            security = _SAVED_SECURITY[value]
+            continue
         if key not in ("original-ttl", "expired-ago") or not value.isdigit() or key in options:
             raise CacheFileError(f"line {number}: bad field {key}={value}")
         options[key] = int(value)
@@ -306,14 +334,14 @@ def _entry_header(number: int, line: str) -> _Pending:
     kind, rest = (fields[0], fields[1:]) if fields else ("", [])
     try:
         if kind == "rrset" and len(rest) == 1 and rest[0] in _RANKS:
-            return _Pending("rrset", number, _RANKS[rest[0]], "", 1, None, ttl, ago)
+            return _Pending("rrset", number, _RANKS[rest[0]], "", 1, None, ttl, ago, security)
         if kind == "nxdomain" and len(rest) == 2:
             name, rclass = _name_and_class(rest[0], rest[1])
-            return _Pending("nxdomain", number, None, name, rclass, None, ttl, ago)
+            return _Pending("nxdomain", number, None, name, rclass, None, ttl, ago, security)
         if kind == "nodata" and len(rest) == 3:
             name, rclass = _name_and_class(rest[0], rest[1])
             return _Pending("nodata", number, None, name, rclass, _type_from_text(rest[2]),
-                            ttl, ago)
+                            ttl, ago, security)
     except ValueError as exc:
         raise CacheFileError(f"line {number}: {exc}") from None
     raise CacheFileError(f"line {number}: not an entry header (;rrset, ;nxdomain, ;nodata)")

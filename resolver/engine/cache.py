@@ -125,6 +125,10 @@ class SavedRRset:
     rank: Rank
     #: Seconds until it expires; at or below 0 it is kept for serve-stale only.
     ttl_left: float
+    #: Its DNSSEC status and signatures: a validating resolver reloads it as secure data,
+    #: not as unsigned data to check again (which would find it bogus).
+    security: Security | None = None
+    rrsigs: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +143,9 @@ class SavedNegative:
     #: With the negative TTL it was stored with (RFC 2308 §5).
     soa: Record
     ttl_left: float
+    security: Security | None = None
+    #: The SOA's RRSIGs, then the NSEC/NSEC3 records and their RRSIGs (RFC 4035 §3.1.3).
+    proof: tuple[Record, ...] = ()
 
 
 SavedEntry = SavedRRset | SavedNegative
@@ -161,14 +168,21 @@ class CacheSnapshot:
             left = entry.expires_at - self.taken_at if hasattr(entry, "expires_at") else 0.0
             if left <= floor:
                 continue
+            if getattr(entry, "security", None) in _NOT_SAVED:
+                continue  # data that failed validation is never written
             if isinstance(entry, CachedRRset):
-                yield SavedRRset(records=entry.records, rank=entry.rank, ttl_left=left)
+                yield SavedRRset(records=entry.records, rank=entry.rank, ttl_left=left,
+                                 security=entry.security, rrsigs=entry.rrsigs)
             elif isinstance(entry, _NegativeEntry) and entry.soa is not None and key[0] != "negsoa":
                 yield SavedNegative(
                     rcode=entry.rcode, name=key[1], rclass=key[-1],
                     rtype=int(key[2]) if key[0] == "nodata" else None, soa=entry.soa,
-                    ttl_left=left,
+                    ttl_left=left, security=entry.security, proof=entry.proof,
                 )
+
+
+#: Security states a snapshot leaves out (bogus data is not even cached).
+_NOT_SAVED = (Security.BOGUS, Security.INDETERMINATE)
 
 
 def _expiry(_key: _Key, value: Any, _now: float) -> float:
@@ -581,6 +595,7 @@ class RecordCache:
                 self._entries[key] = CachedRRset(
                     records=tuple(rr.with_ttl(ttl) for rr in saved.records), rank=saved.rank,
                     stored_at=now - (ttl - left), expires_at=now + left,
+                    security=saved.security, rrsigs=tuple(rr.with_ttl(ttl) for rr in saved.rrsigs),
                 )
             else:
                 ttl = max(self.settings.min_negative_ttl_s,
@@ -590,7 +605,8 @@ class RecordCache:
                     continue
                 entry = _NegativeEntry(rcode=saved.rcode, name=saved.name,
                                        soa=saved.soa.with_ttl(ttl), stored_at=now - (ttl - left),
-                                       expires_at=now + left)
+                                       expires_at=now + left, security=saved.security,
+                                       proof=tuple(rr.with_ttl(ttl) for rr in saved.proof))
                 if saved.rtype is None:
                     self._entries[("nx", saved.name, saved.rclass)] = entry
                 else:

@@ -192,3 +192,37 @@ def test_workers_each_keep_their_own_cache_file(lab: RunningLab, short_dir: Path
         log = stop_and_read(again)
     assert re.search(rf"cache file {re.escape(str(path))}: \d+ entries loaded", log), log
     assert re.search(rf"cache file {re.escape(str(path))}\.1: \d+ entries loaded", log), log
+
+
+def test_a_validating_restart_keeps_signed_answers_secure_with_no_upstream_query(
+    lab: RunningLab, short_dir: Path
+) -> None:
+    """The signed lab, validation on: the cache file keeps each RRset's RRSIGs and status,
+    so after the restart the answer still has AD=1 (not SERVFAIL for missing signatures),
+    and comes from the loaded cache."""
+    from tests.integration.test_signed_lab import _anchor, _dig, _flags
+
+    path, sock = short_dir / "cache.txt", short_dir / "v.sock"
+    options = ("--trust-anchor-file", str(_anchor(lab)), "--cache-file", str(path),
+               "--control-socket", str(sock))
+    first = start_resolver(lab, *options)
+    try:
+        before = _dig(first.ip, first.port, "+dnssec", NAME, "A")
+        missing = _dig(first.ip, first.port, "+dnssec", "nope." + NAME, "A")
+    finally:
+        stop_and_read(first)
+    assert "ad" in _flags(before) and "status: NXDOMAIN" in missing, (before, missing)
+    text = path.read_text()
+    assert "security=secure" in text and "\tRRSIG\t" in text
+    second = start_resolver(lab, *options)
+    try:
+        queries = wait_idle(sock)
+        after = _dig(second.ip, second.port, "+dnssec", NAME, "A")
+        denied = _dig(second.ip, second.port, "+dnssec", "nope." + NAME, "A")
+        assert upstream_queries(sock) == queries
+    finally:
+        log = stop_and_read(second)
+    assert "status: NOERROR" in after and "ad" in _flags(after), after
+    assert "RRSIG" in after
+    assert "status: NXDOMAIN" in denied and "ad" in _flags(denied), denied
+    assert "bogus" not in log, log

@@ -29,6 +29,7 @@ from resolver.dns.wire import (
     parse_records,
     record_from_exact_text,
 )
+from resolver.dnssec.security import Security
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.settings import CacheSettings
 from tests.support.labnet import FakeClock
@@ -149,6 +150,56 @@ def test_round_trip_keeps_rrsets_ranks_and_negative_answers(tmp_path: Path,
     nodata = fresh.negative(Question("www.example.", RRType.AAAA))
     assert nodata is not None and nodata.rcode == Rcode.NOERROR
     assert fresh.negative(Question("www.example.", RRType.TXT)) is None
+
+
+RRSIG_A = parse_record("www.example. 300 IN RRSIG A 13 2 300 20300101000000 20200101000000 "
+                       "12345 example. AAAA")
+RRSIG_SOA = parse_record("example. 300 IN RRSIG SOA 13 1 3600 20300101000000 20200101000000 "
+                         "12345 example. AAAA")
+NSEC = parse_record("example. 300 IN NSEC www.example. NS SOA RRSIG NSEC DNSKEY")
+
+
+def test_validated_data_comes_back_with_its_status_and_signatures(tmp_path: Path,
+                                                                  clocks: Clocks) -> None:
+    """A validating resolver reloads secure data as secure (RFC 4035 §4.5): the RRSIGs of
+    an RRset and the proof of a denial are written with it, and indeterminate data is not
+    written at all."""
+    path = tmp_path / "cache"
+    cache = make_cache(clocks)
+    cache.store_rrset(a_rrset(), Rank.AUTHORITATIVE_ANSWER, security=Security.SECURE,
+                      rrsigs=(RRSIG_A,))
+    cache.store_rrset(a_rrset("doubt.example."), Rank.AUTHORITATIVE_ANSWER,
+                      security=Security.INDETERMINATE)
+    cache.store_negative(Question("nope.example.", RRType.A), Rcode.NXDOMAIN, SOA,
+                         security=Security.SECURE, proof=(RRSIG_SOA, NSEC))
+    assert save(cache, path, clocks)
+    assert "security=indeterminate" not in path.read_text()
+    fresh = make_cache(clocks)
+    assert keeper(fresh, path, clocks).load() == 2
+    signed = fresh.signed_rrset("www.example.", RRType.A)
+    assert signed is not None and signed.security is Security.SECURE
+    assert [rr.rdata_key for rr in signed.rrsigs] == [RRSIG_A.rdata_key]
+    assert fresh.rrset("doubt.example.", RRType.A) is None
+    denial = fresh.negative(Question("nope.example.", RRType.A))
+    assert denial is not None and denial.security is Security.SECURE
+    assert [rr.rtype for rr in denial.proof] == [RRType.RRSIG, RRType.NSEC]
+
+
+def test_a_negative_entry_with_a_record_that_is_no_proof_is_refused(tmp_path: Path,
+                                                                    clocks: Clocks) -> None:
+    path = tmp_path / "cache"
+    cache = make_cache(clocks)
+    cache.store_negative(Question("nope.example.", RRType.A), Rcode.NXDOMAIN, SOA)
+    assert save(cache, path, clocks)
+    lines = path.read_text().splitlines()
+    soa_at = next(i for i, line in enumerate(lines) if "\tSOA\t" in line)
+    lines.insert(soa_at + 1, exact_text(a_rrset()[0]))
+    body = "\n".join(lines[:-1]) + "\n"
+    import hashlib
+    trailer = f";end entries=1 sha256={hashlib.sha256(body.encode()).hexdigest()}"
+    path.write_text(body + trailer + "\n")
+    with pytest.raises(CacheFileError, match="one SOA, then only its proof"):
+        cache_file.read_file(path, now=clocks.wall(), max_entries=10)
 
 
 def test_reload_does_not_promote_glue_to_answer_rank(tmp_path: Path, clocks: Clocks) -> None:
