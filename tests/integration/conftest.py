@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -75,7 +76,14 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     """`resolver lab` on a free port, as a separate process."""
-    hints = tmp_path_factory.mktemp("lab") / "lab.hints"
+    with private_lab(tmp_path_factory.mktemp("lab")) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def private_lab(directory: Path) -> Iterator[RunningLab]:
+    """A lab of the test's own (one it may stop: `stop_lab`), hints in `directory`."""
+    hints = directory / "lab.hints"
     for _ in range(5):
         port = _free_port("127.41.0.4")
         proc = subprocess.Popen(
@@ -87,12 +95,22 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
         except RuntimeError:
             _stop(proc)
             continue
+        _lab_processes[port] = proc
         try:
             yield RunningLab(port=port, hints=hints)
         finally:
             _stop(proc)
+            _lab_processes.pop(port, None)
         return
     raise RuntimeError("could not start the lab")
+
+
+_lab_processes: dict[int, subprocess.Popen[str]] = {}
+
+
+def stop_lab(lab: RunningLab) -> None:
+    """Stop a lab `private_lab` started: its name servers answer nothing any more."""
+    _stop(_lab_processes[lab.port])
 
 
 def start_resolver(lab: RunningLab, *extra: str, ip: str = "127.0.0.1") -> RunningResolver:

@@ -128,6 +128,32 @@ def test_instance_b_answers_from_redis_what_only_a_resolved_with_a_lowered_ttl(
     assert "cachedb redis://127.0.0.1:" in logs[0]
 
 
+def test_with_the_lab_stopped_instance_b_answers_from_redis_with_the_ttl_lowered(
+    short_dir: Path, redis_server: RunningRedis
+) -> None:
+    """The issue's scenario as an operator runs it: A resolves, every name server is
+    stopped, and B, started cold afterwards, still answers the name from Redis."""
+    from tests.integration.conftest import private_lab, stop_lab
+
+    shared = ("--cachedb", redis_server.url, *ROOMY_BUDGET)
+    with private_lab(short_dir) as own_lab:
+        a = start_resolver(own_lab, *shared, "--control-socket", str(short_dir / "a.sock"))
+        try:
+            ttl_a, address = dig_a(a)
+            wait_for_keys(redis_server, 1)
+        finally:
+            stop_and_read(a)
+        stop_lab(own_lab)
+        time.sleep(2.1)
+        b = start_resolver(own_lab, *shared, "--control-socket", str(short_dir / "b.sock"))
+        try:
+            ttl_b, address_b = dig_a(b)
+        finally:
+            log = stop_and_read(b)
+    assert address_b == address and ttl_b <= ttl_a - 2
+    assert "Traceback" not in log
+
+
 def test_redis_killed_mid_run_answers_keep_flowing_and_the_breaker_closes_when_it_is_back(
     lab: RunningLab, short_dir: Path, redis_server: RunningRedis
 ) -> None:
