@@ -63,6 +63,11 @@ bench-cache: $(STAMP)
 bench-exchange: $(STAMP)
 	timeout 300 $(BIN)/python bench/exchange_cost.py
 
+## bench-cachedb: one answer from memory, from Redis and from upstream; Redis killed under load (prints figures)
+.PHONY: bench-cachedb
+bench-cachedb: $(STAMP)
+	timeout 180 $(BIN)/python bench/cachedb_bench.py
+
 ## bench-gc: full garbage-collector pauses with a 100,000-entry cache, before and after gc.freeze()
 .PHONY: bench-gc
 bench-gc: $(STAMP)
