@@ -152,6 +152,9 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         self._validating = self._dnssec is not None and not checking_disabled
         self._trust_active: set[str] = set()
         self._answered_by = ""
+        self._distrusted: dict[str, set[str]] = {}
+        self._trust_sources: dict[str, tuple[str, str, str]] = {}
+        self._refetched: set[tuple[str, int]] = set()
         self._steps = self._main()
         self._action: Action = self._advance(None)
 
@@ -439,7 +442,9 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
             while asked != question and self._exists_without_cut(asked):
                 qmin.deeper()  # the cache already knows this label: no need to ask again
                 asked = qmin.question_for(question, cut)
-            result = yield from self._ask_zone(cut, asked, depth, bogus_servers)
+            distrusted = self._distrusted.get(cut.zone)
+            result = yield from self._ask_zone(
+                cut, asked, depth, bogus_servers | distrusted if distrusted else bogus_servers)
             if isinstance(result, Failure) and bogus is not None:
                 return bogus
             if isinstance(result, Failure) and asked != question:
@@ -453,6 +458,7 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 self._announce_cut(cut, depth)
                 continue
             reply, classified = result
+            answered_by = self._answered_by  # validation's own fetches change _answered_by
             if is_ds and from_child_side(question, classified) and not relocated:
                 # The server answered from the child zone; find the parent's servers.
                 relocated = True
@@ -473,7 +479,7 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                     bogus = classified
                     assert self._dnssec is not None
                     if len(bogus_servers) < self._dnssec.max_bogus_retries:
-                        bogus_servers.add(self._answered_by)
+                        bogus_servers.add(answered_by)
                         continue  # RFC 4035 §5.5: another server of the zone may do better
                     return bogus
             admit(self.cache, reply, classified, cut, asked)

@@ -97,6 +97,13 @@ class ResolutionCore:
     _validating: bool
     _trust_active: set[str]
     _answered_by: str
+    #: Zone -> servers whose DS or DNSKEY for it did not verify: not asked again in this
+    #: resolution (RFC 4035 §5.5).
+    _distrusted: dict[str, set[str]]
+    #: Zone -> (server of its DS, server of its DNSKEY, the parent zone) of the last fetch.
+    _trust_sources: dict[str, tuple[str, str, str]]
+    #: (zone, type) of trust data taken from the cache, failed, and fetched again.
+    _refetched: set[tuple[str, int]]
 
     def _emit(self, event: TraceEvent) -> None:
         """Report a step to the observer; callers build the event only when one listens."""

@@ -136,19 +136,63 @@ class TrustFetching(ResolutionCore):
 
     def _fetch_trust(self, zone: str, anchor: str, depth: int,
                      settings: ValidationSettings) -> Generator[SendQuery, Reply, ZoneTrust]:
+        """The trust of `zone`, fetched again from other servers when the DS or DNSKEY one
+        server gave does not verify (RFC 4035 §5.5; Unbound blacklists that server for the
+        zone and retries): a bounded number of times, then the bogus verdict stands."""
+        first = trust = yield from self._fetch_trust_once(zone, anchor, depth, settings)
+        for _ in range(settings.max_bogus_retries):
+            if trust.security is not Security.BOGUS or not self._distrust_culprit(zone, trust):
+                break
+            trust = yield from self._fetch_trust_once(zone, anchor, depth, settings)
+        # Still bogus: the first failure says what is wrong (a retry that found no other
+        # server to ask would only say that).
+        return first if trust.security is Security.BOGUS else trust
+
+    def _distrust_culprit(self, zone: str, trust: ZoneTrust) -> bool:
+        """After a bogus link: stop asking the server whose DS (the parent's data) or DNSKEY
+        (the zone's) failed, and forget what it gave. False when the data did not come
+        from a server just asked and was fetched again already, so asking again cannot help."""
+        fetched = self._trust_sources.get(zone)
+        if fetched is None:
+            return False
+        ds_server, dnskey_server, parent_zone = fetched
+        if trust.verdict.zone != zone and trust.verdict.zone == parent_zone:
+            server, served_zone, rtype = ds_server, parent_zone, RRType.DS
+        else:
+            server, served_zone, rtype = dnskey_server, zone, RRType.DNSKEY
+        if not server:
+            # It came from the cache (a DS with a referral, for instance): fetched once more
+            # from the network, the server that gives it is then known.
+            if (zone, rtype) in self._refetched:
+                return False
+            self._refetched.add((zone, rtype))
+            self.cache.flush(zone, rtype=rtype)
+            return True
+        if server in self._distrusted.get(served_zone, set()):
+            return False
+        self._distrusted.setdefault(served_zone, set()).add(server)
+        self.cache.flush(zone, rtype=rtype)
+        log.info("DNSSEC: the %s of %s from %s did not verify (%s); asking another server",
+                 type_name(rtype), zone, server, trust.verdict.detail)
+        return True
+
+    def _fetch_trust_once(self, zone: str, anchor: str, depth: int,
+                          settings: ValidationSettings) -> Generator[SendQuery, Reply, ZoneTrust]:
         now = self._wall_now()
         ttls = {"bogus_ttl_s": settings.bogus_ttl_s, "max_ttl_s": settings.max_trust_ttl_s}
         if zone == anchor:
-            keys = yield from self._resolve(Question(zone, RRType.DNSKEY), depth + 1,
-                                            f"DNSKEY of {zone} (trust anchor)")
+            keys, server = yield from self._fetched(Question(zone, RRType.DNSKEY), depth,
+                                                    f"DNSKEY of {zone} (trust anchor)")
+            self._trust_sources[zone] = ("", server, "")
             return anchored_trust(zone, _of_type(keys.answer, zone, RRType.DNSKEY),
                                   keys.signatures, settings.anchors.ds_for(zone),
                                   settings.anchors.dnskeys_for(zone), now, **ttls)
-        ds_outcome = yield from self._resolve(Question(zone, RRType.DS), depth + 1,
-                                              f"DS of {zone}")
+        ds_outcome, ds_server = yield from self._fetched(Question(zone, RRType.DS), depth,
+                                                         f"DS of {zone}")
         ds = _of_type(ds_outcome.answer, zone, RRType.DS)
         parent_zone = self._parent_zone(zone, anchor, ds_outcome)
         parent = yield from self._zone_trust(parent_zone, depth)
+        self._trust_sources[zone] = (ds_server, "", parent_zone)
         if not parent.verdict.is_secure:
             return ZoneTrust(zone, parent.verdict, (), parent.steps, parent.ttl_s)
         if ds_outcome.rcode == Rcode.SERVFAIL:
@@ -158,14 +202,24 @@ class TrustFetching(ResolutionCore):
         dnskeys: tuple[Record, ...] = ()
         dnskey_sigs: tuple[Record, ...] = ()
         if ds:
-            keys = yield from self._resolve(Question(zone, RRType.DNSKEY), depth + 1,
-                                            f"DNSKEY of {zone}")
+            keys, dnskey_server = yield from self._fetched(Question(zone, RRType.DNSKEY),
+                                                           depth, f"DNSKEY of {zone}")
+            self._trust_sources[zone] = (ds_server, dnskey_server, parent_zone)
             dnskeys = tuple(_of_type(keys.answer, zone, RRType.DNSKEY))
             dnskey_sigs = keys.signatures
         return zone_trust_below(
             parent, zone, ds, [rr for rr in ds_outcome.signatures if rr.name == zone],
             ds_outcome.denial, dnskeys, dnskey_sigs, now,
             iterations_limit=settings.nsec3_iterations_limit, **ttls)
+
+    def _fetched(self, question: Question, depth: int, purpose: str
+                 ) -> Generator[SendQuery, Reply, tuple[Outcome, str]]:
+        """The outcome of a sub-resolution for trust data, and the server whose reply gave
+        it ("" when it came from the cache, without a query)."""
+        sent = self.queries_sent
+        self._answered_by = ""
+        outcome = yield from self._resolve(question, depth + 1, purpose)
+        return outcome, (self._answered_by if self.queries_sent > sent else "")
 
     def _parent_zone(self, zone: str, anchor: str, ds_outcome: Outcome) -> str:
         """The zone above `zone` that answered for its DS: the DS's signer, else the SOA
