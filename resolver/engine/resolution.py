@@ -251,7 +251,7 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 bogus = self._bogus_failure(current, result)
                 assert self._dnssec is not None
                 self.cache.store_failure(question, bogus, self._dnssec.bogus_ttl_s)
-                return _servfail(bogus, chain)
+                return _servfail(bogus)  # nothing of a chain that ends bogus is given out
             if validate and result.security is not None:
                 verdicts.append(result.verdict or Verdict(result.security, None, ""))
             # Ordered, linear deduplication: a hostile RRset of thousands stays cheap.

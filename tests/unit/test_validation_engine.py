@@ -544,3 +544,15 @@ def test_trace_names_the_broken_link_of_a_bogus_chain(world: SignedWorld) -> Non
     text = "\n".join(line for event in test_rig.events for line in renderer.render(event))
     assert re.search(r"chain of trust \.  the trust anchor's DS \d+ \(SHA-256\) -> DNSKEY \d+ "
                      r"ECDSAP256SHA256 \(13\): bogus EDE 7 \(Signature Expired\)", text), text
+
+
+def test_a_cname_chain_that_ends_in_bogus_data_is_servfail_with_no_records(
+        world: SignedWorld) -> None:
+    """The CNAME verifies, its target does not: the client gets SERVFAIL and nothing of
+    the chain (as Unbound: data of a failed validation is never given out)."""
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    message = test_rig.ask("alias.example.test.")
+    assert message.rcode == Rcode.SERVFAIL
+    assert message.answer == () and message.authority == ()
+    assert ede_of(message) == [ExtendedError.DNSSEC_BOGUS]

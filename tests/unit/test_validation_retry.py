@@ -114,8 +114,8 @@ def resolve(service: ResolverService, name: str, rtype: int = RRType.A) -> Outco
 
 
 def broken_signatures(of_type: int) -> Callable[[bytes], bytes]:
-    """A rewrite that spoils every RRSIG over `of_type` in a reply (one signature octet
-    changed, through its presentation form)."""
+    """A rewrite that spoils every RRSIG over `of_type` in a reply (one base64 character
+    of the signature changed, through its presentation form)."""
 
     def rewrite(reply: bytes) -> bytes:
         message = decode(reply)
@@ -125,9 +125,11 @@ def broken_signatures(of_type: int) -> Callable[[bytes], bytes]:
             for rr in records:
                 text = rr.to_text()
                 if rr.rtype == RRType.RRSIG and text.split()[4] == RRType(of_type).name:
-                    body, last = text[:-3], text[-3:]
-                    swapped = "A" if last[0] != "A" else "B"
-                    rr = parse_record(body + swapped + last[1:])
+                    # Ten characters from the end: inside the signature, clear of the
+                    # base64 padding (whose spare bits a change might not touch).
+                    at = len(text) - 10
+                    swapped = "A" if text[at] != "A" else "B"
+                    rr = parse_record(text[:at] + swapped + text[at + 1:])
                 out.append(rr)
             return tuple(out)
 
