@@ -327,16 +327,28 @@ class _Denial:
             return self._bogus(f"no NSEC3 for {qname} and no opt-out span covers it")
         wildcard = "*." + encloser  # §8.7
         at_wildcard = self._nsec3_matching(wildcard)
+        if at_wildcard is None and cover.opt_out:
+            # No match and no wildcard, but the next closer name lies in an opt-out span:
+            # what is there may be unsigned (RFC 5155 §9.2: no AD; Unbound: insecure).
+            return Verdict.insecure(None, self.zone,
+                                    f"{next_closer} is covered by an opt-out NSEC3")
         if at_wildcard is None:
             return self._missing(f"no NSEC3 matches {qname} or the wildcard {wildcard}")
         if qtype in at_wildcard.types or RRType.CNAME in at_wildcard.types:
             return self._bogus(f"the NSEC3 of {wildcard} lists type {qtype} or CNAME")
+        if cover.opt_out:  # RFC 5155 §9.2, as for a wildcard answer
+            return Verdict.insecure(None, self.zone,
+                                    f"{next_closer} is covered by an opt-out NSEC3")
         return Verdict.secure(self.zone, f"NSEC3 proves {wildcard} has no type {qtype}")
 
     def nsec3_wildcard_answer(self, qname: str, encloser: str) -> Verdict:
         next_closer = _next_closer(qname, encloser)
-        if self._nsec3_covering(next_closer) is None:
+        cover = self._nsec3_covering(next_closer)
+        if cover is None:
             return self._missing(f"no NSEC3 covers the next closer name {next_closer}")
+        if cover.opt_out:  # RFC 5155 §9.2: an opt-out span proves nothing secure
+            return Verdict.insecure(None, self.zone,
+                                    f"{next_closer} is covered by an opt-out NSEC3")
         return Verdict.secure(self.zone, f"NSEC3 proves the wildcard at {encloser} applies")
 
 

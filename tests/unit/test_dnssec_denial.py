@@ -174,3 +174,26 @@ def test_malformed_denial_records_are_ignored_not_a_crash() -> None:
             make_record("www.example.test.", RRType.NSEC, 300, b"\xc0\x0c")]
     assert prove_nxdomain("nothere.example.test.", ZONE, junk).security is not Security.SECURE
     assert prove_nodata("www.example.test.", 1, ZONE, junk).security is not Security.SECURE
+
+
+def test_opt_out_span_makes_wildcard_answers_and_nodata_insecure(opt_out: SignedZone,
+                                                                 signed: SignedZone) -> None:
+    """RFC 5155 §9.2 (Unbound's rule too): a proof that rests on an opt-out NSEC3 covering
+    the next closer name sets no AD: a wildcard expansion, a NODATA from the wildcard, a
+    NODATA for a name that has neither a matching NSEC3 nor a wildcard."""
+    records = _denials(opt_out)
+    expansion = prove_wildcard_answer("x.wild.example.test.", "*.wild.example.test.", ZONE,
+                                      records)
+    assert expansion.security is Security.INSECURE and "opt-out" in expansion.detail
+    wildcard_nodata = prove_nodata("x.wild.example.test.", RRType.MX, ZONE, records)
+    assert wildcard_nodata.security is Security.INSECURE
+    plain_nodata = prove_nodata("other.example.test.", RRType.MX, ZONE, records)
+    assert plain_nodata.security is Security.INSECURE
+    if signed.of_type(RRType.NSEC3):  # the same zone without opt-out: secure, or no proof
+        plain = _denials(signed)
+        assert prove_wildcard_answer("x.wild.example.test.", "*.wild.example.test.", ZONE,
+                                     plain).security is Security.SECURE
+        assert prove_nodata("x.wild.example.test.", RRType.MX, ZONE,
+                            plain).security is Security.SECURE
+        assert prove_nodata("other.example.test.", RRType.MX, ZONE,
+                            plain).security is Security.BOGUS
