@@ -404,6 +404,9 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                                   target=cname.records[0].target, signatures=cname.rrsigs,
                                   security=cname.security)
         negative = self.cache.negative(question)
+        if negative is None and self._validating and self._dnssec is not None and (
+                self._dnssec.aggressive_nsec):
+            negative = self.cache.synthesized_negative(question)  # RFC 8198
         if negative is None:
             return None
         nxdomain = negative.rcode == Rcode.NXDOMAIN

@@ -106,6 +106,9 @@ class ValidationSettings:
     max_trust_ttl_s: int = 86_400
     #: NSEC3 iterations above which a denial is insecure (RFC 9276 §3.2; Unbound 150).
     nsec3_iterations_limit: int = 150
+    #: Answer NXDOMAIN and NODATA from validated NSEC ranges in the cache, without asking
+    #: (RFC 8198; Unbound aggressive-nsec, on by default there too).
+    aggressive_nsec: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
