@@ -48,6 +48,7 @@ from resolver.dns.wire import (
     type_name,
 )
 from resolver.dnssec.security import Security, Verdict
+from resolver.dnssec.verification_budget import VerificationBudget
 from resolver.engine.admission import admit
 from resolver.engine.cache import Rank
 from resolver.engine.classify import (
@@ -155,6 +156,8 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         self._distrusted: dict[str, set[str]] = {}
         self._trust_sources: dict[str, tuple[str, str, str]] = {}
         self._refetched: set[tuple[str, int]] = set()
+        self._verifications = VerificationBudget(
+            self._dnssec.verification_limits if self._dnssec is not None else None)
         self._steps = self._main()
         self._action: Action = self._advance(None)
 

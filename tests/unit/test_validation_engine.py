@@ -653,3 +653,41 @@ def test_insecure_negative_answers_teach_no_ranges(world: SignedWorld) -> None:
     test_rig.resolve("nowhere.example.test.")
     assert upstream_queries(test_rig) > before
     assert len(test_rig.service.state.cache.nsec_ranges) == 0
+
+
+# -- the KeyTrap limits (CVE-2023-50387) --------------------------------------------------
+
+
+def rrsig_flood(reply: bytes) -> bytes:
+    """Each RRSIG of the answer joined by 40 copies whose signature does not verify."""
+    from dataclasses import replace as replace_message
+
+    from resolver.dns.wire import encode, rdata_octets, record_from_rdata
+
+    message = decode(reply)
+    flood = []
+    for rr in message.answer:
+        if rr.rtype == RRType.RRSIG:
+            rdata = rdata_octets(rr)
+            flood += [record_from_rdata(rr.name, RRType.RRSIG, rr.rclass, rr.ttl,
+                                        rdata[:-1] + bytes([(rdata[-1] + n + 1) % 256]))
+                      for n in range(40)]
+    return encode(replace_message(message, answer=(*flood, *message.answer)))
+
+
+def test_an_rrsig_flood_costs_at_most_the_resolution_budget_and_is_bogus(
+        world: SignedWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    from resolver.dnssec import signature_math
+
+    calls = []
+    real = signature_math.signature_holds
+    monkeypatch.setattr(signature_math, "signature_holds",
+                        lambda *args: calls.append(1) or real(*args))
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = rrsig_flood
+    reply = test_rig.ask("www.example.test.")
+    limits = ValidationSettings(anchors=parse_trust_anchors(world.anchor_text)
+                                ).verification_limits
+    assert len(calls) <= limits.per_resolution  # without the limits: 41 for the answer alone
+    # The genuine RRSIG comes after the flood: given up on, the data is bogus, not secure.
+    assert reply.rcode == Rcode.SERVFAIL and ede_of(reply) == [ExtendedError.DNSSEC_BOGUS]
