@@ -144,7 +144,7 @@ class NsecRanges:
             # any type (RFC 4035 §3.1.3.2, RFC 8198 §5.2).
             return self._denial(zone, Rcode.NOERROR, (match,), now)
         encloser = _closest_encloser(qname, match.nsec)
-        wildcard = "*." + encloser if encloser != "." else "*."
+        wildcard = names.wildcard_at(encloser)
         wild_key = name_order_key(wildcard)
         wild = self._live(zone, bisect.bisect_right(zone.keys, wild_key) - 1, now)
         if wild is None or wild.key == wild_key or not self._covers(wild, wildcard, zone_name):

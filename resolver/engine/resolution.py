@@ -523,13 +523,9 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         cut = yield from self._start_cut(
             names.parent(question.name) if is_ds else question.name, depth
         )
-        if not is_ds or cut.zone == names.parent(question.name):
-            return cut, False
-        # Only the parent's own servers can tell; find them first (Unbound's DS locate).
-        parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
-        if parent_cut is not None and names.is_subdomain(parent_cut.zone, cut.zone):
-            cut = parent_cut
-        return cut, True
+        # A cut above the parent is fine: its referrals lead down to the parent, whose
+        # servers answer the DS (a referral to the child itself shows there is none).
+        return cut, False
 
     def _announce_cut(self, cut: Delegation, depth: int) -> None:
         if self._observer is not None:
