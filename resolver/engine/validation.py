@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from resolver.dns import names
 from resolver.dns.wire import Record, RRType
-from resolver.dnssec.canonical import wildcard_source
+from resolver.dnssec.canonical import owner_label_count, wildcard_source
 from resolver.dnssec.chain import ChainStep, validate_dnskeys, validate_rrset
 from resolver.dnssec.denial import (
     nsec3_hash,
@@ -215,6 +215,12 @@ def verified_proof(denial: Sequence[Record], trust: ZoneTrust, now: int,
             sets.setdefault((record.name, record.rtype), []).append(record)
     verified: list[Record] = []
     for key, rrset in sets.items():
+        if _wildcard_expanded(key[0], sigs.get(key, ())):
+            # Signed as *.<zone>: the owner is the asker's name, not where the NSEC lies,
+            # so its span proves nothing (CVE-2017-15105; RFC 4035 §5.3.4).
+            return Verdict.bogus(Failure.DNSSEC_BOGUS, trust.zone,
+                                 f"the {RRType(key[1]).name} at {key[0]} is a wildcard "
+                                 f"expansion and proves no denial")
         check = validate_rrset(rrset, sigs.get(key, ()), trust.keys, trust.zone, now,
                                budget=budget)
         if not check.verdict.is_secure:
@@ -302,6 +308,18 @@ def _proven(denial: Sequence[Record], trust: ZoneTrust, now: int,
     if isinstance(proof, Verdict):
         return proof
     return prove(proof)
+
+
+def _wildcard_expanded(owner: str, rrsigs: Sequence[Record]) -> bool:
+    """Whether an RRSIG has fewer labels than the owner: the RRset is a wildcard's
+    expansion (RFC 4034 §3.1.3)."""
+    for rrsig in rrsigs:
+        try:
+            if Rrsig.from_record(rrsig).labels < owner_label_count(owner):
+                return True
+        except MalformedRdata:
+            continue
+    return False
 
 
 def _covers(rrsig: Record, rtype: int) -> bool:

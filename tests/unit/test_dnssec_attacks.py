@@ -1,8 +1,11 @@
-"""The KeyTrap limits (CVE-2023-50387): however many keys share a tag and however many
+"""Attacks on the validator.
+
+The KeyTrap limits (CVE-2023-50387): however many keys share a tag and however many
 RRSIGs an RRset carries, the validator verifies a bounded number of signatures, and data
 it gave up on is bogus, never secure. Key tags are a checksum of the DNSKEY RDATA
 (RFC 4034 Appendix B), so swapping two 16-bit words of a public key makes another key
-with the same tag: the attacker's cheapest trick, reproduced here.
+with the same tag: the attacker's cheapest trick, reproduced here. And a wildcard's
+NSEC replayed under another owner (CVE-2017-15105) proves no denial.
 """
 
 from __future__ import annotations
@@ -124,3 +127,25 @@ def test_an_honest_rrset_costs_one_verification(verifications: Counter) -> None:
     budget = VerificationBudget()
     assert validate_rrset(RRSET, [RRSIG], [GENUINE], ZONE, NOW, budget=budget).verdict.is_secure
     assert verifications.calls == 1 and budget.spent == 1
+
+
+# -- a wildcard-expanded NSEC proves nothing (CVE-2017-15105) ------------------------------
+
+
+def test_a_wildcard_expanded_nsec_is_no_proof_of_denial() -> None:
+    """An NSEC signed at *.keytrap.test. and served under another owner verifies (a
+    wildcard's expansion does), but its span says nothing about that owner."""
+    from resolver.dnssec.security import Verdict
+    from resolver.engine.validation import ZoneTrust, verified_proof
+
+    nsec = parse_record(f"*.{ZONE} 300 IN NSEC www.{ZONE} TXT RRSIG NSEC")
+    rrsig = sign_rrset([nsec], SIGNING_KEY, ZONE, inception=INCEPTION, expiration=EXPIRATION)
+    trust = ZoneTrust(ZONE, Verdict.secure(ZONE, "test"), (GENUINE,), (), 300)
+    assert verified_proof([nsec, rrsig], trust, NOW) == [nsec]  # at its own name: a proof
+
+    expanded = [parse_record(r.to_text().replace(f"*.{ZONE}", f"!.{ZONE}", 1))
+                for r in (nsec, rrsig)]
+    assert validate_rrset(expanded[:1], expanded[1:], [GENUINE], ZONE, NOW).verdict.is_secure
+    verdict = verified_proof(expanded, trust, NOW)
+    assert isinstance(verdict, Verdict) and verdict.security is Security.BOGUS
+    assert "wildcard expansion" in verdict.detail
