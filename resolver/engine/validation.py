@@ -34,7 +34,7 @@ from resolver.dnssec.keys import Dnskey, Ds
 from resolver.dnssec.records import MalformedRdata, Nsec, Nsec3, Rrsig
 from resolver.dnssec.security import Failure, Security, Verdict
 from resolver.dnssec.verification_budget import VerificationBudget
-from resolver.engine.classify import Classified, ResponseKind
+from resolver.engine.classify import Classified, ResponseKind, synthesize_cname
 
 __all__ = ["TrustCache", "ZoneTrust", "anchored_trust", "check_data", "signer_of",
            "worst", "zone_trust_below"]
@@ -344,8 +344,15 @@ def _wildcard_of(owner: str, rrsigs: Sequence[Record]) -> str | None:
 
 
 def _synthesized(cname: Record, answer: Sequence[Record]) -> bool:
-    return any(rr.rtype == RRType.DNAME and cname.name != rr.name
-               and names.is_subdomain(cname.name, rr.name) for rr in answer)
+    """Whether `cname` is what a DNAME of the answer implies (RFC 6672 §2.2): only then
+    is it trusted through the DNAME's signature; any other CNAME needs its own."""
+    for rr in answer:
+        if rr.rtype == RRType.DNAME and cname.name != rr.name and names.is_subdomain(
+                cname.name, rr.name):
+            implied = synthesize_cname(rr, cname.name)
+            return implied is not None and names.canonical(implied.target) == names.canonical(
+                cname.target)
+    return False
 
 
 def _rrsets(records: Sequence[Record]) -> list[list[Record]]:
