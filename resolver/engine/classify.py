@@ -133,9 +133,11 @@ def _classify(
         return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
     if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.YXDOMAIN):
         return Classified(kind=ResponseKind.SERVER_ERROR, reason=rcode_name(reply.rcode))
-    if forwarding and not reply.ra:
-        # A forwarder that does not recurse is of no use to us (Unbound forward-zone).
-        return Classified(kind=ResponseKind.SERVER_ERROR, reason="forwarder reply without RA")
+    if forwarding and not reply.ra and _refers(reply):
+        # A referral from a "forwarder" that does not recurse is of no use to us; a reply
+        # without RA that answers or denies is used (Unbound does not look at RA).
+        return Classified(kind=ResponseKind.SERVER_ERROR,
+                          reason="a referral without RA: the forwarder does not recurse")
     zone = reply.zone
     if reply.rcode == Rcode.YXDOMAIN:
         chain = tuple(rr for rr in reply.answer if rr.rtype == RRType.DNAME
@@ -229,6 +231,15 @@ def _follow_chain(
         if current in seen:  # a loop inside one reply; the engine's restart cap ends it
             return tuple(chain), current, False
         seen.add(current)
+
+
+def _refers(reply: ScrubbedReply) -> bool:
+    """A non-authoritative NOERROR with no answer whose authority section is empty or an
+    NS set without a SOA: what a server that does not recurse says of others' names."""
+    if reply.aa or reply.answer or reply.rcode != Rcode.NOERROR:
+        return False
+    types = {rr.rtype for rr in reply.authority}
+    return not types or (RRType.NS in types and RRType.SOA not in types)
 
 
 def _matching_dname(pool: list[Record], name: str) -> Record | None:

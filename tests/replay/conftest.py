@@ -2,8 +2,9 @@
 
 Options (README §3.10): `--scenarios DIR` (repeatable; default: the four folders `deckard/`,
 `unbound/`, `deckard-dnssec/` and `unbound-dnssec/` of the shared peer scenarios) and
-`--qmin-default {on,off}` (mode of testbound files that leave QNAME minimisation unset). At the end of the session one line per
-suite is printed, e.g. `replay deckard: 30 passed, 8 xfailed, 0 waived, 2 failed`.
+`--qmin-default {on,off}` (mode of testbound files that leave QNAME minimisation unset). At
+the end of the session one line per suite is printed, e.g.
+`replay deckard: 30 passed, 8 xfailed, 0 waived, 2 failed`.
 """
 
 from __future__ import annotations
