@@ -62,15 +62,19 @@ class CachedRRset:
     expires_at: float
     security: Security | None = None
     rrsigs: tuple[Record, ...] = ()
+    #: For a wildcard expansion, the NSEC/NSEC3 records (and RRSIGs) proving no closer
+    #: name exists: a DO client needs them to check the answer (RFC 4035 §3.1.3.3).
+    proof: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class SignedRRset:
-    """A live RRset with its RRSIGs and security status, TTLs lowered."""
+    """A live RRset with its RRSIGs, wildcard proof and security status, TTLs lowered."""
 
     records: tuple[Record, ...]
     rrsigs: tuple[Record, ...]
     security: Security | None
+    proof: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,8 @@ class CacheSnapshot:
                 continue
             if getattr(entry, "security", None) in _NOT_SAVED:
                 continue  # data that failed validation is never written
+            if isinstance(entry, CachedRRset) and entry.proof:
+                continue  # a wildcard expansion: fetched again with its proof after a restart
             if isinstance(entry, CachedRRset):
                 yield SavedRRset(records=entry.records, rank=entry.rank, ttl_left=left,
                                  security=entry.security, rrsigs=entry.rrsigs)
@@ -256,7 +262,8 @@ class RecordCache:
 
     def store_rrset(self, records: list[Record] | tuple[Record, ...], rank: Rank, *,
                     security: Security | None = None,
-                    rrsigs: tuple[Record, ...] = ()) -> bool:
+                    rrsigs: tuple[Record, ...] = (),
+                    proof: tuple[Record, ...] = ()) -> bool:
         """Store one RRset; returns False when refused (TTL 0, outranked by live data,
         bogus, or unvalidated where validated data of its rank lives)."""
         if not records or security is Security.BOGUS:
@@ -283,7 +290,7 @@ class RecordCache:
         if (isinstance(current, CachedRRset) and current.rank == rank
                 and abs(current.expires_at - (now + ttl)) < _SAME_EXPIRY_S
                 and key not in self._hidden and _same_rdata(current.records, unique, ttl)
-                and current.security is security):
+                and current.security is security and len(current.proof) == len(proof)):
             # The same RRset again within the second (the glue of a referral, then of the
             # answer): storing it anew would change nothing a client sees, and each store
             # leaves a dead item in the cache's expiry heap until that heap is compacted.
@@ -291,6 +298,7 @@ class RecordCache:
         self._entries[key] = CachedRRset(
             records=tuple(unique.values()), rank=rank, stored_at=now, expires_at=now + ttl,
             security=security, rrsigs=tuple(rr.with_ttl(ttl) for rr in rrsigs),
+            proof=tuple(rr.with_ttl(min(ttl, rr.ttl)) for rr in proof),
         )
         return True
 
@@ -303,7 +311,8 @@ class RecordCache:
             return None
         entry, left = live
         return SignedRRset(tuple(rr.with_ttl(left) for rr in entry.records),
-                           tuple(rr.with_ttl(left) for rr in entry.rrsigs), entry.security)
+                           tuple(rr.with_ttl(left) for rr in entry.rrsigs), entry.security,
+                           tuple(rr.with_ttl(min(left, rr.ttl)) for rr in entry.proof))
 
     def rrset(
         self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL

@@ -9,10 +9,12 @@ records off the question's CNAME/DNAME chain are never part of the result.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType, rcode_name
+from resolver.dnssec.canonical import owner_label_count
 from resolver.dnssec.records import MalformedRdata, Rrsig
 from resolver.dnssec.security import Security, Verdict
 from resolver.engine.delegation import CutSource, Delegation, delegation_from_records
@@ -89,6 +91,18 @@ def covered_type(rrsig: Record) -> int | None:
         return Rrsig.from_record(rrsig).type_covered
     except MalformedRdata:
         return None
+
+
+def is_wildcard_expansion(owner: str, rrsigs: Sequence[Record]) -> bool:
+    """Whether an RRSIG over the RRset at `owner` counts fewer labels than the owner has:
+    the RRset was expanded from a wildcard (RFC 4034 §3.1.3, RFC 4035 §5.3.4)."""
+    for rrsig in rrsigs:
+        try:
+            if Rrsig.from_record(rrsig).labels < owner_label_count(owner):
+                return True
+        except MalformedRdata:
+            continue
+    return False
 
 
 def with_dnssec_records(classified: Classified, reply: ScrubbedReply) -> Classified:

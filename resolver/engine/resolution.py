@@ -397,7 +397,8 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         if found is not None:
             self._cache_event(question, depth, "answer", found.records[0].ttl)
             return Classified(kind=ResponseKind.ANSWER, answer=found.records,
-                              signatures=found.rrsigs, security=found.security)
+                              signatures=found.rrsigs, denial=found.proof,
+                              security=found.security)
         if question.rtype != RRType.CNAME:
             cname = self.cache.signed_rrset(question.name, RRType.CNAME, question.rclass,
                                             min_rank=min_rank)
@@ -405,7 +406,7 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 self._cache_event(question, depth, "cname", cname.records[0].ttl)
                 return Classified(kind=ResponseKind.CNAME, answer=cname.records,
                                   target=cname.records[0].target, signatures=cname.rrsigs,
-                                  security=cname.security)
+                                  denial=cname.proof, security=cname.security)
         negative = self.cache.negative(question)
         if negative is None and self._validating and self._dnssec is not None and (
                 self._dnssec.aggressive_nsec):

@@ -26,6 +26,7 @@ from resolver.engine.admission import rrsets
 from resolver.engine.classify import (
     Classified,
     covered_type,
+    is_wildcard_expansion,
 )
 from resolver.engine.events import (
     ChainStepChecked,
@@ -88,7 +89,9 @@ class TrustFetching(ResolutionCore):
             if rank is not None:
                 sigs = tuple(rr for rr in validated.signatures if rr.name == rrset[0].name
                              and covered_type(rr) == rrset[0].rtype)
-                self.cache.store_rrset(rrset, rank, security=validated.security, rrsigs=sigs)
+                proof = validated.denial if is_wildcard_expansion(rrset[0].name, sigs) else ()
+                self.cache.store_rrset(rrset, rank, security=validated.security, rrsigs=sigs,
+                                       proof=proof)
 
     def _bogus_failure(self, question: Question, bogus: Classified) -> Failure:
         """The SERVFAIL of bogus data, logged with the zone and the reason (RFC 4035 §5.5)."""

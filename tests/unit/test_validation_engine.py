@@ -691,3 +691,15 @@ def test_an_rrsig_flood_costs_at_most_the_resolution_budget_and_is_bogus(
     assert len(calls) <= limits.per_resolution  # without the limits: 41 for the answer alone
     # The genuine RRSIG comes after the flood: given up on, the data is bogus, not secure.
     assert reply.rcode == Rcode.SERVFAIL and ede_of(reply) == [ExtendedError.DNSSEC_BOGUS]
+
+
+def test_a_cached_wildcard_answer_keeps_its_proof_for_do_clients(world: SignedWorld) -> None:
+    """RFC 4035 §3.1.3.3: a wildcard expansion goes out with the NSEC proving that no
+    closer name exists, from the cache as on the first answer."""
+    test_rig = rig(world)
+    first = test_rig.ask("x.wild.example.test.", RRType.TXT)
+    before = upstream_queries(test_rig)
+    again = test_rig.ask("x.wild.example.test.", RRType.TXT)
+    assert upstream_queries(test_rig) == before and again.ad
+    for reply in (first, again):
+        assert [rr.rtype for rr in reply.authority if rr.rtype == RRType.NSEC] == [RRType.NSEC]
