@@ -116,6 +116,8 @@ class ServeConfig:
     dnssec: bool = True
     #: DS or DNSKEY records to trust instead of the built-in root key (Unbound's option).
     trust_anchor_file: str | None = None
+    #: Negative trust anchors (--domain-insecure, RFC 7646): names not validated.
+    domain_insecure: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

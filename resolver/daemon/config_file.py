@@ -216,6 +216,8 @@ OPTIONS: dict[str, FileOption] = {
         FileOption(key="dnssec", param="dnssec", check=boolean),
         FileOption(key="trust-anchor-file", param="trust_anchor_file",
                    check=string(_non_empty), is_path=True),
+        FileOption(key="domain-insecure", param="domain_insecure",
+                   check=string_list(check_name)),
         # Who may ask, and what is answered locally.
         FileOption(key="access-control", param="access_control",
                    check=string_list(AclRule.parse)),

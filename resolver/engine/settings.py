@@ -110,6 +110,9 @@ class ValidationSettings:
     #: Answer NXDOMAIN and NODATA from validated NSEC ranges in the cache, without asking
     #: (RFC 8198; Unbound aggressive-nsec, on by default there too).
     aggressive_nsec: bool = True
+    #: Names at and below which nothing is validated: negative trust anchors (RFC 7646;
+    #: Unbound domain-insecure), for a zone whose signatures are known to be broken.
+    insecure_domains: tuple[str, ...] = ()
     #: Signature verifications per RRset, per key tag and per client query (KeyTrap,
     #: CVE-2023-50387; the sources are in resolver.dnssec.verification_budget).
     verification_limits: VerificationLimits = field(default_factory=VerificationLimits)

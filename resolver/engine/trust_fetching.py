@@ -63,6 +63,12 @@ class TrustFetching(ResolutionCore):
         """`classified` with its security status: the trust of each zone that signed
         it fetched (or taken from the trust cache), then its signatures and proofs checked."""
         assert self._dnssec is not None
+        negative_anchor = self._negative_anchor(question.name)
+        if negative_anchor is not None:  # RFC 7646 §1.1: not validated at all
+            verdict = Verdict.insecure(None, negative_anchor,
+                                       f"{negative_anchor} is configured insecure "
+                                       f"(a negative trust anchor)")
+            return replace(classified, security=verdict.security, verdict=verdict)
         trusts: dict[str, ZoneTrust] = {}
         for zone in zones_needed(question.name, classified, zone_hint):
             trusts[zone] = yield from self._zone_trust(zone, depth)
@@ -78,6 +84,12 @@ class TrustFetching(ResolutionCore):
                 ede=int(verdict.ede_code) if verdict.ede_code is not None else None,
                 detail=verdict.detail))
         return replace(classified, security=verdict.security, verdict=verdict)
+
+    def _negative_anchor(self, name: str) -> str | None:
+        """The configured insecure domain (negative trust anchor) holding `name`, if any."""
+        assert self._dnssec is not None
+        return next((d for d in self._dnssec.insecure_domains if names.is_subdomain(name, d)),
+                    None)
 
     def _store_verdict(self, question: Question, validated: Classified) -> None:
         """Keep the status of cached data just validated (bogus data leaves the cache)."""
@@ -111,6 +123,11 @@ class TrustFetching(ResolutionCore):
         cached = self.state.trust.get(zone, self.now)
         if cached is not None:
             return cached
+        negative_anchor = self._negative_anchor(zone)
+        if negative_anchor is not None:
+            return ZoneTrust(zone, Verdict.insecure(None, zone, f"{negative_anchor} is "
+                                                    f"configured insecure"),
+                             (), (), settings.max_trust_ttl_s)
         anchors = settings.anchors
         anchor = anchors.closest_to(zone)
         if anchor is None:

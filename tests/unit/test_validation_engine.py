@@ -168,7 +168,8 @@ class Rig:
         return decode(reply)
 
 
-def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True) -> Rig:
+def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True,
+        insecure_domains: tuple[str, ...] = ()) -> Rig:
     clock = FakeClock()
     servers = {
         ROOT_IP: SignedAuthority([world.zones["."]]),
@@ -180,7 +181,8 @@ def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True) -> Rig:
                                       world.zones["child.optout.test."]]),
     }
     network = SignedNetwork(clock, servers)
-    validation = ValidationSettings(anchors=parse_trust_anchors(world.anchor_text))
+    validation = ValidationSettings(anchors=parse_trust_anchors(world.anchor_text),
+                                    insecure_domains=insecure_domains)
     settings = EngineSettings(validation=validation if validate else None)
     state = SharedState(cache=RecordCache(CacheSettings(), timer=clock),
                         selection=ServerSelection(),
@@ -703,3 +705,21 @@ def test_a_cached_wildcard_answer_keeps_its_proof_for_do_clients(world: SignedWo
     assert upstream_queries(test_rig) == before and again.ad
     for reply in (first, again):
         assert [rr.rtype for rr in reply.authority if rr.rtype == RRType.NSEC] == [RRType.NSEC]
+
+
+# -- negative trust anchors (RFC 7646, Unbound domain-insecure) ---------------------------
+
+
+def test_a_negative_trust_anchor_turns_a_bogus_zone_into_an_insecure_answer(
+        world: SignedWorld) -> None:
+    test_rig = rig(world, insecure_domains=("example.test.",))
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    reply = test_rig.ask("www.example.test.")
+    assert reply.rcode == Rcode.NOERROR and not reply.ad
+    assert [rr.address for rr in reply.answer if rr.rtype == RRType.A] == ["192.0.2.99"]
+
+
+def test_a_negative_trust_anchor_leaves_other_zones_validated(world: SignedWorld) -> None:
+    test_rig = rig(world, insecure_domains=("example.test.",))
+    assert test_rig.resolve("www.nsec3.test.").security is Security.SECURE
+    assert test_rig.resolve("www.example.test.").security is Security.INSECURE
