@@ -113,7 +113,7 @@ def with_encrypted_options(config: ServeConfig, params: dict[str, Any]) -> Serve
         tls_cert=str(cert) if cert is not None else None,
         tls_key=str(key) if key is not None else None,
         https_path=str(params.get("https_path") or "/dns-query"),
-        tls_name=params.get("tls_name"),
+        tls_name=_checked_name(params.get("tls_name")),  # the config file's too
         limits=limits,
     )
     if settings.needs_certificate and (settings.tls_cert is None or settings.tls_key is None):

@@ -204,3 +204,23 @@ def test_no_name_known_announces_nothing_with_one_warning(
     assert [r.message for r in caplog.records if "_dns.resolver.arpa" in r.message] == [
         "no --tls-name and no DNS name in the certificate: the encrypted endpoints are not "
         "announced at _dns.resolver.arpa (RFC 9462)"]
+
+
+def test_config_file_tls_name_must_be_a_domain_name(tmp_path: Path) -> None:
+    from resolver.daemon import config_file
+
+    values = config_file.check_table({"tls-name": "dns.example"}, source="t.toml",
+                                     base=tmp_path)
+    assert values["tls_name"] == "dns.example"
+    with pytest.raises(config_file.ConfigFileError, match="'tls-name'"):
+        config_file.check_table({"tls-name": "a..b"}, source="t.toml", base=tmp_path)
+
+
+def test_tls_name_reaches_the_encrypted_settings_canonical() -> None:
+    from resolver.cli.encrypted_options import with_encrypted_options
+    from resolver.daemon.config import ServeConfig
+
+    config = with_encrypted_options(ServeConfig(), {
+        "listen_tls": ("127.0.0.1",), "tls_cert": "c.pem", "tls_key": "k.pem",
+        "tls_name": "Dns.Example"})
+    assert config.encrypted.tls_name == "dns.example."
