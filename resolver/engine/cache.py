@@ -36,6 +36,7 @@ from resolver.dns.wire import Question, Rcode, Record, RRType
 from resolver.dnssec.security import Security
 from resolver.engine.delegation import CutSource, Delegation, NameServer
 from resolver.engine.failure import Failure
+from resolver.engine.nsec_ranges import NsecRanges
 from resolver.engine.settings import CacheSettings
 
 #: An RRset stored again with an expiry this close to the stored one is the same entry:
@@ -245,6 +246,8 @@ class RecordCache:
         self.misses = 0
         #: Called after every flush: caches built from this one (the answer cache) drop theirs.
         self.flush_listeners: list[Callable[[], None]] = []
+        #: Validated NSEC ranges of secure negative answers (RFC 8198, aggressive NSEC).
+        self.nsec_ranges = NsecRanges()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -344,6 +347,8 @@ class RecordCache:
         if ttl <= 0:
             return False
         now = self._timer()
+        if security is Security.SECURE:  # RFC 8198: its NSEC ranges answer other names
+            self.nsec_ranges.learn(soa.name, soa.with_ttl(ttl), proof, now, ttl)
         entry = _NegativeEntry(
             rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now,
             expires_at=now + ttl, security=security,
@@ -377,6 +382,17 @@ class RecordCache:
             if found is not None:
                 return found
         return None
+
+    def synthesized_negative(self, question: Question) -> NegativeAnswer | None:
+        """The NXDOMAIN or NODATA that validated NSEC ranges prove for `question` (RFC 8198),
+        secure by construction: only secure ranges are kept."""
+        if question.rclass != 1:
+            return None
+        found = self.nsec_ranges.synthesize(question.name, question.rtype, self._timer())
+        if found is None:
+            return None
+        return NegativeAnswer(rcode=found.rcode, name=question.name, soa=found.soa,
+                              security=Security.SECURE, proof=found.proof)
 
     def negative_soa_stamp(self, zone: str, rclass: int = 1) -> float | None:
         """When the zone's latest negative SOA was stored (None: none live)."""
@@ -533,6 +549,8 @@ class RecordCache:
         ]
         for key in doomed:
             self._entries.pop(key, None)
+        if rtype is None or rtype == RRType.NSEC:  # a range may prove `name` absent
+            self.nsec_ranges.forget(name)
         for listener in self.flush_listeners:
             listener()
         return sum(1 for key in doomed if key[0] != "negsoa")  # that one is bookkeeping

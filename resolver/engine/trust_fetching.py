@@ -67,7 +67,8 @@ class TrustFetching(ResolutionCore):
             trusts[zone] = yield from self._zone_trust(zone, depth)
         verdict = check_data(question.name, question.rtype, classified,
                              lambda zone: trusts[zone], zone_hint, self._wall_now(),
-                             iterations_limit=self._dnssec.nsec3_iterations_limit)
+                             iterations_limit=self._dnssec.nsec3_iterations_limit,
+                             budget=self._verifications)
         if self._observer is not None:
             self._emit(DataValidated(
                 depth=depth, at_s=self._at_s(), qname=question.name,
@@ -186,7 +187,8 @@ class TrustFetching(ResolutionCore):
             self._trust_sources[zone] = ("", server, "")
             return anchored_trust(zone, _of_type(keys.answer, zone, RRType.DNSKEY),
                                   keys.signatures, settings.anchors.ds_for(zone),
-                                  settings.anchors.dnskeys_for(zone), now, **ttls)
+                                  settings.anchors.dnskeys_for(zone), now, **ttls,
+                                  budget=self._verifications)
         ds_outcome, ds_server = yield from self._fetched(Question(zone, RRType.DS), depth,
                                                          f"DS of {zone}")
         ds = _of_type(ds_outcome.answer, zone, RRType.DS)
@@ -210,7 +212,8 @@ class TrustFetching(ResolutionCore):
         return zone_trust_below(
             parent, zone, ds, [rr for rr in ds_outcome.signatures if rr.name == zone],
             ds_outcome.denial, dnskeys, dnskey_sigs, now,
-            iterations_limit=settings.nsec3_iterations_limit, **ttls)
+            iterations_limit=settings.nsec3_iterations_limit, **ttls,
+            budget=self._verifications)
 
     def _fetched(self, question: Question, depth: int, purpose: str
                  ) -> Generator[SendQuery, Reply, tuple[Outcome, str]]:
