@@ -392,12 +392,14 @@ class RecordCache:
                 return found
         return None
 
-    def synthesized_negative(self, question: Question) -> NegativeAnswer | None:
+    def synthesized_negative(self, question: Question, *,
+                             within: str = ".") -> NegativeAnswer | None:
         """The NXDOMAIN or NODATA that validated NSEC ranges prove for `question` (RFC 8198),
         secure by construction: only secure ranges are kept."""
         if question.rclass != 1:
             return None
-        found = self.nsec_ranges.synthesize(question.name, question.rtype, self._timer())
+        found = self.nsec_ranges.synthesize(question.name, question.rtype, self._timer(),
+                                            within=within)
         if found is None:
             return None
         return NegativeAnswer(rcode=found.rcode, name=question.name, soa=found.soa,

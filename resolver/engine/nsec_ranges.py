@@ -117,10 +117,13 @@ class NsecRanges:
     def clear(self) -> None:
         self._zones.clear()
 
-    def synthesize(self, qname: str, qtype: int, now: float) -> SynthesizedDenial | None:
-        """The NXDOMAIN or NODATA the cached ranges prove for (`qname`, `qtype`), or None."""
+    def synthesize(self, qname: str, qtype: int, now: float, *,
+                   within: str = ".") -> SynthesizedDenial | None:
+        """The NXDOMAIN or NODATA the cached ranges prove for (`qname`, `qtype`), or None.
+        Only ranges of zones at or below `within` count: a configured stub or forward zone
+        is not denied by its parent's NSEC records."""
         zone_name = next((z for z in names.ancestors(qname) if z in self._zones), None)
-        if zone_name is None:
+        if zone_name is None or not names.is_subdomain(zone_name, within):
             return None
         zone = self._zones[zone_name]
         left = zone.soa_expires_at - now

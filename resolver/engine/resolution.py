@@ -407,10 +407,12 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 return Classified(kind=ResponseKind.CNAME, answer=cname.records,
                                   target=cname.records[0].target, signatures=cname.rrsigs,
                                   denial=cname.proof, security=cname.security)
-        negative = self.cache.negative(question)
+        # An NXDOMAIN above a configured zone says nothing of it: the operator's zone wins.
+        within = self._configured_zone(question.name) if self.state.configured_zones else "."
+        negative = self.cache.negative(question, within=within)
         if negative is None and self._validating and self._dnssec is not None and (
                 self._dnssec.aggressive_nsec):
-            negative = self.cache.synthesized_negative(question)  # RFC 8198
+            negative = self.cache.synthesized_negative(question, within=within)  # RFC 8198
         if negative is None:
             return None
         nxdomain = negative.rcode == Rcode.NXDOMAIN

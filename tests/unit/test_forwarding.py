@@ -23,8 +23,9 @@ from resolver.dns.wire import (
     make_query,
     parse_record,
 )
+from resolver.dnssec.anchors import ROOT_ANCHORS
 from resolver.engine.network import ServerAddress, Transport, UpstreamTimeout
-from resolver.engine.settings import EngineSettings, ForwardingSettings
+from resolver.engine.settings import EngineSettings, ForwardingSettings, ValidationSettings
 from resolver.server.listener import Client
 from resolver.upstream.forwarding import (
     DOT_PORT,
@@ -594,13 +595,17 @@ def test_stub_zones_keep_answering_after_their_servers_state_their_ns_set() -> N
         ("10.0.0.9", 5353), ("10.0.0.10", 5353)}
 
 
-def test_nxdomain_above_a_stub_zone_does_not_hide_it() -> None:
+@pytest.mark.parametrize("validating", [False, True])
+def test_nxdomain_above_a_stub_zone_does_not_hide_it(validating: bool) -> None:
     """A cached NXDOMAIN for corp.example (RFC 8020) says nothing of the configured stub
-    zone a.corp.example below it: the operator's zone wins."""
+    zone a.corp.example below it: the operator's zone wins, with validation on or off."""
     network = UpstreamsNetwork(FakeClock())
     network.upstreams[("10.0.0.9", 5353)] = stub_authority("a.corp.example.", "10.9.0.1")
     settings = ForwardingSettings(stub_zones=("a.corp.example=10.0.0.9@5353",))
-    config = ServeConfig(engine=EngineSettings(upstream_port=53), forwarding=settings)
+    validation = ValidationSettings(anchors=ROOT_ANCHORS,
+                                    insecure_domains=("corp.example.",)) if validating else None
+    config = ServeConfig(engine=EngineSettings(upstream_port=53, validation=validation),
+                         forwarding=settings)
     app = build(config, root_hints=lab_root_hints(), network=network, clock=network.clock,
                 rng=random.Random(7))
     soa = parse_record(". 3600 IN SOA a.root. b.root. 1 2 3 4 3600")
