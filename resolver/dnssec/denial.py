@@ -31,6 +31,7 @@ __all__ = [
     "prove_nodata",
     "prove_nxdomain",
     "prove_wildcard_answer",
+    "shows_empty_non_terminal",
 ]
 
 #: RFC 9276 §3.2: Unbound's val-nsec3-keysize-iterations ends at 150.
@@ -60,6 +61,17 @@ def prove_nxdomain(qname: str, zone: str, records: Iterable[Record], *,
     if denial.nsec3:
         return denial.nsec3_name_error(qname)
     return denial.nsec_name_error(qname)
+
+
+def shows_empty_non_terminal(qname: str, zone: str, records: Iterable[Record]) -> bool:
+    """Whether an NSEC of `records` covering `qname` has a next name below it: `qname`
+    exists with no data (RFC 4035 §3.1.3.2), whatever rcode the server gave. Signatures
+    are not checked here: the NODATA proof that follows checks them."""
+    denial = _Denial.of(zone, records, DEFAULT_NSEC3_ITERATIONS_LIMIT)
+    if denial.refusal is not None or denial.nsec3:
+        return False
+    cover = denial._nsec_covering(qname)
+    return cover is not None and _strictly_below(cover.next_name, qname)
 
 
 def prove_nodata(qname: str, qtype: int, zone: str, records: Iterable[Record], *,
@@ -209,6 +221,9 @@ class _Denial:
         cover = self._nsec_covering(qname)
         if cover is None:
             return self._missing(f"no NSEC covers {qname}")
+        if _strictly_below(cover.next_name, qname):
+            return self._bogus(f"{cover.next_name} exists: {qname} is an empty non-terminal, "
+                               f"not absent")
         wildcard = names.wildcard_at(self._nsec_closest_encloser(qname, cover))
         if self._nsec_at(wildcard) is not None:
             return self._bogus(f"{wildcard} exists: {qname} should have been answered")

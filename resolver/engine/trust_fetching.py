@@ -20,11 +20,13 @@ from resolver.dns.wire import (
     RRType,
     type_name,
 )
+from resolver.dnssec.denial import shows_empty_non_terminal
 from resolver.dnssec.security import Failure as DnssecFailure
 from resolver.dnssec.security import Security, Verdict
 from resolver.engine.admission import rrsets
 from resolver.engine.classify import (
     Classified,
+    ResponseKind,
     covered_type,
     is_wildcard_expansion,
 )
@@ -69,6 +71,13 @@ class TrustFetching(ResolutionCore):
                                        f"{negative_anchor} is configured insecure "
                                        f"(a negative trust anchor)")
             return replace(classified, security=verdict.security, verdict=verdict)
+        if (classified.kind is ResponseKind.NXDOMAIN and not classified.answer
+                and classified.soa is not None and shows_empty_non_terminal(
+                    question.name, classified.soa.name, classified.denial)):
+            # An NXDOMAIN for a name with names below it: the proof shows an empty
+            # non-terminal, which exists (RFC 8020 §2 would otherwise deny the names
+            # below). Judged, and answered, as the NODATA it is (as Unbound does).
+            classified = replace(classified, kind=ResponseKind.NODATA)
         trusts: dict[str, ZoneTrust] = {}
         for zone in zones_needed(question.name, classified, zone_hint):
             trusts[zone] = yield from self._zone_trust(zone, depth)

@@ -197,3 +197,21 @@ def test_opt_out_span_makes_wildcard_answers_and_nodata_insecure(opt_out: Signed
                             plain).security is Security.SECURE
         assert prove_nodata("other.example.test.", RRType.MX, ZONE,
                             plain).security is Security.BOGUS
+
+
+def test_nxdomain_for_an_empty_non_terminal_is_not_proven(signed: SignedZone) -> None:
+    # wild.example.test. has no records but *.wild.example.test. lies below it: it exists.
+    assert prove_nxdomain("wild.example.test.", ZONE, _denials(signed)).security \
+        is Security.BOGUS
+
+
+def test_an_nsec_whose_next_name_lies_below_shows_an_empty_non_terminal(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    from resolver.dnssec.denial import shows_empty_non_terminal
+
+    # With NSEC (NSEC3 chains carry a record for each empty non-terminal instead).
+    zone = cached_zone(tmp_path_factory, ZONE, CHILD_ZONE, "ECDSAP256SHA256", nsec3=False)
+    nsec = zone.of_type(RRType.NSEC)
+    assert shows_empty_non_terminal("wild.example.test.", ZONE, nsec)
+    assert not shows_empty_non_terminal("nothere.example.test.", ZONE, nsec)
+    assert prove_nodata("wild.example.test.", RRType.A, ZONE, nsec).is_secure
