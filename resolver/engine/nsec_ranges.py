@@ -40,6 +40,7 @@ class _Range:
     nsec: Nsec
     records: tuple[Record, ...]  #: the NSEC record and its RRSIGs
     expires_at: float
+    learned_at: float
 
 
 @dataclass(slots=True)
@@ -93,7 +94,9 @@ class NsecRanges:
                 continue
             sigs = tuple(rr for rr in proof if rr.rtype == RRType.RRSIG
                          and rr.name == record.name and _covered(rr) == RRType.NSEC)
-            entry = _Range(key, nsec, (record, *sigs), now + min(ttl, record.ttl))
+            # RFC 9077 §3.3, RFC 8198 §5.4: a range proves nothing for longer than the
+            # negative TTL of the answer that brought it.
+            entry = _Range(key, nsec, (record, *sigs), now + min(ttl, record.ttl), now)
             at = bisect.bisect_left(kept.keys, key)
             if at < len(kept.keys) and kept.keys[at] == key:
                 kept.ranges[at] = entry
@@ -188,12 +191,15 @@ class NsecRanges:
     @staticmethod
     def _denial(zone: _Zone, rcode: Rcode, used: tuple[_Range, ...],
                 now: float) -> SynthesizedDenial:
+        # RFC 8198 §5.4: the answer's negative TTL is the least of the NSEC TTLs, the SOA
+        # TTL and its MINIMUM; each NSEC shows its own TTL counted down (as Unbound's do).
         ttl = int(min(zone.soa_expires_at, *(r.expires_at for r in used)) - now)
         soa, *soa_sigs = zone.soa
         ttl = max(1, min(ttl, soa.ttl, soa.soa_minimum))
         proof = [rr.with_ttl(ttl) for rr in soa_sigs]
         for entry in dict.fromkeys(used):
-            proof += [rr.with_ttl(ttl) for rr in entry.records]
+            age = int(now - entry.learned_at)
+            proof += [rr.with_ttl(max(1, rr.ttl - age)) for rr in entry.records]
         return SynthesizedDenial(rcode, soa.with_ttl(ttl), tuple(proof))
 
 
