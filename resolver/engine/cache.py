@@ -33,10 +33,11 @@ from cachetools import Cache, TLRUCache
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
+from resolver.dnssec.records import MalformedRdata, Rrsig
 from resolver.dnssec.security import Security
 from resolver.engine.delegation import CutSource, Delegation, NameServer
 from resolver.engine.failure import Failure
-from resolver.engine.nsec_ranges import NsecRanges
+from resolver.engine.nsec_ranges import NsecRanges, SynthesizedAnswer
 from resolver.engine.settings import CacheSettings
 
 #: An RRset stored again with an expiry this close to the stored one is the same entry:
@@ -300,6 +301,11 @@ class RecordCache:
             security=security, rrsigs=tuple(rr.with_ttl(ttl) for rr in rrsigs),
             proof=tuple(rr.with_ttl(min(ttl, rr.ttl)) for rr in proof),
         )
+        if proof and security is Security.SECURE and rrsigs:
+            signer = _signer(rrsigs[0])
+            if signer is not None:  # RFC 8198 §5.3: the wildcard may answer other names
+                self.nsec_ranges.learn_wildcard(signer, first.name,
+                                                tuple(unique.values()), rrsigs, proof, now)
         return True
 
     def signed_rrset(
@@ -404,6 +410,15 @@ class RecordCache:
             return None
         return NegativeAnswer(rcode=found.rcode, name=question.name, soa=found.soa,
                               security=Security.SECURE, proof=found.proof)
+
+    def synthesized_answer(self, question: Question, *,
+                           within: str = ".") -> SynthesizedAnswer | None:
+        """The answer a cached secure wildcard gives `question` (RFC 8198 §5.3), if a
+        cached range proves no closer name exists."""
+        if question.rclass != 1:
+            return None
+        return self.nsec_ranges.synthesize_answer(question.name, question.rtype,
+                                                  self._timer(), within=within)
 
     def negative_soa_stamp(self, zone: str, rclass: int = 1) -> float | None:
         """When the zone's latest negative SOA was stored (None: none live)."""
@@ -679,3 +694,10 @@ def _key_type(key: _Key) -> int | None:
     if key[0] in ("rr", "nodata", "fail"):
         return int(key[2])
     return None
+
+
+def _signer(rrsig: Record) -> str | None:
+    try:
+        return Rrsig.from_record(rrsig).signer
+    except MalformedRdata:
+        return None

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from resolver.dns import names
 from resolver.dns.wire import Rcode, Record, RRType
-from resolver.dnssec.canonical import name_order_key
+from resolver.dnssec.canonical import name_order_key, wildcard_source
 from resolver.dnssec.records import MalformedRdata, Nsec, Rrsig
 
-__all__ = ["NsecRanges", "SynthesizedDenial"]
+__all__ = ["NsecRanges", "SynthesizedAnswer", "SynthesizedDenial"]
 
 #: Zones whose ranges are kept, and ranges kept per zone (least recently used dropped).
 MAX_ZONES = 1_000
@@ -49,6 +49,16 @@ class _Zone:
     soa_expires_at: float
     keys: list[tuple[bytes, ...]]
     ranges: list[_Range]
+    #: (wildcard owner, type) -> a secure RRset expanded from it, kept at the wildcard.
+    wildcards: dict[tuple[str, int], _Expansion]
+
+
+@dataclass(frozen=True, slots=True)
+class _Expansion:
+    records: tuple[Record, ...]
+    rrsigs: tuple[Record, ...]
+    expires_at: float
+    learned_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,16 @@ class SynthesizedDenial:
     rcode: Rcode  #: NXDOMAIN, or NOERROR for NODATA
     soa: Record
     #: The SOA's RRSIGs, then each NSEC used with its RRSIGs.
+    proof: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesizedAnswer:
+    """An answer expanded from a cached wildcard (RFC 8198 §5.3), TTLs lowered."""
+
+    records: tuple[Record, ...]  #: owned by the question's name
+    rrsigs: tuple[Record, ...]
+    #: The NSEC records (with RRSIGs) proving no closer name exists (RFC 4035 §3.1.3.3).
     proof: tuple[Record, ...]
 
 
@@ -81,11 +101,40 @@ class NsecRanges:
             return
         soa_sigs = tuple(rr for rr in proof if rr.rtype == RRType.RRSIG and rr.name == zone
                          and _covered(rr) == RRType.SOA)
+        kept = self._zone(zone)
+        kept.soa, kept.soa_expires_at = (soa, *soa_sigs), now + ttl
+        self._keep_ranges(kept, nsecs, proof, now, ttl)
+
+    def learn_wildcard(self, zone: str, owner: str, rrset: tuple[Record, ...],
+                       rrsigs: tuple[Record, ...], proof: tuple[Record, ...],
+                       now: float) -> None:
+        """Keep a secure wildcard expansion of `zone` (the RRset at `owner`, its RRSIGs and
+        the NSEC proof that no closer name exists), so that other names the wildcard
+        covers are answered from it (RFC 8198 §5.3)."""
+        labels = min((_labels(rr) for rr in rrsigs), default=None)
+        wildcard = wildcard_source(owner, labels) if labels is not None else None
+        nsecs = [rr for rr in proof if rr.rtype == RRType.NSEC
+                 and names.is_subdomain(rr.name, zone)]
+        ttl = min(rr.ttl for rr in rrset) if rrset else 0
+        if wildcard is None or not nsecs or ttl <= 0 or not names.is_subdomain(wildcard, zone):
+            return
+        kept = self._zone(zone)
+        self._keep_ranges(kept, nsecs, proof, now, ttl)
+        kept.wildcards[(wildcard, rrset[0].rtype)] = _Expansion(
+            tuple(rr.with_name(wildcard) for rr in rrset),
+            tuple(rr.with_name(wildcard) for rr in rrsigs), now + ttl, now)
+        while len(kept.wildcards) > MAX_RANGES_PER_ZONE:
+            del kept.wildcards[next(iter(kept.wildcards))]
+
+    def _zone(self, zone: str) -> _Zone:
         kept = self._zones.get(zone)
         if kept is None:
-            kept = self._zones[zone] = _Zone((), 0.0, [], [])
+            kept = self._zones[zone] = _Zone((), 0.0, [], [], {})
         self._zones.move_to_end(zone)
-        kept.soa, kept.soa_expires_at = (soa, *soa_sigs), now + ttl
+        return kept
+
+    def _keep_ranges(self, kept: _Zone, nsecs: list[Record], proof: tuple[Record, ...],
+                     now: float, ttl: int) -> None:
         for record in nsecs:
             try:
                 nsec = Nsec.from_record(record)
@@ -157,6 +206,40 @@ class NsecRanges:
             return None  # a wildcard may exist: the answer could be one of its expansions
         return self._denial(zone, Rcode.NXDOMAIN, (match, wild), now)
 
+    def synthesize_answer(self, qname: str, qtype: int, now: float, *,
+                          within: str = ".") -> SynthesizedAnswer | None:
+        """The records of type `qtype` (or a CNAME) a cached wildcard gives `qname`, when a
+        cached range proves that no name closer than the wildcard exists (RFC 8198 §5.3,
+        RFC 4592 §4.3), or None."""
+        zone_name = next((z for z in names.ancestors(qname) if z in self._zones), None)
+        if zone_name is None or not names.is_subdomain(zone_name, within):
+            return None
+        zone = self._zones[zone_name]
+        if not zone.wildcards:
+            return None
+        try:
+            qkey = name_order_key(qname)
+        except MalformedRdata:
+            return None
+        cover = self._live(zone, bisect.bisect_right(zone.keys, qkey) - 1, now)
+        if cover is None or cover.key == qkey or not self._covers(cover, qname, zone_name):
+            return None  # the name exists, or nothing proves it does not
+        if names.is_subdomain(cover.nsec.next_name, qname):
+            return None  # an empty non-terminal: no wildcard applies (RFC 4592 §2.2.2)
+        wildcard = names.wildcard_at(_closest_encloser(qname, cover.nsec))
+        found = zone.wildcards.get((wildcard, qtype)) or zone.wildcards.get(
+            (wildcard, RRType.CNAME))
+        if found is None or found.expires_at <= now or qtype in _NO_SYNTHESIS:
+            return None
+        left = int(min(found.expires_at, cover.expires_at) - now)
+        if left <= 0:
+            return None
+        age = int(now - cover.learned_at)
+        return SynthesizedAnswer(
+            tuple(rr.with_name(qname).with_ttl(left) for rr in found.records),
+            tuple(rr.with_name(qname).with_ttl(left) for rr in found.rrsigs),
+            tuple(rr.with_ttl(max(1, rr.ttl - age)) for rr in cover.records))
+
     # -- helpers -----------------------------------------------------------------------
 
     @staticmethod
@@ -220,6 +303,17 @@ def _parent_side(types: frozenset[int], qname: str, zone: str, qtype: int) -> bo
     """An NSEC at a delegation (NS, no SOA) speaks for the parent: only DS is denied there."""
     return (qname != zone and RRType.NS in types and RRType.SOA not in types
             and qtype != RRType.DS)
+
+
+#: Types no wildcard answers for a client: DNSSEC records of the name itself, and ANY.
+_NO_SYNTHESIS = frozenset({RRType.NSEC, RRType.RRSIG, RRType.DS, RRType.ANY})
+
+
+def _labels(rrsig: Record) -> int:
+    try:
+        return Rrsig.from_record(rrsig).labels
+    except MalformedRdata:
+        return 255
 
 
 def _covered(rrsig: Record) -> int | None:

@@ -409,9 +409,21 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                                   denial=cname.proof, security=cname.security)
         # An NXDOMAIN above a configured zone says nothing of it: the operator's zone wins.
         within = self._configured_zone(question.name) if self.state.configured_zones else "."
+        aggressive = self._validating and self._dnssec is not None and (
+            self._dnssec.aggressive_nsec)
         negative = self.cache.negative(question, within=within)
-        if negative is None and self._validating and self._dnssec is not None and (
-                self._dnssec.aggressive_nsec):
+        expanded = self.cache.synthesized_answer(question, within=within) if (
+            aggressive and negative is None) else None
+        if expanded is not None:  # RFC 8198 §5.3: from a cached wildcard
+            first = expanded.records[0]
+            is_cname = first.rtype == RRType.CNAME and question.rtype != RRType.CNAME
+            self._cache_event(question, depth, "cname" if is_cname else "answer", first.ttl)
+            return Classified(kind=ResponseKind.CNAME if is_cname else ResponseKind.ANSWER,
+                              answer=expanded.records,
+                              target=first.target if is_cname else None,
+                              signatures=expanded.rrsigs, denial=expanded.proof,
+                              security=Security.SECURE)
+        if negative is None and aggressive:
             negative = self.cache.synthesized_negative(question, within=within)  # RFC 8198
         if negative is None:
             return None

@@ -723,3 +723,26 @@ def test_a_negative_trust_anchor_leaves_other_zones_validated(world: SignedWorld
     test_rig = rig(world, insecure_domains=("example.test.",))
     assert test_rig.resolve("www.nsec3.test.").security is Security.SECURE
     assert test_rig.resolve("www.example.test.").security is Security.INSECURE
+
+
+def test_another_name_under_a_cached_wildcard_is_answered_without_asking(
+        world: SignedWorld) -> None:
+    """RFC 8198 §5.3: the wildcard *.wild.example.test. and the NSEC proving no closer name,
+    both cached from one expansion, answer other names it covers."""
+    test_rig = rig(world)
+    test_rig.resolve("x.wild.example.test.", RRType.TXT)
+    before = upstream_queries(test_rig)
+    reply = test_rig.ask("other.wild.example.test.", RRType.TXT)
+    assert upstream_queries(test_rig) == before
+    assert reply.rcode == Rcode.NOERROR and reply.ad
+    txt = [rr for rr in reply.answer if rr.rtype == RRType.TXT]
+    assert [rr.name for rr in txt] == ["other.wild.example.test."]
+    assert any(rr.rtype == RRType.NSEC for rr in reply.authority)
+
+
+def test_a_type_the_cached_wildcard_lacks_is_still_asked(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.resolve("x.wild.example.test.", RRType.TXT)
+    before = upstream_queries(test_rig)
+    outcome = test_rig.resolve("other.wild.example.test.", RRType.A)
+    assert upstream_queries(test_rig) > before and not outcome.answer
