@@ -31,6 +31,7 @@ from resolver.daemon.control import (
 from resolver.daemon.metrics import CountingNetwork, MetricsServer
 from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.cache import RecordCache
+from resolver.engine.cache_budget import split_bytes
 from resolver.engine.delegation import Delegation, load_root_hints
 from resolver.engine.driver import Clock
 from resolver.engine.network import Network
@@ -110,6 +111,8 @@ def build(
     answers = AnswerCache(
         clock=clock,
         max_entries=config.cache.max_entries,
+        max_bytes=(split_bytes(config.cache.max_bytes)[1]
+                   if config.cache.max_bytes is not None else None),
         refresh_fraction=PREFETCH_FRACTION if config.cache.prefetch else 0.0,
         negative_stamp=state.cache.negative_soa_stamp,
         round_robin=config.cache.rrset_roundrobin,
