@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from resolver.daemon.cache_file import CacheFileKeeper, worker_cache_path
-from resolver.daemon.collector import freeze_at_intervals
+from resolver.daemon.collector import freeze_after_full_collections, freeze_at_intervals
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.daemon.control import (
     ControlError,
@@ -29,6 +29,7 @@ from resolver.daemon.control import (
     worker_socket_path,
 )
 from resolver.daemon.metrics import CountingNetwork, MetricsServer
+from resolver.daemon.runtime_watch import RuntimeWatch
 from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.cache import RecordCache
 from resolver.engine.cache_budget import split_bytes
@@ -222,6 +223,9 @@ async def serve(
     log.info("resolver listening on %s (UDP and TCP), root hints %s",
              bound, config.root_hints_file)
     metrics = app.handler.metrics or Metrics()
+    watch = RuntimeWatch()
+    watch.start()
+    metrics.add_collector(watch.families)
     metrics.add_collector(lambda: [
         counter("resolver_udp_dropped_total", "Datagrams dropped: too many pending, or stopping.",
                 listener.udp_dropped),
@@ -254,6 +258,7 @@ async def serve(
     priming = asyncio.create_task(_check_root(app, config))
     saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
     freezing = asyncio.create_task(freeze_at_intervals(stop))  # no full-collection pauses
+    unfreeze = freeze_after_full_collections()
     cachedb = app.handler.cachedb
     writing = asyncio.create_task(cachedb.run_writer()) if cachedb is not None else None
     if cachedb is not None:
@@ -264,6 +269,8 @@ async def serve(
     finally:
         priming.cancel()
         freezing.cancel()
+        unfreeze()
+        watch.stop()
         stop.set()  # also when leaving on an error: the timed saves end
         log.info("shutting down: no new queries; up to 2 s for those in flight")
         await listener.stop(drain_s=2.0)
