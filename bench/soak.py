@@ -218,9 +218,11 @@ def runtime_delta(before: dict[str, float], after: dict[str, float],
             "stalled_ms": 1000 * delta("resolver_loop_stalled_seconds_total"), "gc_ms": gc_ms,
             "full_ms": 1000 * delta('resolver_gc_seconds_total{generation="2"}'),
             "gc_cpu_ms": 1000 * delta("resolver_gc_cpu_seconds_total"),
+            "cyclic": delta("resolver_gc_collected_total"),
             "cpu_s": cpu_seconds(pid),
             "full": delta(full), "collections": every,
-            "longest_gc_ms": after.get("resolver_gc_longest_seconds", 0.0) * 1000}
+            "longest_gc_ms": after.get("resolver_gc_longest_seconds", 0.0) * 1000,
+            "longest_gc_cpu_ms": after.get("resolver_gc_longest_cpu_seconds", 0.0) * 1000}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -252,8 +254,8 @@ def p99(values: list[float]) -> float:
 def table(load: Load, minutes: list[dict[str, float]], rate: float) -> str:
     rows = ["| minute | queries | cached answered | worst 10 s | cached p99 (worst 10 s) | "
             "all answered | RSS | CPU | loop stalls (time) | "
-            "full (time) / all collections (time) | longest collection |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "full (time) / all collections (time) | longest collection | freed in cycles |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     totals = {"sent": 0, "answered": 0}
     cpu_before = 0.0
     for minute, runtime in enumerate(minutes):
@@ -279,7 +281,8 @@ def table(load: Load, minutes: list[dict[str, float]], rate: float) -> str:
             f"| {runtime['stalls']:.0f} ({runtime['stalled_ms']:.0f} ms) "
             f"| {runtime['full']:.0f} ({runtime['full_ms']:.0f} ms) / {runtime['collections']:.0f} "
             f"({runtime['gc_ms']:.0f} ms, CPU {runtime['gc_cpu_ms']:.0f} ms) "
-            f"| {runtime['longest_gc_ms']:.0f} ms |")
+            f"| {runtime['longest_gc_ms']:.0f} ms (CPU {runtime['longest_gc_cpu_ms']:.0f} ms) "
+            f"| {runtime['cyclic']:.0f} |")
     overall = 100 * totals["answered"] / max(1, totals["sent"])
     rows.append("")
     rows.append(f"rate {rate:.0f} queries/s; cached queries answered overall: {overall:.3f}%")
@@ -287,8 +290,8 @@ def table(load: Load, minutes: list[dict[str, float]], rate: float) -> str:
 
 
 def start_resolver(hints: Path, cache_size: str, log: Path) -> subprocess.Popen[bytes]:
-    resolver = Path(sys.executable).with_name("resolver")
-    command = [str(resolver), "serve", "--listen", f"{LISTEN[0]}:{LISTEN[1]}",
+    resolver = os.environ.get("SOAK_RESOLVER", str(Path(sys.executable).with_name("resolver")))
+    command = [*resolver.split(), "serve", "--listen", f"{LISTEN[0]}:{LISTEN[1]}",
                "--root-hints", str(hints), "--upstream-port", str(WORLD_PORT),
                "--cache-size", cache_size, "--metrics", f"{METRICS[0]}:{METRICS[1]}",
                "--no-dnssec"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import random
@@ -20,7 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from resolver.daemon.cache_file import CacheFileKeeper, worker_cache_path
-from resolver.daemon.collector import freeze_after_full_collections, freeze_at_intervals
+from resolver.daemon.collector import (
+    freeze_after_full_collections,
+    freeze_at_intervals,
+    raise_young_threshold,
+)
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.daemon.control import (
     ControlError,
@@ -259,6 +264,7 @@ async def serve(
     saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
     freezing = asyncio.create_task(freeze_at_intervals(stop))  # no full-collection pauses
     unfreeze = freeze_after_full_collections()
+    thresholds = raise_young_threshold()
     cachedb = app.handler.cachedb
     writing = asyncio.create_task(cachedb.run_writer()) if cachedb is not None else None
     if cachedb is not None:
@@ -270,6 +276,7 @@ async def serve(
         priming.cancel()
         freezing.cancel()
         unfreeze()
+        gc.set_threshold(*thresholds)
         watch.stop()
         stop.set()  # also when leaving on an error: the timed saves end
         log.info("shutting down: no new queries; up to 2 s for those in flight")

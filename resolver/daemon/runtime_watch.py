@@ -37,7 +37,11 @@ class RuntimeWatch:
         self.collection_seconds = [0.0, 0.0, 0.0]
         #: CPU time of the collections: below the wall time when the process was preempted.
         self.collection_cpu_seconds = 0.0
+        #: Objects the collector freed: garbage in reference cycles, which reference
+        #: counting alone cannot free (each one makes collections longer).
+        self.collected = 0
         self._started_cpu = 0.0
+        self.longest_collection_cpu_s = 0.0
         self.longest_collection_s = 0.0
         self.stalls = 0
         self.stalled_seconds = 0.0
@@ -61,9 +65,12 @@ class RuntimeWatch:
             self._started_cpu = time.thread_time()
             return
         took = time.perf_counter() - self._started
-        self.collection_cpu_seconds += time.thread_time() - self._started_cpu
+        cpu = time.thread_time() - self._started_cpu
+        self.collection_cpu_seconds += cpu
+        self.longest_collection_cpu_s = max(self.longest_collection_cpu_s, cpu)
         generation = int(info.get("generation", 2))
         self.collections[generation] += 1
+        self.collected += int(info.get("collected", 0))
         self.collection_seconds[generation] += took
         self.longest_collection_s = max(self.longest_collection_s, took)
 
@@ -88,8 +95,13 @@ class RuntimeWatch:
                             "Time spent collecting, per generation.", self.collection_seconds),
             counter("resolver_gc_cpu_seconds_total", "CPU time spent collecting.",
                     self.collection_cpu_seconds),
+            counter("resolver_gc_collected_total",
+                    "Objects freed by the collector (garbage in reference cycles).",
+                    self.collected),
             gauge("resolver_gc_longest_seconds", "The longest collection so far.",
                   self.longest_collection_s),
+            gauge("resolver_gc_longest_cpu_seconds", "CPU time of the longest collection.",
+                  self.longest_collection_cpu_s),
             counter("resolver_loop_stalls_total",
                     f"Times the event loop ran a timer over {STALL_S * 1000:.0f} ms late.",
                     self.stalls),
