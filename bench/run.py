@@ -17,8 +17,9 @@ dnsperf, not the resolver, is what saturates, as the CPU % in the JSON then show
 (10,000 new names once, -q 20: names/s, upstream queries per name, RSS after it). Peers run
 on CPU 0, dnsperf and the lab on CPU 1 (ours-2w on both CPUs: on two cores its workers share
 CPU 1 with dnsperf). Then, in this process, the memory a cached RRset and
-a cached answer take at 100,000 entries. Everything is bounded in time (BENCH_TIMEOUT, default
-420 s) and only processes started here are stopped.
+a cached answer take at 100,000 entries; then, if time is left, bench/encrypted_load.py
+with 2 s a way in (UDP, TCP, DoT and DoH, ours beside Unbound). Everything is bounded in
+time (BENCH_TIMEOUT, default 420 s) and only processes started here are stopped.
 
 Usage: bench/run.py [--quick] [--no-workers] [--out FILE.md]
 Env: BENCH_WORK (default /tmp/resolver-bench), SHARED_BENCH (default ../shared/bench),
@@ -122,6 +123,18 @@ def _memory() -> dict[str, float]:
     return dict(json.loads(result.stdout))
 
 
+def _encrypted() -> str:
+    """The table of bench/encrypted_load.py, 2 s a way in; empty if it could not run."""
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "bench" / "encrypted_load.py"),
+                                 "--seconds", "2"], cwd=REPO, capture_output=True, text=True,
+                                timeout=150)
+    except subprocess.TimeoutExpired:
+        return ""
+    start = result.stdout.find("| way in")
+    return result.stdout[start:].strip() if start >= 0 else ""
+
+
 def _row(r: dict[str, Any]) -> dict[str, float | None]:
     c, k = r.get("cached", {}), r.get("cold", {})
     rss = r.get("rss_kb")
@@ -143,7 +156,8 @@ def _fmt(value: float | int | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def report(rows: list[dict[str, Any]], memory: dict[str, float], elapsed: float) -> str:
+def report(rows: list[dict[str, Any]], memory: dict[str, float], elapsed: float,
+           encrypted: str = "") -> str:
     table = {r["peer"]: _row(r) for r in rows if "error" not in r}
     lines = [
         "| peer | cached QPS | CPU µs/query | QPS at a full core | p99 ms | lost | cold names/s | "
@@ -188,6 +202,9 @@ def report(rows: list[dict[str, Any]], memory: dict[str, float], elapsed: float)
         lines += ["", "| memory at 100,000 entries | bytes each |", "|---|---|"]
         lines += [f"| {k} | {v:,.0f} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
                   for k, v in memory.items()]
+    if encrypted:
+        lines += ["", "Cached answers by way in (bench/encrypted_load.py, 2 s each):", "",
+                  encrypted]
     lines += ["", f"{elapsed:.0f} s; notes: " + "; ".join(f"{r['peer']}: {r.get('note', '')}"
                                                         for r in rows)]
     return "\n".join(lines)
@@ -223,6 +240,7 @@ def main() -> int:
     os.sched_setaffinity(0, {int(c) for c in run_peers.LOAD_CPU.split(",")})
     rows: list[dict[str, Any]] = []
     memory: dict[str, float] = {}
+    encrypted = ""
     lab_started = not all(benchlib.alive(f"lab-nsd-{level}") for level in labctl.LEVELS)
     try:
         if lab_started:
@@ -253,6 +271,9 @@ def main() -> int:
         if time.time() < deadline - 60:
             benchlib.log("memory per cached entry")
             memory = _memory()
+        if time.time() < deadline - 90:
+            benchlib.log("UDP, TCP, DoT and DoH beside Unbound (bench/encrypted_load.py)")
+            encrypted = _encrypted()
     except (KeyboardInterrupt, TimeoutError) as exc:
         benchlib.log(f"stopped early: {exc!r}; cleaning up")
     finally:
@@ -261,7 +282,7 @@ def main() -> int:
             benchlib.stop(tag)
         if lab_started:
             labctl.stop(quiet=True)
-    text = report(rows, memory, time.time() - started)
+    text = report(rows, memory, time.time() - started, encrypted)
     print("\n" + text)
     results = Path(benchlib.WORK) / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,9 @@ def main() -> None:
 @click.option("--trust-anchor-file", type=click.Path(dir_okay=False, path_type=Path),
               help="DS or DNSKEY records to trust, in zone-file form (Unbound's option); "
                    "default: the root's key built in.")
+@click.option("--domain-insecure", "domain_insecure", multiple=True, metavar="NAME",
+              help="Do not validate at and below NAME (repeatable): a negative trust "
+                   "anchor (RFC 7646; Unbound's option).")
 @_cache_options
 @_forwarding_options
 @_system_options

@@ -17,6 +17,7 @@ import click
 from resolver.daemon.config import EncryptedSettings, ListenAddress, ServeConfig
 from resolver.server.connection_limits import ConnectionLimits
 from resolver.server.doh_message import check_https_path
+from resolver.server.local_zones import check_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 _LIMITS = ConnectionLimits()
@@ -43,6 +44,10 @@ def encrypted_options(f: F) -> F:
                                           "listeners; re-read on SIGHUP."),
         click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
                      metavar="FILE", help="Private key (PEM) of --tls-cert; re-read on SIGHUP."),
+        click.option("--tls-name", metavar="NAME", callback=lambda _c, _p, v: _checked_name(v),
+                     help="The resolver's name in its certificate, announced with its "
+                          "encrypted endpoints at _dns.resolver.arpa (RFC 9462). Default: "
+                          "the certificate's first DNS name."),
         click.option("--https-path", default="/dns-query", show_default=True, metavar="PATH",
                      callback=lambda _c, _p, v: _checked_path(v),
                      help="URL path of DNS over HTTPS."),
@@ -69,6 +74,15 @@ def _checked_path(value: str) -> str:
         return check_https_path(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--https-path") from None
+
+
+def _checked_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tls-name") from None
 
 
 def _addresses(params: dict[str, Any], name: str) -> tuple[ListenAddress, ...]:
@@ -99,6 +113,7 @@ def with_encrypted_options(config: ServeConfig, params: dict[str, Any]) -> Serve
         tls_cert=str(cert) if cert is not None else None,
         tls_key=str(key) if key is not None else None,
         https_path=str(params.get("https_path") or "/dns-query"),
+        tls_name=_checked_name(params.get("tls_name")),  # the config file's too
         limits=limits,
     )
     if settings.needs_certificate and (settings.tls_cert is None or settings.tls_key is None):

@@ -22,6 +22,7 @@ from resolver.cli.encrypted_options import with_encrypted_options
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.engine.cache_budget import CacheSize, parse_cache_size, with_cache_size
 from resolver.engine.settings import ForwardingSettings
+from resolver.server.local_zones import check_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -336,9 +337,19 @@ def _serve_config(params: dict[str, Any]) -> ServeConfig:
     config = with_encrypted_options(config, params)
     anchors = params.get("trust_anchor_file")
     config = replace(config, dnssec=bool(params.get("dnssec", True)),
-                     trust_anchor_file=str(anchors) if anchors is not None else None)
+                     trust_anchor_file=str(anchors) if anchors is not None else None,
+                     domain_insecure=tuple(_domain(name)
+                                           for name in params.get("domain_insecure") or ()))
     config = with_cachedb_options(config, params)
     return _with_system_options(config, params)
+
+
+def _domain(text: str) -> str:
+    """A name given to --domain-insecure, canonical; a one-line error when invalid."""
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--domain-insecure") from None
 
 
 def _check_files(config: ServeConfig) -> None:

@@ -116,6 +116,8 @@ class ServeConfig:
     dnssec: bool = True
     #: DS or DNSKEY records to trust instead of the built-in root key (Unbound's option).
     trust_anchor_file: str | None = None
+    #: Negative trust anchors (--domain-insecure, RFC 7646): names not validated.
+    domain_insecure: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +132,8 @@ class EncryptedSettings:
     tls_cert: str | None = None  #: PEM certificate chain; re-read on SIGHUP
     tls_key: str | None = None  #: PEM private key; re-read on SIGHUP
     https_path: str = "/dns-query"
+    #: The name announced in discovery (RFC 9462); None: the certificate's first DNS name.
+    tls_name: str | None = None
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property

@@ -225,6 +225,8 @@ OPTIONS: dict[str, FileOption] = {
         FileOption(key="dnssec", param="dnssec", check=boolean),
         FileOption(key="trust-anchor-file", param="trust_anchor_file",
                    check=string(_non_empty), is_path=True),
+        FileOption(key="domain-insecure", param="domain_insecure",
+                   check=string_list(check_name)),
         # Who may ask, and what is answered locally.
         FileOption(key="access-control", param="access_control",
                    check=string_list(AclRule.parse)),
@@ -242,6 +244,7 @@ OPTIONS: dict[str, FileOption] = {
         FileOption(key="tls-cert", param="tls_cert", check=string(_non_empty), is_path=True),
         FileOption(key="tls-key", param="tls_key", check=string(_non_empty), is_path=True),
         FileOption(key="https-path", param="https_path", check=string(check_https_path)),
+        FileOption(key="tls-name", param="tls_name", check=string(check_name)),
         FileOption(key="tls-max-connections", param="tls_max_connections",
                    check=integer(1, 1_000_000)),
         FileOption(key="tls-max-connections-per-client", param="tls_max_connections_per_client",

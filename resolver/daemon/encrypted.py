@@ -4,21 +4,29 @@ DoT, DoH, plain-HTTP DoH and DoQ all feed the same `QueryHandler` as UDP and TCP
 one access list, one rate limit) and share one `ConnectionGate`. The gate asks the handler's
 access list as it is at each connection, so a SIGHUP that changes the list applies at once.
 SIGHUP also re-reads the certificate and key (`reload_certificates`).
+They are announced at `_dns.resolver.arpa` (RFC 9462, resolver.server.discovery) under
+--tls-name, or the certificate's first DNS name.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from resolver.daemon.config import EncryptedSettings, ListenAddress
 from resolver.server.acl import AclAction
 from resolver.server.connection_limits import ConnectionGate
+from resolver.server.discovery import EncryptedEndpoint, ResolverDiscovery
 from resolver.server.encrypted_answer import EncryptedAnswer
 from resolver.server.handler import QueryHandler
 from resolver.server.https_listener import ALPN_HTTP1, ALPN_HTTP2, DohListener
 from resolver.server.metrics import Family, Sample, counter, gauge
-from resolver.server.quic_listener import DoqListener
-from resolver.server.tls_context import CertificateFiles, ServerCertificates
+from resolver.server.quic_listener import ALPN_DOQ, DoqListener
+from resolver.server.tls_context import (
+    CertificateFiles,
+    ServerCertificates,
+    certificate_dns_names,
+)
 from resolver.server.tls_listener import ALPN_DOT, DotListener
 
 log = logging.getLogger("resolver")
@@ -38,6 +46,7 @@ class EncryptedListeners:
         share the TCP listeners' addresses; only worker 0 serves QUIC, whose connections
         the kernel could not keep to one worker."""
         self.settings = settings
+        self._handler = handler
         self.answer = EncryptedAnswer(handler)
         self.gate = ConnectionGate(settings.limits, admits=lambda ip: (
             handler.access is None or handler.access.action_for(ip) is not AclAction.DENY))
@@ -113,6 +122,36 @@ class EncryptedListeners:
                 names.append((f"DNS over plain HTTP at {listener.path}", listener))
         return names
 
+    def endpoints(self) -> list[EncryptedEndpoint]:
+        """The TLS-protected ways in, as clients reach them: the ports bound (a port 0 in
+        the settings is the one the kernel chose), or the configured ones for a listener
+        this process does not run (DoQ in workers after the first). The plain-HTTP
+        listener is left out: its clients reach it through a proxy, on the proxy's port."""
+        found: list[EncryptedEndpoint] = []
+
+        def add(alpn: str, ports: list[int], path: str | None = None) -> None:
+            for port in dict.fromkeys(ports):  # one record per port, whatever the addresses
+                found.append(EncryptedEndpoint(alpn=alpn, port=port, https_path=path))
+
+        settings = self.settings
+        add(ALPN_DOT, _bound_ports([self.dot] if self.dot else [], settings.listen_tls))
+        add(ALPN_HTTP2, _bound_ports([doh for doh in self.doh if doh._context is not None],
+                                     settings.listen_https), settings.https_path)
+        add(ALPN_DOQ, _bound_ports([self.doq] if self.doq else [], settings.listen_quic))
+        return found
+
+    def discovery(self) -> ResolverDiscovery:
+        """What `_dns.resolver.arpa` answers: the endpoints under the resolver's TLS name;
+        without a name, nothing (and one warning)."""
+        name = self.settings.tls_name
+        if name is None and self.certificates is not None:
+            found = certificate_dns_names(self.certificates.files.cert_file)
+            name = found[0] if found else None
+        if name is None and self.settings.needs_certificate:
+            log.warning("no --tls-name and no DNS name in the certificate: the encrypted "
+                        "endpoints are not announced at _dns.resolver.arpa (RFC 9462)")
+        return ResolverDiscovery(name, self.endpoints())
+
     def reload_certificates(self) -> None:
         """SIGHUP: read the certificate and key again; a failure keeps the old ones, logged."""
         if self.certificates is None:
@@ -125,6 +164,7 @@ class EncryptedListeners:
             log.error("certificate reload failed, the old certificate stays: %s", exc)
             return
         log.info("certificate reloaded from %s", self.certificates.files.cert_file)
+        self._handler.discovery = self.discovery()  # its DNS name may be another now
 
     def metric_families(self) -> list[Family]:
         """Counters of the encrypted listeners for /metrics."""
@@ -142,6 +182,13 @@ class EncryptedListeners:
             "resolver_encrypted_queries_total", "Client queries by encrypted way in.",
             "channel", dict(self.answer.queries)))
         return families
+
+
+def _bound_ports(listeners: Sequence[DotListener | DohListener | DoqListener],
+                 configured: tuple[ListenAddress, ...]) -> list[int]:
+    """The ports the listeners are bound to, or the configured ones before they start."""
+    bound = [port for listener in listeners for _ip, port in listener.bound_addresses]
+    return bound or [address.port for address in configured]
 
 
 def _labelled(name: str, help_text: str, label: str, counts: dict[str, int]) -> Family:
@@ -163,6 +210,7 @@ async def start_encrypted(handler: QueryHandler, settings: EncryptedSettings, *,
         return None
     listeners = EncryptedListeners(handler, settings, worker_index=worker_index)
     await listeners.start()
+    handler.discovery = listeners.discovery()
     if handler.metrics is not None:
         handler.metrics.add_collector(listeners.metric_families)
     return listeners

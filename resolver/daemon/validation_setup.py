@@ -55,6 +55,15 @@ def with_validation(config: ServeConfig, root_hints: Delegation) -> ServeConfig:
 
 def decide(config: ServeConfig, root_hints: Delegation) -> tuple[ValidationSettings | None, str]:
     """The validation settings (None: off) and the reason, in words for the log."""
+    settings, why = _decide_anchors(config, root_hints)
+    if settings is not None and config.domain_insecure:
+        settings = replace(settings, insecure_domains=config.domain_insecure)
+        why += f"; not validated at and below {', '.join(config.domain_insecure)}"
+    return settings, why
+
+
+def _decide_anchors(config: ServeConfig,
+                    root_hints: Delegation) -> tuple[ValidationSettings | None, str]:
     if not config.dnssec:
         return None, "off (--no-dnssec)"
     if config.trust_anchor_file is not None:

@@ -102,3 +102,8 @@ def relativize(name: str, origin: str) -> str:
     if origin != ROOT and is_subdomain(name, origin):
         return name[: -len(origin) - 1]
     return name
+
+
+def wildcard_at(encloser: str) -> str:
+    """The wildcard name directly below `encloser` (RFC 4592 §2.1.1): `*.` at the root."""
+    return "*." if encloser == "." else "*." + encloser

@@ -21,6 +21,7 @@ from resolver.dnssec.keys import DigestType, Dnskey, Ds, ds_matches
 from resolver.dnssec.records import MalformedRdata, Rrsig
 from resolver.dnssec.security import Failure, Security, Verdict
 from resolver.dnssec.signatures import SignatureCheck, is_supported, verify_rrsig
+from resolver.dnssec.verification_budget import VerificationBudget
 
 __all__ = ["ChainOfTrust", "ChainStep", "ZoneEvidence", "validate_dnskeys", "validate_rrset",
            "walk_chain"]
@@ -79,13 +80,18 @@ class ZoneEvidence:
 
 
 def validate_rrset(rrset: Sequence[Record], rrsigs: Sequence[Record],
-                   keys: Sequence[Dnskey], zone: str, now: int) -> SignatureCheck:
+                   keys: Sequence[Dnskey], zone: str, now: int, *,
+                   budget: VerificationBudget | None = None) -> SignatureCheck:
     """RFC 4035 §5.3: `rrset` is secure if one RRSIG by one of `keys` (the zone's trusted
-    keys) verifies; otherwise the most telling failure."""
+    keys) verifies; otherwise the most telling failure. The verifications tried are
+    bounded per RRset, per key tag and by `budget` (the resolution's), against KeyTrap."""
     if not rrsigs:
         return SignatureCheck(Verdict.bogus(Failure.RRSIGS_MISSING, zone,
                                             f"no RRSIG over {_rrset_name(rrset)}"))
+    budget = budget if budget is not None else VerificationBudget()
+    limits = budget.limits
     failures: list[SignatureCheck] = []
+    tried = 0
     for rrsig_record in rrsigs:
         try:
             rrsig = Rrsig.from_record(rrsig_record)
@@ -93,9 +99,19 @@ def validate_rrset(rrset: Sequence[Record], rrsigs: Sequence[Record],
             failures.append(SignatureCheck(Verdict.bogus(Failure.DNSSEC_BOGUS, zone,
                                                          f"malformed RRSIG: {exc}")))
             continue
+        same_tag = 0
         for key in keys:
             if key.key_tag != rrsig.key_tag or key.algorithm != rrsig.algorithm:
                 continue
+            if same_tag >= limits.per_key_tag:
+                break  # further keys with this tag are not tried (KeyTrap)
+            if tried >= limits.per_rrset or not budget.take():
+                return SignatureCheck(Verdict.bogus(
+                    Failure.DNSSEC_BOGUS, zone,
+                    f"too many signatures to check for {_rrset_name(rrset)} (after {tried}; "
+                    f"the KeyTrap limits, CVE-2023-50387)", rrsig.key_tag))
+            same_tag += 1
+            tried += 1
             check = verify_rrsig(rrset, rrsig_record, key, zone, now)
             if check.verdict.is_secure:
                 return check
@@ -111,7 +127,9 @@ def validate_rrset(rrset: Sequence[Record], rrsigs: Sequence[Record],
 
 def validate_dnskeys(zone: str, dnskey_rrset: Sequence[Record], rrsigs: Sequence[Record],
                      now: int, *, trusted_ds: Sequence[Ds] = (),
-                     trusted_keys: Sequence[Dnskey] = ()) -> tuple[ChainStep, tuple[Dnskey, ...]]:
+                     trusted_keys: Sequence[Dnskey] = (),
+                     budget: VerificationBudget | None = None,
+                     ) -> tuple[ChainStep, tuple[Dnskey, ...]]:
     """RFC 4035 §5.2: whether `zone`'s DNSKEY RRset is trusted, from DS records (from the
     validated parent or an anchor) or configured keys. Returns the step and, when secure,
     the zone keys now trusted."""
@@ -126,8 +144,9 @@ def validate_dnskeys(zone: str, dnskey_rrset: Sequence[Record], rrsigs: Sequence
     if refusal is not None:
         return refusal, ()
     first_failure: ChainStep | None = None
+    budget = budget if budget is not None else VerificationBudget()  # shared by the keys
     for ds, key in entry_points:
-        check = validate_rrset(dnskey_rrset, rrsigs, [key], zone, now)
+        check = validate_rrset(dnskey_rrset, rrsigs, [key], zone, now, budget=budget)
         step = ChainStep(zone, ds.key_tag if ds else None, ds.digest_type if ds else None,
                          key.key_tag, key.algorithm, check.verdict)
         if check.verdict.is_secure:

@@ -209,7 +209,7 @@ class _Denial:
         cover = self._nsec_covering(qname)
         if cover is None:
             return self._missing(f"no NSEC covers {qname}")
-        wildcard = "*." + self._nsec_closest_encloser(qname, cover)
+        wildcard = names.wildcard_at(self._nsec_closest_encloser(qname, cover))
         if self._nsec_at(wildcard) is not None:
             return self._bogus(f"{wildcard} exists: {qname} should have been answered")
         if self._nsec_covering(wildcard) is None:
@@ -226,7 +226,7 @@ class _Denial:
             return Verdict.secure(self.zone, f"NSEC proves {qname} an empty non-terminal")
         if cover is None:
             return self._missing(f"no NSEC matches or covers {qname}")
-        wildcard = "*." + self._nsec_closest_encloser(qname, cover)
+        wildcard = names.wildcard_at(self._nsec_closest_encloser(qname, cover))
         at_wildcard = self._nsec_at(wildcard)
         if at_wildcard is None:
             return self._missing(f"no NSEC at the wildcard {wildcard}")
@@ -291,7 +291,7 @@ class _Denial:
         cover = self._nsec3_covering(next_closer)
         if cover is None:
             return self._missing(f"no NSEC3 covers the next closer name {next_closer}")
-        wildcard = "*." + encloser
+        wildcard = names.wildcard_at(encloser)
         if self._nsec3_matching(wildcard) is not None:
             return self._bogus(f"{wildcard} exists: {qname} should have been answered")
         if self._nsec3_covering(wildcard) is None:
@@ -325,7 +325,7 @@ class _Denial:
                 return Verdict.insecure(None, self.zone,
                                         f"{qname} lies in an opt-out span: unsigned delegation")
             return self._bogus(f"no NSEC3 for {qname} and no opt-out span covers it")
-        wildcard = "*." + encloser  # §8.7
+        wildcard = names.wildcard_at(encloser)  # §8.7
         at_wildcard = self._nsec3_matching(wildcard)
         if at_wildcard is None and cover.opt_out:
             # No match and no wildcard, but the next closer name lies in an opt-out span:

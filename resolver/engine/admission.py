@@ -16,7 +16,12 @@ from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
 from resolver.dnssec.security import Security
 from resolver.engine.cache import Rank, RecordCache
-from resolver.engine.classify import Classified, ResponseKind, covered_type
+from resolver.engine.classify import (
+    Classified,
+    ResponseKind,
+    covered_type,
+    is_wildcard_expansion,
+)
 from resolver.engine.delegation import Delegation
 from resolver.engine.scrub import ScrubbedReply
 
@@ -35,8 +40,10 @@ def admit(
         return  # RFC 4035 §4.5: bogus data is not cached (the failure is, briefly)
     answer_rank = Rank.AUTHORITATIVE_ANSWER if reply.aa else Rank.ANSWER
     for rrset in rrsets(classified.answer):
+        sigs = signatures_of(rrset, classified.signatures)
+        proof = classified.denial if is_wildcard_expansion(rrset[0].name, sigs) else ()
         cache.store_rrset(within_delegation(cache, rrset, cut.zone), answer_rank,
-                          security=security, rrsigs=signatures_of(rrset, classified.signatures))
+                          security=security, rrsigs=sigs, proof=proof)
     if kind is ResponseKind.REFERRAL and classified.delegation is not None:
         zone = classified.delegation.zone
         ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]

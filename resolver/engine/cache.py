@@ -38,6 +38,7 @@ from resolver.engine.cache_budget import split_bytes
 from resolver.engine.delegation import CutSource, Delegation, NameServer
 from resolver.engine.entry_size import record_cache_entry_size
 from resolver.engine.failure import Failure
+from resolver.engine.nsec_ranges import NsecRanges
 from resolver.engine.settings import CacheSettings
 from resolver.engine.sized_cache import SizedTLRUCache
 
@@ -64,15 +65,19 @@ class CachedRRset:
     expires_at: float
     security: Security | None = None
     rrsigs: tuple[Record, ...] = ()
+    #: For a wildcard expansion, the NSEC/NSEC3 records (and RRSIGs) proving no closer
+    #: name exists: a DO client needs them to check the answer (RFC 4035 §3.1.3.3).
+    proof: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class SignedRRset:
-    """A live RRset with its RRSIGs and security status, TTLs lowered."""
+    """A live RRset with its RRSIGs, wildcard proof and security status, TTLs lowered."""
 
     records: tuple[Record, ...]
     rrsigs: tuple[Record, ...]
     security: Security | None
+    proof: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,8 @@ class CacheSnapshot:
                 continue
             if getattr(entry, "security", None) in _NOT_SAVED:
                 continue  # data that failed validation is never written
+            if isinstance(entry, CachedRRset) and entry.proof:
+                continue  # a wildcard expansion: fetched again with its proof after a restart
             if isinstance(entry, CachedRRset):
                 yield SavedRRset(records=entry.records, rank=entry.rank, ttl_left=left,
                                  security=entry.security, rrsigs=entry.rrsigs)
@@ -251,6 +258,8 @@ class RecordCache:
         self.misses = 0
         #: Called after every flush: caches built from this one (the answer cache) drop theirs.
         self.flush_listeners: list[Callable[[], None]] = []
+        #: Validated NSEC ranges of secure negative answers (RFC 8198, aggressive NSEC).
+        self.nsec_ranges = NsecRanges()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -264,7 +273,8 @@ class RecordCache:
 
     def store_rrset(self, records: list[Record] | tuple[Record, ...], rank: Rank, *,
                     security: Security | None = None,
-                    rrsigs: tuple[Record, ...] = ()) -> bool:
+                    rrsigs: tuple[Record, ...] = (),
+                    proof: tuple[Record, ...] = ()) -> bool:
         """Store one RRset; returns False when refused (TTL 0, outranked by live data,
         bogus, or unvalidated where validated data of its rank lives)."""
         if not records or security is Security.BOGUS:
@@ -291,7 +301,7 @@ class RecordCache:
         if (isinstance(current, CachedRRset) and current.rank == rank
                 and abs(current.expires_at - (now + ttl)) < _SAME_EXPIRY_S
                 and key not in self._hidden and _same_rdata(current.records, unique, ttl)
-                and current.security is security):
+                and current.security is security and len(current.proof) == len(proof)):
             # The same RRset again within the second (the glue of a referral, then of the
             # answer): storing it anew would change nothing a client sees, and each store
             # leaves a dead item in the cache's expiry heap until that heap is compacted.
@@ -299,6 +309,7 @@ class RecordCache:
         self._entries[key] = CachedRRset(
             records=tuple(unique.values()), rank=rank, stored_at=now, expires_at=now + ttl,
             security=security, rrsigs=tuple(rr.with_ttl(ttl) for rr in rrsigs),
+            proof=tuple(rr.with_ttl(min(ttl, rr.ttl)) for rr in proof),
         )
         return True
 
@@ -311,7 +322,8 @@ class RecordCache:
             return None
         entry, left = live
         return SignedRRset(tuple(rr.with_ttl(left) for rr in entry.records),
-                           tuple(rr.with_ttl(left) for rr in entry.rrsigs), entry.security)
+                           tuple(rr.with_ttl(left) for rr in entry.rrsigs), entry.security,
+                           tuple(rr.with_ttl(min(left, rr.ttl)) for rr in entry.proof))
 
     def rrset(
         self, name: str, rtype: int, rclass: int = 1, *, min_rank: Rank = Rank.ADDITIONAL
@@ -355,6 +367,8 @@ class RecordCache:
         if ttl <= 0:
             return False
         now = self._timer()
+        if security is Security.SECURE:  # RFC 8198: its NSEC ranges answer other names
+            self.nsec_ranges.learn(soa.name, soa.with_ttl(ttl), proof, now, ttl)
         entry = _NegativeEntry(
             rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now,
             expires_at=now + ttl, security=security,
@@ -388,6 +402,19 @@ class RecordCache:
             if found is not None:
                 return found
         return None
+
+    def synthesized_negative(self, question: Question, *,
+                             within: str = ".") -> NegativeAnswer | None:
+        """The NXDOMAIN or NODATA that validated NSEC ranges prove for `question` (RFC 8198),
+        secure by construction: only secure ranges are kept."""
+        if question.rclass != 1:
+            return None
+        found = self.nsec_ranges.synthesize(question.name, question.rtype, self._timer(),
+                                            within=within)
+        if found is None:
+            return None
+        return NegativeAnswer(rcode=found.rcode, name=question.name, soa=found.soa,
+                              security=Security.SECURE, proof=found.proof)
 
     def negative_soa_stamp(self, zone: str, rclass: int = 1) -> float | None:
         """When the zone's latest negative SOA was stored (None: none live)."""
@@ -544,6 +571,8 @@ class RecordCache:
         ]
         for key in doomed:
             self._entries.pop(key, None)
+        if rtype is None or rtype == RRType.NSEC:  # a range may prove `name` absent
+            self.nsec_ranges.forget(name)
         for listener in self.flush_listeners:
             listener()
         return sum(1 for key in doomed if key[0] != "negsoa")  # that one is bookkeeping

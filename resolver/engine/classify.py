@@ -9,10 +9,12 @@ records off the question's CNAME/DNAME chain are never part of the result.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType, rcode_name
+from resolver.dnssec.canonical import owner_label_count
 from resolver.dnssec.records import MalformedRdata, Rrsig
 from resolver.dnssec.security import Security, Verdict
 from resolver.engine.delegation import CutSource, Delegation, delegation_from_records
@@ -91,6 +93,18 @@ def covered_type(rrsig: Record) -> int | None:
         return None
 
 
+def is_wildcard_expansion(owner: str, rrsigs: Sequence[Record]) -> bool:
+    """Whether an RRSIG over the RRset at `owner` counts fewer labels than the owner has:
+    the RRset was expanded from a wildcard (RFC 4034 §3.1.3, RFC 4035 §5.3.4)."""
+    for rrsig in rrsigs:
+        try:
+            if Rrsig.from_record(rrsig).labels < owner_label_count(owner):
+                return True
+        except MalformedRdata:
+            continue
+    return False
+
+
 def with_dnssec_records(classified: Classified, reply: ScrubbedReply) -> Classified:
     """The RRSIGs over what `classified` keeps, the NSEC/NSEC3 proof and a referral's DS."""
     kind = classified.kind
@@ -133,9 +147,11 @@ def _classify(
         return Classified(kind=ResponseKind.TRUNCATED, reason="TC=1")
     if reply.rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN, Rcode.YXDOMAIN):
         return Classified(kind=ResponseKind.SERVER_ERROR, reason=rcode_name(reply.rcode))
-    if forwarding and not reply.ra:
-        # A forwarder that does not recurse is of no use to us (Unbound forward-zone).
-        return Classified(kind=ResponseKind.SERVER_ERROR, reason="forwarder reply without RA")
+    if forwarding and not reply.ra and _refers(reply):
+        # A referral from a "forwarder" that does not recurse is of no use to us; a reply
+        # without RA that answers or denies is used (Unbound does not look at RA).
+        return Classified(kind=ResponseKind.SERVER_ERROR,
+                          reason="a referral without RA: the forwarder does not recurse")
     zone = reply.zone
     if reply.rcode == Rcode.YXDOMAIN:
         chain = tuple(rr for rr in reply.answer if rr.rtype == RRType.DNAME
@@ -229,6 +245,15 @@ def _follow_chain(
         if current in seen:  # a loop inside one reply; the engine's restart cap ends it
             return tuple(chain), current, False
         seen.add(current)
+
+
+def _refers(reply: ScrubbedReply) -> bool:
+    """A non-authoritative NOERROR with no answer whose authority section is empty or an
+    NS set without a SOA: what a server that does not recurse says of others' names."""
+    if reply.aa or reply.answer or reply.rcode != Rcode.NOERROR:
+        return False
+    types = {rr.rtype for rr in reply.authority}
+    return not types or (RRType.NS in types and RRType.SOA not in types)
 
 
 def _matching_dname(pool: list[Record], name: str) -> Record | None:

@@ -64,9 +64,11 @@ def zone_in_answer(
 
 
 def from_child_side(question: Question, classified: Classified) -> bool:
-    """A DS answer that speaks for the zone named by the question: the child's view."""
+    """A DS answer that speaks for the zone named by the question, the child's view, or
+    may: a denial without a SOA shows no zone at all (Unbound's "DS too low" test), so the
+    parent's own servers are looked up and asked."""
     if classified.kind in (ResponseKind.NODATA, ResponseKind.NXDOMAIN):
-        return classified.soa is not None and classified.soa.name == question.name
+        return classified.soa is None or classified.soa.name == question.name
     # No DS owner is an alias at the parent: a CNAME means the child answered.
     return classified.kind is ResponseKind.CNAME
 

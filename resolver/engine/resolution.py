@@ -48,6 +48,7 @@ from resolver.dns.wire import (
     type_name,
 )
 from resolver.dnssec.security import Security, Verdict
+from resolver.dnssec.verification_budget import VerificationBudget
 from resolver.engine.admission import admit
 from resolver.engine.cache import Rank
 from resolver.engine.classify import (
@@ -155,6 +156,8 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         self._distrusted: dict[str, set[str]] = {}
         self._trust_sources: dict[str, tuple[str, str, str]] = {}
         self._refetched: set[tuple[str, int]] = set()
+        self._verifications = VerificationBudget(
+            self._dnssec.verification_limits if self._dnssec is not None else None)
         self._steps = self._main()
         self._action: Action = self._advance(None)
 
@@ -394,7 +397,8 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         if found is not None:
             self._cache_event(question, depth, "answer", found.records[0].ttl)
             return Classified(kind=ResponseKind.ANSWER, answer=found.records,
-                              signatures=found.rrsigs, security=found.security)
+                              signatures=found.rrsigs, denial=found.proof,
+                              security=found.security)
         if question.rtype != RRType.CNAME:
             cname = self.cache.signed_rrset(question.name, RRType.CNAME, question.rclass,
                                             min_rank=min_rank)
@@ -402,8 +406,13 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 self._cache_event(question, depth, "cname", cname.records[0].ttl)
                 return Classified(kind=ResponseKind.CNAME, answer=cname.records,
                                   target=cname.records[0].target, signatures=cname.rrsigs,
-                                  security=cname.security)
-        negative = self.cache.negative(question)
+                                  denial=cname.proof, security=cname.security)
+        # An NXDOMAIN above a configured zone says nothing of it: the operator's zone wins.
+        within = self._configured_zone(question.name) if self.state.configured_zones else "."
+        negative = self.cache.negative(question, within=within)
+        if negative is None and self._validating and self._dnssec is not None and (
+                self._dnssec.aggressive_nsec):
+            negative = self.cache.synthesized_negative(question, within=within)  # RFC 8198
         if negative is None:
             return None
         nxdomain = negative.rcode == Rcode.NXDOMAIN
@@ -517,13 +526,9 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         cut = yield from self._start_cut(
             names.parent(question.name) if is_ds else question.name, depth
         )
-        if not is_ds or cut.zone == names.parent(question.name):
-            return cut, False
-        # Only the parent's own servers can tell; find them first (Unbound's DS locate).
-        parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
-        if parent_cut is not None and names.is_subdomain(parent_cut.zone, cut.zone):
-            cut = parent_cut
-        return cut, True
+        # A cut above the parent is fine: its referrals lead down to the parent, whose
+        # servers answer the DS (a referral to the child itself shows there is none).
+        return cut, False
 
     def _announce_cut(self, cut: Delegation, depth: int) -> None:
         if self._observer is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from resolver.dns.wire import (
     Question,
 )
+from resolver.dnssec.verification_budget import VerificationBudget
 from resolver.engine.cache import RecordCache
 from resolver.engine.classify import (
     Classified,
@@ -96,6 +97,8 @@ class ResolutionCore:
     _dnssec: ValidationSettings | None
     _validating: bool
     _trust_active: set[str]
+    #: Signature verifications this resolution may still spend (KeyTrap, CVE-2023-50387).
+    _verifications: VerificationBudget
     _answered_by: str
     #: Zone -> servers whose DS or DNSKEY for it did not verify: not asked again in this
     #: resolution (RFC 4035 §5.5).

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from resolver.dnssec.anchors import TrustAnchors
+from resolver.dnssec.verification_budget import VerificationLimits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +110,15 @@ class ValidationSettings:
     max_trust_ttl_s: int = 86_400
     #: NSEC3 iterations above which a denial is insecure (RFC 9276 §3.2; Unbound 150).
     nsec3_iterations_limit: int = 150
+    #: Answer NXDOMAIN and NODATA from validated NSEC ranges in the cache, without asking
+    #: (RFC 8198; Unbound aggressive-nsec, on by default there too).
+    aggressive_nsec: bool = True
+    #: Names at and below which nothing is validated: negative trust anchors (RFC 7646;
+    #: Unbound domain-insecure), for a zone whose signatures are known to be broken.
+    insecure_domains: tuple[str, ...] = ()
+    #: Signature verifications per RRset, per key tag and per client query (KeyTrap,
+    #: CVE-2023-50387; the sources are in resolver.dnssec.verification_budget).
+    verification_limits: VerificationLimits = field(default_factory=VerificationLimits)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,6 +26,7 @@ from resolver.engine.admission import rrsets
 from resolver.engine.classify import (
     Classified,
     covered_type,
+    is_wildcard_expansion,
 )
 from resolver.engine.events import (
     ChainStepChecked,
@@ -62,12 +63,19 @@ class TrustFetching(ResolutionCore):
         """`classified` with its security status: the trust of each zone that signed
         it fetched (or taken from the trust cache), then its signatures and proofs checked."""
         assert self._dnssec is not None
+        negative_anchor = self._negative_anchor(question.name)
+        if negative_anchor is not None:  # RFC 7646 §1.1: not validated at all
+            verdict = Verdict.insecure(None, negative_anchor,
+                                       f"{negative_anchor} is configured insecure "
+                                       f"(a negative trust anchor)")
+            return replace(classified, security=verdict.security, verdict=verdict)
         trusts: dict[str, ZoneTrust] = {}
         for zone in zones_needed(question.name, classified, zone_hint):
             trusts[zone] = yield from self._zone_trust(zone, depth)
         verdict = check_data(question.name, question.rtype, classified,
                              lambda zone: trusts[zone], zone_hint, self._wall_now(),
-                             iterations_limit=self._dnssec.nsec3_iterations_limit)
+                             iterations_limit=self._dnssec.nsec3_iterations_limit,
+                             budget=self._verifications)
         if self._observer is not None:
             self._emit(DataValidated(
                 depth=depth, at_s=self._at_s(), qname=question.name,
@@ -76,6 +84,12 @@ class TrustFetching(ResolutionCore):
                 ede=int(verdict.ede_code) if verdict.ede_code is not None else None,
                 detail=verdict.detail))
         return replace(classified, security=verdict.security, verdict=verdict)
+
+    def _negative_anchor(self, name: str) -> str | None:
+        """The configured insecure domain (negative trust anchor) holding `name`, if any."""
+        assert self._dnssec is not None
+        return next((d for d in self._dnssec.insecure_domains if names.is_subdomain(name, d)),
+                    None)
 
     def _store_verdict(self, question: Question, validated: Classified) -> None:
         """Keep the status of cached data just validated (bogus data leaves the cache)."""
@@ -87,7 +101,9 @@ class TrustFetching(ResolutionCore):
             if rank is not None:
                 sigs = tuple(rr for rr in validated.signatures if rr.name == rrset[0].name
                              and covered_type(rr) == rrset[0].rtype)
-                self.cache.store_rrset(rrset, rank, security=validated.security, rrsigs=sigs)
+                proof = validated.denial if is_wildcard_expansion(rrset[0].name, sigs) else ()
+                self.cache.store_rrset(rrset, rank, security=validated.security, rrsigs=sigs,
+                                       proof=proof)
 
     def _bogus_failure(self, question: Question, bogus: Classified) -> Failure:
         """The SERVFAIL of bogus data, logged with the zone and the reason (RFC 4035 §5.5)."""
@@ -107,6 +123,11 @@ class TrustFetching(ResolutionCore):
         cached = self.state.trust.get(zone, self.now)
         if cached is not None:
             return cached
+        negative_anchor = self._negative_anchor(zone)
+        if negative_anchor is not None:
+            return ZoneTrust(zone, Verdict.insecure(None, zone, f"{negative_anchor} is "
+                                                    f"configured insecure"),
+                             (), (), settings.max_trust_ttl_s)
         anchors = settings.anchors
         anchor = anchors.closest_to(zone)
         if anchor is None:
@@ -186,7 +207,8 @@ class TrustFetching(ResolutionCore):
             self._trust_sources[zone] = ("", server, "")
             return anchored_trust(zone, _of_type(keys.answer, zone, RRType.DNSKEY),
                                   keys.signatures, settings.anchors.ds_for(zone),
-                                  settings.anchors.dnskeys_for(zone), now, **ttls)
+                                  settings.anchors.dnskeys_for(zone), now, **ttls,
+                                  budget=self._verifications)
         ds_outcome, ds_server = yield from self._fetched(Question(zone, RRType.DS), depth,
                                                          f"DS of {zone}")
         ds = _of_type(ds_outcome.answer, zone, RRType.DS)
@@ -210,7 +232,8 @@ class TrustFetching(ResolutionCore):
         return zone_trust_below(
             parent, zone, ds, [rr for rr in ds_outcome.signatures if rr.name == zone],
             ds_outcome.denial, dnskeys, dnskey_sigs, now,
-            iterations_limit=settings.nsec3_iterations_limit, **ttls)
+            iterations_limit=settings.nsec3_iterations_limit, **ttls,
+            budget=self._verifications)
 
     def _fetched(self, question: Question, depth: int, purpose: str
                  ) -> Generator[SendQuery, Reply, tuple[Outcome, str]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from resolver.dns import names
 from resolver.dns.wire import Record, RRType
-from resolver.dnssec.canonical import wildcard_source
+from resolver.dnssec.canonical import owner_label_count, wildcard_source
 from resolver.dnssec.chain import ChainStep, validate_dnskeys, validate_rrset
 from resolver.dnssec.denial import (
     nsec3_hash,
@@ -33,7 +33,8 @@ from resolver.dnssec.denial import (
 from resolver.dnssec.keys import Dnskey, Ds
 from resolver.dnssec.records import MalformedRdata, Nsec, Nsec3, Rrsig
 from resolver.dnssec.security import Failure, Security, Verdict
-from resolver.engine.classify import Classified, ResponseKind
+from resolver.dnssec.verification_budget import VerificationBudget
+from resolver.engine.classify import Classified, ResponseKind, synthesize_cname
 
 __all__ = ["TrustCache", "ZoneTrust", "anchored_trust", "check_data", "signer_of",
            "worst", "zone_trust_below"]
@@ -114,29 +115,31 @@ def signer_of(rrsigs: Sequence[Record], owner: str) -> str | None:
 
 def anchored_trust(zone: str, dnskeys: Sequence[Record], rrsigs: Sequence[Record],
                    anchor_ds: Sequence[Ds], anchor_keys: Sequence[Dnskey], now: int,
-                   bogus_ttl_s: int, max_ttl_s: int) -> ZoneTrust:
+                   bogus_ttl_s: int, max_ttl_s: int,
+                   budget: VerificationBudget | None = None) -> ZoneTrust:
     """The trust of an anchored zone from its DNSKEY RRset (RFC 4035 §5.2 with a trust
     anchor for the DS)."""
     step, keys = validate_dnskeys(zone, dnskeys, rrsigs, now, trusted_ds=anchor_ds,
-                                  trusted_keys=anchor_keys)
+                                  trusted_keys=anchor_keys, budget=budget)
     return _trust(zone, step, keys, (), dnskeys, bogus_ttl_s, max_ttl_s)
 
 
 def zone_trust_below(parent: ZoneTrust, zone: str, ds: Sequence[Record],
                      ds_rrsigs: Sequence[Record], ds_denial: Sequence[Record],
                      dnskeys: Sequence[Record], dnskey_rrsigs: Sequence[Record], now: int, *,
-                     bogus_ttl_s: int, max_ttl_s: int, iterations_limit: int) -> ZoneTrust:
+                     bogus_ttl_s: int, max_ttl_s: int, iterations_limit: int,
+                     budget: VerificationBudget | None = None) -> ZoneTrust:
     """One link of the chain (RFC 4035 §5.2): `zone`'s trust from its secure `parent`."""
     if not parent.verdict.is_secure:
         return ZoneTrust(zone, parent.verdict, (), parent.steps, parent.ttl_s)
     if not ds:
-        verdict = _denial_of_ds(parent, zone, ds_denial, now, iterations_limit)
+        verdict = _denial_of_ds(parent, zone, ds_denial, now, iterations_limit, budget)
         step = ChainStep(zone, None, None, None, None, verdict)
         ttl = min((r.ttl for r in ds_denial), default=bogus_ttl_s)
         return ZoneTrust(zone, verdict, (), (*parent.steps, step),
                          bogus_ttl_s if verdict.security is Security.BOGUS
                          else min(ttl, max_ttl_s))
-    ds_check = validate_rrset(ds, ds_rrsigs, parent.keys, parent.zone, now)
+    ds_check = validate_rrset(ds, ds_rrsigs, parent.keys, parent.zone, now, budget=budget)
     if not ds_check.verdict.is_secure:
         step = ChainStep(zone, None, None, None, None, ds_check.verdict)
         return _trust(zone, step, (), parent.steps, ds, bogus_ttl_s, max_ttl_s)
@@ -146,7 +149,8 @@ def zone_trust_below(parent: ZoneTrust, zone: str, ds: Sequence[Record],
         step = ChainStep(zone, None, None, None, None, Verdict.bogus(
             Failure.DNSSEC_BOGUS, zone, f"malformed DS: {exc}"))
         return _trust(zone, step, (), parent.steps, ds, bogus_ttl_s, max_ttl_s)
-    step, keys = validate_dnskeys(zone, dnskeys, dnskey_rrsigs, now, trusted_ds=ds_set)
+    step, keys = validate_dnskeys(zone, dnskeys, dnskey_rrsigs, now, trusted_ds=ds_set,
+                                  budget=budget)
     return _trust(zone, step, keys, parent.steps, (*ds, *dnskeys), bogus_ttl_s, max_ttl_s)
 
 
@@ -160,11 +164,11 @@ def _trust(zone: str, step: ChainStep, keys: tuple[Dnskey, ...], above: tuple[Ch
 
 
 def _denial_of_ds(parent: ZoneTrust, zone: str, denial: Sequence[Record], now: int,
-                  iterations_limit: int) -> Verdict:
+                  iterations_limit: int, budget: VerificationBudget | None) -> Verdict:
     """RFC 4035 §5.2: no DS for `zone`, proven by the parent's signed NSEC/NSEC3, makes the
     delegation insecure; anything less is bogus. The proof must also show a delegation
     there (RFC 6840 §4.4): a signer name that is no zone cut must not turn data insecure."""
-    proof = verified_proof(denial, parent, now)
+    proof = verified_proof(denial, parent, now, budget)
     if isinstance(proof, Verdict):
         return proof
     verdict = prove_nodata(zone, RRType.DS, parent.zone, proof,
@@ -193,8 +197,8 @@ def _shows_delegation(zone: str, proof: Sequence[Record]) -> bool:
     return True  # no record at the name: an opt-out span (RFC 5155 §6), judged by the proof
 
 
-def verified_proof(denial: Sequence[Record], trust: ZoneTrust,
-                   now: int) -> list[Record] | Verdict:
+def verified_proof(denial: Sequence[Record], trust: ZoneTrust, now: int,
+                   budget: VerificationBudget | None = None) -> list[Record] | Verdict:
     """The NSEC/NSEC3 records of `denial` whose RRSIGs by `trust`'s keys verify, or the
     verdict on the first that does not (RFC 4035 §5.4: a proof is only as good as its
     signatures)."""
@@ -211,7 +215,14 @@ def verified_proof(denial: Sequence[Record], trust: ZoneTrust,
             sets.setdefault((record.name, record.rtype), []).append(record)
     verified: list[Record] = []
     for key, rrset in sets.items():
-        check = validate_rrset(rrset, sigs.get(key, ()), trust.keys, trust.zone, now)
+        if _wildcard_expanded(key[0], sigs.get(key, ())):
+            # Signed as *.<zone>: the owner is the asker's name, not where the NSEC lies,
+            # so its span proves nothing (CVE-2017-15105; RFC 4035 §5.3.4).
+            return Verdict.bogus(Failure.DNSSEC_BOGUS, trust.zone,
+                                 f"the {RRType(key[1]).name} at {key[0]} is a wildcard "
+                                 f"expansion and proves no denial")
+        check = validate_rrset(rrset, sigs.get(key, ()), trust.keys, trust.zone, now,
+                               budget=budget)
         if not check.verdict.is_secure:
             return check.verdict
         verified.extend(rrset)
@@ -220,7 +231,7 @@ def verified_proof(denial: Sequence[Record], trust: ZoneTrust,
 
 def check_data(question_name: str, question_type: int, classified: Classified,
                trust_of: Callable[[str], ZoneTrust], zone_hint: str, now: int, *,
-               iterations_limit: int) -> Verdict:
+               iterations_limit: int, budget: VerificationBudget | None = None) -> Verdict:
     """The verdict on `classified`: every RRset of its answer chain signed by a trusted
     key of its zone (RFC 4035 §5.3), a wildcard expansion proven (§5.3.4), and an
     NXDOMAIN or NODATA proven by NSEC/NSEC3 (§5.4, RFC 5155 §8).
@@ -242,12 +253,12 @@ def check_data(question_name: str, question_type: int, classified: Classified,
         if not trust.verdict.is_secure:
             verdicts.append(trust.verdict)
             continue
-        check = validate_rrset(rrset, sigs, trust.keys, signer, now)
+        check = validate_rrset(rrset, sigs, trust.keys, signer, now, budget=budget)
         verdicts.append(check.verdict)
         if check.verdict.is_secure:
             wildcard = _wildcard_of(first.name, sigs)
             if wildcard is not None:
-                proof = verified_proof(classified.denial, trust, now)
+                proof = verified_proof(classified.denial, trust, now, budget)
                 verdicts.append(proof if isinstance(proof, Verdict) else prove_wildcard_answer(
                     first.name, wildcard, signer, proof, iterations_limit=iterations_limit))
     kind = classified.kind
@@ -262,13 +273,15 @@ def check_data(question_name: str, question_type: int, classified: Classified,
                 soa_sigs = [r for r in classified.signatures if r.name == zone
                             and _covers(r, RRType.SOA)]
                 verdicts.append(validate_rrset([classified.soa], soa_sigs, trust.keys, zone,
-                                               now).verdict)
+                                               now, budget=budget).verdict)
             if kind is ResponseKind.NXDOMAIN:
-                verdicts.append(_proven(classified.denial, trust, now, lambda proof: prove_nxdomain(
-                    end, zone, proof, iterations_limit=iterations_limit)))
+                verdicts.append(_proven(
+                    classified.denial, trust, now, budget, lambda proof: prove_nxdomain(
+                        end, zone, proof, iterations_limit=iterations_limit)))
             else:
-                verdicts.append(_proven(classified.denial, trust, now, lambda proof: prove_nodata(
-                    end, question_type, zone, proof, iterations_limit=iterations_limit)))
+                verdicts.append(_proven(
+                    classified.denial, trust, now, budget, lambda proof: prove_nodata(
+                        end, question_type, zone, proof, iterations_limit=iterations_limit)))
     return worst(verdicts, zone_hint)
 
 
@@ -289,11 +302,24 @@ def zones_needed(question_name: str, classified: Classified, zone_hint: str) -> 
 
 
 def _proven(denial: Sequence[Record], trust: ZoneTrust, now: int,
+            budget: VerificationBudget | None,
             prove: Callable[[list[Record]], Verdict]) -> Verdict:
-    proof = verified_proof(denial, trust, now)
+    proof = verified_proof(denial, trust, now, budget)
     if isinstance(proof, Verdict):
         return proof
     return prove(proof)
+
+
+def _wildcard_expanded(owner: str, rrsigs: Sequence[Record]) -> bool:
+    """Whether an RRSIG has fewer labels than the owner: the RRset is a wildcard's
+    expansion (RFC 4034 §3.1.3)."""
+    for rrsig in rrsigs:
+        try:
+            if Rrsig.from_record(rrsig).labels < owner_label_count(owner):
+                return True
+        except MalformedRdata:
+            continue
+    return False
 
 
 def _covers(rrsig: Record, rtype: int) -> bool:
@@ -318,8 +344,15 @@ def _wildcard_of(owner: str, rrsigs: Sequence[Record]) -> str | None:
 
 
 def _synthesized(cname: Record, answer: Sequence[Record]) -> bool:
-    return any(rr.rtype == RRType.DNAME and cname.name != rr.name
-               and names.is_subdomain(cname.name, rr.name) for rr in answer)
+    """Whether `cname` is what a DNAME of the answer implies (RFC 6672 §2.2): only then
+    is it trusted through the DNAME's signature; any other CNAME needs its own."""
+    for rr in answer:
+        if rr.rtype == RRType.DNAME and cname.name != rr.name and names.is_subdomain(
+                cname.name, rr.name):
+            implied = synthesize_cname(rr, cname.name)
+            return implied is not None and names.canonical(implied.target) == names.canonical(
+                cname.target)
+    return False
 
 
 def _rrsets(records: Sequence[Record]) -> list[list[Record]]:

@@ -14,7 +14,8 @@ Rules, in the order they apply (docs/reliability.md (b) and (c)):
 - ANY: the minimal RFC 8482 §4.2 reply, so we are no amplifier.
 - One of our own forwarded queries coming back (same id and question): SERVFAIL, logged
   as a forwarding loop.
-- Local zones and local data (resolver.server.local_zones) are answered here, never resolved.
+- `_dns.resolver.arpa` (RFC 9462 discovery, resolver.server.discovery), then local zones and
+  local data (resolver.server.local_zones) are answered here, never resolved.
 - Otherwise resolve; with private-address set, private A/AAAA records of public names are
   removed from the outcome (DNS-rebinding protection).
 - Replies echo id, question (letter case as sent), RD and CD; set RA; never AA. AD only
@@ -62,6 +63,7 @@ from resolver.service.cachedb import ReplyVariant, memory_knows, reply_for_clien
 from resolver.service.resolver_service import ResolverService
 
 if TYPE_CHECKING:
+    from resolver.server.discovery import ResolverDiscovery
     from resolver.server.local_zones import LocalZones, RebindingGuard
     from resolver.server.metrics import Metrics
     from resolver.server.ratelimit import IpRateLimiter
@@ -120,6 +122,8 @@ class QueryHandler:
         #: The shared second-level cache (--cachedb): read on a miss of both memory caches,
         #: written behind every reply the answer cache keeps (resolver.service.cachedb_tier).
         self.cachedb = cachedb
+        #: `_dns.resolver.arpa` SVCB (RFC 9462), set by the encrypted listeners when they start.
+        self.discovery: ResolverDiscovery | None = None
         self.queries = 0
         #: Client address -> its queries waiting for a resolution now (wait-limit).
         self._waiting: dict[str, int] = {}
@@ -274,6 +278,10 @@ class QueryHandler:
             failed = Outcome(rcode=Rcode.SERVFAIL, reason="forwarding loop",
                              failure=FailureKind.FORWARDING_LOOP)
             return self._count(self._reply(wire, query, client, failed))
+        if self.discovery is not None:
+            found = self.discovery.answer(question)
+            if found is not None:
+                return self._count(self._reply(wire, query, client, found))
         local = self.local_zones.answer(question) if self.local_zones is not None else None
         if local is not None:  # never sent upstream (RFC 6761, RFC 6303)
             if self.metrics is not None:

@@ -3,7 +3,9 @@
 Each message travels with a two-octet length prefix (RFC 1035 §4.2.2); RFC 7858 §3.3 keeps
 the same framing inside TLS, so both listeners hand their accepted streams to this class.
 Rules: queries on one connection are handled concurrently (RFC 7766 §6.2.1.1), at most 64 at
-a time; replies may leave out of order, each written whole. A length prefix below a DNS header
+a time; replies may leave out of order, each written whole. The replies that are ready in
+one turn of the event loop go out in one write: one send (and, over TLS, one record) per
+burst instead of one per reply. A length prefix below a DNS header
 closes the connection; so does `idle_timeout_s` without a complete message (RFC 7766 §6.2.3).
 A peer that stops reading is cut off after the same time.
 """
@@ -57,8 +59,10 @@ class FramedConnection:
         self._writer = writer
         self._client = client
         self._slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
-        self._write_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Framed replies waiting for the end of this turn of the event loop.
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
 
     async def serve(self) -> None:
         try:
@@ -68,6 +72,7 @@ class FramedConnection:
         finally:
             for task in self._tasks:
                 task.cancel()
+            self._flush()  # replies queued in this turn go out before the close
             close_stream(self._writer, self._rules.idle_timeout_s)
 
     async def _read_queries(self) -> bool:
@@ -105,17 +110,32 @@ class FramedConnection:
             if len(reply) > MAX_STREAM_MESSAGE:
                 logger.warning("reply of %d octets cannot be framed for TCP; dropped", len(reply))
                 return
-            async with self._write_lock:  # one whole frame at a time
-                self._writer.write(len(reply).to_bytes(2, "big") + reply)
-                # A client that never reads must not pin this task forever.
-                async with asyncio.timeout(self._rules.idle_timeout_s):
-                    await self._writer.drain()
+            self._queue(len(reply).to_bytes(2, "big") + reply)
+            # A client that never reads must not pin this task forever.
+            async with asyncio.timeout(self._rules.idle_timeout_s):
+                await self._writer.drain()
         except TimeoutError:
             self._writer.transport.abort()
         except OSError:  # the client reset or closed before its reply: nothing to do
             pass
         finally:
             self._slots.release()
+
+    def _queue(self, frame: bytes) -> None:
+        """Send `frame` with every other reply made ready in this turn of the loop."""
+        self._pending.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        frames = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        if not self._writer.is_closing():
+            self._writer.write(frames)
 
 
 def close_stream(writer: asyncio.StreamWriter, grace_s: float) -> None:

@@ -49,6 +49,22 @@ def _load(context: ssl.SSLContext, files: CertificateFiles) -> None:
             f"cannot read {exc.filename or files.cert_file}: {exc.strerror or exc}") from None
 
 
+def certificate_dns_names(cert_file: str) -> list[str]:
+    """The DNS names of the first certificate in `cert_file` (its subjectAltName), wildcards
+    left out: they name no one host a client could be sent to. Empty when it has none or
+    cannot be read."""
+    from cryptography import x509
+
+    try:
+        with open(cert_file, "rb") as pem:
+            certificate = x509.load_pem_x509_certificate(pem.read())
+        alt = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return []
+    return [name for name in alt.value.get_values_for_type(x509.DNSName)
+            if not name.startswith("*")]
+
+
 class ServerCertificates:
     """The live TLS contexts of the listeners, all loaded from the same two files."""
 

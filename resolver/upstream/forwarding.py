@@ -404,7 +404,6 @@ class ForwardingNetwork:
     def __init__(self, inner: Network, guard: ForwardLoopGuard) -> None:
         self.inner = inner
         self.guard = guard
-        self.replies_without_ra = 0
 
     async def exchange(
         self, query: bytes, server: ServerAddress, transport: Transport, timeout_s: float
@@ -419,11 +418,9 @@ class ForwardingNetwork:
         forwarded = len(query) > 2 and bool(query[2] & 0x01)
         if forwarded:
             self.guard.remember(query)
-        reply = await self.inner.exchange(query, server, transport, timeout_s)
-        if forwarded and len(reply) >= 4 and not reply[3] & 0x80:
-            self.replies_without_ra += 1
-            raise UpstreamError(f"{server}: reply without RA (the upstream does not recurse)")
-        return reply
+        # Whether the reply is of use (a forwarder that only refers is not) is the engine's
+        # judgement, on the decoded reply (engine/classify.py).
+        return await self.inner.exchange(query, server, transport, timeout_s)
 
     async def close(self) -> None:
         close = getattr(self.inner, "close", None)

@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import http.server
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -441,6 +442,94 @@ def test_slow_encrypted_clients_do_not_delay_udp_clients(server: Encrypted) -> N
         trickle.close()
         for sock in slow:
             sock.close()
+
+
+IDLE_CONNECTIONS = 1000
+
+
+async def _open_idle_tls(running: Encrypted, count: int) -> list[
+        tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """`count` DoT connections, handshakes done, nothing sent; 25 handshakes at a time."""
+    context = client_context(running, ["dot"])
+    gate = asyncio.Semaphore(25)
+
+    async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with gate:
+            return await asyncio.wait_for(asyncio.open_connection(
+                IP, running.tls, ssl=context, server_hostname=NAME), 20)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def _ask_on_each(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+                       ) -> list[int]:
+    """One query on every connection (RFC 7858 framing); the rcode of each reply."""
+    async def ask(index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                  ) -> int:
+        wire = wire_query("www.networkutopia.com", qid=index)
+        writer.write(len(wire).to_bytes(2, "big") + wire)
+        length = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 20), "big")
+        reply = DNSRecord.parse(await asyncio.wait_for(reader.readexactly(length), 20))
+        assert reply.header.id == index
+        return int(reply.header.rcode)
+
+    return list(await asyncio.gather(*(ask(i, r, w) for i, (r, w) in enumerate(connections))))
+
+
+def test_a_thousand_idle_tls_connections_leave_every_udp_client_answered(
+        lab: RunningLab, tmp_path: Path, web: int) -> None:
+    """1,000 DoT connections opened and then held silent, while a UDP client keeps asking:
+    every UDP query is answered, and all 1,000 connections are still open at the end."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 3 * IDLE_CONNECTIONS  # our client ends, the server's ends, and some to spare
+    if soft < wanted:  # the resolver started below inherits it
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    limit = str(IDLE_CONNECTIONS + 10)
+    running = start_encrypted(lab, tmp_path, web, "--tls-max-connections", limit,
+                              "--tls-max-connections-per-client", limit,
+                              "--tls-idle-timeout", "120")
+    udp_answers: list[int] = []
+    udp_missing: list[int] = []
+    stop = threading.Event()
+
+    def ask_over_udp() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(3)
+            qid = 0
+            while not stop.is_set():
+                qid = (qid + 1) & 0xFFFF
+                udp.sendto(wire_query("www.networkutopia.com", qid=qid), (IP, running.udp))
+                try:
+                    while DNSRecord.parse(udp.recv(4096)).header.id != qid:
+                        pass
+                    udp_answers.append(qid)
+                except TimeoutError:
+                    udp_missing.append(qid)
+                time.sleep(0.005)
+
+    asker = threading.Thread(target=ask_over_udp, daemon=True)
+
+    async def hold() -> list[int]:
+        connections = await _open_idle_tls(running, IDLE_CONNECTIONS)
+        try:
+            await asyncio.sleep(2)  # held idle, the UDP client still asking
+            return await _ask_on_each(connections)  # each one still open and served
+        finally:
+            for _reader, writer in connections:
+                writer.close()
+
+    try:
+        asker.start()
+        rcodes = asyncio.run(hold())
+        stop.set()
+        asker.join(10)
+    finally:
+        stop.set()
+        stop_process(running.process)
+        if soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert rcodes == [0] * IDLE_CONNECTIONS
+    assert udp_missing == [] and len(udp_answers) > 20
 
 
 def test_idle_encrypted_connection_is_closed_after_the_idle_timeout(

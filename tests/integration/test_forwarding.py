@@ -189,18 +189,30 @@ def test_forward_fails_over_from_a_black_hole(lab: RunningLab, unbound: RunningU
         assert _answer(dig(served.resolver, "www.hamburger.edu")) == [HAMBURGER]
 
 
-def test_forward_upstream_without_ra_is_not_used(lab: RunningLab,
-                                                 unbound: RunningUnbound) -> None:
-    """A server that answers without RA is no forwarder: SERVFAIL, and the log says why."""
-    def clear_ra(reply: bytes) -> bytes:
-        return reply[:3] + bytes([reply[3] & 0x7F]) + reply[4:]
-
-    with UdpRelay("127.53.1.2", (UNBOUND_IP, unbound.port), rewrite=clear_ra) as relay, \
+def test_forwarding_to_an_authoritative_server_that_refers_is_servfail(
+        lab: RunningLab) -> None:
+    """A server that refers instead of recursing (the lab's root, given as a forwarder by
+    mistake) is no forwarder: SERVFAIL, and the log says why."""
+    root_ip = next(line.split()[-1] for line in lab.hints.read_text().splitlines()
+                   if line.split()[2:3] == ["A"] or line.split()[3:4] == ["A"])
+    with UdpRelay("127.53.1.2", (root_ip, lab.port)) as relay, \
             serving(lab, "--forward", relay.spec) as served:
         reply = dig(served.resolver, "www.hamburger.edu")
         assert reply.status == "SERVFAIL"
         assert relay.queries
-    assert "without RA" in served.output
+    assert "does not recurse" in served.output
+
+
+def test_a_forwarder_answer_without_ra_is_used(lab: RunningLab,
+                                               unbound: RunningUnbound) -> None:
+    """An answer from a forwarder that leaves RA clear is still an answer (as for Unbound)."""
+    def clear_ra(reply: bytes) -> bytes:
+        return reply[:3] + bytes([reply[3] & 0x7F]) + reply[4:]
+
+    with UdpRelay("127.53.1.3", (UNBOUND_IP, unbound.port), rewrite=clear_ra) as relay, \
+            serving(lab, "--forward", relay.spec) as served:
+        assert _answer(dig(served.resolver, "www.hamburger.edu")) == [HAMBURGER]
+        assert relay.queries
 
 
 def test_forward_first_falls_back_to_iterating_the_lab(lab: RunningLab) -> None:

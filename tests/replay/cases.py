@@ -31,7 +31,7 @@ __all__ = [
     "load_manifest",
 ]
 
-DEFAULT_SUITES = ("deckard", "unbound")  # the DNSSEC folders run only when asked for
+DEFAULT_SUITES = ("deckard", "unbound", "deckard-dnssec", "unbound-dnssec")
 HERE = Path(__file__).resolve().parent
 EXPECTATIONS_FILE = HERE / "expectations.toml"
 WAIVERS_FILE = HERE / "WAIVERS.md"

@@ -1,9 +1,10 @@
 """pytest wiring for the replay suite: options, one case per scenario run, per-suite summary.
 
-Options (README §3.10): `--scenarios DIR` (repeatable; default: the non-DNSSEC folders
-`deckard/` and `unbound/` of the shared peer scenarios) and `--qmin-default {on,off}` (mode of
-testbound files that leave QNAME minimisation unset). At the end of the session one line per
-suite is printed, e.g. `replay deckard: 30 passed, 8 xfailed, 0 waived, 2 failed`.
+Options (README §3.10): `--scenarios DIR` (repeatable; default: the four folders `deckard/`,
+`unbound/`, `deckard-dnssec/` and `unbound-dnssec/` of the shared peer scenarios) and
+`--qmin-default {on,off}` (mode of testbound files that leave QNAME minimisation unset). At
+the end of the session one line per suite is printed, e.g.
+`replay deckard: 30 passed, 8 xfailed, 0 waived, 2 failed`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("replay", "peer scenario replay")
     group.addoption("--scenarios", action="append", default=[], metavar="DIR",
                     help="scenario folder to replay (repeatable; folder name picks the "
-                         "dialect: deckard* or unbound*). Default: deckard/ and unbound/.")
+                         "dialect: deckard* or unbound*). Default: all four shared folders.")
     group.addoption("--qmin-default", choices=("on", "off"), default="off",
                     help="QNAME-minimisation mode for testbound files that leave it unset.")
 

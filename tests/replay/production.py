@@ -108,7 +108,8 @@ def _validation(cfg: ReplayConfig) -> ValidationSettings | None:
         anchors = parse_trust_anchors("\n".join(cfg.trust_anchors))
     except AnchorFileError:
         return None
-    return ValidationSettings(anchors=anchors)
+    return ValidationSettings(anchors=anchors,
+                              insecure_domains=tuple(cfg.negative_trust_anchors))
 
 
 def make_resolver(

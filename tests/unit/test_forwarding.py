@@ -23,8 +23,9 @@ from resolver.dns.wire import (
     make_query,
     parse_record,
 )
-from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.engine.settings import EngineSettings, ForwardingSettings
+from resolver.dnssec.anchors import ROOT_ANCHORS
+from resolver.engine.network import ServerAddress, Transport, UpstreamTimeout
+from resolver.engine.settings import EngineSettings, ForwardingSettings, ValidationSettings
 from resolver.server.listener import Client
 from resolver.upstream.forwarding import (
     DOT_PORT,
@@ -350,24 +351,30 @@ def answering_any(address: str) -> Behaviour:
 
 
 def without_ra(behaviour: Behaviour) -> Behaviour:
-    """The same replies with RA cleared: a server that does not recurse."""
+    """The same replies with RA cleared."""
     def cleared(query: bytes) -> bytes:
         reply = behaviour(query)
         return reply[:3] + bytes([reply[3] & 0x7F]) + reply[4:]
     return cleared
 
 
+#: What a server that does not recurse says for a name it is not authoritative for: an
+#: empty NOERROR without RA or AA (the shape of a referral).
+NOT_RECURSING = answering(ra=False)
+
+
 FAILING: dict[str, Behaviour | None] = {
     "timeout": None,
     "servfail": answering(rcode=Rcode.SERVFAIL),
     "refused": answering(rcode=Rcode.REFUSED),
-    "no-ra": without_ra(answering_any("192.0.2.66")),
+    "no-recursion": NOT_RECURSING,
 }
 
 
 @pytest.mark.parametrize("failure", sorted(FAILING))
 def test_forwarding_moves_on_to_the_next_upstream(failure: str) -> None:
-    """Timeout, SERVFAIL, REFUSED or a reply without RA from one upstream: the next answers."""
+    """Timeout, SERVFAIL, REFUSED or an empty reply without RA from one upstream: the next
+    answers."""
     first = FAILING[failure]
     network = UpstreamsNetwork(FakeClock())
     network.upstreams[("10.0.0.1", 53)] = first
@@ -385,10 +392,20 @@ def test_forwarding_moves_on_to_the_next_upstream(failure: str) -> None:
 def test_forwarding_all_upstreams_failing_is_servfail_with_the_reason() -> None:
     """Without forward-first, failing upstreams give SERVFAIL (never NXDOMAIN) and say why."""
     network = UpstreamsNetwork(FakeClock())
-    network.upstreams[("10.0.0.1", 53)] = answering(WWW, ra=False)
+    network.upstreams[("10.0.0.1", 53)] = NOT_RECURSING
     rcode, _, reason = _resolve(network, ForwardingSettings(forward=("10.0.0.1",)))
     assert rcode == Rcode.SERVFAIL
     assert "without RA" in reason
+
+
+def test_a_forwarder_answer_without_ra_is_used() -> None:
+    """RA=0 on a reply that answers (a forwarder that never sets RA, an authoritative server
+    for the name) does not make it useless: the answer is used, as Unbound uses it."""
+    network = UpstreamsNetwork(FakeClock())
+    network.upstreams[("10.0.0.1", 53)] = without_ra(answering(WWW))
+    rcode, answer, reason = _resolve(network, ForwardingSettings(forward=("10.0.0.1",)))
+    assert rcode == Rcode.NOERROR, reason
+    assert "192.0.2.80" in answer[0]
 
 
 def test_forward_first_falls_back_to_iteration() -> None:
@@ -431,8 +448,8 @@ def test_stub_zone_is_asked_without_recursion() -> None:
     assert network.asked == [(ServerAddress("10.0.0.9", 5353), False)]
 
 
-def test_forwarding_network_refuses_reply_without_ra_only_for_rd1() -> None:
-    """RA=0 fails a forwarded (RD=1) exchange; an iterative (RD=0) one passes untouched."""
+def test_forwarding_network_remembers_only_forwarded_queries() -> None:
+    """The loop guard remembers RD=1 queries (ours to a forwarder); RD=0 ones pass by."""
 
     class Echo:
         async def exchange(self, query: bytes, server: ServerAddress, transport: Transport,
@@ -441,12 +458,11 @@ def test_forwarding_network_refuses_reply_without_ra_only_for_rd1() -> None:
 
     network = ForwardingNetwork(Echo(), ForwardLoopGuard(clock=FakeClock()))
     server = ServerAddress("10.0.0.1@5301", 53)
-    with pytest.raises(UpstreamError, match="without RA"):
-        asyncio.run(network.exchange(_query("www.example.com.", 1), server, Transport.UDP, 1.0))
-    reply = asyncio.run(network.exchange(_query("www.example.com.", 2, rd=False), server,
-                                         Transport.UDP, 1.0))
-    assert decode(reply).answer
-    assert len(network.guard) == 1  # only the RD=1 query was remembered
+    for query_id, rd in ((1, True), (2, False)):
+        reply = asyncio.run(network.exchange(_query("www.example.com.", query_id, rd=rd),
+                                             server, Transport.UDP, 1.0))
+        assert decode(reply).answer
+    assert len(network.guard) == 1
 
 
 def test_forwarding_network_routes_spec_to_port_and_tls_name() -> None:
@@ -579,13 +595,17 @@ def test_stub_zones_keep_answering_after_their_servers_state_their_ns_set() -> N
         ("10.0.0.9", 5353), ("10.0.0.10", 5353)}
 
 
-def test_nxdomain_above_a_stub_zone_does_not_hide_it() -> None:
+@pytest.mark.parametrize("validating", [False, True])
+def test_nxdomain_above_a_stub_zone_does_not_hide_it(validating: bool) -> None:
     """A cached NXDOMAIN for corp.example (RFC 8020) says nothing of the configured stub
-    zone a.corp.example below it: the operator's zone wins."""
+    zone a.corp.example below it: the operator's zone wins, with validation on or off."""
     network = UpstreamsNetwork(FakeClock())
     network.upstreams[("10.0.0.9", 5353)] = stub_authority("a.corp.example.", "10.9.0.1")
     settings = ForwardingSettings(stub_zones=("a.corp.example=10.0.0.9@5353",))
-    config = ServeConfig(engine=EngineSettings(upstream_port=53), forwarding=settings)
+    validation = ValidationSettings(anchors=ROOT_ANCHORS,
+                                    insecure_domains=("corp.example.",)) if validating else None
+    config = ServeConfig(engine=EngineSettings(upstream_port=53, validation=validation),
+                         forwarding=settings)
     app = build(config, root_hints=lab_root_hints(), network=network, clock=network.clock,
                 rng=random.Random(7))
     soa = parse_record(". 3600 IN SOA a.root. b.root. 1 2 3 4 3600")

@@ -168,7 +168,8 @@ class Rig:
         return decode(reply)
 
 
-def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True) -> Rig:
+def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True,
+        insecure_domains: tuple[str, ...] = ()) -> Rig:
     clock = FakeClock()
     servers = {
         ROOT_IP: SignedAuthority([world.zones["."]]),
@@ -180,7 +181,8 @@ def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True) -> Rig:
                                       world.zones["child.optout.test."]]),
     }
     network = SignedNetwork(clock, servers)
-    validation = ValidationSettings(anchors=parse_trust_anchors(world.anchor_text))
+    validation = ValidationSettings(anchors=parse_trust_anchors(world.anchor_text),
+                                    insecure_domains=insecure_domains)
     settings = EngineSettings(validation=validation if validate else None)
     state = SharedState(cache=RecordCache(CacheSettings(), timer=clock),
                         selection=ServerSelection(),
@@ -556,3 +558,168 @@ def test_a_cname_chain_that_ends_in_bogus_data_is_servfail_with_no_records(
     assert message.rcode == Rcode.SERVFAIL
     assert message.answer == () and message.authority == ()
     assert ede_of(message) == [ExtendedError.DNSSEC_BOGUS]
+
+
+# -- aggressive use of the validated cache (RFC 8198) ------------------------------------
+# example.test.'s NSEC chain, in canonical order: the apex, alias, far, ns1, *.wild, www.
+
+
+def upstream_queries(test_rig: Rig) -> int:
+    return len(test_rig.network.asked)
+
+
+def test_a_name_in_a_cached_nsec_range_is_nxdomain_without_asking(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    assert test_rig.resolve("nothere.example.test.").rcode == Rcode.NXDOMAIN
+    before = upstream_queries(test_rig)
+    # Between far and ns1, like nothere; and the wildcard *.example.test. is denied
+    # by the NSEC of the apex, which the first answer also brought.
+    outcome = test_rig.resolve("nowhere.example.test.")
+    assert outcome.rcode == Rcode.NXDOMAIN and outcome.security is Security.SECURE
+    assert upstream_queries(test_rig) == before
+    assert {rr.name for rr in outcome.denial if rr.rtype == RRType.NSEC} == {
+        "far.example.test.", "example.test."}
+
+
+def test_another_type_of_a_name_whose_nsec_is_cached_is_nodata_without_asking(
+        world: SignedWorld) -> None:
+    test_rig = rig(world)
+    assert not test_rig.resolve("www.example.test.", RRType.AAAA).answer
+    before = upstream_queries(test_rig)
+    outcome = test_rig.resolve("www.example.test.", RRType.MX)
+    assert outcome.rcode == Rcode.NOERROR and not outcome.answer
+    assert outcome.security is Security.SECURE
+    assert upstream_queries(test_rig) == before
+
+
+def test_a_type_the_cached_nsec_lists_is_still_asked(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.resolve("www.example.test.", RRType.AAAA)
+    before = upstream_queries(test_rig)
+    outcome = test_rig.resolve("www.example.test.")  # the NSEC at www lists A
+    assert upstream_queries(test_rig) > before and outcome.answer
+
+
+def test_an_empty_non_terminal_inside_a_cached_range_is_nodata(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.resolve("paris.example.test.")  # brings the NSEC ns1 -> *.wild
+    before = upstream_queries(test_rig)
+    outcome = test_rig.resolve("wild.example.test.", RRType.TXT)
+    assert outcome.rcode == Rcode.NOERROR and not outcome.answer
+    assert outcome.security is Security.SECURE and upstream_queries(test_rig) == before
+
+
+def test_a_name_a_cached_wildcard_could_answer_is_asked_not_denied(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.resolve("nothere.example.test.")
+    test_rig.resolve("x.wild.example.test.", RRType.TXT)  # brings the NSEC *.wild -> www
+    outcome = test_rig.resolve("other.wild.example.test.", RRType.TXT)
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.SECURE
+    assert [rr.rtype for rr in outcome.answer if rr.rtype != RRType.RRSIG] == [RRType.TXT]
+
+
+def test_a_cached_range_expires_with_the_negative_ttl(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.resolve("nothere.example.test.")
+    test_rig.network.clock.advance(301)  # the SOA MINIMUM is 300
+    before = upstream_queries(test_rig)
+    assert test_rig.resolve("nowhere.example.test.").rcode == Rcode.NXDOMAIN
+    assert upstream_queries(test_rig) > before
+
+
+def test_a_synthesized_nxdomain_gives_a_do_client_ad_and_its_proof(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.ask("nothere.example.test.")
+    before = upstream_queries(test_rig)
+    reply = test_rig.ask("nowhere.example.test.")
+    assert upstream_queries(test_rig) == before
+    assert reply.rcode == Rcode.NXDOMAIN and reply.ad
+    types = [rr.rtype for rr in reply.authority]
+    assert types.count(RRType.NSEC) == 2 and RRType.SOA in types and RRType.RRSIG in types
+    assert all(rr.ttl <= 300 for rr in reply.authority)
+
+
+def test_flushing_a_zone_forgets_its_ranges(world: SignedWorld) -> None:
+    test_rig = rig(world)
+    test_rig.resolve("nothere.example.test.")
+    test_rig.service.state.cache.flush("example.test.", subtree=True)
+    before = upstream_queries(test_rig)
+    test_rig.resolve("nowhere.example.test.")
+    assert upstream_queries(test_rig) > before
+
+
+def test_insecure_negative_answers_teach_no_ranges(world: SignedWorld) -> None:
+    test_rig = rig(world, validate=False)
+    test_rig.resolve("nothere.example.test.")
+    before = upstream_queries(test_rig)
+    test_rig.resolve("nowhere.example.test.")
+    assert upstream_queries(test_rig) > before
+    assert len(test_rig.service.state.cache.nsec_ranges) == 0
+
+
+# -- the KeyTrap limits (CVE-2023-50387) --------------------------------------------------
+
+
+def rrsig_flood(reply: bytes) -> bytes:
+    """Each RRSIG of the answer joined by 40 copies whose signature does not verify."""
+    from dataclasses import replace as replace_message
+
+    from resolver.dns.wire import encode, rdata_octets, record_from_rdata
+
+    message = decode(reply)
+    flood = []
+    for rr in message.answer:
+        if rr.rtype == RRType.RRSIG:
+            rdata = rdata_octets(rr)
+            flood += [record_from_rdata(rr.name, RRType.RRSIG, rr.rclass, rr.ttl,
+                                        rdata[:-1] + bytes([(rdata[-1] + n + 1) % 256]))
+                      for n in range(40)]
+    return encode(replace_message(message, answer=(*flood, *message.answer)))
+
+
+def test_an_rrsig_flood_costs_at_most_the_resolution_budget_and_is_bogus(
+        world: SignedWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    from resolver.dnssec import signature_math
+
+    calls = []
+    real = signature_math.signature_holds
+    monkeypatch.setattr(signature_math, "signature_holds",
+                        lambda *args: calls.append(1) or real(*args))
+    test_rig = rig(world)
+    test_rig.network.rewrite[EXAMPLE_IP] = rrsig_flood
+    reply = test_rig.ask("www.example.test.")
+    limits = ValidationSettings(anchors=parse_trust_anchors(world.anchor_text)
+                                ).verification_limits
+    assert len(calls) <= limits.per_resolution  # without the limits: 41 for the answer alone
+    # The genuine RRSIG comes after the flood: given up on, the data is bogus, not secure.
+    assert reply.rcode == Rcode.SERVFAIL and ede_of(reply) == [ExtendedError.DNSSEC_BOGUS]
+
+
+def test_a_cached_wildcard_answer_keeps_its_proof_for_do_clients(world: SignedWorld) -> None:
+    """RFC 4035 §3.1.3.3: a wildcard expansion goes out with the NSEC proving that no
+    closer name exists, from the cache as on the first answer."""
+    test_rig = rig(world)
+    first = test_rig.ask("x.wild.example.test.", RRType.TXT)
+    before = upstream_queries(test_rig)
+    again = test_rig.ask("x.wild.example.test.", RRType.TXT)
+    assert upstream_queries(test_rig) == before and again.ad
+    for reply in (first, again):
+        assert [rr.rtype for rr in reply.authority if rr.rtype == RRType.NSEC] == [RRType.NSEC]
+
+
+# -- negative trust anchors (RFC 7646, Unbound domain-insecure) ---------------------------
+
+
+def test_a_negative_trust_anchor_turns_a_bogus_zone_into_an_insecure_answer(
+        world: SignedWorld) -> None:
+    test_rig = rig(world, insecure_domains=("example.test.",))
+    test_rig.network.rewrite[EXAMPLE_IP] = tamper_www
+    reply = test_rig.ask("www.example.test.")
+    assert reply.rcode == Rcode.NOERROR and not reply.ad
+    assert [rr.address for rr in reply.answer if rr.rtype == RRType.A] == ["192.0.2.99"]
+
+
+def test_a_negative_trust_anchor_leaves_other_zones_validated(world: SignedWorld) -> None:
+    test_rig = rig(world, insecure_domains=("example.test.",))
+    assert test_rig.resolve("www.nsec3.test.").security is Security.SECURE
+    assert test_rig.resolve("www.example.test.").security is Security.INSECURE

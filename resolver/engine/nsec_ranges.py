@@ -1,0 +1,223 @@
+"""Aggressive use of the DNSSEC-validated cache (RFC 8198), for NSEC.
+
+Every secure negative answer brings NSEC records that prove whole ranges of names empty:
+an NSEC says no name lies between its owner and its next name (RFC 4034 §4.1), and which
+types its owner has. Kept per zone in canonical order (RFC 4034 §6.1), they answer later
+questions for other names in the same ranges without asking anyone:
+
+- NXDOMAIN (RFC 8198 §5.1): one NSEC covers the name, and one covers the wildcard at the
+  closest encloser (so no wildcard could have answered);
+- NODATA (§5.2): the NSEC at the name itself lacks the type (and CNAME), or the name is
+  an empty non-terminal (an NSEC covers it and its next name lies below it).
+
+Only ranges proven secure are kept (RFC 8198 §4), with the zone's SOA and its signatures,
+for the shortest TTL of the NSEC, the SOA and its MINIMUM (§5.4). An NSEC at a delegation
+(NS without SOA, the parent's side of a cut) or a DNAME covers nothing below its owner:
+those names belong to another zone, or are redirected.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from resolver.dns import names
+from resolver.dns.wire import Rcode, Record, RRType
+from resolver.dnssec.canonical import name_order_key
+from resolver.dnssec.records import MalformedRdata, Nsec, Rrsig
+
+__all__ = ["NsecRanges", "SynthesizedDenial"]
+
+#: Zones whose ranges are kept, and ranges kept per zone (least recently used dropped).
+MAX_ZONES = 1_000
+MAX_RANGES_PER_ZONE = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    key: tuple[bytes, ...]
+    nsec: Nsec
+    records: tuple[Record, ...]  #: the NSEC record and its RRSIGs
+    expires_at: float
+
+
+@dataclass(slots=True)
+class _Zone:
+    soa: tuple[Record, ...]  #: the SOA and its RRSIGs
+    soa_expires_at: float
+    keys: list[tuple[bytes, ...]]
+    ranges: list[_Range]
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesizedDenial:
+    """A negative answer made from cached NSEC ranges, TTLs lowered."""
+
+    rcode: Rcode  #: NXDOMAIN, or NOERROR for NODATA
+    soa: Record
+    #: The SOA's RRSIGs, then each NSEC used with its RRSIGs.
+    proof: tuple[Record, ...]
+
+
+class NsecRanges:
+    """Validated NSEC ranges by zone; times are the record cache's monotonic seconds."""
+
+    def __init__(self) -> None:
+        self._zones: OrderedDict[str, _Zone] = OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(zone.ranges) for zone in self._zones.values())
+
+    def learn(self, zone: str, soa: Record, proof: tuple[Record, ...], now: float,
+              ttl: int) -> None:
+        """Keep the NSEC records of a secure negative answer from `zone` for `ttl` seconds
+        (the answer's negative TTL); `proof` holds the SOA's RRSIGs and the NSEC records
+        with theirs."""
+        nsecs = [rr for rr in proof if rr.rtype == RRType.NSEC
+                 and names.is_subdomain(rr.name, zone)]
+        if not nsecs or ttl <= 0:
+            return
+        soa_sigs = tuple(rr for rr in proof if rr.rtype == RRType.RRSIG and rr.name == zone
+                         and _covered(rr) == RRType.SOA)
+        kept = self._zones.get(zone)
+        if kept is None:
+            kept = self._zones[zone] = _Zone((), 0.0, [], [])
+        self._zones.move_to_end(zone)
+        kept.soa, kept.soa_expires_at = (soa, *soa_sigs), now + ttl
+        for record in nsecs:
+            try:
+                nsec = Nsec.from_record(record)
+                key = name_order_key(record.name)
+            except MalformedRdata:
+                continue
+            sigs = tuple(rr for rr in proof if rr.rtype == RRType.RRSIG
+                         and rr.name == record.name and _covered(rr) == RRType.NSEC)
+            entry = _Range(key, nsec, (record, *sigs), now + min(ttl, record.ttl))
+            at = bisect.bisect_left(kept.keys, key)
+            if at < len(kept.keys) and kept.keys[at] == key:
+                kept.ranges[at] = entry
+            else:
+                kept.keys.insert(at, key)
+                kept.ranges.insert(at, entry)
+        while len(kept.ranges) > MAX_RANGES_PER_ZONE:
+            oldest = min(range(len(kept.ranges)), key=lambda i: kept.ranges[i].expires_at)
+            del kept.keys[oldest], kept.ranges[oldest]
+        while len(self._zones) > MAX_ZONES:
+            self._zones.popitem(last=False)
+
+    def forget(self, name: str) -> None:
+        """Drop the ranges of zones at or below `name` and of the closest zone holding it,
+        whose ranges could prove it absent (`resolver cache flush`)."""
+        holder = next((z for z in names.ancestors(name) if z in self._zones), None)
+        for zone in list(self._zones):
+            if zone == holder or names.is_subdomain(zone, name):
+                del self._zones[zone]
+
+    def clear(self) -> None:
+        self._zones.clear()
+
+    def synthesize(self, qname: str, qtype: int, now: float, *,
+                   within: str = ".") -> SynthesizedDenial | None:
+        """The NXDOMAIN or NODATA the cached ranges prove for (`qname`, `qtype`), or None.
+        Only ranges of zones at or below `within` count: a configured stub or forward zone
+        is not denied by its parent's NSEC records."""
+        zone_name = next((z for z in names.ancestors(qname) if z in self._zones), None)
+        if zone_name is None or not names.is_subdomain(zone_name, within):
+            return None
+        zone = self._zones[zone_name]
+        left = zone.soa_expires_at - now
+        if left <= 0 or not zone.soa:
+            return None
+        try:
+            qkey = name_order_key(qname)
+        except MalformedRdata:
+            return None
+        match = self._live(zone, bisect.bisect_right(zone.keys, qkey) - 1, now)
+        if match is not None and match.key == qkey:
+            types = match.nsec.types
+            if qtype in types or RRType.CNAME in types or _parent_side(types, qname,
+                                                                        zone_name, qtype):
+                return None
+            return self._denial(zone, Rcode.NOERROR, (match,), now)
+        if match is None or not self._covers(match, qname, zone_name):
+            return None
+        if names.is_subdomain(match.nsec.next_name, qname):
+            # A name below `qname` exists: it is an empty non-terminal, with no data of
+            # any type (RFC 4035 §3.1.3.2, RFC 8198 §5.2).
+            return self._denial(zone, Rcode.NOERROR, (match,), now)
+        encloser = _closest_encloser(qname, match.nsec)
+        wildcard = names.wildcard_at(encloser)
+        wild_key = name_order_key(wildcard)
+        wild = self._live(zone, bisect.bisect_right(zone.keys, wild_key) - 1, now)
+        if wild is None or wild.key == wild_key or not self._covers(wild, wildcard, zone_name):
+            return None  # a wildcard may exist: the answer could be one of its expansions
+        return self._denial(zone, Rcode.NXDOMAIN, (match, wild), now)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _live(zone: _Zone, index: int, now: float) -> _Range | None:
+        if index < 0:
+            index = len(zone.ranges) - 1  # before the first owner: the last NSEC wraps
+        if index < 0 or index >= len(zone.ranges):
+            return None
+        found = zone.ranges[index]
+        return found if found.expires_at > now else None
+
+    @staticmethod
+    def _covers(entry: _Range, name: str, zone: str) -> bool:
+        """Whether the NSEC proves `name` absent: strictly after its owner (and not below a
+        delegation or DNAME there), strictly before its next name or the NSEC is the last."""
+        owner, next_name = entry.nsec.owner, entry.nsec.next_name
+        key = name_order_key(name)
+        if not entry.key < key or not names.is_subdomain(name, zone):
+            return False
+        types = entry.nsec.types
+        if names.is_subdomain(name, owner) and (
+                RRType.DNAME in types or (RRType.NS in types and RRType.SOA not in types)):
+            return False
+        try:
+            next_key = name_order_key(next_name)
+        except MalformedRdata:
+            return False
+        if next_name == zone or next_key <= entry.key:  # the last NSEC of the zone
+            return True
+        return key < next_key
+
+    @staticmethod
+    def _denial(zone: _Zone, rcode: Rcode, used: tuple[_Range, ...],
+                now: float) -> SynthesizedDenial:
+        ttl = int(min(zone.soa_expires_at, *(r.expires_at for r in used)) - now)
+        soa, *soa_sigs = zone.soa
+        ttl = max(1, min(ttl, soa.ttl, soa.soa_minimum))
+        proof = [rr.with_ttl(ttl) for rr in soa_sigs]
+        for entry in dict.fromkeys(used):
+            proof += [rr.with_ttl(ttl) for rr in entry.records]
+        return SynthesizedDenial(rcode, soa.with_ttl(ttl), tuple(proof))
+
+
+def _closest_encloser(qname: str, nsec: Nsec) -> str:
+    """RFC 4035 §5.4: the longest ancestor of `qname` shared with the NSEC's owner or
+    next name: the closest name that exists above `qname`."""
+    best = names.ROOT
+    for other in (nsec.owner, nsec.next_name):
+        for ancestor in names.ancestors(qname)[1:]:
+            if names.is_subdomain(other, ancestor):
+                if names.label_count(ancestor) > names.label_count(best):
+                    best = ancestor
+                break
+    return best
+
+
+def _parent_side(types: frozenset[int], qname: str, zone: str, qtype: int) -> bool:
+    """An NSEC at a delegation (NS, no SOA) speaks for the parent: only DS is denied there."""
+    return (qname != zone and RRType.NS in types and RRType.SOA not in types
+            and qtype != RRType.DS)
+
+
+def _covered(rrsig: Record) -> int | None:
+    try:
+        return Rrsig.from_record(rrsig).type_covered
+    except MalformedRdata:
+        return None
