@@ -78,6 +78,12 @@ bench-gc: $(STAMP)
 bench-encrypted: $(STAMP)
 	timeout --kill-after=30 240 nice -n 10 $(BIN)/python bench/encrypted_load.py
 
+## soak: the mixed load of issue 20 at 70% of full speed, a table per minute (DURATION=180 seconds)
+.PHONY: soak
+DURATION ?= 180
+soak: $(STAMP)
+	DURATION=$(DURATION) timeout $$(( $(DURATION) + 120 )) nice -n 10 $(BIN)/python bench/soak.py
+
 ## bench: our resolver beside Unbound on an NSD lab with dnsperf (about 3 minutes; needs root for apt)
 .PHONY: bench
 bench: $(STAMP)

@@ -23,16 +23,16 @@ import statistics
 import time
 from dataclasses import replace
 
-from resolver.server.answer_cache import AnswerCache
 from resolver.daemon.app import build
-from resolver.engine.cache import Rank, RecordCache
-from resolver.engine.settings import CacheSettings
 from resolver.daemon.config import ServeConfig
+from resolver.dns.wire import Question, RRType, make_query, parse_records
+from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.delegation import parse_root_hints
+from resolver.engine.network import ServerAddress, Transport, UpstreamError
+from resolver.engine.settings import CacheSettings
+from resolver.server.answer_cache import AnswerCache
 from resolver.server.handler import QueryHandler
 from resolver.server.listener import Client
-from resolver.engine.network import ServerAddress, Transport, UpstreamError
-from resolver.dns.wire import Question, RRType, make_query, parse_records
 
 CHUNK = 5_000
 CLIENT = Client(ip="127.0.0.1", port=40000, transport=Transport.UDP)

@@ -23,6 +23,7 @@ from resolver.cli.cachedb_options import cachedb_options
 from resolver.cli.control_commands import cache, stats
 from resolver.cli.encrypted_options import encrypted_options
 from resolver.cli.serve_options import (
+    CacheSizeType,
     F,
     _cache_options,
     _check_files,
@@ -36,6 +37,7 @@ from resolver.cli.serve_options import (
 from resolver.daemon.config import ServeConfig
 from resolver.daemon.hints_file import load_checked
 from resolver.dns.wire import Question, Rcode, rcode_name, type_from_text
+from resolver.engine.cache_budget import DEFAULT_CACHE_SIZE, CacheSize
 from resolver.engine.delegation import Delegation, RootHintsError
 from resolver.engine.settings import EngineSettings
 
@@ -60,8 +62,10 @@ def main() -> None:
 @click.option("--root-hints", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("root.hints"), show_default=True, help="Root hints file to start from.")
 @_port_option("Port of every upstream name server (use the lab's port).")
-@click.option("--cache-size", type=click.IntRange(1), default=100_000, show_default=True,
-              help="Most RRsets and negative answers kept in the cache.")
+@click.option("--cache-size", type=CacheSizeType(), default=DEFAULT_CACHE_SIZE,
+              show_default=True,
+              help="Memory for the caches as 512k, 64m or 1g (two thirds records, one third "
+                   "replies), or a plain number: most entries in each cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every SERVFAIL reason and more.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Worker processes sharing the listen addresses (SO_REUSEPORT), each with "
@@ -82,7 +86,7 @@ def main() -> None:
 @cachedb_options
 @click.pass_context
 def serve(ctx: click.Context, /, listen: tuple[str, ...], root_hints: Path, upstream_port: int,
-          cache_size: int, verbose: bool, workers: int, **cache_options: Any) -> None:
+          cache_size: CacheSize, verbose: bool, workers: int, **cache_options: Any) -> None:
     """Answer stub clients over UDP and TCP, resolving iteratively from the root hints."""
     _setup_logging(verbose)
     config = _serve_config(ctx.params)

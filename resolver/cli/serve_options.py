@@ -20,6 +20,7 @@ import click
 from resolver.cli.cachedb_options import with_cachedb_options
 from resolver.cli.encrypted_options import with_encrypted_options
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
+from resolver.engine.cache_budget import CacheSize, parse_cache_size, with_cache_size
 from resolver.engine.settings import ForwardingSettings
 from resolver.server.local_zones import check_name
 
@@ -329,7 +330,7 @@ def _serve_config(params: dict[str, Any]) -> ServeConfig:
     config = replace(
         config,
         engine=replace(config.engine, upstream_port=params["upstream_port"]),
-        cache=replace(config.cache, max_entries=params["cache_size"]),
+        cache=with_cache_size(config.cache, params["cache_size"]),
     )
     config = _with_cache_options(config, params)
     config = _with_forwarding_options(config, params)
@@ -383,3 +384,18 @@ def _reloader(ctx: click.Context) -> Callable[[], ServeConfig]:
         return config
 
     return reload
+
+
+class CacheSizeType(click.ParamType):  # type: ignore[type-arg]
+    """`--cache-size`: entries as a plain number, bytes with a unit (engine/cache_budget.py)."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> CacheSize:
+        if isinstance(value, CacheSize):
+            return value  # from the configuration file, checked there
+        try:
+            return parse_cache_size(value if isinstance(value, int) else str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)

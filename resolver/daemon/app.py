@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import random
@@ -20,7 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from resolver.daemon.cache_file import CacheFileKeeper, worker_cache_path
-from resolver.daemon.collector import freeze_at_intervals
+from resolver.daemon.collector import (
+    freeze_after_full_collections,
+    freeze_at_intervals,
+    raise_young_threshold,
+)
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.daemon.control import (
     ControlError,
@@ -29,8 +34,10 @@ from resolver.daemon.control import (
     worker_socket_path,
 )
 from resolver.daemon.metrics import CountingNetwork, MetricsServer
+from resolver.daemon.runtime_watch import RuntimeWatch
 from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.cache import RecordCache
+from resolver.engine.cache_budget import split_bytes
 from resolver.engine.delegation import Delegation, load_root_hints
 from resolver.engine.driver import Clock
 from resolver.engine.network import Network
@@ -110,6 +117,8 @@ def build(
     answers = AnswerCache(
         clock=clock,
         max_entries=config.cache.max_entries,
+        max_bytes=(split_bytes(config.cache.max_bytes)[1]
+                   if config.cache.max_bytes is not None else None),
         refresh_fraction=PREFETCH_FRACTION if config.cache.prefetch else 0.0,
         negative_stamp=state.cache.negative_soa_stamp,
         round_robin=config.cache.rrset_roundrobin,
@@ -219,6 +228,9 @@ async def serve(
     log.info("resolver listening on %s (UDP and TCP), root hints %s",
              bound, config.root_hints_file)
     metrics = app.handler.metrics or Metrics()
+    watch = RuntimeWatch()
+    watch.start()
+    metrics.add_collector(watch.families)
     metrics.add_collector(lambda: [
         counter("resolver_udp_dropped_total", "Datagrams dropped: too many pending, or stopping.",
                 listener.udp_dropped),
@@ -251,6 +263,8 @@ async def serve(
     priming = asyncio.create_task(_check_root(app, config))
     saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
     freezing = asyncio.create_task(freeze_at_intervals(stop))  # no full-collection pauses
+    unfreeze = freeze_after_full_collections()
+    thresholds = raise_young_threshold()
     cachedb = app.handler.cachedb
     writing = asyncio.create_task(cachedb.run_writer()) if cachedb is not None else None
     if cachedb is not None:
@@ -261,6 +275,9 @@ async def serve(
     finally:
         priming.cancel()
         freezing.cancel()
+        unfreeze()
+        gc.set_threshold(*thresholds)
+        watch.stop()
         stop.set()  # also when leaving on an error: the timed saves end
         log.info("shutting down: no new queries; up to 2 s for those in flight")
         await listener.stop(drain_s=2.0)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from resolver.daemon.config import ListenAddress, ServeConfig
+from resolver.engine.cache_budget import CacheSize, cache_size_text, parse_cache_size
 from resolver.server.acl import AclRule, parse_network
 from resolver.server.doh_message import check_https_path
 from resolver.server.local_zones import (
@@ -96,6 +97,14 @@ def integer(low: int, high: int | None = None) -> Check:
             raise ValueError(f"must be {bounds}, not {value}")
         return value
     return check
+
+
+def cache_size(value: Any) -> CacheSize:
+    """Entries as an integer, bytes as a string with a unit ("64m"): engine/cache_budget.py."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"must be a number of entries or a size such as \"64m\", "
+                         f"not {_kind(value)}")
+    return parse_cache_size(value)
 
 
 def number(low: float, high: float) -> Check:
@@ -175,7 +184,7 @@ OPTIONS: dict[str, FileOption] = {
         FileOption(key="workers", param="workers", check=integer(1, 256)),
         FileOption(key="username", param="user", check=string(check_user)),
         # Cache, serve-stale, prefetch (BIND's and Unbound's names).
-        FileOption(key="cache-size", param="cache_size", check=integer(1)),
+        FileOption(key="cache-size", param="cache_size", check=cache_size),
         FileOption(key="stale-answer-enable", param="stale_answer_enable", check=boolean),
         FileOption(key="stale-answer-ttl", param="stale_answer_ttl", check=integer(1, 86_400)),
         FileOption(key="max-stale-ttl", param="max_stale_ttl", check=integer(1, 7 * 86_400)),
@@ -392,7 +401,7 @@ def summary(config: ServeConfig, checked: Checked) -> list[str]:
     lines = [
         "listen:          " + ", ".join(str(a) for a in config.listen) + " (UDP and TCP)",
         f"root hints:      {config.root_hints_file} (upstream port {config.engine.upstream_port})",
-        f"cache:           {config.cache.max_entries} entries",
+        f"cache:           {cache_size_text(config.cache)}",
         f"access control:  loopback allowed, others refused; rules: {rules}",
     ]
     if zones is not None:

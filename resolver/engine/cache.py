@@ -29,16 +29,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import Cache, TLRUCache
+from cachetools import Cache
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
 from resolver.dnssec.records import MalformedRdata, Rrsig
 from resolver.dnssec.security import Security
+from resolver.engine.cache_budget import split_bytes
 from resolver.engine.delegation import CutSource, Delegation, NameServer
+from resolver.engine.entry_size import record_cache_entry_size
 from resolver.engine.failure import Failure
 from resolver.engine.nsec_ranges import NsecRanges, SynthesizedAnswer
 from resolver.engine.settings import CacheSettings
+from resolver.engine.sized_cache import SizedTLRUCache
 
 #: An RRset stored again with an expiry this close to the stored one is the same entry:
 #: TTLs are shown in whole seconds.
@@ -208,7 +211,7 @@ def _expiry_keeping_stale(keep_s: float) -> Callable[[_Key, Any, float], float]:
     return ttu
 
 
-class _Entries(TLRUCache[_Key, Any]):
+class _Entries(SizedTLRUCache):
     """TLRUCache whose reads do not sweep the expired entries out first.
 
     TLRUCache.get runs `expire()` (a walk of its expiry heap behind a timer context) before
@@ -244,9 +247,12 @@ class RecordCache:
         # Serve-stale keeps expired data for max-stale-ttl; lookups still see it as expired.
         ttu = (_expiry_keeping_stale(settings.max_stale_ttl_s) if settings.stale_answer_enable
                else _expiry)
-        self._entries = _Entries(
-            maxsize=settings.max_entries, ttu=ttu, timer=timer
-        )
+        # A byte budget (--cache-size 64m) bounds memory; a count (--cache-size 100000) entries.
+        if settings.max_bytes is not None:
+            self._entries = _Entries(split_bytes(settings.max_bytes)[0], ttu, timer=timer,
+                                     sizer=record_cache_entry_size)
+        else:
+            self._entries = _Entries(settings.max_entries, ttu, timer=timer)
         #: RRset keys this view does not see (a prefetch must not be answered from them).
         self._hidden: frozenset[_Key] = frozenset()
         self.hits = 0
@@ -258,6 +264,11 @@ class RecordCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int | None:
+        """What the entries cost as estimated, with a byte budget; None without one."""
+        return int(self._entries.currsize) if self.settings.max_bytes is not None else None
 
     # -- RRsets ---------------------------------------------------------------
 

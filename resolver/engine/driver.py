@@ -27,7 +27,10 @@ async def drive(resolution: Resolution, network: Network, clock: Clock) -> Outco
         except UpstreamTimeout:
             resolution.on_timeout(action.token, clock())
         except (UpstreamError, OSError) as exc:
-            resolution.on_error(action.token, exc, clock())
+            # The engine keeps the error as a value. Its traceback holds this frame, which
+            # holds the resolution, which holds the error: a cycle that only a collection
+            # frees, and resolutions that wait seconds reach the old generations first.
+            resolution.on_error(action.token, exc.with_traceback(None), clock())
         else:
             resolution.on_reply(action.token, reply, clock())
         action = resolution.next_action()

@@ -66,8 +66,11 @@ class Limits:
 class CacheSettings:
     """Cache bounds and TTL clamps (Unbound option names in comments)."""
 
-    #: RRsets and negative entries held (LRU beyond).
+    #: RRsets and negative entries held (LRU beyond), when `max_bytes` is None.
     max_entries: int = 100_000
+    #: Bytes for the record cache and the reply cache together (resolver.engine.cache_budget
+    #: splits them); None bounds each in entries instead.
+    max_bytes: int | None = None
     max_ttl_s: int = 86_400  # cache-max-ttl
     min_ttl_s: int = 0  # cache-min-ttl
     max_negative_ttl_s: int = 3_600  # cache-max-negative-ttl

@@ -33,14 +33,17 @@ question is answered from the stored bytes after a short linear scan of the quer
   name's addresses. Only runs of A or AAAA records of one owner written as a compression
   pointer are rotated: their records have the same length and no name points into them,
   so rotating their octets moves no pointer and no TTL field.
-- The number of entries is bounded; beyond it the cache evicts with the second-chance (CLOCK)
-  approximation of LRU, which costs a hit one attribute write instead of a reordering, in
-  batches of 1/64 of the bound.
+- The cache is bounded in entries, or in bytes (`max_bytes`, the reply cache's share of
+  `--cache-size 64m`, resolver.engine.cache_budget); an entry's bytes are its octets plus
+  `ENTRY_OVERHEAD`, measured with tracemalloc (tests/unit/test_entry_size.py). Beyond the
+  bound the cache evicts with the second-chance (CLOCK) approximation of LRU, which costs a
+  hit one attribute write instead of a reordering, in batches of 1/64 of the entries.
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 
 from resolver.dns.header import HEADER_OCTETS, TTL_SIGN_BIT, HeaderFlag
@@ -53,6 +56,10 @@ CLASSIC_UDP_REPLY = 512
 #: Largest UDP reply we send (DNS Flag Day 2020); the handler uses the same value.
 MAX_UDP_REPLY = 1232
 DEFAULT_MAX_ENTRIES = 100_000
+#: Bytes an entry costs beyond its key, body and TTL fields: the _Entry object, three bytes
+#: objects' headers, the expiry float and TTL integers, and the dict slot (measured on
+#: CPython 3.11; tests/unit/test_entry_size.py checks it within 25%).
+ENTRY_OVERHEAD = 360
 #: A full cache evicts max_entries / this many entries at once.
 _EVICTION_BATCH_DIVISOR = 64
 
@@ -92,7 +99,7 @@ class _Entry:
     """One stored reply after its id, with the TTL fields to count down (kept small: RSS)."""
 
     __slots__ = ("body", "expires_at", "floor", "left", "min_ttl", "opt_size", "runs",
-                 "stamp", "ttl_fields", "turn", "used", "zone")
+                 "size", "stamp", "ttl_fields", "turn", "used", "zone")
 
     def __init__(
         self,
@@ -119,6 +126,7 @@ class _Entry:
         #: Address RRsets to rotate: (offset in `body`, octets per record, records).
         self.runs: tuple[tuple[int, int, int], ...] = ()
         self.turn = 0  #: how many hits have rotated this entry's RRsets
+        self.size = 0  #: bytes counted against the cache's budget (with its key)
 
     def rotated(self) -> bytes:
         """`body` with each run of address records rotated by one more record than last time."""
@@ -164,6 +172,7 @@ class AnswerCache:
         refresh_fraction: float = 0.0,
         negative_stamp: Callable[[str], float | None] | None = None,
         round_robin: bool = True,
+        max_bytes: int | None = None,
     ) -> None:
         self._clock = clock
         #: Rotate the order of address RRsets on every hit (Unbound rrset-roundrobin).
@@ -172,7 +181,11 @@ class AnswerCache:
         #: negative_soa_stamp): a negative answer shows the zone's freshest SOA, as the
         #: record cache's own negative answers do (testbound ttl_msg).
         self._negative_stamp = negative_stamp
-        self.max_entries = max_entries
+        self.max_entries = max_entries if max_bytes is None else sys.maxsize
+        #: The budget in bytes, or None when bounded in entries.
+        self.max_bytes = max_bytes
+        #: What the stored entries cost, as `_Entry.size` counts it.
+        self.size_bytes = 0
         #: With prefetch on, stop serving an entry once its shortest TTL is within this share
         #: of what it was stored with, so the query reaches the service, which refreshes it.
         self.refresh_fraction = refresh_fraction
@@ -189,6 +202,7 @@ class AnswerCache:
     def clear(self) -> None:
         """Forget every reply (after the record cache was flushed, for instance)."""
         self._entries.clear()
+        self.size_bytes = 0
 
     def lookup(self, data: bytes, tcp: bool = False) -> bytes | None:
         """The reply to the query `data`, or None when the full handler must answer it.
@@ -251,7 +265,7 @@ class AnswerCache:
             and self._negative_stamp is not None
             and self._negative_stamp(entry.zone) != entry.stamp
         ):
-            del self._entries[key]
+            self.size_bytes -= self._entries.pop(key).size
             self.misses += 1
             return None
         if left != entry.left:
@@ -311,14 +325,28 @@ class AnswerCache:
         if self.round_robin:
             entry.runs = _address_runs(reply, qend)
         key = question + _VARIANT_OCTET[variant]
+        entry.size = (ENTRY_OVERHEAD + len(key) + len(entry.body) + len(entry.ttl_fields)
+                      + len(entry.runs) * 64)
+        if self.max_bytes is not None and entry.size > self.max_bytes:
+            return False
         entries = self._entries
-        if key not in entries and len(entries) >= self.max_entries:
-            self._evict()
+        old = entries.pop(key, None)
+        if old is not None:
+            self.size_bytes -= old.size
+        if self._over(entry.size):
+            self._evict(entry.size)
         entries[key] = entry
+        self.size_bytes += entry.size
         self.stored += 1
         return True
 
-    def _evict(self) -> None:
+    def _over(self, incoming: int) -> bool:
+        """Whether an entry of `incoming` bytes does not fit beside the stored ones."""
+        if len(self._entries) >= self.max_entries:
+            return True
+        return self.max_bytes is not None and self.size_bytes + incoming > self.max_bytes
+
+    def _evict(self, incoming: int) -> None:
         """Drop a batch of the oldest entries not hit since the hand last passed them (CLOCK).
 
         The dict keeps insertion order, so its start is the oldest entry. A batch at a time:
@@ -327,8 +355,9 @@ class AnswerCache:
         """
         entries = self._entries
         now = self._clock()
-        batch = max(1, self.max_entries // _EVICTION_BATCH_DIVISOR)
-        while len(entries) >= self.max_entries:
+        bound = self.max_entries if self.max_bytes is None else len(entries)
+        batch = max(1, bound // _EVICTION_BATCH_DIVISOR)
+        while entries and self._over(incoming):
             spared: list[bytes] = []
             doomed: list[bytes] = []
             for key, entry in entries.items():
@@ -343,7 +372,7 @@ class AnswerCache:
                 entry.used = False
                 entries[key] = entry
             for key in doomed:
-                del entries[key]
+                self.size_bytes -= entries.pop(key).size
             self.evicted += len(doomed)
 
 

@@ -166,6 +166,11 @@ class AsyncioNetwork:
                         return await pending.future
                     finally:
                         pending.close()  # at once if the awaiting task is cancelled
+                        # A timeout is raised from the future, which keeps it and so its
+                        # traceback, this frame: this frame must not keep the future (through
+                        # `pending`), or the two make a cycle that only a collection frees,
+                        # holding the socket and the exchange until then.
+                        del pending
                 async with asyncio.timeout(left_s):
                     if server.doh_path is not None:
                         return await self._exchange_https(query, server, left_s)

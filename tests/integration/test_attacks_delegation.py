@@ -273,3 +273,33 @@ def test_ghost_domain_ends_with_the_parent_delegation() -> None:
         assert await rcode_of("new.ghost.test.") == Rcode.NXDOMAIN
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("name", ["host{}.icmp.test", "a.b.c.d.host{}.icmp.test"],
+                         ids=["one label below", "five labels below (minimised steps)"])
+def test_referral_to_500_unreachable_name_servers_costs_at_most_max_sent_count(
+        tmp_path: Path, name: str) -> None:
+    """A referral to 500 name servers, each with glue on a loopback address where nothing
+    listens (every query gets ICMP port unreachable at once). Per client query the resolver
+    sends at most max_sends_per_name (32) queries, Unbound's max-sent-count ("hard limit on
+    the number of outgoing queries Unbound will make while resolving a name, making sure
+    large NS sets do not loop", unbound.conf(5)); the answer is SERVFAIL, and a cached
+    name is still answered."""
+    unreachable = [f"127.74.{i // 250}.{i % 250 + 1}" for i in range(500)]
+    delegation = [line for i, ip in enumerate(unreachable)
+                  for line in (f"icmp NS ns{i}.icmp", f"ns{i}.icmp A {ip}")]
+    other = FakeAuth(OTHER, zones={"ok.test": zone("ok.test", f"ns1 A {OTHER}",
+                                                   "www A 192.0.2.91")})
+    root = root_server(ROOT, *delegation, "ok NS ns1.ok", f"ns1.ok A {OTHER}")
+    costs = []
+    with FakeNet(root, other) as net, resolver_against(net, tmp_path) as resolver:
+        assert addresses(resolver.ask("www.ok.test")) == ["192.0.2.91"]
+        for i in range(3):
+            before = resolver.metrics()["resolver_upstream_queries_total"]
+            reply = resolver.ask(name.format(i))
+            resolver.wait_idle()  # the resolution may go on after the client's SERVFAIL
+            costs.append(resolver.metrics()["resolver_upstream_queries_total"] - before)
+            assert reply.header.rcode == Rcode.SERVFAIL
+        assert addresses(resolver.ask("www.ok.test")) == ["192.0.2.91"]
+    print(f"500 unreachable NS, {name}: upstream queries per client query {costs}")
+    assert all(cost <= LIMITS.max_sends_per_name for cost in costs), costs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import os
 import socket
 import struct
@@ -365,5 +366,29 @@ def test_every_exchange_has_its_own_kernel_chosen_source_port(
             for asked, client in server.asked:
                 server.send(make_reply(asked), client)
             assert await asyncio.gather(*exchanges) == [make_reply(q) for q in queries]
+
+    run(loop_factory, body())
+
+
+@LOOPS
+def test_timeouts_leave_no_reference_cycle_for_the_collector(loop_factory: LoopFactory) -> None:
+    """A timed-out exchange is freed by reference counting: its future, socket and frames
+    form no cycle that would wait for (and lengthen) a garbage collection."""
+    async def body() -> None:
+        async with silent_server() as (_, address):
+            network = AsyncioNetwork()
+            for _ in range(3):  # what a first exchange creates once (caches) is not counted
+                with contextlib.suppress(UpstreamTimeout):
+                    await network.exchange(make_query(), address, Transport.UDP, 0.01)
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(20):
+                    with contextlib.suppress(UpstreamTimeout):
+                        await network.exchange(make_query(), address, Transport.UDP, 0.01)
+                freed_in_cycles = gc.collect()
+            finally:
+                gc.enable()
+            assert freed_in_cycles < 20  # 16 objects per timeout, before the cycle was cut
 
     run(loop_factory, body())

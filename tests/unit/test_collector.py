@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from resolver.daemon.collector import freeze_at_intervals, freeze_survivors
+from resolver.daemon.collector import (
+    freeze_after_full_collections,
+    freeze_at_intervals,
+    freeze_survivors,
+)
+from resolver.daemon.runtime_watch import STALL_S, RuntimeWatch
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +44,43 @@ def test_freezing_repeats_until_stopped() -> None:
         return frozen
 
     assert asyncio.run(body()) > 0
+
+
+def test_the_survivors_of_a_full_collection_are_frozen() -> None:
+    undo = freeze_after_full_collections()
+    try:
+        entries = [{"entry": i} for i in range(1000)]
+        gc.collect()  # a full collection, as the interpreter's own would be
+        assert not any(obj is entries for obj in gc.get_objects())
+    finally:
+        undo()
+
+
+def test_young_collections_freeze_nothing() -> None:
+    undo = freeze_after_full_collections()
+    try:
+        gc.collect(0)
+        assert gc.get_freeze_count() == 0
+    finally:
+        undo()
+
+
+def test_runtime_watch_counts_collections_per_generation_and_loop_stalls() -> None:
+    async def scenario() -> RuntimeWatch:
+        watch = RuntimeWatch()
+        watch.start()
+        try:
+            await asyncio.sleep(0.05)
+            gc.collect()
+            gc.collect(0)
+            time.sleep(STALL_S * 3)  # a callback that blocks the loop
+            await asyncio.sleep(0.05)
+        finally:
+            watch.stop()
+        return watch
+
+    watch = asyncio.run(scenario())
+    assert watch.collections[2] >= 1 and watch.collections[0] >= 1
+    assert watch.stalls >= 1
+    names = {family.name for family in watch.families()}
+    assert {"resolver_gc_collections_total", "resolver_loop_stalls_total"} <= names

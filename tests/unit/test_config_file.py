@@ -15,6 +15,7 @@ from resolver.cli.commands import _serve_config, main, serve
 from resolver.daemon import config_file
 from resolver.daemon.config import ServeConfig
 from resolver.daemon.config_file import ConfigFileError, needs_restart
+from resolver.engine.cache_budget import CacheSize
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "resolver.toml"
 HINTS = ". 3600000 NS a.root.lab.\na.root.lab. 3600000 A 127.1.0.1\n"
@@ -48,7 +49,8 @@ def test_config_file_values_become_serve_parameters(tmp_path: Path) -> None:
         ip-ratelimit = 50
         username = "root"
     """))
-    assert values == {"listen": ("127.0.0.1:5300", "[::1]:5300"), "cache_size": 5000,
+    assert values == {"listen": ("127.0.0.1:5300", "[::1]:5300"),
+                      "cache_size": CacheSize(entries=5000),
                       "access_control": ("10.0.0.0/8 allow",), "log_queries": True,
                       "ip_ratelimit": 50, "user": "root"}
 
@@ -72,7 +74,10 @@ def test_config_file_unknown_key_names_the_nearest_one(tmp_path: Path) -> None:
     ('upstream-port = "53"', "'upstream-port' must be an integer, not a string"),
     ("upstream-port = 70000", "'upstream-port' must be from 1 to 65535, not 70000"),
     ("log-queries = 1", "'log-queries' must be true or false, not an integer"),
-    ("cache-size = 1.5", "'cache-size' must be an integer, not a number with a fraction"),
+    ("cache-size = 1.5", "'cache-size' must be a number of entries or a size such as \"64m\", "
+                         "not a number with a fraction"),
+    ('cache-size = "64q"', "'cache-size' must be a number of entries or a size such as 512k, "
+                           "64m or 1g, not '64q'"),
     ("access-control = [1]", "'access-control': item 1 must be a string, not an integer"),
     ("interface = {a = 1}", "'interface' must be a list of strings, not a table"),
     ('interface = ["127.0.0.300:53"]', "'interface': item 1: '127.0.0.300' in "
@@ -140,6 +145,20 @@ def test_config_file_command_line_overrides_the_file(tmp_path: Path) -> None:
     assert config.system.access_control == ("10.0.0.0/8 allow",)
     assert config.system.log_queries is True
     assert config.system.config_file == str(path)
+
+
+def test_cache_size_with_a_unit_is_bytes_and_a_plain_number_entries(tmp_path: Path) -> None:
+    """`cache-size = "64m"` bounds the caches in bytes; a plain number keeps counting entries
+    (resolver.engine.cache_budget); the command line takes the same forms."""
+    in_bytes = serve_config(["--config", str(write(tmp_path, 'cache-size = "64m"\n'))])
+    assert in_bytes.cache.max_bytes == 64 * 1024 * 1024
+    assert serve_config(["--cache-size", "512k"]).cache.max_bytes == 512 * 1024
+    in_entries = serve_config(["--cache-size", "5000"]).cache
+    assert (in_entries.max_entries, in_entries.max_bytes) == (5000, None)
+
+
+def test_cache_size_default_is_a_byte_budget() -> None:
+    assert serve_config([]).cache.max_bytes == 256 * 1024 * 1024
 
 
 def test_config_file_ttl_clamps_are_keys_and_options(tmp_path: Path) -> None:
