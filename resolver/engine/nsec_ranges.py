@@ -32,6 +32,9 @@ __all__ = ["NsecRanges", "SynthesizedAnswer", "SynthesizedDenial"]
 #: Zones whose ranges are kept, and ranges kept per zone (least recently used dropped).
 MAX_ZONES = 1_000
 MAX_RANGES_PER_ZONE = 1_000
+#: Ranges and wildcards kept in all (about 1.5 KB each with their signatures: some 30 MB
+#: at most, outside the byte budget of --cache-size); the least recently used zones go.
+MAX_RANGES_TOTAL = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,13 @@ class NsecRanges:
             tuple(rr.with_name(wildcard) for rr in rrsigs), now + ttl, now)
         while len(kept.wildcards) > MAX_RANGES_PER_ZONE:
             del kept.wildcards[next(iter(kept.wildcards))]
+        self._bound()
+
+    def _bound(self) -> None:
+        while len(self._zones) > MAX_ZONES or (len(self._zones) > 1 and sum(
+                len(z.ranges) + len(z.wildcards) for z in self._zones.values())
+                > MAX_RANGES_TOTAL):
+            self._zones.popitem(last=False)
 
     def _zone(self, zone: str) -> _Zone:
         kept = self._zones.get(zone)
@@ -155,8 +165,7 @@ class NsecRanges:
         while len(kept.ranges) > MAX_RANGES_PER_ZONE:
             oldest = min(range(len(kept.ranges)), key=lambda i: kept.ranges[i].expires_at)
             del kept.keys[oldest], kept.ranges[oldest]
-        while len(self._zones) > MAX_ZONES:
-            self._zones.popitem(last=False)
+        self._bound()
 
     def forget(self, name: str) -> None:
         """Drop the ranges of zones at or below `name` and of the closest zone holding it,
