@@ -183,18 +183,12 @@ class NsecRanges:
         """The NXDOMAIN or NODATA the cached ranges prove for (`qname`, `qtype`), or None.
         Only ranges of zones at or below `within` count: a configured stub or forward zone
         is not denied by its parent's NSEC records."""
-        zone_name = next((z for z in names.ancestors(qname) if z in self._zones), None)
-        if zone_name is None or not names.is_subdomain(zone_name, within):
+        found = self._range_at(qname, now, within)
+        if found is None:
             return None
-        zone = self._zones[zone_name]
-        left = zone.soa_expires_at - now
-        if left <= 0 or not zone.soa:
+        zone_name, zone, qkey, match = found
+        if zone.soa_expires_at <= now or not zone.soa:
             return None
-        try:
-            qkey = name_order_key(qname)
-        except MalformedRdata:
-            return None
-        match = self._live(zone, bisect.bisect_right(zone.keys, qkey) - 1, now)
         if match is not None and match.key == qkey:
             types = match.nsec.types
             if qtype in types or RRType.CNAME in types or _parent_side(types, qname,
@@ -220,17 +214,10 @@ class NsecRanges:
         """The records of type `qtype` (or a CNAME) a cached wildcard gives `qname`, when a
         cached range proves that no name closer than the wildcard exists (RFC 8198 §5.3,
         RFC 4592 §4.3), or None."""
-        zone_name = next((z for z in names.ancestors(qname) if z in self._zones), None)
-        if zone_name is None or not names.is_subdomain(zone_name, within):
+        at = self._range_at(qname, now, within)
+        if at is None or not at[1].wildcards:
             return None
-        zone = self._zones[zone_name]
-        if not zone.wildcards:
-            return None
-        try:
-            qkey = name_order_key(qname)
-        except MalformedRdata:
-            return None
-        cover = self._live(zone, bisect.bisect_right(zone.keys, qkey) - 1, now)
+        zone_name, zone, qkey, cover = at
         if cover is None or cover.key == qkey or not self._covers(cover, qname, zone_name):
             return None  # the name exists, or nothing proves it does not
         if names.is_subdomain(cover.nsec.next_name, qname):
@@ -250,6 +237,21 @@ class NsecRanges:
             tuple(rr.with_ttl(max(1, rr.ttl - age)) for rr in cover.records))
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _range_at(self, qname: str, now: float, within: str
+                  ) -> tuple[str, _Zone, tuple[bytes, ...], _Range | None] | None:
+        """The closest zone holding `qname` (at or below `within`), the name's order key,
+        and the live range starting at or before it, or None when no zone applies."""
+        zone_name = next((z for z in names.ancestors(qname) if z in self._zones), None)
+        if zone_name is None or not names.is_subdomain(zone_name, within):
+            return None
+        zone = self._zones[zone_name]
+        try:
+            qkey = name_order_key(qname)
+        except MalformedRdata:
+            return None
+        return zone_name, zone, qkey, self._live(
+            zone, bisect.bisect_right(zone.keys, qkey) - 1, now)
 
     @staticmethod
     def _live(zone: _Zone, index: int, now: float) -> _Range | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from resolver.dns import names
 from resolver.dns.wire import Record, RRType
-from resolver.dnssec.canonical import owner_label_count, wildcard_source
+from resolver.dnssec.canonical import wildcard_source
 from resolver.dnssec.chain import ChainStep, validate_dnskeys, validate_rrset
 from resolver.dnssec.denial import (
     nsec3_hash,
@@ -34,7 +34,12 @@ from resolver.dnssec.keys import Dnskey, Ds
 from resolver.dnssec.records import MalformedRdata, Nsec, Nsec3, Rrsig
 from resolver.dnssec.security import Failure, Security, Verdict
 from resolver.dnssec.verification_budget import VerificationBudget
-from resolver.engine.classify import Classified, ResponseKind, synthesize_cname
+from resolver.engine.classify import (
+    Classified,
+    ResponseKind,
+    is_wildcard_expansion,
+    synthesize_cname,
+)
 
 __all__ = ["TrustCache", "ZoneTrust", "anchored_trust", "check_data", "signer_of",
            "worst", "zone_trust_below"]
@@ -215,7 +220,7 @@ def verified_proof(denial: Sequence[Record], trust: ZoneTrust, now: int,
             sets.setdefault((record.name, record.rtype), []).append(record)
     verified: list[Record] = []
     for key, rrset in sets.items():
-        if _wildcard_expanded(key[0], sigs.get(key, ())):
+        if is_wildcard_expansion(key[0], sigs.get(key, ())):
             # Signed as *.<zone>: the owner is the asker's name, not where the NSEC lies,
             # so its span proves nothing (CVE-2017-15105; RFC 4035 §5.3.4).
             return Verdict.bogus(Failure.DNSSEC_BOGUS, trust.zone,
@@ -308,18 +313,6 @@ def _proven(denial: Sequence[Record], trust: ZoneTrust, now: int,
     if isinstance(proof, Verdict):
         return proof
     return prove(proof)
-
-
-def _wildcard_expanded(owner: str, rrsigs: Sequence[Record]) -> bool:
-    """Whether an RRSIG has fewer labels than the owner: the RRset is a wildcard's
-    expansion (RFC 4034 §3.1.3)."""
-    for rrsig in rrsigs:
-        try:
-            if Rrsig.from_record(rrsig).labels < owner_label_count(owner):
-                return True
-        except MalformedRdata:
-            continue
-    return False
 
 
 def _covers(rrsig: Record, rtype: int) -> bool:
