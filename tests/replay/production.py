@@ -48,6 +48,7 @@ class ReplayedResolver:
                 qname_minimisation=cfg.qmin,
                 qname_minimisation_qtype=2 if cfg.qmin_qtype == "NS" else 1,
                 harden_glue=cfg.harden_glue,
+                prime_root=cfg.prime_root,
                 validation=_validation(cfg),
             ),
             cache=CacheSettings(

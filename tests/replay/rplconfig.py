@@ -136,7 +136,9 @@ def _strip_comment(line: str, markers: str) -> str:
 
 
 def _parse_deckard(lines: Sequence[str]) -> ScenarioConfig:
-    draft = _Draft(qmin_qtype="NS")
+    # Deckard's kresd template turns root priming off (README §3.3): the scenarios are
+    # recordings of a resolver that walks from the hints as given.
+    draft = _Draft(qmin_qtype="NS", settings={"prime_root": False})
     stub_addrs: list[str] = []
     stub_name = ROOT_HINT_NAME
     force_ipv6 = False

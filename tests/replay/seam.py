@@ -68,6 +68,8 @@ class ReplayConfig:
     do_ip6: bool = True
     do_not_query_localhost: bool = True
     harden_glue: bool = True
+    #: RFC 8109 priming before the first walk from the hints; Deckard's kresd template turns it off.
+    prime_root: bool = True
     cache_min_ttl: int = 0
     cache_max_ttl: int = 86400
     cache_min_negative_ttl: int = 0

@@ -209,6 +209,15 @@ def test_config_deckard_mapping() -> None:
     assert config.for_qmin(True).qmin is True
 
 
+def test_config_deckard_walks_from_the_hints_without_priming() -> None:
+    """Deckard's kresd template turns root priming off; testbound runs Unbound, which primes."""
+    deckard = parse_config(["stub-addr: 193.0.14.129"], Dialect.DECKARD)
+    testbound = parse_config(["server:", "stub-zone:", 'name: "."', "stub-addr: 1.2.3.4"],
+                             Dialect.TESTBOUND)
+    assert deckard.replay.prime_root is False
+    assert testbound.replay.prime_root is True
+
+
 def test_config_testbound_mapping() -> None:
     """unbound.conf clauses: root stub -> hints, zones, one-line forms, server keys (§3.3)."""
     config = parse_config([
