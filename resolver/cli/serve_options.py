@@ -85,6 +85,10 @@ def _cache_options(f: F) -> F:
         click.option("--rrset-roundrobin/--no-rrset-roundrobin", default=True,
                      show_default=True,
                      help="Rotate the order of a name's addresses in answers from the cache."),
+        click.option("--ns-addresses-in-answer/--no-ns-addresses-in-answer", default=True,
+                     show_default=True,
+                     help="Answer an NS question with the servers' cached addresses in the "
+                          "additional section."),
         # TTL clamps with Unbound's names; they apply to every RRset stored.
         click.option("--cache-max-ttl", type=click.IntRange(1, _TTL_MAX), default=86_400,
                      show_default=True, metavar="SECONDS",
@@ -128,7 +132,8 @@ def _with_cache_options(config: ServeConfig, options: dict[str, Any]) -> ServeCo
     )
     socket_path = options["control_socket"]
     cache_path = options["cache_file"]
-    return replace(config, cache=cache,
+    engine = replace(config.engine, ns_addresses_in_answer=bool(options["ns_addresses_in_answer"]))
+    return replace(config, cache=cache, engine=engine,
                    control_socket=str(socket_path) if socket_path is not None else None,
                    cache_file=str(cache_path) if cache_path is not None else None,
                    cache_save_interval_s=float(options["cache_save_interval"]))

@@ -192,6 +192,7 @@ OPTIONS: dict[str, FileOption] = {
                    check=integer(0, 60_000)),
         FileOption(key="prefetch", param="prefetch", check=boolean),
         FileOption(key="rrset-roundrobin", param="rrset_roundrobin", check=boolean),
+        FileOption(key="ns-addresses-in-answer", param="ns_addresses_in_answer", check=boolean),
         FileOption(key="cache-max-ttl", param="cache_max_ttl", check=integer(1, 2**31 - 1)),
         FileOption(key="cache-min-ttl", param="cache_min_ttl", check=integer(0, 2**31 - 1)),
         FileOption(key="cache-max-negative-ttl", param="cache_max_negative_ttl",

@@ -337,7 +337,7 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
     def _addresses_for_ns(self, chain: list[Record], depth: int) -> tuple[Record, ...]:
         """For an NS answer, the cached addresses of those servers: what a client asking
         for NS will ask next (RFC 1034 §3.7 additional section processing)."""
-        if depth > 0:
+        if depth > 0 or not self.settings.ns_addresses_in_answer:
             return ()
         return tuple(rr for ns in chain if ns.rtype == RRType.NS
                      for rtype in (RRType.A, RRType.AAAA)

@@ -142,6 +142,10 @@ class EngineSettings:
     qname_minimisation: bool = True
     #: Type asked with minimised names: A like Unbound (NS, as Knot asks, is an option).
     qname_minimisation_qtype: int = 1
+    #: An answer to an NS question carries the cached addresses of those servers in its
+    #: additional section (RFC 1034 §3.7, RFC 1035 §3.3.11), as Unbound's does even with
+    #: minimal-responses; off, it carries none, as Knot Resolver's.
+    ns_addresses_in_answer: bool = True
     #: Accept only glue inside the zone that gives it (Unbound harden-glue, RFC 2181 §5.4.1).
     harden_glue: bool = True
     #: Randomise the letter case of upstream query names and require it echoed

@@ -49,6 +49,7 @@ class ReplayedResolver:
                 qname_minimisation_qtype=2 if cfg.qmin_qtype == "NS" else 1,
                 harden_glue=cfg.harden_glue,
                 prime_root=cfg.prime_root,
+                ns_addresses_in_answer=cfg.ns_addresses_in_answer,
                 validation=_validation(cfg),
             ),
             cache=CacheSettings(

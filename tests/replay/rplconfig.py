@@ -137,8 +137,10 @@ def _strip_comment(line: str, markers: str) -> str:
 
 def _parse_deckard(lines: Sequence[str]) -> ScenarioConfig:
     # Deckard's kresd template turns root priming off (README §3.3): the scenarios are
-    # recordings of a resolver that walks from the hints as given.
-    draft = _Draft(qmin_qtype="NS", settings={"prime_root": False})
+    # recordings of a resolver that walks from the hints as given. kresd answers an NS
+    # question without the servers' addresses.
+    draft = _Draft(qmin_qtype="NS",
+                   settings={"prime_root": False, "ns_addresses_in_answer": False})
     stub_addrs: list[str] = []
     stub_name = ROOT_HINT_NAME
     force_ipv6 = False

@@ -218,6 +218,15 @@ def test_config_deckard_walks_from_the_hints_without_priming() -> None:
     assert testbound.replay.prime_root is True
 
 
+def test_config_ns_answers_carry_addresses_for_unbound_not_for_kresd() -> None:
+    """Unbound adds the servers' addresses to an NS answer; kresd does not."""
+    deckard = parse_config(["stub-addr: 193.0.14.129"], Dialect.DECKARD)
+    testbound = parse_config(["server:", "stub-zone:", 'name: "."', "stub-addr: 1.2.3.4"],
+                             Dialect.TESTBOUND)
+    assert deckard.replay.ns_addresses_in_answer is False
+    assert testbound.replay.ns_addresses_in_answer is True
+
+
 def test_config_testbound_mapping() -> None:
     """unbound.conf clauses: root stub -> hints, zones, one-line forms, server keys (§3.3)."""
     config = parse_config([

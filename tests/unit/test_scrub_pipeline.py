@@ -122,3 +122,16 @@ def edit_both(first, second):  # type: ignore[no-untyped-def]
     def rewrite(query: bytes, reply: bytes) -> bytes:
         return second(query, first(query, reply))
     return rewrite
+
+
+def test_ns_answer_carries_the_cached_server_addresses_unless_turned_off() -> None:
+    """RFC 1034 §3.7: what a client asking NS asks next is the servers' addresses; with
+    ns_addresses_in_answer off the answer is as lean as Knot Resolver's."""
+    full = lab(settings=QMIN).resolve("networkutopia.com.", RRType.NS)
+    lean = lab(settings=EngineSettings(ns_addresses_in_answer=False)).resolve(
+        "networkutopia.com.", RRType.NS)
+    assert {rr.rtype for rr in full.answer} == {RRType.NS}
+    assert [rr.to_text() for rr in lean.answer] == [rr.to_text() for rr in full.answer]
+    servers = {rr.target for rr in full.answer}
+    assert full.additional and {rr.name for rr in full.additional} <= servers
+    assert lean.additional == ()
