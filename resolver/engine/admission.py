@@ -51,6 +51,8 @@ def admit(
         ds = [rr for rr in classified.ds if rr.rtype == RRType.DS]
         if ds:
             cache.store_rrset(ds, Rank.AUTHORITY, rrsigs=signatures_of(ds, classified.ds))
+        elif classified.denial:
+            cache.store_ds_denial(zone, classified.denial)  # RFC 4035 §5.2: no DS, proved
         glue = reply.addresses_of({rr.target for rr in ns_set})
         for rrset in rrsets(glue):
             cache.store_rrset(rrset, Rank.ADDITIONAL)

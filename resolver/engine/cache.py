@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import Cache
+from cachetools import Cache, LRUCache
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
@@ -42,6 +42,9 @@ from resolver.engine.failure import Failure
 from resolver.engine.nsec_ranges import NsecRanges, SynthesizedAnswer
 from resolver.engine.settings import CacheSettings
 from resolver.engine.sized_cache import SizedTLRUCache
+
+#: Referral proofs of DS absence kept for the chain of trust (a bound, not a budget).
+MAX_DS_DENIALS = 10_000
 
 #: An RRset stored again with an expiry this close to the stored one is the same entry:
 #: TTLs are shown in whole seconds.
@@ -261,6 +264,9 @@ class RecordCache:
         self.flush_listeners: list[Callable[[], None]] = []
         #: Validated NSEC ranges of secure negative answers (RFC 8198, aggressive NSEC).
         self.nsec_ranges = NsecRanges()
+        #: Referrals' proofs that a child zone has no DS: zone -> (expiry, NSEC/NSEC3 + RRSIGs).
+        self._ds_denials: LRUCache[str, tuple[float, tuple[Record, ...]]] = LRUCache(
+            MAX_DS_DENIALS)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -391,6 +397,28 @@ class RecordCache:
         else:
             self._entries[("nodata", question.name, question.rtype, question.rclass)] = entry
         return True
+
+    def store_ds_denial(self, zone: str, proof: tuple[Record, ...]) -> None:
+        """Keep a referral's NSEC/NSEC3 proof that `zone` has no DS (RFC 4035 §5.2,
+        RFC 5155 §8.9 opt-out), unvalidated: the chain of trust checks it instead of asking
+        the parent for the DS again (Unbound keeps it in its negative cache). It lives as long
+        as its shortest record, at most cache-max-negative-ttl; it never answers a client."""
+        if not proof:
+            return
+        ttl = min(min(rr.ttl for rr in proof), self.settings.max_negative_ttl_s)
+        if ttl > 0:
+            self._ds_denials[zone] = (self._timer() + ttl, proof)
+
+    def ds_denial(self, zone: str) -> tuple[Record, ...] | None:
+        """A live referral proof that `zone` has no DS, TTLs counted down."""
+        found = self._ds_denials.get(zone)
+        if found is None:
+            return None
+        left = int(found[0] - self._timer())
+        if left <= 0:
+            self._ds_denials.pop(zone, None)
+            return None
+        return tuple(rr.with_ttl(min(rr.ttl, left)) for rr in found[1])
 
     def negative(self, question: Question, *, within: str = ".") -> NegativeAnswer | None:
         """A live NXDOMAIN for the name or an ancestor (RFC 8020 §2) at or below `within`,
@@ -588,6 +616,10 @@ class RecordCache:
             self._entries.pop(key, None)
         if rtype is None or rtype == RRType.NSEC:  # a range may prove `name` absent
             self.nsec_ranges.forget(name)
+        if rtype is None or rtype == RRType.DS:
+            for zone in [z for z in self._ds_denials
+                         if z == name or (subtree and names.is_subdomain(z, name))]:
+                self._ds_denials.pop(zone, None)
         for listener in self.flush_listeners:
             listener()
         return sum(1 for key in doomed if key[0] != "negsoa")  # that one is bookkeeping

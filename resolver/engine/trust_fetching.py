@@ -218,8 +218,12 @@ class TrustFetching(ResolutionCore):
                                   keys.signatures, settings.anchors.ds_for(zone),
                                   settings.anchors.dnskeys_for(zone), now, **ttls,
                                   budget=self._verifications)
-        ds_outcome, ds_server = yield from self._fetched(Question(zone, RRType.DS), depth,
-                                                         f"DS of {zone}")
+        proof = self.cache.ds_denial(zone)
+        if proof is not None:  # the referral proved it absent: nothing to ask
+            ds_outcome, ds_server = Outcome(rcode=Rcode.NOERROR, denial=proof), ""
+        else:
+            ds_outcome, ds_server = yield from self._fetched(Question(zone, RRType.DS), depth,
+                                                             f"DS of {zone}")
         ds = _of_type(ds_outcome.answer, zone, RRType.DS)
         parent_zone = self._parent_zone(zone, anchor, ds_outcome)
         parent = yield from self._zone_trust(parent_zone, depth)

@@ -356,6 +356,39 @@ def test_unsigned_delegation_in_an_opt_out_span_is_insecure(world: SignedWorld) 
     assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.INSECURE
 
 
+def test_unsigned_delegation_proven_in_the_referral_needs_no_ds_query(world: SignedWorld) -> None:
+    """RFC 4035 §5.2: the referral's NSEC already proves the DS absent (Unbound keeps it in
+    its negative cache); asking the parent for the DS again would cost a query."""
+    for name in ("www.unsigned.test.", "www.child.optout.test."):
+        test_rig = rig(world)
+        outcome = test_rig.resolve(name)
+        assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.INSECURE
+        ds_queries = [q for _, q in test_rig.network.asked if q.rtype == RRType.DS]
+        assert ds_queries == [], name
+
+
+def test_referral_whose_ds_denial_does_not_verify_is_checked_against_the_ds_query(
+        world: SignedWorld) -> None:
+    """A forged proof in a referral is no shortcut: it fails, the DS is asked for, and the
+    parent's own answer decides."""
+    test_rig = rig(world)
+
+    def break_referral_proof(reply: bytes) -> bytes:
+        from dataclasses import replace
+
+        from resolver.dns.wire import encode
+        message = decode(reply)
+        if message.question is None or message.question.rtype == RRType.DS:
+            return reply
+        kept = tuple(rr for rr in message.authority if rr.rtype != RRType.RRSIG)
+        return encode(replace(message, authority=kept))
+
+    test_rig.network.rewrite[TEST_IP] = break_referral_proof
+    outcome = test_rig.resolve("www.unsigned.test.")
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.INSECURE
+    assert ("unsigned.test.", RRType.DS) in {(q.name, q.rtype) for _, q in test_rig.network.asked}
+
+
 def test_delegation_whose_ds_denial_is_missing_is_bogus(world: SignedWorld) -> None:
     test_rig = rig(world)
 
