@@ -97,6 +97,10 @@ def _flag(value: str) -> bool:
     raise ValueError(f"expected yes/no, got {value!r}")
 
 
+#: `val-override-date: "-1"`: Unbound then ignores signature dates altogether (unbound.conf(5)).
+IGNORE_SIGNATURE_DATES = -1.0
+
+
 def _start_time(value: str) -> float:
     value = value.strip('"')
     if len(value) == 14 and value.isdigit():  # YYYYMMDDHHMMSS, UTC

@@ -9,7 +9,10 @@ dialect's end-of-scenario rules apply: undefined answers and unfired MANDATORY e
 
 from __future__ import annotations
 
+import calendar
 import random
+import re
+import time
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -19,7 +22,7 @@ from tests.replay.compare import answer_mismatches
 from tests.replay.messages import MessageView, build_record, entry_view, view
 from tests.replay.mock_upstream import MockUpstream, Timeline
 from tests.replay.rpl import Scenario, Step, StepKind
-from tests.replay.rplconfig import DEFAULT_START_TIME, Dialect
+from tests.replay.rplconfig import DEFAULT_START_TIME, IGNORE_SIGNATURE_DATES, Dialect
 from tests.replay.seam import FakeClock, ReplayConfig, ResolverFactory, ResolverUnderTest
 
 __all__ = ["RunOptions", "RunReport", "ScenarioFailure", "run_scenario"]
@@ -58,6 +61,29 @@ class RunReport:
     checked: int = 0
 
 
+_RRSIG_DATES = re.compile(r"\bRRSIG\s+\S+\s+\d+\s+\d+\s+\d+\s+(\d{14})\s+(\d{14})")
+
+
+def _start_time(scenario: Scenario) -> float:
+    """The scenario's clock. Where it asks for signature dates to be ignored, a time inside
+    the validity window of every RRSIG it holds has the same effect on the verdicts."""
+    start = scenario.config.start_time
+    if start != IGNORE_SIGNATURE_DATES:
+        return start or DEFAULT_START_TIME
+    windows = [(_epoch(inception), _epoch(expiration))
+               for expiration, inception in _RRSIG_DATES.findall(scenario.path.read_text())]
+    if not windows:
+        return DEFAULT_START_TIME
+    latest_inception = max(inception for inception, _ in windows)
+    if latest_inception >= min(expiration for _, expiration in windows):
+        raise ValueError(f"{scenario.path.name}: no time lies inside every RRSIG's validity")
+    return latest_inception + 1
+
+
+def _epoch(stamp: str) -> float:
+    return float(calendar.timegm(time.strptime(stamp, "%Y%m%d%H%M%S")))
+
+
 class _Run:
     def __init__(self, scenario: Scenario, factory: ResolverFactory, options: RunOptions) -> None:
         self.scenario = scenario
@@ -66,7 +92,7 @@ class _Run:
         self.timeline = Timeline(scenario.steps)
         self.mock = MockUpstream(scenario, self.timeline,
                                  lenient_timeouts=options.lenient_timeouts)
-        self.clock = FakeClock(scenario.config.start_time or DEFAULT_START_TIME)
+        self.clock = FakeClock(_start_time(scenario))
         self.config = scenario.config.for_qmin(options.qmin)
         self.rng = random.Random(scenario.path.name)  # reproducible Deckard query IDs
         self.report = RunReport(config=self.config, mock=self.mock)
