@@ -43,7 +43,10 @@ from resolver.engine.validation import (
     ZoneTrust,
     anchored_trust,
     check_data,
+    denial_marks_cut,
+    names_below,
     signer_of,
+    unsigned_owners,
     zone_trust_below,
     zones_needed,
 )
@@ -78,13 +81,16 @@ class TrustFetching(ResolutionCore):
             # non-terminal, which exists (RFC 8020 §2 would otherwise deny the names
             # below). Judged, and answered, as the NODATA it is (as Unbound does).
             classified = replace(classified, kind=ResponseKind.NODATA)
+        unsigned_zones: dict[str, str] = {}
+        for owner in unsigned_owners(classified, zone_hint):
+            unsigned_zones[owner] = yield from self._zone_of_unsigned(owner, zone_hint, depth)
         trusts: dict[str, ZoneTrust] = {}
-        for zone in zones_needed(question.name, classified, zone_hint):
+        for zone in zones_needed(question.name, classified, zone_hint, unsigned_zones):
             trusts[zone] = yield from self._zone_trust(zone, depth)
         verdict = check_data(question.name, question.rtype, classified,
                              lambda zone: trusts[zone], zone_hint, self._wall_now(),
                              iterations_limit=self._dnssec.nsec3_iterations_limit,
-                             budget=self._verifications)
+                             budget=self._verifications, unsigned_zones=unsigned_zones)
         if self._observer is not None:
             self._emit(DataValidated(
                 depth=depth, at_s=self._at_s(), qname=question.name,
@@ -93,6 +99,27 @@ class TrustFetching(ResolutionCore):
                 ede=int(verdict.ede_code) if verdict.ede_code is not None else None,
                 detail=verdict.detail))
         return replace(classified, security=verdict.security, verdict=verdict)
+
+    def _zone_of_unsigned(self, owner: str, zone_hint: str, depth: int
+                          ) -> Generator[SendQuery, Reply, str]:
+        """The deepest zone cut between `zone_hint` and `owner` of an RRset that came
+        without RRSIGs, found by asking the DS of each name on the way down (RFC 4035
+        §5.2; Unbound's validator walks down the same way): a DS there is a signed cut, to
+        go on below; a denial that shows a delegation (`denial_marks_cut`) is the cut
+        whose DS is absent, where the search stops. Its insecurity is then proven by
+        `_zone_trust` like any zone's, so data a signed zone left unsigned stays bogus."""
+        zone = zone_hint
+        for name in names_below(zone_hint, owner)[:self.limits.max_cut_search]:
+            outcome, _ = yield from self._fetched(Question(name, RRType.DS), depth,
+                                                  f"DS of {name} (a zone cut above {owner}?)")
+            if _of_type(outcome.answer, name, RRType.DS):
+                zone = name
+                continue
+            if outcome.rcode != Rcode.NOERROR or outcome.answer:
+                break
+            if denial_marks_cut(name, outcome.denial):
+                return name
+        return zone
 
     def _negative_anchor(self, name: str) -> str | None:
         """The configured insecure domain (negative trust anchor) holding `name`, if any."""
