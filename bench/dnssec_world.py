@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.dnssec_world import SIGNER, describe, running_world, table  # noqa: E402
+from tests.support.dnssec_world import SIGNER, describe, running_world, table
 
 
 def main() -> int:

@@ -94,6 +94,11 @@ CASES: tuple[Case, ...] = (
     Case("DS for a key that signs nothing", "www.dsunused.test.", "A", "SERVFAIL", False, 10,
          bogus=True),
     Case("DS but no RRSIGs", "www.nosigs.test.", "A", "SERVFAIL", False, 10, bogus=True),
+    Case("DS but no DNSKEY RRset", "www.nokeys.test.", "A", "SERVFAIL", False, 9,
+         bogus=True),
+    Case("answer RRSIG missing (keys signed)", "www.nodatasig.test.", "A", "SERVFAIL", False,
+         10, bogus=True),
+    Case("NXDOMAIN without its NSEC", "nothere.nonsec.test.", "A", "SERVFAIL", False, 12),
     Case("unknown DNSKEY/DS algorithm 200", "www.unkalg.test.", "A", "NOERROR", False, None),
     Case("unknown DS digest type 200", "www.unkdigest.test.", "A", "NOERROR", False, None),
     Case("NSEC3 iterations 200 > 150", "nothere.iter200.test.", "A", "NXDOMAIN", False, None),
@@ -175,6 +180,13 @@ def _key_tag_and_algorithm(ds_text: str) -> tuple[str, str]:
     return fields[at + 1], fields[at + 2]
 
 
+def _drop_lines(path: Path, pattern: str) -> None:
+    """Take out of a signed zone file every record whose line matches `pattern`."""
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if not re.search(pattern, line)]
+    path.write_text("".join(kept))
+
+
 def _signed_file(zone: SignedZone) -> Path:
     return zone.directory / f"{zone.origin}zone.signed"
 
@@ -240,9 +252,16 @@ def build_zones(base: Path) -> tuple[dict[str, Path], str]:
     parent_ds.append(idle.ds_text)
     # Signed, then every RRSIG taken out: DS and DNSKEY agree, nothing is signed.
     signed("nosigs.test.", _leaf("nosigs.test.", next(address)))
-    nosigs = files["nosigs.test."]
-    nosigs.write_text("".join(line for line in nosigs.read_text().splitlines(keepends=True)
-                              if not re.search(r"\sRRSIG\s", line)))
+    _drop_lines(files["nosigs.test."], r"\sRRSIG\s")
+    # Signed, DS in the parent, served without its DNSKEY RRset (and the RRSIGs over it).
+    signed("nokeys.test.", _leaf("nokeys.test.", next(address)))
+    _drop_lines(files["nokeys.test."], r"\sDNSKEY\s")
+    # Signed, then the RRSIG over the www A RRset taken out (the keys stay signed).
+    signed("nodatasig.test.", _leaf("nodatasig.test.", next(address)))
+    _drop_lines(files["nodatasig.test."], r"^www\.nodatasig\.test\.\s.*\sRRSIG\s+A\s")
+    # Signed, then its NSEC records (and their RRSIGs) taken out: no denial is provable.
+    signed("nonsec.test.", _leaf("nonsec.test.", next(address)))
+    _drop_lines(files["nonsec.test."], r"\s(NSEC|RRSIG\s+NSEC)\s")
     unknown_dnskey, unknown_ds = _unknown_algorithm_key("unkalg.test.")
     signed("unkalg.test.", _leaf("unkalg.test.", next(address), unknown_dnskey), ds=False)
     parent_ds.append(unknown_ds)
