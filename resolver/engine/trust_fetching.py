@@ -82,8 +82,13 @@ class TrustFetching(ResolutionCore):
             # below). Judged, and answered, as the NODATA it is (as Unbound does).
             classified = replace(classified, kind=ResponseKind.NODATA)
         unsigned_zones: dict[str, str] = {}
-        for owner in unsigned_owners(classified, zone_hint):
-            unsigned_zones[owner] = yield from self._zone_of_unsigned(owner, zone_hint, depth)
+        owners = unsigned_owners(classified, zone_hint)
+        if owners:
+            hint_trust = yield from self._zone_trust(zone_hint, depth)
+            # Below an insecure or bogus zone no cut can change the verdict: no DS asked.
+            for owner in owners if hint_trust.verdict.is_secure else ():
+                unsigned_zones[owner] = yield from self._zone_of_unsigned(owner, zone_hint,
+                                                                          depth)
         trusts: dict[str, ZoneTrust] = {}
         for zone in zones_needed(question.name, classified, zone_hint, unsigned_zones):
             trusts[zone] = yield from self._zone_trust(zone, depth)

@@ -316,13 +316,15 @@ def unsigned_owners(classified: Classified, zone_hint: str) -> list[str]:
     """Owners of answer RRsets that no RRSIG covers, below `zone_hint`: data a server
     authoritative for both a zone and its child (one NSD for parent and child) may give
     from the child when asked as the parent. Which zone holds it is found by the DS walk
-    (RFC 4035 §5.2; Unbound's validator primes keys down from the signer it knows)."""
+    (RFC 4035 §5.2; Unbound's validator primes keys down from the signer it knows). A DS
+    RRset is the parent's own data (RFC 4035 §2.4), never the child's."""
     owners: list[str] = []
     for rrset in _rrsets(classified.answer):
         first = rrset[0]
-        if first.rtype == RRType.RRSIG or first.name == zone_hint or not names.is_subdomain(
-                first.name, zone_hint) or (first.rtype == RRType.CNAME
-                                           and _synthesized(first, classified.answer)):
+        if first.rtype in (RRType.RRSIG, RRType.DS) or first.name == zone_hint:
+            continue
+        if not names.is_subdomain(first.name, zone_hint) or (
+                first.rtype == RRType.CNAME and _synthesized(first, classified.answer)):
             continue
         sigs = [r for r in classified.signatures if r.name == first.name
                 and _covers(r, first.rtype)]

@@ -66,3 +66,9 @@ def test_a_signed_rrset_needs_no_walk() -> None:
         "www.example.test. 300 IN RRSIG A 13 3 300 20250201000000 20250101000000 1 "
         "example.test. AAAA\n")
     assert unsigned_owners(classified, ".") == []
+
+
+def test_an_unsigned_ds_rrset_is_the_parents_data_and_needs_no_walk() -> None:
+    classified = _answer("child.test. 300 IN DS 1 13 2 "
+                         "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF\n")
+    assert unsigned_owners(classified, "test.") == []

@@ -374,6 +374,15 @@ def test_unsigned_child_answered_by_the_parents_server_is_insecure(world: Signed
     assert Question("unsigned.test.", RRType.DS) in asked
 
 
+def test_an_answer_from_an_insecure_zone_asks_no_ds_below_it(world: SignedWorld) -> None:
+    # Data below the zone asked is looked for a cut only when that zone is secure.
+    test_rig = rig(world)
+    outcome = test_rig.resolve("www.unsigned.test.")
+    assert outcome.security is Security.INSECURE
+    ds_asked = {q.name for _, q in test_rig.network.asked if q.rtype == RRType.DS}
+    assert "www.unsigned.test." not in ds_asked and "unsigned.test." in ds_asked
+
+
 def test_unsigned_child_in_an_opt_out_span_answered_by_the_parents_server_is_insecure(
         world: SignedWorld) -> None:
     test_rig = rig(world, also_served_by={OPTOUT_IP: ("child.optout.test.",)})
