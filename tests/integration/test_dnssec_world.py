@@ -27,6 +27,8 @@ import pytest
 
 from tests.support.dnssec_world import CASES, Answer, Case, World, running_world
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
