@@ -86,9 +86,10 @@ class TrustFetching(ResolutionCore):
         if owners:
             hint_trust = yield from self._zone_trust(zone_hint, depth)
             # Below an insecure or bogus zone no cut can change the verdict: no DS asked.
+            dnames = {rr.name for rr in classified.answer if rr.rtype == RRType.DNAME}
             for owner in owners if hint_trust.verdict.is_secure else ():
-                unsigned_zones[owner] = yield from self._zone_of_unsigned(owner, zone_hint,
-                                                                          depth)
+                unsigned_zones[owner] = yield from self._zone_of_unsigned(
+                    owner, zone_hint, depth, dnames)
         trusts: dict[str, ZoneTrust] = {}
         for zone in zones_needed(question.name, classified, zone_hint, unsigned_zones):
             trusts[zone] = yield from self._zone_trust(zone, depth)
@@ -105,16 +106,20 @@ class TrustFetching(ResolutionCore):
                 detail=verdict.detail))
         return replace(classified, security=verdict.security, verdict=verdict)
 
-    def _zone_of_unsigned(self, owner: str, zone_hint: str, depth: int
-                          ) -> Generator[SendQuery, Reply, str]:
+    def _zone_of_unsigned(self, owner: str, zone_hint: str, depth: int,
+                          dnames: set[str]) -> Generator[SendQuery, Reply, str]:
         """The deepest zone cut between `zone_hint` and `owner` of an RRset that came
         without RRSIGs, found by asking the DS of each name on the way down (RFC 4035
         §5.2; Unbound's validator walks down the same way): a DS there is a signed cut, to
         go on below; a denial that shows a delegation (`denial_marks_cut`) is the cut
         whose DS is absent, where the search stops. Its insecurity is then proven by
-        `_zone_trust` like any zone's, so data a signed zone left unsigned stays bogus."""
+        `_zone_trust` like any zone's, so data a signed zone left unsigned stays bogus.
+        A DNAME on the way (in the answer or the cache) ends the search: nothing lies below
+        a DNAME but what it synthesizes, and no zone cut (RFC 6672 §2.3)."""
         zone = zone_hint
         for name in names_below(zone_hint, owner)[:self.limits.max_cut_search]:
+            if name != owner and (name in dnames or self.cache.rrset(name, RRType.DNAME)):
+                break
             outcome, _ = yield from self._fetched(Question(name, RRType.DS), depth,
                                                   f"DS of {name} (a zone cut above {owner}?)")
             if _of_type(outcome.answer, name, RRType.DS):
