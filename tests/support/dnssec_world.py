@@ -200,10 +200,12 @@ def build_zones(base: Path) -> tuple[dict[str, Path], str]:
     delegated: list[str] = []
 
     def signed(origin: str, text: str, algorithm: str = "ECDSAP256SHA256", *,
-               ds: bool = True, **options: object) -> SignedZone:
-        window = {**good, **options}
-        zone = sign_zone(base / origin.rstrip("."), origin, text, algorithm,
-                         **window)  # type: ignore[arg-type]
+               ds: bool = True, nsec3: bool = False, opt_out: bool = False,
+               iterations: int = 1, inception: str = good["inception"],
+               expiration: str = good["expiration"]) -> SignedZone:
+        zone = sign_zone(base / origin.rstrip("."), origin, text, algorithm, nsec3=nsec3,
+                         opt_out=opt_out, iterations=iterations, inception=inception,
+                         expiration=expiration)
         files[origin] = _signed_file(zone)
         delegated.append(origin)
         if ds:
@@ -231,10 +233,10 @@ def build_zones(base: Path) -> tuple[dict[str, Path], str]:
     plain_file.write_text(_leaf("plain.test.", next(address)))
     files["plain.test."] = plain_file
     delegated.append("plain.test.")
-    badsig = signed("badsig.test.", _leaf("badsig.test.", "192.0.2.250"))
+    # Signed, then the address changed: the RRSIG over it no longer verifies.
+    signed("badsig.test.", _leaf("badsig.test.", "192.0.2.250"))
     text = files["badsig.test."].read_text()
     files["badsig.test."].write_text(text.replace("192.0.2.250", "192.0.2.251"))
-    del badsig
     signed("expired.test.", _leaf("expired.test.", next(address)),
            inception=_stamp(-30 * DAY), expiration=_stamp(-3 * DAY))
     signed("future.test.", _leaf("future.test.", next(address)),
@@ -242,11 +244,13 @@ def build_zones(base: Path) -> tuple[dict[str, Path], str]:
     # A DS made from a second key that the zone never publishes.
     signed("dsnokey.test.", _leaf("dsnokey.test.", next(address)), ds=False)
     stranger = sign_zone(base / "dsnokey-other", "dsnokey.test.", _leaf(
-        "dsnokey.test.", "192.0.2.1"), "ECDSAP256SHA256", **good)
+        "dsnokey.test.", "192.0.2.1"), "ECDSAP256SHA256",
+        inception=good["inception"], expiration=good["expiration"])
     parent_ds.append(stranger.ds_text)
     # A second key published in the DNSKEY RRset, named by the DS, signing nothing.
     idle = sign_zone(base / "dsunused-idle", "dsunused.test.", _leaf(
-        "dsunused.test.", "192.0.2.1"), "ECDSAP256SHA256", **good)
+        "dsunused.test.", "192.0.2.1"), "ECDSAP256SHA256",
+        inception=good["inception"], expiration=good["expiration"])
     idle_dnskey = idle.key_text.split(";")[0].strip() + "\n"
     signed("dsunused.test.", _leaf("dsunused.test.", next(address), idle_dnskey), ds=False)
     parent_ds.append(idle.ds_text)
@@ -275,12 +279,15 @@ def build_zones(base: Path) -> tuple[dict[str, Path], str]:
 
     cuts = "".join(f"{o.removesuffix('.test.')} IN NS ns.{o}\nns.{o.removesuffix('.test.')}"
                    f" IN A {NSD_IP}\n" for o in delegated)
-    test = sign_zone(base / "test", "test.", _soa_ns("test.") + f"ns IN A {NSD_IP}\n" + cuts
-                     + "".join(parent_ds), "ECDSAP256SHA256", **good)
+    test = sign_zone(base / "test", "test.",
+                     _soa_ns("test.") + f"ns IN A {NSD_IP}\n" + cuts + "".join(parent_ds),
+                     "ECDSAP256SHA256", inception=good["inception"],
+                     expiration=good["expiration"])
     files["test."] = _signed_file(test)
     root = sign_zone(base / "root", ".", _soa_ns(".") + (
         f"ns.root. IN A {NSD_IP}\ntest. IN NS ns.test.\nns.test. IN A {NSD_IP}\n"
-        + test.ds_text), "ECDSAP256SHA256", **good)
+        + test.ds_text), "ECDSAP256SHA256",
+        inception=good["inception"], expiration=good["expiration"])
     files["."] = _signed_file(root)
     return files, root.ds_text
 
