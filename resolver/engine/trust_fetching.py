@@ -110,10 +110,11 @@ class TrustFetching(ResolutionCore):
                           dnames: set[str]) -> Generator[SendQuery, Reply, str]:
         """The deepest zone cut between `zone_hint` and `owner` of an RRset that came
         without RRSIGs, found by asking the DS of each name on the way down (RFC 4035
-        §5.2; Unbound's validator walks down the same way): a DS there is a signed cut, to
-        go on below; a denial that shows a delegation (`denial_marks_cut`) is the cut
-        whose DS is absent, where the search stops. Its insecurity is then proven by
-        `_zone_trust` like any zone's, so data a signed zone left unsigned stays bogus.
+        §5.2; BIND's validator, given data without signatures, does the same in its
+        `proveunsecure`): a DS there is a signed cut, to go on below; a denial that shows
+        a delegation (`denial_marks_cut`) is the cut whose DS is absent, where the search
+        stops. Its insecurity is then proven by `_zone_trust` like any zone's, so data a
+        signed zone left unsigned stays bogus.
         A DNAME on the way (in the answer or the cache) ends the search: nothing lies below
         a DNAME but what it synthesizes, and no zone cut (RFC 6672 §2.3)."""
         zone = zone_hint

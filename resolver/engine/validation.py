@@ -316,7 +316,7 @@ def unsigned_owners(classified: Classified, zone_hint: str) -> list[str]:
     """Owners of answer RRsets that no RRSIG covers, below `zone_hint`: data a server
     authoritative for both a zone and its child (one NSD for parent and child) may give
     from the child when asked as the parent. Which zone holds it is found by the DS walk
-    (RFC 4035 §5.2; Unbound's validator primes keys down from the signer it knows). A DS
+    (RFC 4035 §5.2; BIND's `proveunsecure` for data without signatures). A DS
     RRset is the parent's own data (RFC 4035 §2.4), never the child's."""
     owners: list[str] = []
     for rrset in _rrsets(classified.answer):
