@@ -17,6 +17,12 @@ differences show outside this table, on repeats: Unbound answers a failure it ha
 with a plain 6, where we repeat the first code ("recently failed: ..."); and Unbound allows
 a clock skew of up to a day (`val-sig-skew-max`), so the validity windows here are three
 days off.
+
+Unbound learns every zone cut of this world from its stub zones (it sends what referrals
+teach it to port 53); ours follows the hints alone, and where NSD answers a child's name as
+the parent's server (it serves them all), it finds the cut by the DS walk of
+`TrustFetching._zone_of_unsigned` (the insecure cases, opt-out and the CNAME into an
+unsigned zone were SERVFAIL with EDE 10 before it).
 """
 
 from __future__ import annotations
