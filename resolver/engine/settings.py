@@ -28,6 +28,10 @@ class Limits:
     max_minimised_queries: int = 10
     #: CNAME/DNAME restarts (Unbound and BIND max-query-restarts 11).
     max_cname_chain: int = 11
+    #: DS queries asked to find the zone cut above data that came without RRSIGs (the
+    #: validator's DS walk, RFC 4035 §5.2; as Unbound's MAX_MINIMISE_COUNT 10 bounds
+    #: the labels walked one at a time).
+    max_cut_search: int = 10
     #: Nesting of NS-address lookups that a lookup may wait on (Unbound target-fetch-policy
     #: "3 2 1 0 0": dependency depth 4).
     max_dependency_depth: int = 4

@@ -43,7 +43,10 @@ from resolver.engine.validation import (
     ZoneTrust,
     anchored_trust,
     check_data,
+    denial_marks_cut,
+    names_below,
     signer_of,
+    unsigned_owners,
     zone_trust_below,
     zones_needed,
 )
@@ -78,13 +81,22 @@ class TrustFetching(ResolutionCore):
             # non-terminal, which exists (RFC 8020 §2 would otherwise deny the names
             # below). Judged, and answered, as the NODATA it is (as Unbound does).
             classified = replace(classified, kind=ResponseKind.NODATA)
+        unsigned_zones: dict[str, str] = {}
+        owners = unsigned_owners(classified, zone_hint)
+        if owners:
+            hint_trust = yield from self._zone_trust(zone_hint, depth)
+            # Below an insecure or bogus zone no cut can change the verdict: no DS asked.
+            dnames = {rr.name for rr in classified.answer if rr.rtype == RRType.DNAME}
+            for owner in owners if hint_trust.verdict.is_secure else ():
+                unsigned_zones[owner] = yield from self._zone_of_unsigned(
+                    owner, zone_hint, depth, dnames)
         trusts: dict[str, ZoneTrust] = {}
-        for zone in zones_needed(question.name, classified, zone_hint):
+        for zone in zones_needed(question.name, classified, zone_hint, unsigned_zones):
             trusts[zone] = yield from self._zone_trust(zone, depth)
         verdict = check_data(question.name, question.rtype, classified,
                              lambda zone: trusts[zone], zone_hint, self._wall_now(),
                              iterations_limit=self._dnssec.nsec3_iterations_limit,
-                             budget=self._verifications)
+                             budget=self._verifications, unsigned_zones=unsigned_zones)
         if self._observer is not None:
             self._emit(DataValidated(
                 depth=depth, at_s=self._at_s(), qname=question.name,
@@ -93,6 +105,32 @@ class TrustFetching(ResolutionCore):
                 ede=int(verdict.ede_code) if verdict.ede_code is not None else None,
                 detail=verdict.detail))
         return replace(classified, security=verdict.security, verdict=verdict)
+
+    def _zone_of_unsigned(self, owner: str, zone_hint: str, depth: int,
+                          dnames: set[str]) -> Generator[SendQuery, Reply, str]:
+        """The deepest zone cut between `zone_hint` and `owner` of an RRset that came
+        without RRSIGs, found by asking the DS of each name on the way down (RFC 4035
+        §5.2; BIND's validator, given data without signatures, does the same in its
+        `proveunsecure`): a DS there is a signed cut, to go on below; a denial that shows
+        a delegation (`denial_marks_cut`) is the cut whose DS is absent, where the search
+        stops. Its insecurity is then proven by `_zone_trust` like any zone's, so data a
+        signed zone left unsigned stays bogus.
+        A DNAME on the way (in the answer or the cache) ends the search: nothing lies below
+        a DNAME but what it synthesizes, and no zone cut (RFC 6672 §2.3)."""
+        zone = zone_hint
+        for name in names_below(zone_hint, owner)[:self.limits.max_cut_search]:
+            if name != owner and (name in dnames or self.cache.rrset(name, RRType.DNAME)):
+                break
+            outcome, _ = yield from self._fetched(Question(name, RRType.DS), depth,
+                                                  f"DS of {name} (a zone cut above {owner}?)")
+            if _of_type(outcome.answer, name, RRType.DS):
+                zone = name
+                continue
+            if outcome.rcode != Rcode.NOERROR or outcome.answer:
+                break
+            if denial_marks_cut(name, outcome.denial):
+                return name
+        return zone
 
     def _negative_anchor(self, name: str) -> str | None:
         """The configured insecure domain (negative trust anchor) holding `name`, if any."""

@@ -17,7 +17,7 @@ addresses); this module holds the pure parts:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from resolver.dns import names
@@ -41,7 +41,8 @@ from resolver.engine.classify import (
     synthesize_cname,
 )
 
-__all__ = ["TrustCache", "ZoneTrust", "anchored_trust", "check_data", "signer_of",
+__all__ = ["TrustCache", "ZoneTrust", "anchored_trust", "check_data", "denial_marks_cut",
+           "names_below", "signer_of", "unsigned_owners",
            "worst", "zone_trust_below"]
 
 #: Worst first: the status of data made of several parts is the worst of theirs.
@@ -236,13 +237,16 @@ def verified_proof(denial: Sequence[Record], trust: ZoneTrust, now: int,
 
 def check_data(question_name: str, question_type: int, classified: Classified,
                trust_of: Callable[[str], ZoneTrust], zone_hint: str, now: int, *,
-               iterations_limit: int, budget: VerificationBudget | None = None) -> Verdict:
+               iterations_limit: int, budget: VerificationBudget | None = None,
+               unsigned_zones: Mapping[str, str] | None = None) -> Verdict:
     """The verdict on `classified`: every RRset of its answer chain signed by a trusted
     key of its zone (RFC 4035 §5.3), a wildcard expansion proven (§5.3.4), and an
     NXDOMAIN or NODATA proven by NSEC/NSEC3 (§5.4, RFC 5155 §8).
 
     `trust_of(zone)` gives the trust of a zone; the caller has fetched it beforehand
-    (see `zones_needed`)."""
+    (see `zones_needed`). `unsigned_zones` names, by owner, the zone an RRset without
+    RRSIGs lies in when that is below `zone_hint` (see `unsigned_owners`)."""
+    below = unsigned_zones or {}
     verdicts: list[Verdict] = []
     answer = classified.answer
     for rrset in _rrsets(answer):
@@ -253,7 +257,7 @@ def check_data(question_name: str, question_type: int, classified: Classified,
             continue  # RFC 6672 §5.3.1: trusted through the signed DNAME it comes from
         sigs = [r for r in classified.signatures if r.name == first.name
                 and _covers(r, first.rtype)]
-        signer = signer_of(sigs, first.name) or zone_hint
+        signer = signer_of(sigs, first.name) or below.get(first.name, zone_hint)
         trust = trust_of(signer)
         if not trust.verdict.is_secure:
             verdicts.append(trust.verdict)
@@ -290,8 +294,10 @@ def check_data(question_name: str, question_type: int, classified: Classified,
     return worst(verdicts, zone_hint)
 
 
-def zones_needed(question_name: str, classified: Classified, zone_hint: str) -> list[str]:
+def zones_needed(question_name: str, classified: Classified, zone_hint: str,
+                 unsigned_zones: Mapping[str, str] | None = None) -> list[str]:
     """The zones whose trust `check_data` will ask for, in order."""
+    below = unsigned_zones or {}
     needed: list[str] = []
     for rrset in _rrsets(classified.answer):
         first = rrset[0]
@@ -300,10 +306,59 @@ def zones_needed(question_name: str, classified: Classified, zone_hint: str) -> 
             continue
         sigs = [r for r in classified.signatures if r.name == first.name
                 and _covers(r, first.rtype)]
-        needed.append(signer_of(sigs, first.name) or zone_hint)
+        needed.append(signer_of(sigs, first.name) or below.get(first.name, zone_hint))
     if classified.kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
         needed.append(classified.soa.name if classified.soa is not None else zone_hint)
     return list(dict.fromkeys(needed))
+
+
+def unsigned_owners(classified: Classified, zone_hint: str) -> list[str]:
+    """Owners of answer RRsets that no RRSIG covers, below `zone_hint`: data a server
+    authoritative for both a zone and its child (one NSD for parent and child) may give
+    from the child when asked as the parent. Which zone holds it is found by the DS walk
+    (RFC 4035 §5.2; BIND's `proveunsecure` for data without signatures). A DS
+    RRset is the parent's own data (RFC 4035 §2.4), never the child's."""
+    owners: list[str] = []
+    for rrset in _rrsets(classified.answer):
+        first = rrset[0]
+        if first.rtype in (RRType.RRSIG, RRType.DS) or first.name == zone_hint:
+            continue
+        if not names.is_subdomain(first.name, zone_hint) or (
+                first.rtype == RRType.CNAME and _synthesized(first, classified.answer)):
+            continue
+        sigs = [r for r in classified.signatures if r.name == first.name
+                and _covers(r, first.rtype)]
+        if signer_of(sigs, first.name) is None and first.name not in owners:
+            owners.append(first.name)
+    return owners
+
+
+def names_below(zone: str, owner: str) -> list[str]:
+    """The names from just below `zone` down to `owner`, top down: where a zone cut
+    between them can be."""
+    chain = names.ancestors(owner)
+    return list(reversed(chain[:chain.index(zone)])) if zone in chain else []
+
+
+def denial_marks_cut(name: str, denial: Sequence[Record]) -> bool:
+    """Whether the denial of `name`'s DS shows a delegation there: an NSEC or NSEC3 at
+    the name with the NS bit (RFC 4035 §5.2, RFC 6840 §4.4), or, with no NSEC3 at the
+    name, an opt-out NSEC3 whose span may hide an unsigned delegation (RFC 5155 §6). An
+    NSEC that only covers the name (an empty non-terminal) marks no cut. This only picks
+    the candidate: its trust is proven afterwards like any zone's."""
+    opt_out = False
+    for record in denial:
+        try:
+            if record.rtype == RRType.NSEC and record.name == name:
+                return RRType.NS in Nsec.from_record(record).types
+            if record.rtype == RRType.NSEC3:
+                parsed = Nsec3.from_record(record)
+                if nsec3_hash(name, parsed.salt, parsed.iterations) == parsed.owner_hash:
+                    return RRType.NS in parsed.types
+                opt_out = opt_out or parsed.opt_out
+        except MalformedRdata:
+            continue
+    return opt_out
 
 
 def _proven(denial: Sequence[Record], trust: ZoneTrust, now: int,

@@ -169,7 +169,10 @@ class Rig:
 
 
 def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True,
-        insecure_domains: tuple[str, ...] = ()) -> Rig:
+        insecure_domains: tuple[str, ...] = (),
+        also_served_by: dict[str, tuple[str, ...]] | None = None) -> Rig:
+    """`also_served_by` adds zones to a server's own (address -> zone origins): one
+    authority for a parent and its child, as one NSD often is."""
     clock = FakeClock()
     servers = {
         ROOT_IP: SignedAuthority([world.zones["."]]),
@@ -180,6 +183,9 @@ def rig(world: SignedWorld, *, wall: float = NOW, validate: bool = True,
         UNSIGNED_IP: SignedAuthority([world.zones["unsigned.test."],
                                       world.zones["child.optout.test."]]),
     }
+    for address, origins in (also_served_by or {}).items():
+        servers[address] = SignedAuthority([*servers[address].zones,
+                                            *(world.zones[o] for o in origins)])
     network = SignedNetwork(clock, servers)
     validation = ValidationSettings(anchors=parse_trust_anchors(world.anchor_text),
                                     insecure_domains=insecure_domains)
@@ -387,6 +393,57 @@ def test_referral_whose_ds_denial_does_not_verify_is_checked_against_the_ds_quer
     outcome = test_rig.resolve("www.unsigned.test.")
     assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.INSECURE
     assert ("unsigned.test.", RRType.DS) in {(q.name, q.rtype) for _, q in test_rig.network.asked}
+
+
+def test_unsigned_child_answered_by_the_parents_server_is_insecure(world: SignedWorld) -> None:
+    # test.'s server also serves unsigned.test.: asked as test., it answers from the child,
+    # with no RRSIG and no referral. The DS walk finds the cut (no DS, the NSEC at
+    # unsigned.test. has NS): insecure, as Unbound says, not bogus "RRSIGs missing".
+    test_rig = rig(world, also_served_by={TEST_IP: ("unsigned.test.",)})
+    outcome = test_rig.resolve("www.unsigned.test.")
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.INSECURE
+    assert [rr.address for rr in outcome.answer] == ["192.0.2.9"]
+    asked = [q for _, q in test_rig.network.asked if q.rtype == RRType.DS]
+    assert Question("unsigned.test.", RRType.DS) in asked
+
+
+def test_an_answer_from_an_insecure_zone_asks_no_ds_below_it(world: SignedWorld) -> None:
+    # Data below the zone asked is looked for a cut only when that zone is secure.
+    test_rig = rig(world)
+    outcome = test_rig.resolve("www.unsigned.test.")
+    assert outcome.security is Security.INSECURE
+    ds_asked = {q.name for _, q in test_rig.network.asked if q.rtype == RRType.DS}
+    assert "www.unsigned.test." not in ds_asked
+
+
+def test_unsigned_child_in_an_opt_out_span_answered_by_the_parents_server_is_insecure(
+        world: SignedWorld) -> None:
+    test_rig = rig(world, also_served_by={OPTOUT_IP: ("child.optout.test.",)})
+    outcome = test_rig.resolve("www.child.optout.test.")
+    assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.INSECURE
+
+
+def test_stripped_answer_of_a_signed_child_from_the_parents_server_stays_bogus(
+        world: SignedWorld) -> None:
+    # The same shape with a signed child whose RRSIGs were stripped: the walk finds the DS
+    # of example.test., so the data must be signed by it (RFC 4035 §5.3): EDE 10.
+    test_rig = rig(world, also_served_by={TEST_IP: ("example.test.",)})
+
+    def drop_rrsigs(reply: bytes) -> bytes:
+        from dataclasses import replace
+
+        from resolver.dns.wire import encode
+        message = decode(reply)
+        if message.question and message.question.rtype == RRType.A:
+            return encode(replace(message, answer=tuple(
+                rr for rr in message.answer if rr.rtype != RRType.RRSIG)))
+        return reply
+
+    test_rig.network.rewrite[TEST_IP] = drop_rrsigs
+    test_rig.network.rewrite[EXAMPLE_IP] = drop_rrsigs
+    outcome = test_rig.resolve("www.example.test.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert outcome.extended_error is ExtendedError.RRSIGS_MISSING
 
 
 def test_delegation_whose_ds_denial_is_missing_is_bogus(world: SignedWorld) -> None:
