@@ -297,6 +297,10 @@ def _system_options(f: F) -> F:
                      show_default=True, metavar="QPS",
                      help="Most queries per second from one client address; beyond, they are "
                           "dropped. 0: no limit."),
+        click.option("--max-udp-size", type=click.IntRange(512, 65_535), default=1232,
+                     show_default=True, metavar="OCTETS",
+                     help="Largest UDP reply, whatever a client offers; larger ones are "
+                          "truncated (TC=1) for TCP (Unbound max-udp-size)."),
         click.option("--metrics", metavar="ADDR:PORT", callback=_checked(cf.check_metrics),
                      help="Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. "
                           "127.0.0.1:9153)."),
@@ -324,7 +328,7 @@ def _with_system_options(config: ServeConfig, options: dict[str, Any]) -> ServeC
         username=options["user"],
         config_file=str(config_path) if config_path is not None else None,
     )
-    return replace(config, system=system)
+    return replace(config, system=system, max_udp_size=int(options["max_udp_size"]))
 
 
 def _serve_config(params: dict[str, Any]) -> ServeConfig:

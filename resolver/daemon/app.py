@@ -122,9 +122,11 @@ def build(
         refresh_fraction=PREFETCH_FRACTION if config.cache.prefetch else 0.0,
         negative_stamp=state.cache.negative_soa_stamp,
         round_robin=config.cache.rrset_roundrobin,
+        max_udp_reply=config.max_udp_size,
     )
     state.cache.flush_listeners.append(answers.clear)
-    handler = QueryHandler(service, loop_guard=loop_guard, answers=answers, metrics=metrics)
+    handler = QueryHandler(service, loop_guard=loop_guard, answers=answers, metrics=metrics,
+                           max_udp_reply=config.max_udp_size)
     if config.cachedb is not None:
         from resolver.daemon.cachedb_redis import start_cachedb
 

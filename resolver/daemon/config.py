@@ -97,6 +97,9 @@ class ServeConfig:
     tcp_idle_timeout_s: float = 10.0
     #: Concurrent TCP clients (PowerDNS max-tcp-clients 128).
     max_tcp_clients: int = 128
+    #: Largest UDP reply, whatever EDNS size a client offers (Unbound max-udp-size; 1232 as
+    #: DNS Flag Day 2020 advises, so no reply is fragmented on common paths).
+    max_udp_size: int = 1232
     #: Unix socket of the local control channel (`resolver cache ...`); None = the default path
     #: (resolver.daemon.control.default_socket_path).
     control_socket: str | None = None

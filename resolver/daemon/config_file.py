@@ -239,6 +239,7 @@ OPTIONS: dict[str, FileOption] = {
                    check=string_list(parse_network)),
         FileOption(key="private-domain", param="private_domain", check=string_list(check_name)),
         FileOption(key="ip-ratelimit", param="ip_ratelimit", check=integer(0, 1_000_000)),
+        FileOption(key="max-udp-size", param="max_udp_size", check=integer(512, 65_535)),
         # Encrypted listeners for clients (resolver.cli.encrypted_options).
         *(FileOption(key=key, param=key.replace("-", "_"), check=string_list(check_listen))
           for key in ("listen-tls", "listen-https", "listen-http", "listen-quic")),

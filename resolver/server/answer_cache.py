@@ -173,8 +173,11 @@ class AnswerCache:
         negative_stamp: Callable[[str], float | None] | None = None,
         round_robin: bool = True,
         max_bytes: int | None = None,
+        max_udp_reply: int = MAX_UDP_REPLY,
     ) -> None:
         self._clock = clock
+        #: Largest UDP reply sent, whatever a client offers (max-udp-size).
+        self.max_udp_reply = max_udp_reply
         #: Rotate the order of address RRsets on every hit (Unbound rrset-roundrobin).
         self.round_robin = round_robin
         #: The record cache's stamp of a zone's latest negative SOA (RecordCache.
@@ -273,7 +276,8 @@ class AnswerCache:
         entry.used = True
         self.hits += 1
         body = entry.body
-        if not tcp and len(body) > _MAX_BODY_CLASSIC and len(body) > _udp_limit(edns_size) - 2:
+        if (not tcp and len(body) > _MAX_BODY_CLASSIC
+                and len(body) > _udp_limit(edns_size, self.max_udp_reply) - 2):
             return entry.truncated(question)
         if entry.runs:
             body = entry.rotated()
@@ -408,11 +412,11 @@ def _locate(data: bytes) -> tuple[int, int, int] | None:
     return qend, variant, edns_size
 
 
-def _udp_limit(edns_size: int) -> int:
+def _udp_limit(edns_size: int, max_udp_reply: int) -> int:
     """The largest UDP reply the client takes (RFC 6891 §6.2.5: below 512 counts as 512)."""
     if edns_size <= CLASSIC_UDP_REPLY:
         return CLASSIC_UDP_REPLY
-    return min(edns_size, MAX_UDP_REPLY)
+    return min(edns_size, max_udp_reply)
 
 
 def _options_valid(data: bytes, pos: int, end: int) -> bool:

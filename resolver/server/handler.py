@@ -102,8 +102,12 @@ class QueryHandler:
         metrics: Metrics | None = None,
         log_queries: bool = False,
         cachedb: CacheDbTier | None = None,
+        max_udp_reply: int = MAX_UDP_REPLY,
     ) -> None:
         self.service = service
+        #: Largest UDP reply, whatever EDNS size a client offers (max-udp-size); also the
+        #: size our OPT records advertise.
+        self.max_udp_reply = max_udp_reply
         #: Recognises our own forwarded queries coming back to us (resolver.upstream.forwarding).
         self.loop_guard = loop_guard
         # The policy below is replaced as a whole on SIGHUP (resolver.daemon.app); None = none.
@@ -132,7 +136,7 @@ class QueryHandler:
         self.rcodes: dict[str, int] = {}
         #: Replies as bytes, looked up before anything is decoded (answer_cache.py).
         self.answers = answers if answers is not None else AnswerCache(
-            clock=getattr(service, "clock", time.monotonic)
+            clock=getattr(service, "clock", time.monotonic), max_udp_reply=max_udp_reply
         )
 
     def answer_from_cache(self, wire: bytes, client_ip: str) -> bytes | None:
@@ -332,7 +336,8 @@ class QueryHandler:
         self.answers.store(wire, query, shared.reply)
         if shared.refresh:  # this instance holds the fleet's refresh lock
             self._refresh_shared(wire, query, question, client)
-        return reply_for_client(shared.reply, wire, query.qname_wire, _max_size(query, client))
+        return reply_for_client(shared.reply, wire, query.qname_wire,
+                                _max_size(query, client, self.max_udp_reply))
 
     def _refresh_shared(self, wire: bytes, query: ScannedMessage, question: Question,
                         client: Client) -> None:
@@ -390,7 +395,7 @@ class QueryHandler:
             elif outcome.stale:  # RFC 8767 §4 / RFC 8914 §5.2: say the answer is stale
                 options = (ede_option(ExtendedError.STALE_ANSWER),)
             # RFC 3225 §3: the DO bit of the query is copied into the reply.
-            edns = Edns(udp_size=MAX_UDP_REPLY, do=query.edns.do, options=options)
+            edns = Edns(udp_size=self.max_udp_reply, do=query.edns.do, options=options)
         dnssec_ok = query.edns is not None and query.edns.do
         answer, authority = outcome.answer, outcome.authority
         if dnssec_ok and (outcome.signatures or outcome.denial):
@@ -414,7 +419,7 @@ class QueryHandler:
             additional=outcome.additional,
             edns=edns,
         )
-        max_size = _max_size(query, client)
+        max_size = _max_size(query, client, self.max_udp_reply)
         if (cache and outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN) and not outcome.stale
                 and not outcome.refreshing):
             # Store the whole reply (never a stale one: the next query must try to refresh);
@@ -471,13 +476,13 @@ def _rfc8482_answer(question: Question) -> Outcome:
     return Outcome(rcode=Rcode.NOERROR, answer=(hinfo,))
 
 
-def _max_size(query: ScannedMessage, client: Client) -> int:
+def _max_size(query: ScannedMessage, client: Client, max_udp_reply: int) -> int:
     if client.transport is Transport.TCP:
         return 65535
     if query.edns is None:
         return CLASSIC_UDP_REPLY
     # RFC 6891 §6.2.5: sizes below 512 are treated as 512.
-    return max(CLASSIC_UDP_REPLY, min(query.edns.udp_size, MAX_UDP_REPLY))
+    return max(CLASSIC_UDP_REPLY, min(query.edns.udp_size, max_udp_reply))
 
 
 def _with_client_case(data: bytes, query: ScannedMessage) -> bytes:

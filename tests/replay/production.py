@@ -41,6 +41,7 @@ class ReplayedResolver:
         config = ServeConfig(
             # Unbound's access-control lines as written (e.g. "127.0.0.1 allow_snoop").
             system=SystemSettings(access_control=access),
+            max_udp_size=cfg.max_udp_size,
             engine=EngineSettings(
                 do_ip4=cfg.do_ip4,
                 do_ip6=cfg.do_ip6,

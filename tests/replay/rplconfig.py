@@ -142,9 +142,12 @@ def _strip_comment(line: str, markers: str) -> str:
 def _parse_deckard(lines: Sequence[str]) -> ScenarioConfig:
     # Deckard's kresd template turns root priming off (README §3.3): the scenarios are
     # recordings of a resolver that walks from the hints as given. kresd answers an NS
-    # question without the servers' addresses.
+    # question without the servers' addresses. Its UDP replies went up to the 4096 octets
+    # its clients offer (kresd's bufsize before 2020: deckard-dnssec/val_cname_new_signer
+    # expects 1,408 octets without TC).
     draft = _Draft(qmin_qtype="NS",
-                   settings={"prime_root": False, "ns_addresses_in_answer": False})
+                   settings={"prime_root": False, "ns_addresses_in_answer": False,
+                             "max_udp_size": 4096})
     stub_addrs: list[str] = []
     stub_name = ROOT_HINT_NAME
     force_ipv6 = False

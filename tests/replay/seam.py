@@ -70,6 +70,8 @@ class ReplayConfig:
     harden_glue: bool = True
     #: RFC 8109 priming before the first walk from the hints; Deckard's kresd template turns it off.
     prime_root: bool = True
+    #: Largest UDP reply (max-udp-size).
+    max_udp_size: int = 1232
     #: Addresses of the servers in an NS answer: Unbound adds them, kresd never does.
     ns_addresses_in_answer: bool = True
     cache_min_ttl: int = 0

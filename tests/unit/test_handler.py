@@ -410,6 +410,19 @@ def test_handler_udp_replies_never_exceed_1232(setup: Setup) -> None:
     assert reply.message.edns is not None
 
 
+def test_handler_udp_replies_grow_to_max_udp_size_when_configured(setup: Setup) -> None:
+    """max-udp-size 4096 (Unbound's option): a client offering 4096 gets the whole answer,
+    from the resolution and from the answer cache alike, and our OPT says 4096."""
+    setup.handler = QueryHandler(setup.handler.service, max_udp_reply=4096)
+    for _ in range(2):  # resolved, then cached
+        reply = setup.answer(query(name="huge.example.test.", qtype=RRType.TXT, edns=4096))
+        assert not reply.flags & TC and len(reply.message.answer) == 24
+        assert 1232 < len(reply.data) <= 4096  # more than the default allows
+        assert reply.message.edns is not None and reply.message.edns.udp_size == 4096
+    small = setup.answer(query(name="huge.example.test.", qtype=RRType.TXT, edns=1232))
+    assert small.flags & TC and len(small.data) <= 1232
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 
