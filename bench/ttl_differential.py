@@ -236,7 +236,7 @@ def compare(ours: dict[tuple[str, str], list[Answer]],
             spread: Counter[int]) -> tuple[Counter[str], list[str]]:
     """Per answer: rcode agreement, then the TTLs of the RRsets both show (`spread` counts
     each RRset's TTL difference, ours minus Unbound's, in seconds, capped at ±99)."""
-    counts: Counter[str] = Counter()
+    counts: Counter[str] = Counter({"rcode differs": 0, "timeouts (either)": 0})
     examples: list[str] = []
     lower: list[str] = []
     for question, mine in ours.items():
