@@ -46,7 +46,9 @@ os.environ.setdefault("LATENCY_SECONDS", "3")
 os.environ.setdefault("IDLE_SECONDS", "1")
 os.environ.setdefault("BENCH_PY", sys.executable)
 
-from ttl_differential import SHARED  # noqa: E402  (the shared harness, as found there)
+from shared_path import shared_bench  # noqa: E402
+
+SHARED = shared_bench()
 
 TIMEOUT_S = float(os.environ.get("BENCH_TIMEOUT", "300"))
 ADDR = "127.0.24.1"

@@ -47,23 +47,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-
-def _shared() -> Path:
-    """../shared/bench beside this checkout, or beside the main checkout of a worktree."""
-    if "SHARED_BENCH" in os.environ:
-        return Path(os.environ["SHARED_BENCH"]).resolve()
-    common = REPO / ".git"
-    if common.is_file():  # a worktree: .git names <main>/.git/worktrees/<name>
-        gitdir = Path(common.read_text().split(":", 1)[1].strip())
-        return gitdir.parent.parent.parent.parent / "shared" / "bench"
-    return REPO.parent / "shared" / "bench"
-
-
-SHARED = _shared()
 os.environ.setdefault("BENCH_WORK", "/tmp/resolver-bench-ttl")
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from shared_path import shared_bench  # noqa: E402
 
 from resolver.dns.wire import Question, RRType, decode, make_query, type_name  # noqa: E402
+
+SHARED = shared_bench()
 
 UNBOUND = ("127.0.24.1", 24001)
 OURS = ("127.0.24.2", 24002)
