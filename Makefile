@@ -85,7 +85,7 @@ soak: $(STAMP)
 	DURATION=$(DURATION) timeout $$(( $(DURATION) + 120 )) nice -n 10 $(BIN)/python bench/soak.py
 
 ## bench: our resolver beside Unbound on an NSD lab with dnsperf, then the same lab signed,
-## validating and not (about 6 minutes, 1 more the first time: signing; needs root for apt)
+## validating and not (about 4 minutes, 1 more the first time: signing; needs root for apt)
 .PHONY: bench
 bench: $(STAMP)
 	@for tool in nsd nsd-control dnsperf unbound dig taskset ldns-signzone; do \
