@@ -39,7 +39,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SHARED_BENCH", REPO.parent / "shared" / "bench")).resolve()
+sys.path.insert(0, str(REPO / "bench"))
+from shared_path import shared_bench  # noqa: E402
+
+SHARED = shared_bench()
 os.environ.setdefault("BENCH_WORK", "/tmp/resolver-bench")
 os.environ.setdefault("COLD_REPEAT", "1")
 os.environ.setdefault("BENCH_PY", sys.executable)

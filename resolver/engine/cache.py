@@ -379,19 +379,31 @@ class RecordCache:
         if ttl <= 0:
             return False
         now = self._timer()
+        kept = self._kept_negative_soa(soa, security)
+        expires_at = now + ttl
+        if kept is not None:
+            # The zone's SOA is cached already, same data, as trusted: it stays as it is and
+            # this answer shows it counted down (RFC 2181 §5.4.1: same-rank data does not
+            # replace live data; Unbound's rrset cache keeps an equal RRset's TTL too), so a
+            # negative answer's TTL never grows back when another name of the zone is denied.
+            expires_at = min(expires_at, kept.expires_at)
+            ttl = self._ttl_left(expires_at)
+            if ttl <= 0:
+                return False
         if security is Security.SECURE:  # RFC 8198: its NSEC ranges answer other names
             self.nsec_ranges.learn(soa.name, soa.with_ttl(ttl), proof, now, ttl)
         entry = _NegativeEntry(
             rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now,
-            expires_at=now + ttl, security=security,
+            expires_at=expires_at, security=security,
             proof=tuple(rr.with_ttl(min(rr.ttl, ttl)) for rr in proof),
         )
-        # The SOA is an RRset of its own too: a later negative answer from the same zone
-        # refreshes it, and every negative entry of the zone shows the fresh one (as the
-        # RRset references in Unbound's message cache do; testbound ttl_msg).
-        # Kept apart from the SOA RRset proper: its TTL is the negative one (Unbound's
-        # PACKED_RRSET_SOA_NEG), so a later SOA question still gets the real record.
-        self._entries[("negsoa", soa.name, soa.rclass)] = entry
+        # The SOA is an RRset of its own too: a later negative answer from the same zone with
+        # a different SOA (a new serial) replaces it, and every negative entry of the zone
+        # shows the new one (as the RRset references in Unbound's message cache do; testbound
+        # ttl_msg). Kept apart from the SOA RRset proper: its TTL is the negative one
+        # (Unbound's PACKED_RRSET_SOA_NEG), so a later SOA question still gets the real record.
+        if kept is None:
+            self._entries[("negsoa", soa.name, soa.rclass)] = entry
         if rcode == Rcode.NXDOMAIN:
             self._entries[("nx", question.name, question.rclass)] = entry
         else:
@@ -419,6 +431,20 @@ class RecordCache:
             self._ds_denials.pop(zone, None)
             return None
         return tuple(rr.with_ttl(min(rr.ttl, left)) for rr in found[1])
+
+    def _kept_negative_soa(self, soa: Record,
+                           security: Security | None) -> _NegativeEntry | None:
+        """The zone's live negative SOA if a new negative answer with `soa` leaves it in
+        place: the same RDATA, and the new one no better validated (a secure one replaces
+        an unvalidated one, anything replaces a bogus one)."""
+        latest = self._entries.get(("negsoa", soa.name, soa.rclass))
+        if not isinstance(latest, _NegativeEntry) or latest.soa is None:
+            return None
+        if latest.soa.rdata_key != soa.rdata_key or self._ttl_left(latest.expires_at) <= 0:
+            return None
+        if security is Security.SECURE and latest.security is not Security.SECURE:
+            return None
+        return None if latest.security is Security.BOGUS else latest
 
     def negative(self, question: Question, *, within: str = ".") -> NegativeAnswer | None:
         """A live NXDOMAIN for the name or an ancestor (RFC 8020 §2) at or below `within`,
@@ -458,6 +484,17 @@ class RecordCache:
             return None
         return self.nsec_ranges.synthesize_answer(question.name, question.rtype,
                                                   self._timer(), within=within)
+
+    def negative_soa_left(self, soa: Record) -> int | None:
+        """The TTL left of the zone's cached negative SOA if it holds `soa`'s RDATA (None:
+        none live, or another SOA): what a negative answer with `soa` shows once cached."""
+        entry = self._entries.get(("negsoa", soa.name, soa.rclass))
+        if not isinstance(entry, _NegativeEntry) or entry.soa is None:
+            return None
+        if entry.soa.rdata_key != soa.rdata_key:
+            return None
+        left = self._ttl_left(entry.expires_at)
+        return left if left > 0 else None
 
     def negative_soa_stamp(self, zone: str, rclass: int = 1) -> float | None:
         """When the zone's latest negative SOA was stored (None: none live)."""

@@ -314,6 +314,11 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
             ttl = min(soa.ttl, soa.soa_minimum, settings.max_negative_ttl_s)
             if fresh:  # as the cache keeps it (cache-min-negative-ttl)
                 ttl = max(ttl, settings.min_negative_ttl_s)
+                # The zone's SOA cached by an earlier negative answer stays (same data): this
+                # answer already shows it counted down, as every later one from the cache will.
+                left = self.cache.negative_soa_left(soa)
+                if left is not None:
+                    ttl = min(ttl, left)
             authority = (soa.with_ttl(ttl),)
             over_soa = [rr for rr in signatures
                         if rr.name == soa.name and rr.rtype == RRType.RRSIG

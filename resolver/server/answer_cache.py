@@ -20,7 +20,8 @@ question is answered from the stored bytes after a short linear scan of the quer
   is lowered by the whole seconds elapsed, counted as the record cache counts them. An entry
   lives as long as its shortest TTL; a negative answer's SOA counts down like any record,
   and a negative answer is retired as soon as the record cache holds a newer negative SOA
-  for its zone (so every negative answer of a zone shows the freshest SOA).
+  for its zone (a different SOA, such as a new serial: an equal one stays as cached, so
+  every negative answer of a zone shows the SOA the record cache keeps).
 - Only NOERROR and NXDOMAIN replies with at least one record and a positive TTL are stored;
   SERVFAIL never is (a failure is remembered, briefly, by the record cache).
 - UDP replies longer than the client accepts (512 without EDNS; its EDNS size, 512 to 1232,
@@ -181,7 +182,7 @@ class AnswerCache:
         #: Rotate the order of address RRsets on every hit (Unbound rrset-roundrobin).
         self.round_robin = round_robin
         #: The record cache's stamp of a zone's latest negative SOA (RecordCache.
-        #: negative_soa_stamp): a negative answer shows the zone's freshest SOA, as the
+        #: negative_soa_stamp): a negative answer shows the zone's current SOA, as the
         #: record cache's own negative answers do (testbound ttl_msg).
         self._negative_stamp = negative_stamp
         self.max_entries = max_entries if max_bytes is None else sys.maxsize

@@ -284,6 +284,47 @@ def test_cache_nodata_is_per_type_and_not_inherited(clock: FakeClock) -> None:
     assert cache.negative(Question("a.www.example.", RRType.MX)) is None
 
 
+def test_cache_negative_ttl_never_grows_when_another_name_of_the_zone_is_denied(
+        clock: FakeClock) -> None:
+    """A cached NXDOMAIN counts down from when it was stored: a later negative answer of the
+    same zone with the same SOA does not reset it (the SOA stays as cached, RFC 2181 §5.4.1);
+    the later one lives no longer than the SOA already cached."""
+    cache = make_cache(clock)
+    first = Question("nx1.example.", RRType.A)
+    cache.store_negative(first, Rcode.NXDOMAIN, soa(ttl=86400, minimum=3600))
+    clock.advance(14)
+    later = Question("nx2.example.", RRType.A)
+    cache.store_negative(later, Rcode.NXDOMAIN, soa(ttl=86400, minimum=3600))
+    clock.advance(1)
+    for question in (first, later):
+        found = cache.negative(question)
+        assert found is not None and found.soa is not None
+        assert found.soa.ttl == 3600 - 15, question
+    nodata = Question("www.example.", RRType.MX)
+    cache.store_negative(nodata, Rcode.NOERROR, soa(ttl=86400, minimum=3600))
+    found = cache.negative(nodata)
+    assert found is not None and found.soa is not None and found.soa.ttl == 3600 - 15
+    clock.advance(3600 - 15)
+    assert cache.negative(first) is None
+    assert cache.negative(later) is None
+    assert cache.negative(nodata) is None
+
+
+def test_cache_negative_answer_with_a_new_soa_serial_shows_the_new_soa_in_the_zone(
+        clock: FakeClock) -> None:
+    """A negative answer whose SOA differs (new serial) replaces the zone's cached SOA, and
+    earlier negative entries of the zone show it (testbound ttl_msg)."""
+    cache = make_cache(clock)
+    first = Question("nx1.example.", RRType.A)
+    cache.store_negative(first, Rcode.NXDOMAIN, soa(ttl=3600, minimum=300))
+    clock.advance(10)
+    newer = parse_record("example. 3600 IN SOA ns.example. host.example. 2 7200 900 1209600 300")
+    cache.store_negative(Question("nx2.example.", RRType.A), Rcode.NXDOMAIN, newer)
+    found = cache.negative(first)
+    assert found is not None and found.soa is not None
+    assert found.soa.rdata_key == newer.rdata_key
+
+
 # --- failures (RFC 9520) ----------------------------------------------------------------
 
 

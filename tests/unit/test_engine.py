@@ -303,6 +303,23 @@ def test_engine_nxdomain_carries_the_soa_with_the_negative_ttl() -> None:
     assert soa.name == "networkutopia.com." and soa.rtype == RRType.SOA and soa.ttl == 300
 
 
+def test_engine_fresh_negative_answer_shows_the_zone_soa_already_cached_counted_down() -> None:
+    """A second name of the zone denied 100 s after the first: its fresh answer shows the
+    SOA the cache keeps from the first (300 - 100 s), not a reset 300, so the answer sent and
+    every later one from the cache count down alike (RFC 2308 §5)."""
+    lab_ = lab()
+    lab_.resolve("nothere.networkutopia.com.")
+    lab_.clock.advance(100)
+    outcome = lab_.resolve("neither.networkutopia.com.")
+    assert outcome.rcode == Rcode.NXDOMAIN
+    (soa,) = outcome.authority
+    (first,) = lab_.resolve("nothere.networkutopia.com.").authority  # from the cache
+    assert soa.ttl == first.ttl <= 200
+    lab_.clock.advance(10)
+    (again,) = lab_.resolve("neither.networkutopia.com.").authority
+    assert again.ttl == soa.ttl - 10
+
+
 def test_engine_nodata_is_noerror_with_soa() -> None:
     """A name without the asked type: NOERROR, empty answer, SOA (RFC 2308 §2.2)."""
     outcome = lab().resolve("www.networkutopia.com.", RRType.MX)
