@@ -508,6 +508,14 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                         bogus_servers.add(answered_by)
                         continue  # RFC 4035 §5.5: another server of the zone may do better
                     return bogus
+            if validate and asked != question and classified.kind is ResponseKind.NXDOMAIN:
+                checked = yield from self._validated(asked, classified, cut.zone, depth)
+                if checked.security is Security.SECURE:
+                    # A proven NXDOMAIN for a part of the name: nothing exists below it
+                    # (RFC 8020 §2, RFC 9156 §2.3; Unbound with harden-below-nxdomain), so
+                    # the full name is not asked. Unproven, it is asked in full below.
+                    admit(self.cache, reply, checked, cut, asked)
+                    return checked
             admit(self.cache, reply, classified, cut, asked)
             if asked != question and classified.kind is not ResponseKind.REFERRAL:
                 step = self._after_minimised(question, asked, classified, reply, qmin, depth)

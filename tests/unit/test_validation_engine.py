@@ -327,6 +327,40 @@ def test_nodata_proven_by_nsec3_is_secure(world: SignedWorld) -> None:
     assert outcome.rcode == Rcode.NOERROR and outcome.security is Security.SECURE
 
 
+def test_proven_nxdomain_for_a_minimised_name_ends_the_walk(world: SignedWorld) -> None:
+    """RFC 8020 §2, RFC 9156 §2.3: a secure NXDOMAIN for nothere.example.test. shows that
+    nothing exists below it; the full name is not asked (Unbound harden-below-nxdomain)."""
+    test_rig = rig(world)
+    outcome = test_rig.resolve("a.b.nothere.example.test.")
+    assert outcome.rcode == Rcode.NXDOMAIN and outcome.security is Security.SECURE
+    asked = [q.name for _, q in test_rig.network.asked]
+    assert "nothere.example.test." in asked and "a.b.nothere.example.test." not in asked
+    again = test_rig.resolve("c.nothere.example.test.")
+    assert again.rcode == Rcode.NXDOMAIN
+    assert "c.nothere.example.test." not in [q.name for _, q in test_rig.network.asked]
+
+
+def test_unproven_nxdomain_for_a_minimised_name_asks_the_full_name(world: SignedWorld) -> None:
+    """Without a proof the minimised NXDOMAIN may come from a server that mishandles empty
+    non-terminals (RFC 9156 §3, relaxed): the full name is asked before SERVFAIL."""
+    test_rig = rig(world)
+
+    def drop_proof(reply: bytes) -> bytes:
+        from dataclasses import replace
+
+        from resolver.dns.wire import encode
+        message = decode(reply)
+        if message.rcode != Rcode.NXDOMAIN:
+            return reply
+        kept = tuple(rr for rr in message.authority if rr.rtype not in (RRType.NSEC,
+                                                                         RRType.RRSIG))
+        return encode(replace(message, authority=kept))
+
+    test_rig.network.rewrite[EXAMPLE_IP] = drop_proof
+    test_rig.resolve("a.b.nothere.example.test.")
+    assert "a.b.nothere.example.test." in [q.name for _, q in test_rig.network.asked]
+
+
 def test_nxdomain_without_its_nsec_is_servfail_with_ede_12(world: SignedWorld) -> None:
     test_rig = rig(world)
 
