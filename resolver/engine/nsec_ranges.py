@@ -1,4 +1,4 @@
-"""Aggressive use of the DNSSEC-validated cache (RFC 8198), for NSEC.
+"""Aggressive use of the DNSSEC-validated cache (RFC 8198), for NSEC and NSEC3.
 
 Every secure negative answer brings NSEC records that prove whole ranges of names empty:
 an NSEC says no name lies between its owner and its next name (RFC 4034 §4.1), and which
@@ -14,6 +14,12 @@ Only ranges proven secure are kept (RFC 8198 §4), with the zone's SOA and its s
 for the shortest TTL of the NSEC, the SOA and its MINIMUM (§5.4). An NSEC at a delegation
 (NS without SOA, the parent's side of a cut) or a DNAME covers nothing below its owner:
 those names belong to another zone, or are redirected.
+
+NSEC3 records (RFC 5155) are kept the same way, in hash order: a name whose hash matches
+one lacks the types it does not list (NODATA); a closest encloser that matches, a next
+closer name and a wildcard that are covered give NXDOMAIN (§8.4). Opt-out spans prove
+nothing about names (§6), and the records chosen are checked by the validator's own
+denial proof before they answer.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from dataclasses import dataclass
 from resolver.dns import names
 from resolver.dns.wire import Rcode, Record, RRType
 from resolver.dnssec.canonical import name_order_key, wildcard_source
-from resolver.dnssec.records import MalformedRdata, Nsec, Rrsig
+from resolver.dnssec.denial import (
+    DEFAULT_NSEC3_ITERATIONS_LIMIT,
+    NSEC3_SHA1,
+    nsec3_hash,
+    prove_nodata,
+    prove_nxdomain,
+)
+from resolver.dnssec.records import MalformedRdata, Nsec, Nsec3, Rrsig
 
 __all__ = ["NsecRanges", "SynthesizedAnswer", "SynthesizedDenial"]
 
@@ -46,6 +59,14 @@ class _Range:
     learned_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Hashed:
+    nsec3: Nsec3
+    records: tuple[Record, ...]  #: the NSEC3 record and its RRSIGs
+    expires_at: float
+    learned_at: float
+
+
 @dataclass(slots=True)
 class _Zone:
     soa: tuple[Record, ...]  #: the SOA and its RRSIGs
@@ -54,6 +75,9 @@ class _Zone:
     ranges: list[_Range]
     #: (wildcard owner, type) -> a secure RRset expanded from it, kept at the wildcard.
     wildcards: dict[tuple[str, int], _Expansion]
+    #: NSEC3 records by owner hash, and the hashes in order (one salt and iteration count).
+    hashed: dict[bytes, _Hashed]
+    hash_order: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +124,16 @@ class NsecRanges:
         with theirs."""
         nsecs = [rr for rr in proof if rr.rtype == RRType.NSEC
                  and names.is_subdomain(rr.name, zone)]
-        if not nsecs or ttl <= 0:
+        nsec3s = [rr for rr in proof if rr.rtype == RRType.NSEC3
+                  and names.is_subdomain(rr.name, zone)]
+        if (not nsecs and not nsec3s) or ttl <= 0:
             return
         soa_sigs = tuple(rr for rr in proof if rr.rtype == RRType.RRSIG and rr.name == zone
                          and _covered(rr) == RRType.SOA)
         kept = self._zone(zone)
         kept.soa, kept.soa_expires_at = (soa, *soa_sigs), now + ttl
         self._keep_ranges(kept, nsecs, proof, now, ttl)
+        self._keep_hashed(kept, nsec3s, proof, now, ttl)
 
     def learn_wildcard(self, zone: str, owner: str, rrset: tuple[Record, ...],
                        rrsigs: tuple[Record, ...], proof: tuple[Record, ...],
@@ -132,14 +159,15 @@ class NsecRanges:
 
     def _bound(self) -> None:
         while len(self._zones) > MAX_ZONES or (len(self._zones) > 1 and sum(
-                len(z.ranges) + len(z.wildcards) for z in self._zones.values())
+                len(z.ranges) + len(z.wildcards) + len(z.hashed)
+                for z in self._zones.values())
                 > MAX_RANGES_TOTAL):
             self._zones.popitem(last=False)
 
     def _zone(self, zone: str) -> _Zone:
         kept = self._zones.get(zone)
         if kept is None:
-            kept = self._zones[zone] = _Zone((), 0.0, [], [], {})
+            kept = self._zones[zone] = _Zone((), 0.0, [], [], {}, {}, [])
         self._zones.move_to_end(zone)
         return kept
 
@@ -167,6 +195,34 @@ class NsecRanges:
             del kept.keys[oldest], kept.ranges[oldest]
         self._bound()
 
+    def _keep_hashed(self, kept: _Zone, nsec3s: list[Record], proof: tuple[Record, ...],
+                     now: float, ttl: int) -> None:
+        for record in nsec3s:
+            try:
+                nsec3 = Nsec3.from_record(record)
+            except MalformedRdata:
+                continue
+            # RFC 9276 §3.2: above the limit a proof is insecure, so it answers nothing.
+            if (nsec3.algorithm != NSEC3_SHA1
+                    or nsec3.iterations > DEFAULT_NSEC3_ITERATIONS_LIMIT):
+                continue
+            first = next(iter(kept.hashed.values()), None)
+            if first is not None and (first.nsec3.salt, first.nsec3.iterations) != (
+                    nsec3.salt, nsec3.iterations):
+                kept.hashed.clear()  # the zone changed its NSEC3 parameters
+                kept.hash_order.clear()
+            sigs = tuple(rr for rr in proof if rr.rtype == RRType.RRSIG
+                         and rr.name == record.name and _covered(rr) == RRType.NSEC3)
+            if nsec3.owner_hash not in kept.hashed:
+                bisect.insort(kept.hash_order, nsec3.owner_hash)
+            kept.hashed[nsec3.owner_hash] = _Hashed(
+                nsec3, (record, *sigs), now + min(ttl, record.ttl), now)
+        while len(kept.hashed) > MAX_RANGES_PER_ZONE:
+            oldest = min(kept.hashed, key=lambda h: kept.hashed[h].expires_at)
+            del kept.hashed[oldest]
+            kept.hash_order.remove(oldest)
+        self._bound()
+
     def forget(self, name: str) -> None:
         """Drop the ranges of zones at or below `name` and of the closest zone holding it,
         whose ranges could prove it absent (`resolver cache flush`)."""
@@ -189,6 +245,8 @@ class NsecRanges:
         zone_name, zone, qkey, match = found
         if zone.soa_expires_at <= now or not zone.soa:
             return None
+        if zone.hashed:
+            return self._hashed_denial(zone_name, zone, qname, qtype, now)
         if match is not None and match.key == qkey:
             types = match.nsec.types
             if qtype in types or RRType.CNAME in types or _parent_side(types, qname,
@@ -282,8 +340,57 @@ class NsecRanges:
             return True
         return key < next_key
 
+    def _hashed_denial(self, zone_name: str, zone: _Zone, qname: str, qtype: int,
+                       now: float) -> SynthesizedDenial | None:
+        """NODATA or NXDOMAIN from cached NSEC3 records (RFC 5155 §8.4-8.6, RFC 8198 §5)."""
+        some = next(iter(zone.hashed.values())).nsec3
+        salt, iterations = some.salt, some.iterations
+
+        def matching(name: str) -> _Hashed | None:
+            found = zone.hashed.get(nsec3_hash(name, salt, iterations))
+            return found if found is not None and found.expires_at > now else None
+
+        def covering(name: str) -> _Hashed | None:
+            digest = nsec3_hash(name, salt, iterations)
+            at = bisect.bisect_left(zone.hash_order, digest)
+            if at < len(zone.hash_order) and zone.hash_order[at] == digest:
+                return None  # the name exists
+            found = zone.hashed[zone.hash_order[at - 1]]  # at 0: the last one wraps
+            owner, after = found.nsec3.owner_hash, found.nsec3.next_hash
+            inside = (owner < digest < after if owner < after
+                      else digest > owner or digest < after)
+            if not inside or found.expires_at <= now or found.nsec3.opt_out:
+                return None  # an opt-out span may hide unsigned delegations (§6)
+            return found
+
+        used: tuple[_Hashed, ...]
+        exact = matching(qname)
+        if exact is not None:
+            types = exact.nsec3.types
+            if qtype in types or RRType.CNAME in types or _parent_side(types, qname,
+                                                                        zone_name, qtype):
+                return None
+            used, rcode = (exact,), Rcode.NOERROR
+        else:
+            encloser = next((name for name in names.ancestors(qname)[1:]
+                             if names.is_subdomain(name, zone_name) and matching(name)), None)
+            if encloser is None:
+                return None
+            held = matching(encloser)
+            next_closer = names.ancestors(qname)[
+                names.label_count(qname) - names.label_count(encloser) - 1]
+            cover = covering(next_closer)
+            wild = covering(names.wildcard_at(encloser))
+            if held is None or cover is None or wild is None:
+                return None
+            used, rcode = (held, cover, wild), Rcode.NXDOMAIN
+        records = [rr for entry in used for rr in entry.records]
+        verdict = (prove_nxdomain(qname, zone_name, records) if rcode == Rcode.NXDOMAIN
+                   else prove_nodata(qname, qtype, zone_name, records))
+        return self._denial(zone, rcode, used, now) if verdict.is_secure else None
+
     @staticmethod
-    def _denial(zone: _Zone, rcode: Rcode, used: tuple[_Range, ...],
+    def _denial(zone: _Zone, rcode: Rcode, used: tuple[_Range | _Hashed, ...],
                 now: float) -> SynthesizedDenial:
         # RFC 8198 §5.4: the answer's negative TTL is the least of the NSEC TTLs, the SOA
         # TTL and its MINIMUM; each NSEC shows its own TTL counted down (as Unbound's do).
