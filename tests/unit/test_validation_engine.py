@@ -870,3 +870,20 @@ def test_a_type_the_cached_wildcard_lacks_is_still_asked(world: SignedWorld) -> 
     before = upstream_queries(test_rig)
     outcome = test_rig.resolve("other.wild.example.test.", RRType.A)
     assert upstream_queries(test_rig) > before and not outcome.answer
+
+
+def test_names_in_cached_nsec3_spans_are_nxdomain_without_asking(world: SignedWorld) -> None:
+    """RFC 8198 with NSEC3 (RFC 5155 §8.4): once one NXDOMAIN of nsec3.test. brought its
+    closest encloser and covering NSEC3 records, other names whose hashes fall in the same
+    spans are answered from the cache, secure; the rest are still asked."""
+    test_rig = rig(world)
+    assert test_rig.resolve("nothere.nsec3.test.").rcode == Rcode.NXDOMAIN
+    saved = 0
+    for i in range(40):
+        before = upstream_queries(test_rig)
+        outcome = test_rig.resolve(f"n{i}.nsec3.test.")
+        assert outcome.rcode == Rcode.NXDOMAIN and outcome.security is Security.SECURE
+        if upstream_queries(test_rig) == before:
+            saved += 1
+            assert {rr.rtype for rr in outcome.denial} >= {RRType.NSEC3}
+    assert 0 < saved < 40
