@@ -91,6 +91,8 @@ class Load:
         self.started = time.monotonic()
         self.serial = 0
         self.answered = 0
+        #: (kind, rcode) -> replies in time: a new name answered SERVFAIL stores no entry.
+        self.rcodes: dict[tuple[str, int], int] = {}
 
     def name(self, kind: str) -> str:
         self.serial += 1
@@ -125,6 +127,8 @@ class Load:
             if time.monotonic() - sent_at > LOST_AFTER_S:
                 continue  # too late: the client gave up on it
             self.answered += 1
+            rcode = (kind, data[3] & 0x0F)
+            self.rcodes[rcode] = self.rcodes.get(rcode, 0) + 1
             stats = self.windows[window]
             stats.answered[kind] = stats.answered.get(kind, 0) + 1
             if kind == "cached":
@@ -133,6 +137,7 @@ class Load:
     def reset(self) -> None:
         self.pending.clear()
         self.windows.clear()
+        self.rcodes.clear()
         self.started = time.monotonic()
         self.answered = 0
 
@@ -340,6 +345,8 @@ async def run(duration: float, rate: float | None, pid: int) -> None:
     errors_before = udp_receive_errors()
     minutes = await soak(load, soak_rate, duration, pid)
     print(table(load, minutes, soak_rate, baseline_mb))
+    print("replies by kind and rcode: " + ", ".join(
+        f"{kind} rcode {code}: {count}" for (kind, code), count in sorted(load.rcodes.items())))
     print(f"UDP receive-buffer errors on this host during the soak: "
           f"{udp_receive_errors() - errors_before}")
 
