@@ -78,6 +78,11 @@ bench-gc: $(STAMP)
 bench-encrypted: $(STAMP)
 	timeout --kill-after=30 240 nice -n 10 $(BIN)/python bench/encrypted_load.py
 
+## bench-hostile: one figure per hostile-server case of issue 20 (docs/reliability.md), about 1 minute
+.PHONY: bench-hostile
+bench-hostile: $(STAMP)
+	timeout 300 $(BIN)/python bench/hostile.py
+
 ## soak: the mixed load of issue 20 at 70% of full speed, a table per minute (DURATION=180 seconds)
 .PHONY: soak
 DURATION ?= 180

@@ -137,7 +137,8 @@ def build(
     install_policy(handler, config.system)
     metrics.add_collector(lambda: core_families(
         queries=handler.queries, rcodes=handler.rcodes, service=service.stats(),
-        answer_cache_hits=answers.hits, answer_cache_entries=len(answers)))
+        answer_cache_hits=answers.hits, answer_cache_entries=len(answers),
+        answer_cache_bytes=answers.size_bytes))
     return App(service=service, handler=handler, state=state)
 
 

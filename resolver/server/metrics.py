@@ -199,6 +199,7 @@ def core_families(
     service: Mapping[str, int],
     answer_cache_hits: int,
     answer_cache_entries: int,
+    answer_cache_bytes: int = 0,
 ) -> list[Family]:
     """The counters the handler, the service and the answer cache keep, as metric families."""
     hits = service.get("cache_hits", 0) + answer_cache_hits
@@ -228,8 +229,15 @@ def core_families(
                 service.get("shared_waits", 0)),
         gauge("resolver_cache_entries", "RRsets and negative answers in the cache.",
               service.get("cache_entries", 0)),
+        gauge("resolver_cache_bytes",
+              "Bytes the record cache's entries are charged against --cache-size "
+              "(engine/entry_size.py); 0 when bounded in entries.",
+              service.get("cache_bytes", 0)),
         gauge("resolver_answer_cache_entries", "Whole replies in the answer cache.",
               answer_cache_entries),
+        gauge("resolver_answer_cache_bytes",
+              "Bytes the answer cache's entries are charged against its share of "
+              "--cache-size.", answer_cache_bytes),
         gauge("resolver_in_flight_resolutions", "Resolutions under way.",
               service.get("in_flight", 0)),
     ]

@@ -120,6 +120,7 @@ class ResolverService:
         """Counters for the operator (`{"cmd": "stats"}` on the control channel)."""
         return {
             "cache_entries": len(self.state.cache),
+            "cache_bytes": self.state.cache.size_bytes or 0,
             "cache_max_entries": self.state.cache.settings.max_entries,
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,

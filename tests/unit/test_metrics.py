@@ -89,6 +89,19 @@ def test_metrics_collectors_add_families_and_a_broken_one_is_skipped() -> None:
     assert samples[("resolver_cache_entries", ())] == 9
 
 
+def test_metrics_cache_bytes_gauges_show_what_each_cache_is_charged() -> None:
+    """The record cache's and the answer cache's charged bytes are gauges of their own, so
+    a soak can compare them with the process's memory (docs/reliability.md, "The soak")."""
+    metrics = Metrics()
+    metrics.add_collector(lambda: core_families(
+        queries=0, rcodes={}, service={"cache_entries": 3, "cache_bytes": 123_456},
+        answer_cache_hits=0, answer_cache_entries=2, answer_cache_bytes=7_890))
+    samples = {(s.name, s.labels): s.value for s in parse_exposition(metrics.render())}
+    assert samples[("resolver_cache_bytes", ())] == 123_456
+    assert samples[("resolver_answer_cache_bytes", ())] == 7_890
+    assert samples[("resolver_cache_entries", ())] == 3
+
+
 def test_metrics_extra_counter_is_exposed() -> None:
     """A feature may register its own counter with the registry."""
     metrics = Metrics()
