@@ -58,6 +58,10 @@ class Limits:
     #: Distinct resolutions under way at once (Unbound num-queries-per-thread 1024);
     #: beyond it new questions get SERVFAIL at once, cached answers still flow.
     max_concurrent_resolutions: int = 1024
+    #: With the cap reached, a new question replaces the oldest resolution if that one has
+    #: run this long (Unbound jostle-timeout 200 ms: about one round trip), so slow or
+    #: black-holed zones cannot hold every slot; otherwise the new one gets SERVFAIL.
+    jostle_timeout_s: float = 0.2
     #: What a client waits at most: then it gets SERVFAIL (EDE 22), below glibc's 5 s stub
     #: timeout so the stub sees it. The resolution itself may go on, for the cache.
     total_budget_s: float = 4.0

@@ -67,6 +67,11 @@ class ResolverService:
         self.wall_clock = wall_clock
         self.rng = rng
         self._in_flight: dict[Question, asyncio.Future[Outcome]] = {}
+        #: When each resolution under way started (insertion order: oldest first).
+        self._started: dict[Question, float] = {}
+        #: Resolutions cancelled to make room for a newer question (jostle-timeout).
+        self._jostled: set[Question] = set()
+        self.jostled = 0
         self.resolutions = 0
         self.shared_waits = 0
         #: Resolutions refused because max_concurrent_resolutions were under way.
@@ -130,6 +135,8 @@ class ResolverService:
             "shared_waits": self.shared_waits,
             "upstream_queries": self.upstream_queries,
             "in_flight": len(self._in_flight),
+            "overloaded": self.overloaded,
+            "jostled": self.jostled,
             "background": len(self._background) + len(self._deferred),
         }
 
@@ -191,6 +198,8 @@ class ResolverService:
             return pending
         loop = asyncio.get_running_loop()
         if len(self._in_flight) >= self.settings.limits.max_concurrent_resolutions:
+            self._jostle_oldest()
+        if len(self._in_flight) >= self.settings.limits.max_concurrent_resolutions:
             # Overload (Unbound num-queries-per-thread): refuse new work quickly rather
             # than queue without bound; cached answers never get here.
             self.overloaded += 1
@@ -200,19 +209,47 @@ class ResolverService:
             return busy
         task = loop.create_task(self._run_registered(question))
         self._in_flight[question] = task
+        self._started[question] = self.clock()
         return task
 
+    def _jostle_oldest(self) -> None:
+        """Cancel the oldest resolution if it has run longer than jostle-timeout (Unbound's
+        rule against slow queries holding every slot); its waiters get SERVFAIL."""
+        oldest = next((q for q in self._started if q not in self._jostled), None)
+        if oldest is None:
+            return
+        if self.clock() - self._started[oldest] < self.settings.limits.jostle_timeout_s:
+            return
+        task = self._in_flight.get(oldest)
+        if task is None or task.done():
+            return
+        self._jostled.add(oldest)
+        self.jostled += 1
+        task.cancel()
+        # Its slot is free now: the cancellation lands at the task's next step.
+        del self._in_flight[oldest]
+
     async def _run_registered(self, question: Question) -> Outcome:
+        started = self.clock()
         try:
             outcome = await self._run(question, None)
             if outcome.rcode != Rcode.SERVFAIL:  # what it found supersedes the expired data
                 self.state.cache.forget_stale(question)
             return outcome
+        except asyncio.CancelledError:
+            if question not in self._jostled:
+                raise  # shutting down
+            return Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.OVERLOADED, reason=(
+                f"resolver busy: replaced by a newer question after "
+                f"{self.clock() - started:.1f} s (jostle-timeout)"))
         except Exception as exc:  # never leave waiters hanging
             log.exception("internal error resolving %s", question)
             return Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.INTERNAL_ERROR,
                            reason=f"internal error: {exc!r}")
         finally:
+            self._jostled.discard(question)
+            if self._started.get(question) == started:
+                del self._started[question]
             if self._in_flight.get(question) is asyncio.current_task():
                 del self._in_flight[question]
 

@@ -54,11 +54,30 @@ def start_redis(
     certificates: CertificateFiles | None = None,
 ) -> RunningRedis:
     """Start redis-server on `ip` (a free port unless `port` is given: a restart after
-    `kill_redis`) and wait until it accepts connections."""
+    `kill_redis`) and wait until it accepts connections. A free port another process takes
+    before redis binds it is replaced by another one, up to three times."""
+    if port is not None:
+        return _start_redis(directory, ip=ip, port=port, password=password,
+                            certificates=certificates)
+    for _ in range(2):
+        try:
+            return _start_redis(directory, ip=ip, port=free_port(ip), password=password,
+                                certificates=certificates)
+        except PortTaken:
+            continue
+    return _start_redis(directory, ip=ip, port=free_port(ip), password=password,
+                        certificates=certificates)
+
+
+class PortTaken(RuntimeError):
+    """redis-server could not bind the port it was given."""
+
+
+def _start_redis(directory: Path, *, ip: str, port: int, password: str | None,
+                 certificates: CertificateFiles | None) -> RunningRedis:
     server = require_tool("redis-server")
     timeout = require_tool("timeout")
     directory.mkdir(parents=True, exist_ok=True)
-    port = port if port is not None else free_port(ip)
     args = [server, "--bind", ip, "--save", "", "--appendonly", "no", "--dir", str(directory),
             "--daemonize", "no", "--databases", "4", "--loglevel", "notice"]
     if certificates is None:
@@ -80,8 +99,9 @@ def start_redis(
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {process.returncode}: "
-                               f"{running.log_text()}")
+            text = running.log_text()
+            kind = PortTaken if "Address already in use" in text else RuntimeError
+            raise kind(f"redis-server exited with {process.returncode}: {text}")
         try:
             with socket.create_connection((ip, port), timeout=0.5):
                 if "Ready to accept connections" in running.log_text():

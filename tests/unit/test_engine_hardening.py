@@ -8,6 +8,8 @@ import pytest
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, RRType
+from resolver.engine.events import Outcome
+from resolver.engine.failure import FailureKind
 from resolver.engine.network import TransportProblem, UpstreamError
 from resolver.engine.settings import EngineSettings
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
@@ -114,6 +116,52 @@ def test_service_refuses_new_resolutions_beyond_the_concurrency_cap() -> None:
     rcodes = asyncio.run(three_at_once())
     assert rcodes == [Rcode.NOERROR, Rcode.NOERROR, Rcode.SERVFAIL]
     assert service.overloaded == 1
+
+
+class _HangingNetwork:
+    """The lab, except that questions for `hanging` names never get an answer."""
+
+    def __init__(self, lab: LabNetwork, hanging: set[str]) -> None:
+        self.lab, self.hanging = lab, hanging
+        self.release = asyncio.Event()
+
+    async def exchange(self, query: bytes, server, transport, timeout_s):  # type: ignore[no-untyped-def]
+        from resolver.dns.wire import decode
+        asked = decode(query).question
+        if asked is not None and any(asked.name.endswith(n) for n in self.hanging):
+            await self.release.wait()
+        return await self.lab.exchange(query, server, transport, timeout_s)
+
+
+def test_a_new_question_replaces_a_resolution_older_than_jostle_timeout() -> None:
+    """Unbound's jostle-timeout: with every slot held by slow resolutions, a new question
+    replaces the oldest one that has run longer than 200 ms, which gets SERVFAIL; a younger
+    one is never replaced (the new question gets SERVFAIL instead)."""
+    from resolver.engine.settings import Limits
+
+    clock = FakeClock()
+    lab = LabNetwork(clock)
+    network = _HangingNetwork(lab, {"crepes.fr.", "cnn.com."})
+    settings = EngineSettings(limits=Limits(max_concurrent_resolutions=2))
+    service = lab_service(clock, network, settings=settings)  # type: ignore[arg-type]
+
+    async def run() -> tuple[Outcome, Outcome, Outcome, Outcome]:
+        slow = asyncio.create_task(service.resolve(Question("www.crepes.fr.", RRType.A)))
+        other = asyncio.create_task(service.resolve(Question("www.cnn.com.", RRType.A)))
+        for _ in range(20):
+            await asyncio.sleep(0)  # both under way, waiting on their servers
+        too_soon = await service.resolve(Question("www.networkutopia.com.", RRType.A))
+        clock.advance(0.3)
+        newer = await service.resolve(Question("www.networkutopia.com.", RRType.A))
+        network.release.set()
+        return await slow, too_soon, newer, await other
+
+    slow, too_soon, newer, other = asyncio.run(run())
+    assert too_soon.rcode == Rcode.SERVFAIL and too_soon.failure is FailureKind.OVERLOADED
+    assert newer.rcode == Rcode.NOERROR
+    assert slow.rcode == Rcode.SERVFAIL and slow.failure is FailureKind.OVERLOADED
+    assert other.rcode == Rcode.NOERROR
+    assert service.jostled == 1
 
 
 def test_handler_drops_a_clients_queries_beyond_the_wait_limit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
