@@ -67,6 +67,20 @@ class App:
     state: SharedState
 
 
+def _raise_descriptor_limit(wanted: int) -> None:
+    """Raise the soft limit on open files toward `wanted`, within the hard limit, as
+    Unbound does for its outgoing-range: upstream sockets may use half of it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit to %d: %s", target, exc)
+
+
 def build(
     config: ServeConfig,
     *,
@@ -88,8 +102,9 @@ def build(
             config.forwarding, default_port=config.engine.upstream_port
         )
     if network is None:
-        from resolver.upstream.exchange import AsyncioNetwork
+        from resolver.upstream.exchange import MAX_OUTSTANDING, AsyncioNetwork
 
+        _raise_descriptor_limit(2 * MAX_OUTSTANDING + 1024)
         network = AsyncioNetwork(tls_ca_file=config.forwarding.tls_ca_file)
     loop_guard = None
     if configured_zones:  # upstreams with their own port or TLS name; loop and RA checks

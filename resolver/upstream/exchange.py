@@ -117,6 +117,12 @@ class ReplyMatcher:
         )
 
 
+#: Upstream exchanges holding a socket at once (Unbound outgoing-range, 4096 in its
+#: libevent builds): black-holed zones hold theirs for a whole timeout, and the names of
+#: healthy zones must still find one. Half the file descriptor limit bounds it as well.
+MAX_OUTSTANDING = 4096
+
+
 class AsyncioNetwork:
     """The production `Network`: real UDP and TCP exchanges on the running event loop.
 
@@ -126,7 +132,8 @@ class AsyncioNetwork:
     `resolver.upstream.https.DohClient`.
     """
 
-    def __init__(self, max_outstanding: int = 512, *, tls_ca_file: str | None = None) -> None:
+    def __init__(self, max_outstanding: int = MAX_OUTSTANDING, *,
+                 tls_ca_file: str | None = None) -> None:
         if max_outstanding < 1:
             raise ValueError("max_outstanding must be at least 1")
         self._slots = _SocketSlots(max_outstanding)
