@@ -372,16 +372,18 @@ class NsecRanges:
                 return None
             used, rcode = (exact,), Rcode.NOERROR
         else:
-            encloser = next((name for name in names.ancestors(qname)[1:]
-                             if names.is_subdomain(name, zone_name) and matching(name)), None)
-            if encloser is None:
-                return None
-            held = matching(encloser)
-            next_closer = names.ancestors(qname)[
-                names.label_count(qname) - names.label_count(encloser) - 1]
-            cover = covering(next_closer)
-            wild = covering(names.wildcard_at(encloser))
-            if held is None or cover is None or wild is None:
+            # RFC 5155 §8.3: the closest encloser matches; the name one label below it
+            # towards `qname` (the next closer) and the wildcard at it are covered.
+            above = names.ancestors(qname)
+            at, held = 0, None
+            while held is None:
+                at += 1
+                if at >= len(above) or not names.is_subdomain(above[at], zone_name):
+                    return None
+                held = matching(above[at])
+            cover = covering(above[at - 1])
+            wild = covering(names.wildcard_at(above[at]))
+            if cover is None or wild is None:
                 return None
             used, rcode = (held, cover, wild), Rcode.NXDOMAIN
         records = [rr for entry in used for rr in entry.records]

@@ -190,17 +190,25 @@ def _denial_of_ds(parent: ZoneTrust, zone: str, denial: Sequence[Record], now: i
 
 
 def _shows_delegation(zone: str, proof: Sequence[Record]) -> bool:
+    found = _ns_bit_at(zone, proof)
+    # No record at the name: an opt-out span (RFC 5155 §6), judged by the proof.
+    return True if found is None else found
+
+
+def _ns_bit_at(name: str, proof: Sequence[Record]) -> bool | None:
+    """Whether the NSEC or NSEC3 record at `name` among `proof` lists NS; None when no
+    record of `proof` is at the name."""
     for record in proof:
         try:
-            if record.rtype == RRType.NSEC and record.name == zone:
+            if record.rtype == RRType.NSEC and record.name == name:
                 return RRType.NS in Nsec.from_record(record).types
             if record.rtype == RRType.NSEC3:
                 parsed = Nsec3.from_record(record)
-                if nsec3_hash(zone, parsed.salt, parsed.iterations) == parsed.owner_hash:
+                if nsec3_hash(name, parsed.salt, parsed.iterations) == parsed.owner_hash:
                     return RRType.NS in parsed.types
         except MalformedRdata:
             continue
-    return True  # no record at the name: an opt-out span (RFC 5155 §6), judged by the proof
+    return None
 
 
 def verified_proof(denial: Sequence[Record], trust: ZoneTrust, now: int,
@@ -346,19 +354,17 @@ def denial_marks_cut(name: str, denial: Sequence[Record]) -> bool:
     name, an opt-out NSEC3 whose span may hide an unsigned delegation (RFC 5155 §6). An
     NSEC that only covers the name (an empty non-terminal) marks no cut. This only picks
     the candidate: its trust is proven afterwards like any zone's."""
-    opt_out = False
-    for record in denial:
-        try:
-            if record.rtype == RRType.NSEC and record.name == name:
-                return RRType.NS in Nsec.from_record(record).types
-            if record.rtype == RRType.NSEC3:
-                parsed = Nsec3.from_record(record)
-                if nsec3_hash(name, parsed.salt, parsed.iterations) == parsed.owner_hash:
-                    return RRType.NS in parsed.types
-                opt_out = opt_out or parsed.opt_out
-        except MalformedRdata:
-            continue
-    return opt_out
+    found = _ns_bit_at(name, denial)
+    if found is not None:
+        return found
+    return any(_is_opt_out(record) for record in denial if record.rtype == RRType.NSEC3)
+
+
+def _is_opt_out(record: Record) -> bool:
+    try:
+        return Nsec3.from_record(record).opt_out
+    except MalformedRdata:
+        return False
 
 
 def _proven(denial: Sequence[Record], trust: ZoneTrust, now: int,

@@ -7,10 +7,11 @@ the signer wrote (a record changed after signing, RRSIGs removed, a DS for anoth
 by signing with a validity window in the past or the future (three days out: Unbound
 allows a clock skew of a tenth of the validity period, at most one day, `val-sig-skew-max`,
 and would still call a signature valid from tomorrow secure). All addresses and ports are
-the loopback ones given (127.77.23.1 for NSD, 127.23.0.1/.2 for the two resolvers; ports
-23000-23999). Unbound sends queries learned from referrals to port 53, so each zone gets a
-stub zone naming NSD with its port (Unbound still iterates and validates; DS queries go to
-the parent's stub). Each process runs under `timeout`, so it stops by itself.
+the loopback ones given (127.77.23.1 for NSD, 127.23.0.1/.2 for the two resolvers; free
+ports, as tests/support/unbound.py picks them). Unbound sends queries learned from
+referrals to port 53, so each zone gets a stub zone naming NSD with its port (Unbound
+still iterates and validates; DS queries go to the parent's stub). Each process runs
+under `timeout`, so it stops by itself.
 
 `CASES` is the table the integration test and `bench/dnssec_world.py` walk: for each case
 the question, the outcome RFC 4035 / RFC 6840 / RFC 8914 / RFC 9276 call for, and for the
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import random
 import re
 import socket
 import subprocess
@@ -34,13 +34,14 @@ from pathlib import Path
 
 from resolver.dnssec.keys import Dnskey, ds_digest
 from tests.conftest import require_tool
+from tests.support.nsd import start_nsd
 from tests.support.processes import stop_process
 from tests.support.signed_zones import SignedZone, sign_zone
+from tests.support.unbound import free_port
 
 NSD_IP = "127.77.23.1"
 RESOLVER_IP = "127.23.0.1"
 UNBOUND_IP = "127.23.0.2"
-PORTS = range(23000, 24000)
 #: Longest a server started here may live (seconds), whatever happens to the test run.
 LIFETIME_S = 600
 #: The signer every zone of this world is signed with.
@@ -292,36 +293,6 @@ def build_zones(base: Path) -> tuple[dict[str, Path], str]:
     return files, root.ds_text
 
 
-def free_port(ip: str) -> int:
-    """A port of 23000-23999 free for both UDP and TCP on `ip` right now."""
-    candidates = list(PORTS)
-    random.shuffle(candidates)
-    for port in candidates[:200]:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            try:
-                udp.bind((ip, port))
-                tcp.bind((ip, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port on {ip}")
-
-
-def _nsd_config(directory: Path, port: int, files: dict[str, Path]) -> Path:
-    lines = ["server:", f"  ip-address: {NSD_IP}@{port}", f"  port: {port}",
-             f'  pidfile: "{directory / "nsd.pid"}"', f'  zonesdir: "{directory}"',
-             f'  logfile: "{directory / "nsd.log"}"', f'  xfrdfile: "{directory / "xfrd.state"}"',
-             f'  zonelistfile: "{directory / "zone.list"}"', '  database: ""', '  username: ""',
-             '  chroot: ""', "  server-count: 1", "  verbosity: 1", "  reuseport: no",
-             "remote-control:", "  control-enable: no"]
-    for name, path in files.items():
-        lines += ["zone:", f'  name: "{name}"', f'  zonefile: "{path}"']
-    config = directory / "nsd.conf"
-    config.write_text("\n".join(lines) + "\n")
-    return config
-
-
 def _unbound_config(directory: Path, port: int, nsd_port: int, anchor: Path,
                     zones: list[str]) -> Path:
     """Unbound's root comes from the stub zone for "." (a root-hints file would name port
@@ -373,7 +344,6 @@ def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
 def running_world(base: Path) -> Iterator[World]:
     """Sign the world into `base`, start NSD, Unbound and `resolver serve`; stop all three
     (by pid) on the way out."""
-    nsd = require_tool("nsd")
     unbound = require_tool("unbound")
     require_tool("dig")
     files, root_ds = build_zones(base)
@@ -383,10 +353,10 @@ def running_world(base: Path) -> Iterator[World]:
     anchor.write_text(root_ds)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        nsd_port = free_port(NSD_IP)
-        processes.append(_start([nsd, "-d", "-c", str(_nsd_config(base, nsd_port, files))],
-                                base / "nsd.out"))
-        _wait_for_dns(NSD_IP, nsd_port, processes[-1], base / "nsd.log")
+        served = start_nsd(base / "nsd", {name: path.read_text()
+                                          for name, path in files.items()}, ip=NSD_IP)
+        processes.append(served.process)
+        nsd_port = served.port
         unbound_port = free_port(UNBOUND_IP)
         config = _unbound_config(base, unbound_port, nsd_port, anchor, list(files))
         processes.append(_start([unbound, "-d", "-c", str(config)], base / "unbound.log"))
