@@ -66,16 +66,21 @@ _TTL_MAX = 2**31 - 1
 
 
 def _cache_options(f: F) -> F:
-    """Serve-stale (RFC 8767, BIND's option names), prefetch and the control socket."""
+    """Serve-stale (RFC 8767; BIND's option names, Unbound's as the second names),
+    prefetch and the control socket."""
     options = [
-        click.option("--stale-answer-enable", is_flag=True,
+        click.option("--stale-answer-enable", "--serve-expired", "stale_answer_enable",
+                     is_flag=True,
                      help="Serve expired data when resolution fails or is slow (RFC 8767)."),
-        click.option("--stale-answer-ttl", type=click.IntRange(1, 86_400), default=30,
-                     show_default=True, metavar="SECONDS", help="TTL of stale records in replies."),
-        click.option("--max-stale-ttl", type=click.IntRange(1, 7 * 86_400), default=86_400,
-                     show_default=True, metavar="SECONDS",
-                     help="How long past expiry data is kept for serve-stale."),
-        click.option("--stale-answer-client-timeout", type=click.IntRange(0, 60_000),
+        click.option("--stale-answer-ttl", "--serve-expired-reply-ttl", "stale_answer_ttl",
+                     type=click.IntRange(1, 86_400), default=30, show_default=True,
+                     metavar="SECONDS",
+                     help="TTL of expired records in stale replies (live ones keep theirs)."),
+        click.option("--max-stale-ttl", "--serve-expired-ttl", "max_stale_ttl",
+                     type=click.IntRange(1, 7 * 86_400), default=86_400, show_default=True,
+                     metavar="SECONDS", help="How long past expiry data is kept for serve-stale."),
+        click.option("--stale-answer-client-timeout", "--serve-expired-client-timeout",
+                     "stale_answer_client_timeout", type=click.IntRange(0, 60_000),
                      default=1_800, show_default=True, metavar="MS",
                      help="Serve stale data when no answer came within this time; 0 = at "
                           "once, refreshing in the background."),

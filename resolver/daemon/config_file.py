@@ -4,8 +4,10 @@ Rules:
 - One flat TOML table. Each key is a `resolver serve` option: the long option name without
   its dashes (`cache-size`, `ip-ratelimit`, `access-control`), except where Unbound names
   the same thing differently and its name is used instead: `interface` for --listen and
-  `username` for --user. `OPTIONS` is the one list; `resolver serve --config FILE` uses it,
-  and options given on the command line override the file.
+  `username` for --user. Serve-stale takes BIND's names and Unbound's (`serve-expired-*`);
+  a file that sets one setting under both names is an error. `OPTIONS` is the one list;
+  `resolver serve --config FILE` uses it, and options given on the command line override
+  the file.
 - Everything is checked before the resolver starts, and every problem is reported, one line
   each, naming the file, the key and what is wrong: unknown keys (with the nearest known
   name), wrong types, bad addresses, bad records.
@@ -190,6 +192,13 @@ OPTIONS: dict[str, FileOption] = {
         FileOption(key="max-stale-ttl", param="max_stale_ttl", check=integer(1, 7 * 86_400)),
         FileOption(key="stale-answer-client-timeout", param="stale_answer_client_timeout",
                    check=integer(0, 60_000)),
+        # Unbound's names for the same four settings (serve-expired-*).
+        FileOption(key="serve-expired", param="stale_answer_enable", check=boolean),
+        FileOption(key="serve-expired-reply-ttl", param="stale_answer_ttl",
+                   check=integer(1, 86_400)),
+        FileOption(key="serve-expired-ttl", param="max_stale_ttl", check=integer(1, 7 * 86_400)),
+        FileOption(key="serve-expired-client-timeout", param="stale_answer_client_timeout",
+                   check=integer(0, 60_000)),
         FileOption(key="prefetch", param="prefetch", check=boolean),
         FileOption(key="rrset-roundrobin", param="rrset_roundrobin", check=boolean),
         FileOption(key="ns-addresses-in-answer", param="ns_addresses_in_answer", check=boolean),
@@ -302,11 +311,17 @@ def checked_keys(
     """{param: value} of the good keys, and one line per bad one."""
     values: dict[str, Any] = {}
     errors: list[str] = []
+    set_by: dict[str, str] = {}
     for key, value in data.items():
         option = OPTIONS.get(key)
         if option is None:
             errors.append(f"{source}: unknown key {key!r}{_suggestion(key)}")
             continue
+        if option.param in set_by:
+            errors.append(f"{source}: {set_by[option.param]!r} and {key!r} are two names of "
+                          "one setting: keep one")
+            continue
+        set_by[option.param] = key
         try:
             checked = option.check(value)
         except ValueError as exc:

@@ -215,16 +215,23 @@ def lowered_reply(stored: StoredReply, question: bytes, now: float) -> bytes | N
     return bytes(buffer)
 
 
-def stale_reply(stored: StoredReply, question: bytes, stale_ttl_s: int) -> bytes | None:
-    """The expired `stored` reply with every TTL set to `stale_ttl_s` (RFC 8767 §4), or None
-    when it is not a usable reply to `question`."""
+def stale_reply(stored: StoredReply, question: bytes, now: float,
+                stale_ttl_s: int) -> bytes | None:
+    """The expired `stored` reply as served stale at wall-clock `now` (RFC 8767 §4), or None
+    when it is not a usable reply to `question`.
+
+    As Unbound applies serve-expired-reply-ttl: each record whose own TTL has run out shows
+    `stale_ttl_s`; a record of the same reply still live (a CNAME longer-lived than its
+    target) keeps its counted-down TTL.
+    """
     if freshness(stored, question, stored.stored_at) is Freshness.UNUSABLE:
         return None
     walked = _walk(stored.reply)
     assert walked is not None
+    age = max(0, int(now - stored.stored_at))
     buffer = bytearray(stored.reply)
     for offset, ttl in walked[0]:
-        _U32.pack_into(buffer, offset, min(ttl, stale_ttl_s))
+        _U32.pack_into(buffer, offset, ttl - age if ttl - age >= 1 else stale_ttl_s)
     return bytes(buffer)
 
 

@@ -250,7 +250,7 @@ class CacheDbTier:
         if await self._claim(key):
             return ReadResult.EXPIRED, None  # ours to resolve; the write-behind replaces it
         if self.stale_window_s > 0:
-            stale = stale_reply(stored, question, self._stale_ttl_s)
+            stale = stale_reply(stored, question, self._wall_clock(), self._stale_ttl_s)
             if stale is not None:
                 return ReadResult.STALE, SharedReply(stale, stale=True)
         for _ in range(math.ceil(self.settings.refresh_wait_ms / 1000 / _REFRESH_POLL_S)):

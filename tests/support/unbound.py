@@ -17,7 +17,7 @@ import random
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,24 +102,30 @@ def free_port(ip: str) -> int:
     raise RuntimeError(f"no free port on {ip}")
 
 
+def lab_stub_zones(lab_hints: Path, lab_port: int) -> dict[str, list[str]]:
+    """One stub zone per lab zone, root included, naming its servers on the lab's port."""
+    stubs: dict[str, list[str]] = {
+        ".": [f"{a}@{lab_port}" for ns in load_root_hints(lab_hints).servers for a in ns.addresses]
+    }
+    for server in SERVERS:
+        for zone in server.zones:
+            if zone != ".":
+                stubs.setdefault(zone, []).append(f"{server.address}@{lab_port}")
+    return stubs
+
+
 def unbound_config(
     directory: Path,
     *,
     ip: str,
     port: int,
-    lab_hints: Path,
-    lab_port: int,
+    stub_zones: Mapping[str, Sequence[str]],
     certificates: CertificateFiles | None = None,
     tls_port: int | None = None,
     server_lines: Sequence[str] = (),
 ) -> str:
-    """The text of an unbound.conf for a test instance (see the module docstring)."""
-    roots = [a for ns in load_root_hints(lab_hints).servers for a in ns.addresses]
-    zone_servers: dict[str, list[str]] = {}
-    for server in SERVERS:
-        for zone in server.zones:
-            if zone != ".":
-                zone_servers.setdefault(zone, []).append(server.address)
+    """The text of an unbound.conf for a test instance (see the module docstring):
+    `stub_zones` maps each zone to its servers, `ADDRESS@PORT`."""
     lines = [
         "server:",
         "    verbosity: 1",
@@ -152,11 +158,9 @@ def unbound_config(
         ]
     lines += [f"    {line}" for line in server_lines]
     lines += ["remote-control:", "    control-enable: no"]
-    lines += ["stub-zone:", '    name: "."']
-    lines += [f"    stub-addr: {address}@{lab_port}" for address in roots]
-    for zone, addresses in sorted(zone_servers.items()):
+    for zone, addresses in sorted(stub_zones.items()):
         lines += ["stub-zone:", f'    name: "{zone}"']
-        lines += [f"    stub-addr: {address}@{lab_port}" for address in addresses]
+        lines += [f"    stub-addr: {address}" for address in addresses]
     return "\n".join(lines) + "\n"
 
 
@@ -164,13 +168,19 @@ def start_unbound(
     directory: Path,
     *,
     ip: str,
-    lab_hints: Path,
-    lab_port: int,
+    lab_hints: Path | None = None,
+    lab_port: int | None = None,
+    stub_zones: Mapping[str, Sequence[str]] | None = None,
     certificates: CertificateFiles | None = None,
     server_lines: Sequence[str] = (),
 ) -> RunningUnbound:
     """Start Unbound on `ip` (a free port; with `certificates`, also DNS over TLS) and wait
-    until it accepts connections."""
+    until it accepts connections. It iterates the lab (`lab_hints`, `lab_port`) or the
+    servers named in `stub_zones`."""
+    if stub_zones is None:
+        if lab_hints is None or lab_port is None:
+            raise ValueError("start_unbound needs the lab's hints and port, or stub zones")
+        stub_zones = lab_stub_zones(lab_hints, lab_port)
     unbound = require_tool("unbound")
     timeout = require_tool("timeout")
     directory.mkdir(parents=True, exist_ok=True)
@@ -178,8 +188,8 @@ def start_unbound(
     tls_port = free_port(ip) if certificates is not None else None
     config_file = directory / "unbound.conf"
     config_file.write_text(unbound_config(
-        directory, ip=ip, port=port, lab_hints=lab_hints, lab_port=lab_port,
-        certificates=certificates, tls_port=tls_port, server_lines=server_lines,
+        directory, ip=ip, port=port, stub_zones=stub_zones, certificates=certificates,
+        tls_port=tls_port, server_lines=server_lines,
     ))
     checkconf = Path(unbound).with_name("unbound-checkconf")
     if checkconf.exists():

@@ -32,6 +32,7 @@ from resolver.service.cachedb import (
     memory_knows,
     refusal_to_share,
     reply_for_client,
+    stale_reply,
 )
 
 NAME = "www.example.com."
@@ -124,6 +125,21 @@ def test_reader_clock_behind_the_writer_counts_no_age() -> None:
     assert stored is not None
     lowered = lowered_reply(stored, QUESTION, STORED_AT - 100)
     assert lowered is not None and shown_ttls(lowered) == [300]
+
+
+def test_stale_reply_gives_expired_records_the_reply_ttl_and_live_ones_their_own() -> None:
+    """Unbound's serve-expired-reply-ttl: per record, not per reply (RFC 8767 §4)."""
+    stored = decode_stored(encode_stored(reply(ttls=(600, 60)), STORED_AT))
+    assert stored is not None
+    stale = stale_reply(stored, QUESTION, STORED_AT + 100.5, 30)
+    assert stale is not None and shown_ttls(stale) == [500, 30]
+
+
+def test_stale_reply_ttl_is_given_even_above_the_records_original_ttl() -> None:
+    stored = decode_stored(encode_stored(reply(ttls=(5,)), STORED_AT))
+    assert stored is not None
+    stale = stale_reply(stored, QUESTION, STORED_AT + 50, 30)
+    assert stale is not None and shown_ttls(stale) == [30]
 
 
 def test_reply_to_another_question_is_not_served() -> None:

@@ -174,6 +174,26 @@ def test_config_file_ttl_clamps_are_keys_and_options(tmp_path: Path) -> None:
     assert errors_of(tmp_path, "cache-max-ttl = 0\n")
 
 
+def test_config_file_takes_unbounds_serve_expired_names_for_serve_stale(tmp_path: Path) -> None:
+    """serve-expired, serve-expired-reply-ttl, serve-expired-ttl and
+    serve-expired-client-timeout (Unbound's names) set the serve-stale settings, in the file
+    and on the command line."""
+    path = write(tmp_path, "serve-expired = true\nserve-expired-reply-ttl = 7\n"
+                           "serve-expired-ttl = 3600\nserve-expired-client-timeout = 0\n")
+    cache = serve_config(["--config", str(path)]).cache
+    assert cache.stale_answer_enable is True
+    assert (cache.stale_answer_ttl_s, cache.max_stale_ttl_s) == (7, 3600)
+    assert cache.stale_answer_client_timeout_ms == 0
+    cache = serve_config(["--serve-expired", "--serve-expired-reply-ttl", "9"]).cache
+    assert (cache.stale_answer_enable, cache.stale_answer_ttl_s) == (True, 9)
+
+
+def test_config_file_one_setting_under_two_names_is_an_error(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, "stale-answer-ttl = 30\nserve-expired-reply-ttl = 7\n")
+    assert errors == [f"{tmp_path / 'resolver.toml'}: 'stale-answer-ttl' and "
+                      "'serve-expired-reply-ttl' are two names of one setting: keep one"]
+
+
 def test_config_file_without_file_uses_command_line_and_defaults() -> None:
     """No --config: the system settings come from the options and their defaults."""
     config = serve_config(["--access-control", "192.0.2.0/24 deny", "--ip-ratelimit", "9",
