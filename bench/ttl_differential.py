@@ -230,7 +230,7 @@ def compare(ours: dict[tuple[str, str], list[Answer]],
     each RRset's TTL difference, ours minus Unbound's, in seconds, capped at ±99)."""
     counts: Counter[str] = Counter({"rcode differs": 0, "timeouts (either)": 0})
     examples: list[str] = []
-    lower: list[str] = []
+    lower: list[tuple[int, str]] = []
     for question, mine in ours.items():
         for n, (a, b) in enumerate(zip(mine, theirs[question], strict=True)):
             counts["answers"] += 1
@@ -260,13 +260,14 @@ def compare(ours: dict[tuple[str, str], list[Answer]],
                                     f"ours {a.ttls[worst]}, Unbound {b.ttls[worst]}")
             elif any(d < -allowance for d in diffs):
                 counts["TTL lower in ours"] += 1
-                if len(lower) < 12:
-                    worst = min(shared, key=lambda k: a.ttls[k] - b.ttls[k])
-                    lower.append(f"{question[0]} {question[1]} round {n + 1}: {worst} "
-                                 f"ours {a.ttls[worst]}, Unbound {b.ttls[worst]}")
+                worst = min(shared, key=lambda k: a.ttls[k] - b.ttls[k])
+                lower.append((a.ttls[worst] - b.ttls[worst],
+                              f"{question[0]} {question[1]} round {n + 1}: {worst} "
+                              f"ours {a.ttls[worst]}, Unbound {b.ttls[worst]}"))
             else:
                 counts["TTL equal (within 1 s)"] += 1
-    return counts, examples + lower
+    # The largest differences first: they are the ones worth explaining.
+    return counts, examples + [text for _, text in sorted(lower)[:12]]
 
 
 def _unbound_conf(workdir: Path, hints: str) -> Path:

@@ -26,13 +26,17 @@ from tests.replay.rplconfig import Dialect, config_only, dialect_for
 from tests.replay.runner import RunOptions
 
 __all__ = [
-    "DEFAULT_SUITES", "EXPECTATIONS_FILE", "Expectation", "Expectations", "ManifestRow",
+    "DEFAULT_SUITES", "EXPECTATIONS_FILE", "OWN_SCENARIOS", "Expectation", "Expectations",
+    "ManifestRow",
     "ReplayCase", "default_scenario_root", "discover_cases", "load_expectations",
     "load_manifest",
 ]
 
 DEFAULT_SUITES = ("deckard", "unbound", "deckard-dnssec", "unbound-dnssec")
 HERE = Path(__file__).resolve().parent
+#: Scenarios written for this project in the testbound format, from the RFCs and the
+#: peers' documentation: replayed beside the shared ones.
+OWN_SCENARIOS = HERE / "scenarios" / "unbound-own"
 EXPECTATIONS_FILE = HERE / "expectations.toml"
 WAIVERS_FILE = HERE / "WAIVERS.md"
 

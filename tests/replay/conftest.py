@@ -1,7 +1,8 @@
 """pytest wiring for the replay suite: options, one case per scenario run, per-suite summary.
 
 Options (README §3.10): `--scenarios DIR` (repeatable; default: the four folders `deckard/`,
-`unbound/`, `deckard-dnssec/` and `unbound-dnssec/` of the shared peer scenarios) and
+`unbound/`, `deckard-dnssec/` and `unbound-dnssec/` of the shared peer scenarios, and this
+project's own scenarios in `tests/replay/scenarios/unbound-own/`) and
 `--qmin-default {on,off}` (mode of testbound files that leave QNAME minimisation unset). At
 the end of the session one line per suite is printed, e.g.
 `replay deckard: 30 passed, 8 xfailed, 0 waived, 2 failed`.
@@ -16,6 +17,7 @@ import pytest
 
 from tests.replay.cases import (
     DEFAULT_SUITES,
+    OWN_SCENARIOS,
     ReplayCase,
     default_scenario_root,
     discover_cases,
@@ -41,7 +43,7 @@ def scenario_folders(config: pytest.Config) -> list[Path]:
     if given:
         return [Path(folder) for folder in given]
     root = default_scenario_root()
-    return [root / suite for suite in DEFAULT_SUITES]
+    return [root / suite for suite in DEFAULT_SUITES] + [OWN_SCENARIOS]
 
 
 def _marks(case: ReplayCase) -> list[pytest.MarkDecorator]:
