@@ -52,6 +52,10 @@ NEW_SHARE = float(os.environ.get("NEW_SHARE", "0.12"))
 MIX = (("cached", 0.97 - NEW_SHARE), ("nx", NEW_SHARE), ("slow", 0.01), ("hole", 0.01),
        ("junk", 0.01))
 WINDOW_S = 10
+#: One query in PROBE_EVERY also goes straight to the world's nxd. server (not counted in
+#: the resolver's columns).
+PROBE_EVERY = 100
+NXD_SERVER = "127.0.21.3"
 LOST_AFTER_S = 5.0
 SOCKETS = 8
 
@@ -67,6 +71,8 @@ class Window:
     sent: dict[str, int] = field(default_factory=dict)
     answered: dict[str, int] = field(default_factory=dict)
     cached_ms: list[float] = field(default_factory=list)
+    #: Reply times of the other kinds (new names, and the probes sent to the world itself).
+    ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Load:
@@ -75,15 +81,17 @@ class Load:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.socks = []
-        for _ in range(SOCKETS):
+        # The last socket asks the world's nxd. server itself: how long the world takes to
+        # answer, beside how long the resolver takes to answer the same kind of name.
+        for target in [LISTEN] * SOCKETS + [(NXD_SERVER, WORLD_PORT)]:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.connect(LISTEN)
+            sock.connect(target)
             sock.setblocking(False)
             self.socks.append(sock)
         for index, sock in enumerate(self.socks):
             loop.add_reader(sock.fileno(), self._read, index)
-        self.next_id = [0] * SOCKETS
+        self.next_id = [0] * (SOCKETS + 1)
         self.turn = 0
         #: (socket, id) -> (sent at, kind, window)
         self.pending: dict[tuple[int, int], tuple[float, str, int]] = {}
@@ -99,10 +107,12 @@ class Load:
         if kind == "cached":
             return f"h{random.randrange(CACHED_NAMES)}.cached."
         return {"nx": "r{}-{}.nxd.", "slow": "s{}-{}.slow.", "hole": "b{}-{}.hole.",
-                "junk": "j{}-{}.junk."}[kind].format(self.serial, random.getrandbits(24))
+                "junk": "j{}-{}.junk.", "probe": "p{}-{}.nxd."}[kind].format(self.serial, random.getrandbits(24))
 
     def send(self, kind: str, name: str | None = None) -> None:
-        index = self.turn = (self.turn + 1) % SOCKETS
+        index = SOCKETS if kind == "probe" else (self.turn + 1) % SOCKETS
+        if kind != "probe":
+            self.turn = index
         qid = self.next_id[index] = (self.next_id[index] + 1) & 0xFFFF
         now = time.monotonic()
         window = int((now - self.started) // WINDOW_S)
@@ -133,6 +143,8 @@ class Load:
             stats.answered[kind] = stats.answered.get(kind, 0) + 1
             if kind == "cached":
                 stats.cached_ms.append((time.monotonic() - sent_at) * 1000)
+            else:
+                stats.ms.setdefault(kind, []).append((time.monotonic() - sent_at) * 1000)
 
     def reset(self) -> None:
         self.pending.clear()
@@ -190,6 +202,8 @@ async def soak(load: Load, rate: float, duration: float, pid: int) -> list[dict[
         for _ in range(int(elapsed * rate) - sent):
             load.send(load.pick())
             sent += 1
+            if sent % PROBE_EVERY == 0:
+                load.send("probe")
         if now >= next_minute:
             metrics = await asyncio.to_thread(scrape)
             minutes.append(runtime_delta(last_metrics, metrics, pid))
@@ -260,19 +274,24 @@ def udp_receive_errors() -> int:
     return int(udp[1][udp[0].index("RcvbufErrors")])
 
 
-def p99(values: list[float]) -> float:
+def percentile(values: list[float], share: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def p99(values: list[float]) -> float:
+    return percentile(values, 0.99)
 
 
 def table(load: Load, minutes: list[dict[str, float]], rate: float, baseline_mb: float) -> str:
     rows = ["| minute | queries | cached answered | worst 10 s | cached p99 (worst 10 s) | "
             "all answered | RSS (over empty) | record cache charged (entries) | "
             "answer cache charged (entries) | CPU | loop stalls (time) | "
-            "full (time) / all collections (time) | longest collection | freed in cycles |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "full (time) / all collections (time) | longest collection | freed in cycles | "
+            "new names p50 / p99 | world direct p50 / p99 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     totals = {"sent": 0, "answered": 0}
     cpu_before = 0.0
     for minute, runtime in enumerate(minutes):
@@ -282,8 +301,10 @@ def table(load: Load, minutes: list[dict[str, float]], rate: float, baseline_mb:
                    if w * WINDOW_S // 60 == minute]
         if not windows:
             continue
-        sent = sum(sum(w.sent.values()) for w in windows)
-        answered = sum(sum(w.answered.values()) for w in windows)
+        sent = sum(n for w in windows for k, n in w.sent.items() if k != "probe")
+        answered = sum(n for w in windows for k, n in w.answered.items() if k != "probe")
+        new_ms = [t for w in windows for t in w.ms.get("nx", [])]
+        probe_ms = [t for w in windows for t in w.ms.get("probe", [])]
         c_sent = sum(w.sent.get("cached", 0) for w in windows)
         c_answered = sum(w.answered.get("cached", 0) for w in windows)
         totals["sent"] += c_sent
@@ -302,7 +323,9 @@ def table(load: Load, minutes: list[dict[str, float]], rate: float, baseline_mb:
             f"| {runtime['full']:.0f} ({runtime['full_ms']:.0f} ms) / {runtime['collections']:.0f} "
             f"({runtime['gc_ms']:.0f} ms, CPU {runtime['gc_cpu_ms']:.0f} ms) "
             f"| {runtime['longest_gc_ms']:.0f} ms (CPU {runtime['longest_gc_cpu_ms']:.0f} ms) "
-            f"| {runtime['cyclic']:.0f} |")
+            f"| {runtime['cyclic']:.0f} "
+            f"| {percentile(new_ms, 0.5):.1f} / {percentile(new_ms, 0.99):.0f} ms "
+            f"| {percentile(probe_ms, 0.5):.1f} / {percentile(probe_ms, 0.99):.0f} ms |")
     overall = 100 * totals["answered"] / max(1, totals["sent"])
     rows.append("")
     rows.append(f"rate {rate:.0f} queries/s; cached queries answered overall: {overall:.3f}%")
