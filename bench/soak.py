@@ -107,7 +107,8 @@ class Load:
         if kind == "cached":
             return f"h{random.randrange(CACHED_NAMES)}.cached."
         return {"nx": "r{}-{}.nxd.", "slow": "s{}-{}.slow.", "hole": "b{}-{}.hole.",
-                "junk": "j{}-{}.junk.", "probe": "p{}-{}.nxd."}[kind].format(self.serial, random.getrandbits(24))
+                "junk": "j{}-{}.junk.", "probe": "p{}-{}.nxd."}[kind].format(
+                    self.serial, random.getrandbits(24))
 
     def send(self, kind: str, name: str | None = None) -> None:
         index = SOCKETS if kind == "probe" else (self.turn + 1) % SOCKETS
