@@ -66,15 +66,17 @@ def test_ipv6_servers_are_demoted_after_network_unreachable() -> None:
     """Once an IPv6 server fails with "network unreachable", IPv4 servers are chosen first."""
     import random
 
+    from resolver.engine.network import ServerAddress
     from resolver.engine.selection import Candidate, ServerSelection
 
     selection = ServerSelection()
-    v4, v6 = Candidate("ns.", "192.0.2.1"), Candidate("ns.", "2001:db8::1")
-    chosen_before = {selection.choose([v4, v6], zone="x.", now=0.0, rng=random.Random(i)).address
+    v4 = Candidate("ns.", ServerAddress("192.0.2.1"))
+    v6 = Candidate("ns.", ServerAddress("2001:db8::1"))
+    chosen_before = {selection.choose([v4, v6], zone="x.", now=0.0, rng=random.Random(i)).server.ip
                      for i in range(20)}
     assert chosen_before == {"192.0.2.1", "2001:db8::1"}
     selection.record_ipv6_unreachable(now=0.0)
-    chosen_after = {selection.choose([v4, v6], zone="x.", now=1.0, rng=random.Random(i)).address
+    chosen_after = {selection.choose([v4, v6], zone="x.", now=1.0, rng=random.Random(i)).server.ip
                     for i in range(20)}
     assert chosen_after == {"192.0.2.1"}
 
