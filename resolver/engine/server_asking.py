@@ -13,14 +13,14 @@ from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 
 from resolver.dns import names
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
 from resolver.dns.wire import (
     MalformedMessage,
     Message,
     Question,
     Rcode,
     RRType,
-    decode,
-    make_query,
     rcode_name,
     type_name,
 )

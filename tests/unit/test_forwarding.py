@@ -13,16 +13,9 @@ from click.testing import CliRunner
 from resolver.cli.commands import main
 from resolver.daemon.app import build
 from resolver.daemon.config import ServeConfig
-from resolver.dns.wire import (
-    Message,
-    Question,
-    Rcode,
-    RRType,
-    decode,
-    encode,
-    make_query,
-    parse_record,
-)
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode, make_query
+from resolver.dns.wire import Message, Question, Rcode, RRType, parse_record
 from resolver.dnssec.anchors import ROOT_ANCHORS
 from resolver.engine.network import ServerAddress, Transport, UpstreamTimeout
 from resolver.engine.settings import EngineSettings, ForwardingSettings, ValidationSettings
