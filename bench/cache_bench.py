@@ -25,7 +25,8 @@ from dataclasses import replace
 
 from resolver.daemon.app import build
 from resolver.daemon.config import ServeConfig
-from resolver.dns.wire import Question, RRType, make_query, parse_records
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, RRType, parse_records
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.delegation import parse_root_hints
 from resolver.engine.network import ServerAddress, Transport, UpstreamError

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from resolver.dns.decoding import decode
 from resolver.dns.scanner import scan_query
-from resolver.dns.wire import decode
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.settings import CacheSettings
 from resolver.server.answer_cache import AnswerCache

@@ -53,7 +53,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from shared_path import shared_bench  # noqa: E402
 
-from resolver.dns.wire import Question, RRType, decode, make_query, type_name  # noqa: E402
+from resolver.dns.decoding import decode  # noqa: E402
+from resolver.dns.encoding import make_query  # noqa: E402
+from resolver.dns.wire import Question, RRType, type_name  # noqa: E402
 
 SHARED = shared_bench()
 

@@ -201,7 +201,7 @@ def _check_forwarding(config: ServeConfig) -> None:
     port = config.engine.upstream_port
     try:
         zones = forwarding.configured_zones(settings, default_port=port)
-        upstreams = forwarding.configured_upstreams(zones, default_port=port)
+        upstreams = forwarding.configured_upstreams(zones)
         forwarding.check_no_self_forwarding(
             upstreams, [(addr.ip, addr.port) for addr in config.listen]
         )

@@ -25,14 +25,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
 from resolver.dns.wire import (
     MalformedMessage,
     Message,
     Question,
     Rcode,
     RRType,
-    decode,
-    make_query,
     rcode_name,
     type_from_text,
     type_name,

@@ -17,7 +17,7 @@ cache load FILE`, as Unbound's dump_cache and load_cache share theirs. Text, one
 
 - The header names the format and its version, and the wall-clock time of writing; on
   loading every TTL is lowered by the time since then (the time the process was down).
-- Records are zone-file lines (owner TTL class type RDATA, `resolver.dns.wire.exact_text`:
+- Records are zone-file lines (owner TTL class type RDATA, `resolver.dns.record_text.exact_text`:
   presentation form for the common types, RFC 3597 §5 generic form for the rest), TTL as
   remaining when written. Each RRset keeps its trust rank (RFC 2181 §5.4.1), so a reload
   never promotes glue to answer. Entries kept for serve-stale (RFC 8767) carry how long
@@ -58,7 +58,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from resolver.dns.wire import Rcode, Record, RRType, exact_text, record_from_exact_text, type_name
+from resolver.dns.record_text import exact_text, record_from_exact_text
+from resolver.dns.wire import Rcode, Record, RRType, type_name
 from resolver.dns.wire import type_from_text as _type_from_text
 from resolver.dnssec.security import Security
 from resolver.engine.cache import (

@@ -21,9 +21,8 @@ from pathlib import Path
 from resolver.daemon.config import ServeConfig
 from resolver.dnssec.anchors import ROOT_ANCHORS, AnchorFileError, parse_trust_anchors
 from resolver.engine.delegation import Delegation, is_loopback_or_unspecified
-from resolver.engine.network import server_from_spec
 from resolver.engine.settings import ValidationSettings
-from resolver.upstream.forwarding import parse_https_upstream
+from resolver.upstream.forwarding import parse_https_upstream, parse_upstream
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +80,8 @@ def _upstreams_on_loopback(config: ServeConfig, root_hints: Delegation) -> bool:
     forwarders = (*config.forwarding.forward, *config.forwarding.forward_tls)
     doh = config.forwarding.forward_https
     if forwarders or doh:
-        addresses = [server_from_spec(spec.split("#", 1)[0], port).ip for spec in forwarders]
+        addresses = [parse_upstream(spec, default_port=port).ip for spec in forwarders]
         addresses += [parse_https_upstream(url).ip for url in doh]
     else:
-        addresses = [server_from_spec(a, port).ip for ns in root_hints.servers
-                     for a in ns.addresses]
+        addresses = [a for ns in root_hints.servers for a in ns.addresses]
     return bool(addresses) and all(is_loopback_or_unspecified(a) for a in addresses)

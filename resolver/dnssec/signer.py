@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from resolver.dns import names
 from resolver.dns.dnssec_rdata import type_bitmap
 from resolver.dns.rdata_wire import name_wire
-from resolver.dns.wire import CLASS_IN, Record, RRType, record_from_rdata
+from resolver.dns.record_text import record_from_rdata
+from resolver.dns.wire import CLASS_IN, Record, RRType
 from resolver.dnssec.canonical import (
     canonical_name_wire,
     name_order_key,

@@ -2,6 +2,10 @@
 
 A `Delegation` is a zone name plus its name servers, each with the addresses we know.
 Forwarding is the same shape with `recursion_desired=True` (Unbound's forward zones).
+A name server learnt from DNS data has IP addresses (glue, address records), asked on the
+port every iterated server is asked on; a configured one (forward or stub zone) has its
+`upstream`, a `ServerAddress` parsed from the operator's notation with its own port and
+TLS name.
 """
 
 from __future__ import annotations
@@ -9,11 +13,13 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from resolver.dns import names
 from resolver.dns.wire import Record, RRType, parse_records
+from resolver.engine.network import ServerAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +27,21 @@ class NameServer:
     """One NS name and the addresses known for it (possibly none yet: glueless)."""
 
     name: str
+    #: IP addresses learnt from DNS data (glue, A and AAAA records, root hints).
     addresses: tuple[str, ...] = ()
+    #: A configured upstream (forward or stub zone server), with its own port and TLS name.
+    upstream: ServerAddress | None = None
+
+    @property
+    def reachable(self) -> bool:
+        """Whether there is an address to ask this server at (else it is glueless)."""
+        return bool(self.addresses) or self.upstream is not None
+
+    def address_texts(self) -> tuple[str, ...]:
+        """Its addresses as traces and logs show them."""
+        if self.upstream is not None:
+            return (*self.addresses, self.upstream.notation())
+        return self.addresses
 
 
 class CutSource(enum.StrEnum):
@@ -49,7 +69,7 @@ class Delegation:
 
     @property
     def has_addresses(self) -> bool:
-        return any(ns.addresses for ns in self.servers)
+        return any(ns.reachable for ns in self.servers)
 
     def names(self) -> list[str]:
         return [ns.name for ns in self.servers]
@@ -99,9 +119,10 @@ def delegation_from_records(
     return Delegation(zone=zone, servers=servers, source=source, ttl=ttl)
 
 
-def forwarders(addresses: list[str], *, zone: str = ".") -> Delegation:
+def forwarders(upstreams: Iterable[ServerAddress], *, zone: str = ".") -> Delegation:
     """Recursive upstreams for `zone`: a delegation whose servers are asked with RD=1."""
-    servers = tuple(NameServer(f"forwarder-{i}.", (addr,)) for i, addr in enumerate(addresses, 1))
+    servers = tuple(NameServer(f"forwarder-{i}.", upstream=upstream)
+                    for i, upstream in enumerate(upstreams, 1))
     return Delegation(
         zone=names.canonical(zone), servers=servers, source=CutSource.FORWARDERS,
         recursion_desired=True

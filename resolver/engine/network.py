@@ -22,7 +22,13 @@ class Transport(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ServerAddress:
-    """One address of one name server; `port` is 53 except in labs and tests."""
+    """One address of one name server, parsed once: where it was configured (an upstream in
+    the operator's notation) or learnt (glue, an address record) and carried as this value
+    from then on. `port` is 53 except in labs, tests and configured upstreams.
+
+    The transport follows from the fields: plain UDP/TCP, DNS over TLS when `tls_name` is
+    set, DNS over HTTPS when `doh_path` is set as well.
+    """
 
     ip: str
     port: int = 53
@@ -33,24 +39,24 @@ class ServerAddress:
     #: https://TLS_NAME:PORT/PATH at `ip`. None: not DoH.
     doh_path: str | None = None
 
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.ip
+
     def __str__(self) -> str:
         where = f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
         if self.doh_path is not None:
             return f"{where}#{self.tls_name}{self.doh_path}"
         return where if self.tls_name is None else f"{where}#{self.tls_name}"
 
-
-def server_from_spec(spec: str, default_port: int) -> ServerAddress:
-    """The server an engine address names: a bare IP on `default_port` (iteration), or a
-    configured upstream in Unbound's notation "IP[@PORT][#TLSNAME]" (forwarders, stubs), or
-    "IP@PORT#TLSNAME/PATH" for DNS over HTTPS (the path of its URL after the name)."""
-    if "@" not in spec and "#" not in spec:
-        return ServerAddress(spec, default_port)
-    host, _, tls_part = spec.partition("#")
-    tls_name, slash, path = tls_part.partition("/")
-    ip, at, port = host.partition("@")
-    return ServerAddress(ip, int(port) if at and port.isdigit() else default_port,
-                         tls_name or None, f"/{path}" if slash else None)
+    def notation(self) -> str:
+        """The address in Unbound's forward-addr notation, as traces and logs show a
+        configured upstream: `IP@PORT`, `IP@PORT#TLSNAME`, or `IP@PORT#TLSNAME/PATH` for
+        DNS over HTTPS."""
+        spec = f"{self.ip}@{self.port}"
+        if self.doh_path is not None:
+            return f"{spec}#{self.tls_name or self.ip}{self.doh_path}"
+        return spec if self.tls_name is None else f"{spec}#{self.tls_name}"
 
 
 class UpstreamTimeout(Exception):

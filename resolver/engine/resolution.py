@@ -81,9 +81,9 @@ from resolver.engine.iterate import (
     zone_in_answer,
 )
 from resolver.engine.network import (
+    ServerAddress,
     UpstreamError,
     UpstreamTimeout,
-    server_from_spec,
 )
 from resolver.engine.resolution_core import OutOfBudget, Reply, SharedState
 from resolver.engine.scrub import ScrubbedReply
@@ -142,8 +142,6 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         self._allow_loopback = not settings.do_not_query_localhost or _all_loopback(
             state.root_hints
         )
-        self._configured = {a for d in state.configured_zones.values() for ns in d.servers
-                            for a in ns.addresses}
         #: Epoch seconds when the resolution started: DNSSEC signature times are checked
         #: against it plus the monotonic time elapsed since (the engine reads no clock).
         self.wall_time = wall_time
@@ -152,9 +150,10 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         #: CD=1 (RFC 4035 §3.2.2): the client checks for itself; the data is not judged.
         self._validating = self._dnssec is not None and not checking_disabled
         self._trust_active: set[str] = set()
-        self._answered_by = ""
-        self._distrusted: dict[str, set[str]] = {}
-        self._trust_sources: dict[str, tuple[str, str, str]] = {}
+        self._answered_by: ServerAddress | None = None
+        self._distrusted: dict[str, set[ServerAddress]] = {}
+        self._trust_sources: dict[
+            str, tuple[ServerAddress | None, ServerAddress | None, str]] = {}
         self._refetched: set[tuple[str, int]] = set()
         self._verifications = VerificationBudget(
             self._dnssec.verification_limits if self._dnssec is not None else None)
@@ -461,7 +460,7 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
         referrals = 0
         #: Servers whose replies were bogus, not asked again (RFC 4035 §5.5), and the last
         #: bogus result, the answer if no other server does better.
-        bogus_servers: set[str] = set()
+        bogus_servers: set[ServerAddress] = set()
         bogus: Classified | None = None
         for _ in range(self.limits.max_referrals + self.limits.max_minimised_queries + 1):
             asked = qmin.question_for(question, cut)
@@ -504,7 +503,8 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
                 if classified.security is Security.BOGUS:
                     bogus = classified
                     assert self._dnssec is not None
-                    if len(bogus_servers) < self._dnssec.max_bogus_retries:
+                    if (answered_by is not None
+                            and len(bogus_servers) < self._dnssec.max_bogus_retries):
                         bogus_servers.add(answered_by)
                         continue  # RFC 4035 §5.5: another server of the zone may do better
                     return bogus
@@ -535,8 +535,9 @@ class Resolution(ZoneCutChoice, ServerAsking, TrustFetching):
             if self._observer is not None:
                 self._emit(ReferralFollowed(
                     depth=depth, at_s=self._at_s(), from_zone=previous, to_zone=cut.zone,
-                    ttl=cut.ttl, nameservers=tuple(f"{ns.name} {','.join(ns.addresses)}".strip()
-                                                   for ns in cut.servers)))
+                    ttl=cut.ttl,
+                    nameservers=tuple(f"{ns.name} {','.join(ns.address_texts())}".strip()
+                                      for ns in cut.servers)))
             glue = glue_answering(question, classified.delegation, reply)
             if glue and depth > 0:
                 # Looking up a name server's address and the referral carries it as glue.
@@ -611,5 +612,5 @@ def _servfail(failure: Failure, chain: list[Record] | None = None) -> Outcome:
 
 def _all_loopback(root_hints: Delegation) -> bool:
     """True when the root hints are themselves loopback: a lab or a test."""
-    addresses = [server_from_spec(a, 53).ip for ns in root_hints.servers for a in ns.addresses]
+    addresses = [a for ns in root_hints.servers for a in ns.addresses]
     return bool(addresses) and all(is_loopback_or_unspecified(a) for a in addresses)

@@ -34,6 +34,7 @@ from resolver.engine.events import (
 )
 from resolver.engine.failure import Failure
 from resolver.engine.network import (
+    ServerAddress,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -93,18 +94,17 @@ class ResolutionCore:
     _active: set[tuple[str, int]]
     _fell_back: set[str]
     _allow_loopback: bool
-    _configured: set[str]
     _dnssec: ValidationSettings | None
     _validating: bool
     _trust_active: set[str]
     #: Signature verifications this resolution may still spend (KeyTrap, CVE-2023-50387).
     _verifications: VerificationBudget
-    _answered_by: str
+    _answered_by: ServerAddress | None
     #: Zone -> servers whose DS or DNSKEY for it did not verify: not asked again in this
     #: resolution (RFC 4035 §5.5).
-    _distrusted: dict[str, set[str]]
+    _distrusted: dict[str, set[ServerAddress]]
     #: Zone -> (server of its DS, server of its DNSKEY, the parent zone) of the last fetch.
-    _trust_sources: dict[str, tuple[str, str, str]]
+    _trust_sources: dict[str, tuple[ServerAddress | None, ServerAddress | None, str]]
     #: (zone, type) of trust data taken from the cache, failed, and fetched again.
     _refetched: set[tuple[str, int]]
 
@@ -125,7 +125,7 @@ class ResolutionCore:
 
     def _ask_zone(
         self, cut: Delegation, question: Question, depth: int,
-        excluded: set[str] | frozenset[str] = frozenset(),
+        excluded: set[ServerAddress] | frozenset[ServerAddress] = frozenset(),
     ) -> Generator[SendQuery, Reply, tuple[ScrubbedReply, Classified] | Failure]:
         """Get a usable reply from one of the zone's servers (resolver.engine.server_asking)."""
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """Which server to ask next: what we remember about every upstream address.
 
-Shared by all resolutions (Unbound's infra cache). Per address: a smoothed RTT and
+Shared by all resolutions (Unbound's infra cache). Per server address (IP, port and TLS
+name, as Unbound's infra cache keys by address and port): a smoothed RTT and
 its variance (RFC 6298 §2), timeouts in a row, and the zones it was lame for. Among
 the candidates, those within `RTT_BAND_S` of the fastest are chosen at random so that
 load spreads and an attacker cannot predict the server (RFC 5452 §4).
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+
+from resolver.engine.network import ServerAddress
 
 #: Estimate for a server never measured (Unbound UNKNOWN_SERVER_NICENESS 376 ms).
 UNKNOWN_RTT_S = 0.376
@@ -44,30 +47,40 @@ class _ServerState:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
+    """One address of one name server that may be asked."""
+
     ns_name: str
-    address: str
+    server: ServerAddress
+    #: A configured upstream (forward or stub zone), not an address learnt while iterating.
+    configured: bool = False
+
+    @property
+    def label(self) -> str:
+        """The address as traces and messages show it: the IP of a learnt address, the
+        operator's notation of a configured upstream."""
+        return self.server.notation() if self.configured else self.server.ip
 
 
 class ServerSelection:
     """Long-lived memory of upstream servers, and the choice it implies."""
 
     def __init__(self) -> None:
-        self._servers: dict[str, _ServerState] = {}
+        self._servers: dict[ServerAddress, _ServerState] = {}
         #: Until when IPv6 as a whole is considered unreachable from here.
         self.ipv6_unreachable_until = 0.0
 
-    def _state(self, address: str) -> _ServerState:
-        state = self._servers.get(address)
+    def _state(self, server: ServerAddress) -> _ServerState:
+        state = self._servers.get(server)
         if state is None:
             if len(self._servers) > 100_000:  # bounded memory: forget the oldest
                 self._servers.pop(next(iter(self._servers)))
-            state = self._servers[address] = _ServerState()
+            state = self._servers[server] = _ServerState()
         return state
 
-    def score(self, address: str, zone: str, now: float) -> float:
-        state = self._servers.get(address)
+    def score(self, server: ServerAddress, zone: str, now: float) -> float:
+        state = self._servers.get(server)
         if state is None:
-            ipv6_down = ":" in address and self.ipv6_unreachable_until > now
+            ipv6_down = server.is_ipv6 and self.ipv6_unreachable_until > now
             return UNKNOWN_RTT_S + (_PENALTY_S if ipv6_down else 0.0)
         score = state.srtt_s if state.srtt_s is not None else UNKNOWN_RTT_S
         if state.backoff_s is not None:
@@ -76,7 +89,7 @@ class ServerSelection:
             score += _PENALTY_S
         if state.lame_zones.get(zone, 0.0) > now:
             score += _PENALTY_S
-        if ":" in address and self.ipv6_unreachable_until > now:
+        if server.is_ipv6 and self.ipv6_unreachable_until > now:
             score += _PENALTY_S
         return score
 
@@ -84,17 +97,17 @@ class ServerSelection:
         self, candidates: list[Candidate], *, zone: str, now: float, rng: random.Random
     ) -> Candidate:
         """One of the fastest candidates, at random within the RTT band."""
-        scored = [(self.score(c.address, zone, now), i, c) for i, c in enumerate(candidates)]
+        scored = [(self.score(c.server, zone, now), i, c) for i, c in enumerate(candidates)]
         best = min(s for s, _, _ in scored)
         band = [c for s, _, c in scored if s <= best + RTT_BAND_S]
         return band[rng.randrange(len(band))]
 
-    def is_known_bad(self, address: str, zone: str, now: float) -> bool:
-        return self.score(address, zone, now) >= _PENALTY_S
+    def is_known_bad(self, server: ServerAddress, zone: str, now: float) -> bool:
+        return self.score(server, zone, now) >= _PENALTY_S
 
-    def timeout_for(self, address: str, *, first_s: float, max_s: float) -> float:
+    def timeout_for(self, server: ServerAddress, *, first_s: float, max_s: float) -> float:
         """Retransmission timeout: srtt + 4*rttvar (RFC 6298 §2), within bounds."""
-        state = self._servers.get(address)
+        state = self._servers.get(server)
         if state is not None and state.backoff_s is not None:
             return min(state.backoff_s, max_s)
         if state is None or state.srtt_s is None:
@@ -102,8 +115,8 @@ class ServerSelection:
         rto = state.srtt_s + 4 * state.rttvar_s
         return min(max(rto, 0.05, first_s / 4), max_s)
 
-    def record_rtt(self, address: str, rtt_s: float) -> None:
-        state = self._state(address)
+    def record_rtt(self, server: ServerAddress, rtt_s: float) -> None:
+        state = self._state(server)
         if state.srtt_s is None:
             state.srtt_s, state.rttvar_s = rtt_s, rtt_s / 2
         else:  # RFC 6298 §2.3 with alpha 1/8, beta 1/4
@@ -113,8 +126,8 @@ class ServerSelection:
         state.down_until = 0.0
         state.backoff_s = None
 
-    def record_timeout(self, address: str, timeout_s: float, now: float) -> None:
-        state = self._state(address)
+    def record_timeout(self, server: ServerAddress, timeout_s: float, now: float) -> None:
+        state = self._state(server)
         state.timeouts_in_row += 1
         state.backoff_s = min(2 * max(timeout_s, state.backoff_s or 0.0), MAX_BACKOFF_S)
         if state.timeouts_in_row >= DOWN_AFTER_TIMEOUTS:
@@ -125,18 +138,18 @@ class ServerSelection:
         do-ip6 probing, Happy Eyeballs in spirit)."""
         self.ipv6_unreachable_until = now + MEMORY_S
 
-    def record_unreachable(self, address: str, now: float) -> None:
-        """Nobody listens at `address` (ICMP port unreachable, connection refused): it is
+    def record_unreachable(self, server: ServerAddress, now: float) -> None:
+        """Nobody listens at `server` (ICMP port unreachable, connection refused): it is
         skipped for UNREACHABLE_HOLD_S, then asked again (it may have been restarted)."""
-        self._state(address).unreachable_until = now + UNREACHABLE_HOLD_S
+        self._state(server).unreachable_until = now + UNREACHABLE_HOLD_S
 
-    def unreachable_for(self, address: str, now: float) -> float:
-        """Seconds the address is still held back after it was unreachable (0: not)."""
-        state = self._servers.get(address)
+    def unreachable_for(self, server: ServerAddress, now: float) -> float:
+        """Seconds the server is still held back after it was unreachable (0: not)."""
+        state = self._servers.get(server)
         return max(0.0, state.unreachable_until - now) if state is not None else 0.0
 
-    def record_lame(self, address: str, zone: str, now: float) -> None:
-        self._state(address).lame_zones[zone] = now + MEMORY_S
+    def record_lame(self, server: ServerAddress, zone: str, now: float) -> None:
+        self._state(server).lame_zones[zone] = now + MEMORY_S
 
     def known_servers(self) -> int:
         return len(self._servers)

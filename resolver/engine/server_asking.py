@@ -13,14 +13,14 @@ from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 
 from resolver.dns import names
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
 from resolver.dns.wire import (
     MalformedMessage,
     Message,
     Question,
     Rcode,
     RRType,
-    decode,
-    make_query,
     rcode_name,
     type_name,
 )
@@ -57,7 +57,6 @@ from resolver.engine.network import (
     TransportProblem,
     UpstreamError,
     UpstreamTimeout,
-    server_from_spec,
 )
 from resolver.engine.resolution_core import OutOfBudget, Reply, ResolutionCore
 from resolver.engine.scrub import ScrubbedReply, scrub
@@ -69,7 +68,7 @@ class _Attempts:
     """Bookkeeping of one zone cut's servers during one `_ask_zone`."""
 
     servers: list[NameServer]
-    tries: dict[str, int] = field(default_factory=dict)
+    tries: dict[ServerAddress, int] = field(default_factory=dict)
     looked_up: set[str] = field(default_factory=set)
     failed_lookups: int = 0
 
@@ -82,14 +81,14 @@ class ServerAsking(ResolutionCore):
 
     def _ask_zone(
         self, cut: Delegation, question: Question, depth: int,
-        excluded: set[str] | frozenset[str] = frozenset(),
+        excluded: set[ServerAddress] | frozenset[ServerAddress] = frozenset(),
     ) -> Generator[SendQuery, Reply, tuple[ScrubbedReply, Classified] | Failure]:
         """Get a usable reply from one of the zone's servers, trying the next on failure;
         `excluded` servers (their data was bogus) are not asked. `_answered_by` names the
         server whose reply is returned."""
         attempts = _Attempts(servers=list(cut.servers))
-        for address in excluded:
-            attempts.tries[address] = self._max_tries(cut)
+        for server in excluded:
+            attempts.tries[server] = self._max_tries(cut)
         sends = 0
         last_problem = f"no server of {cut.zone} could be reached"
         last_resort: tuple[ScrubbedReply, Classified] | None = None
@@ -106,16 +105,16 @@ class ServerAsking(ResolutionCore):
             if sends >= self.limits.max_sends_per_name:
                 return Failure(FailureKind.NO_REACHABLE_AUTHORITY,
                                f"{sends} queries to {cut.zone} without an answer")
-            fewest = min(attempts.tries.get(c.address, 0) for c in candidates)
-            fresh = [c for c in candidates if attempts.tries.get(c.address, 0) == fewest]
+            fewest = min(attempts.tries.get(c.server, 0) for c in candidates)
+            fresh = [c for c in candidates if attempts.tries.get(c.server, 0) == fewest]
             chosen = self.selection.choose(fresh, zone=cut.zone, now=self.now, rng=self.rng)
-            attempts.tries[chosen.address] = attempts.tries.get(chosen.address, 0) + 1
+            attempts.tries[chosen.server] = attempts.tries.get(chosen.server, 0) + 1
             sends += 1
             result = yield from self._query_server(cut, chosen, question, depth)
             if isinstance(result, Failure):
                 last_problem = result.reason
                 if isinstance(result, _Unreachable):
-                    attempts.tries[chosen.address] = self._max_tries(cut)
+                    attempts.tries[chosen.server] = self._max_tries(cut)
                 continue
             reply, classified = result
             if classified.kind is ResponseKind.LAME and last_resort is None:
@@ -130,32 +129,42 @@ class ServerAsking(ResolutionCore):
                         last_resort = (reply, relaxed)
             if classified.kind in (ResponseKind.LAME, ResponseKind.SERVER_ERROR):
                 # RFC 1034 §4.2.2 / RFC 2308 §7.1: try the next server; remember the lameness.
-                self.selection.record_lame(chosen.address, cut.zone, self.now)
-                attempts.tries[chosen.address] = self._max_tries(cut)
-                last_problem = f"{chosen.ns_name} ({chosen.address}) {classified.reason}"
+                self.selection.record_lame(chosen.server, cut.zone, self.now)
+                attempts.tries[chosen.server] = self._max_tries(cut)
+                last_problem = f"{chosen.ns_name} ({chosen.label}) {classified.reason}"
                 continue
-            self._answered_by = chosen.address
+            self._answered_by = chosen.server
             return reply, classified
 
     def _candidates(self, cut: Delegation, attempts: _Attempts, depth: int) -> list[Candidate]:
         found: list[Candidate] = []
         for ns in attempts.servers:
-            for address in ns.addresses:
-                if attempts.tries.get(address, 0) >= self._max_tries(cut):
+            for candidate in self._addresses_to_ask(ns):
+                server = candidate.server
+                if attempts.tries.get(server, 0) >= self._max_tries(cut):
                     continue
-                reason = self._unusable(address)
-                held = self.selection.unreachable_for(address, self.now)
+                reason = self._unusable(candidate)
+                held = self.selection.unreachable_for(server, self.now)
                 if held and not reason:
                     reason = f"unreachable a moment ago (asked again in {held:.1f} s)"
                 if reason:
-                    if address not in attempts.tries:
-                        attempts.tries[address] = self._max_tries(cut)
+                    if server not in attempts.tries:
+                        attempts.tries[server] = self._max_tries(cut)
                         if self._observer is not None:
                             self._emit(ServerSkipped(
                                 depth=depth, at_s=self._at_s(), server_name=ns.name,
-                                address=address, reason=reason))
+                                address=candidate.label, reason=reason))
                     continue
-                found.append(Candidate(ns.name, address))
+                found.append(candidate)
+        return found
+
+    def _addresses_to_ask(self, ns: NameServer) -> list[Candidate]:
+        """The server addresses of one name server: its configured upstream, or each
+        address learnt for it on the port iterated servers are asked on."""
+        port = self.settings.upstream_port
+        found = [Candidate(ns.name, ServerAddress(ip, port)) for ip in ns.addresses]
+        if ns.upstream is not None:
+            found.append(Candidate(ns.name, ns.upstream, configured=True))
         return found
 
     def _max_tries(self, cut: Delegation) -> int:
@@ -165,23 +174,22 @@ class ServerAsking(ResolutionCore):
             return self.limits.max_tries_per_forwarder
         return self.limits.max_tries_per_server
 
-    def _unusable(self, spec: str) -> str:
-        server = server_from_spec(spec, self.settings.upstream_port)
-        address = server.ip
+    def _unusable(self, candidate: Candidate) -> str:
+        address = candidate.server.ip
         if is_ipv6(address) and not self.settings.do_ip6:
             return "IPv6 disabled (do-ip6: no)"
         if not is_ipv6(address) and not self.settings.do_ip4:
             return "IPv4 disabled (do-ip4: no)"
-        if self._is_own_address(spec, server):
+        if self._is_own_address(candidate):
             return "one of our own addresses"
         if is_never_a_server(address):
             return "not a unicast address (unspecified, multicast or broadcast)"
-        if (not self._allow_loopback and spec not in self._configured
+        if (not self._allow_loopback and not candidate.configured
                 and is_loopback_or_unspecified(address)):
             return "loopback or unspecified address (do-not-query-localhost)"
         return ""
 
-    def _is_own_address(self, spec: str, server: ServerAddress) -> bool:
+    def _is_own_address(self, candidate: Candidate) -> bool:
         """A server we must not ask because it is us.
 
         `never_query` holds our listen IPs (bare) and endpoints ("IP@PORT"). The same
@@ -191,9 +199,10 @@ class ServerAsking(ResolutionCore):
         our IP (a local stubby or NSD beside us).
         """
         own = self.settings.never_query
-        if spec in own or f"{server.ip}@{server.port}" in own:
+        server = candidate.server
+        if f"{server.ip}@{server.port}" in own:
             return True
-        return server.ip in own and spec not in self._configured
+        return server.ip in own and not candidate.configured
 
     def _look_up_next_server(
         self, cut: Delegation, attempts: _Attempts, depth: int
@@ -202,7 +211,7 @@ class ServerAsking(ResolutionCore):
         if cut.recursion_desired:
             return Failure(FailureKind.NO_REACHABLE_AUTHORITY, "no forwarder answered")
         pending = [ns for ns in attempts.servers if ns.name not in attempts.looked_up
-                   and not any(not self._unusable(a) for a in ns.addresses)]
+                   and not any(not self._unusable(c) for c in self._addresses_to_ask(ns))]
         allowed = self.limits.max_ns_names_per_delegation - len(attempts.looked_up)
         pending = pending[: max(0, allowed)]
         if not pending:
@@ -224,7 +233,7 @@ class ServerAsking(ResolutionCore):
                                f"{attempts.failed_lookups} name-server lookups failed")
             return None
         index = attempts.servers.index(ns)
-        attempts.servers[index] = NameServer(ns.name, (*ns.addresses, *addresses))
+        attempts.servers[index] = replace(ns, addresses=(*ns.addresses, *addresses))
         return None
 
     def _addresses_of(self, ns_name: str, depth: int) -> Generator[SendQuery, Reply, list[str]]:
@@ -275,7 +284,7 @@ class ServerAsking(ResolutionCore):
                                   dnssec=self._dnssec is not None)
             if self._observer is not None:
                 self._emit(ReplyReceived(
-                    depth=depth, at_s=self._at_s(), address=server.address,
+                    depth=depth, at_s=self._at_s(), address=server.label,
                     rtt_ms=round((self.now - self._sent_at) * 1000, 3),
                     rcode=rcode_name(reply.rcode), aa=reply.aa, tc=reply.tc,
                     answer_count=len(reply.answer), authority_count=len(reply.authority),
@@ -323,7 +332,7 @@ class ServerAsking(ResolutionCore):
         self._token += 1
         self.queries_sent += 1
         self._sent_at = self.now
-        target = server_from_spec(server.address, self.settings.upstream_port)
+        target = server.server
         if self._observer is not None:
             self._emit(QuerySent(
                 depth=depth, at_s=self._at_s(), zone=cut.zone, server_name=server.ns_name,
@@ -338,7 +347,7 @@ class ServerAsking(ResolutionCore):
             timeout_s=timeout_s,
         )
         if isinstance(outcome, UpstreamTimeout):
-            self.selection.record_timeout(server.address, timeout_s, self.now)
+            self.selection.record_timeout(server.server, timeout_s, self.now)
             return self._failed(depth, server, f"timeout after {round(timeout_s * 1000)} ms")
         if isinstance(outcome, UpstreamError):
             return self._transport_failed(cut, server, outcome, depth)
@@ -354,17 +363,17 @@ class ServerAsking(ResolutionCore):
             if outcome[12:name_end] != wire[12:name_end]:
                 if self._observer is not None:
                     self._emit(QueryFailed(
-                        depth=depth, at_s=self._at_s(), address=server.address,
+                        depth=depth, at_s=self._at_s(), address=server.label,
                         error="reply does not echo the 0x20 letter case"))
                 return _CaseNotEchoed(FailureKind.NO_REACHABLE_AUTHORITY,
-                                      f"{server.ns_name} ({server.address}) ignores 0x20 case")
-        self.selection.record_rtt(server.address, self.now - self._sent_at)
+                                      f"{server.ns_name} ({server.label}) ignores 0x20 case")
+        self.selection.record_rtt(server.server, self.now - self._sent_at)
         return reply
 
     def _timeout_for(self, cut: Delegation, server: Candidate) -> float:
         """How long to wait for this server: its RTO (RFC 6298 §2; the back-off per retry
         lives in the server selection, §5.5), within the resolution's budget."""
-        rto = self.selection.timeout_for(server.address, first_s=self.limits.first_timeout_s,
+        rto = self.selection.timeout_for(server.server, first_s=self.limits.first_timeout_s,
                                          max_s=self.limits.max_timeout_s)
         if cut.recursion_desired:  # a forwarder may have to recurse first: no tighter than usual
             rto = max(rto, self.limits.first_timeout_s)
@@ -378,22 +387,22 @@ class ServerAsking(ResolutionCore):
         self, cut: Delegation, server: Candidate, error: UpstreamError, depth: int
     ) -> Failure:
         """An exchange that failed at once: remember what it says about the server."""
-        self.selection.record_lame(server.address, cut.zone, self.now)
-        if is_ipv6(server.address) and error.problem is TransportProblem.NETWORK_UNREACHABLE:
+        self.selection.record_lame(server.server, cut.zone, self.now)
+        if server.server.is_ipv6 and error.problem is TransportProblem.NETWORK_UNREACHABLE:
             self.selection.record_ipv6_unreachable(self.now)
         failed = self._failed(depth, server, f"transport error: {error}")
         if error.problem is TransportProblem.OTHER:
             return failed
         # Nobody listens there, or no route: asking again in a few ms changes nothing.
-        self.selection.record_unreachable(server.address, self.now)
+        self.selection.record_unreachable(server.server, self.now)
         return _Unreachable(failed.kind, failed.reason)
 
     def _failed(self, depth: int, server: Candidate, error: str) -> Failure:
         if self._observer is not None:
             self._emit(QueryFailed(
-                depth=depth, at_s=self._at_s(), address=server.address, error=error))
+                depth=depth, at_s=self._at_s(), address=server.label, error=error))
         return Failure(FailureKind.NO_REACHABLE_AUTHORITY,
-                       f"{server.ns_name} ({server.address}): {error}")
+                       f"{server.ns_name} ({server.label}): {error}")
 
     def _check_budget(self) -> None:
         if self.queries_sent >= self.limits.max_upstream_queries:
@@ -427,4 +436,4 @@ def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: fl
     if cut.source is CutSource.ROOT_HINTS:
         return "root hints"
     return "chosen at random among the fastest known" if selection.score(
-        server.address, cut.zone, now) < 0.376 else f"address from {cut.source}"
+        server.server, cut.zone, now) < 0.376 else f"address from {cut.source}"

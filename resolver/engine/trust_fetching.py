@@ -37,6 +37,7 @@ from resolver.engine.events import (
     SendQuery,
 )
 from resolver.engine.failure import Failure, FailureKind
+from resolver.engine.network import ServerAddress
 from resolver.engine.resolution_core import Reply, ResolutionCore, log
 from resolver.engine.settings import ValidationSettings
 from resolver.engine.validation import (
@@ -228,7 +229,7 @@ class TrustFetching(ResolutionCore):
             server, served_zone, rtype = ds_server, parent_zone, RRType.DS
         else:
             server, served_zone, rtype = dnskey_server, zone, RRType.DNSKEY
-        if not server:
+        if server is None:
             # It came from the cache (a DS with a referral, for instance): fetched once more
             # from the network, the server that gives it is then known.
             if (zone, rtype) in self._refetched:
@@ -251,21 +252,21 @@ class TrustFetching(ResolutionCore):
         if zone == anchor:
             keys, server = yield from self._fetched(Question(zone, RRType.DNSKEY), depth,
                                                     f"DNSKEY of {zone} (trust anchor)")
-            self._trust_sources[zone] = ("", server, "")
+            self._trust_sources[zone] = (None, server, "")
             return anchored_trust(zone, _of_type(keys.answer, zone, RRType.DNSKEY),
                                   keys.signatures, settings.anchors.ds_for(zone),
                                   settings.anchors.dnskeys_for(zone), now, **ttls,
                                   budget=self._verifications)
         proof = self.cache.ds_denial(zone)
         if proof is not None:  # the referral proved it absent: nothing to ask
-            ds_outcome, ds_server = Outcome(rcode=Rcode.NOERROR, denial=proof), ""
+            ds_outcome, ds_server = Outcome(rcode=Rcode.NOERROR, denial=proof), None
         else:
             ds_outcome, ds_server = yield from self._fetched(Question(zone, RRType.DS), depth,
                                                              f"DS of {zone}")
         ds = _of_type(ds_outcome.answer, zone, RRType.DS)
         parent_zone = self._parent_zone(zone, anchor, ds_outcome)
         parent = yield from self._zone_trust(parent_zone, depth)
-        self._trust_sources[zone] = (ds_server, "", parent_zone)
+        self._trust_sources[zone] = (ds_server, None, parent_zone)
         if not parent.verdict.is_secure:
             return ZoneTrust(zone, parent.verdict, (), parent.steps, parent.ttl_s)
         if ds_outcome.rcode == Rcode.SERVFAIL:
@@ -287,13 +288,13 @@ class TrustFetching(ResolutionCore):
             budget=self._verifications)
 
     def _fetched(self, question: Question, depth: int, purpose: str
-                 ) -> Generator[SendQuery, Reply, tuple[Outcome, str]]:
+                 ) -> Generator[SendQuery, Reply, tuple[Outcome, ServerAddress | None]]:
         """The outcome of a sub-resolution for trust data, and the server whose reply gave
-        it ("" when it came from the cache, without a query)."""
+        it (None when it came from the cache, without a query)."""
         sent = self.queries_sent
-        self._answered_by = ""
+        self._answered_by = None
         outcome = yield from self._resolve(question, depth + 1, purpose)
-        return outcome, (self._answered_by if self.queries_sent > sent else "")
+        return outcome, (self._answered_by if self.queries_sent > sent else None)
 
     def _parent_zone(self, zone: str, anchor: str, ds_outcome: Outcome) -> str:
         """The zone above `zone` that answered for its DS: the DS's signer, else the SOA

@@ -123,7 +123,7 @@ class ZoneCutChoice(ResolutionCore):
         """Fill in addresses the cache already knows for glueless name servers."""
         servers = []
         for ns in delegation.servers:
-            if ns.addresses:
+            if ns.reachable:
                 servers.append(ns)
                 continue
             known = tuple(

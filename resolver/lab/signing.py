@@ -23,7 +23,8 @@ from dnslib import RR, DNSLabel
 
 from resolver.dns import names
 from resolver.dns.rdata_wire import rdata_wire
-from resolver.dns.wire import Record, RRType, record_from_rdata, record_from_rr
+from resolver.dns.record_text import record_from_rdata
+from resolver.dns.wire import Record, RRType, record_from_rr
 from resolver.dnssec.records import Rrsig
 from resolver.dnssec.signatures import Algorithm
 from resolver.dnssec.signer import KSK_FLAGS, ZSK_FLAGS, key_from_seed, sign_zone

@@ -36,6 +36,8 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode
 from resolver.dns.extended_errors import ExtendedError, ede_option
 from resolver.dns.header import EDNS_DO, HeaderFlag
 from resolver.dns.scanner import MalformedMessage, ScannedMessage, question_key, scan_query
@@ -46,8 +48,6 @@ from resolver.dns.wire import (
     Question,
     Rcode,
     RRType,
-    decode,
-    encode,
     make_record,
     rcode_name,
     type_name,

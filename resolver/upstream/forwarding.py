@@ -10,10 +10,10 @@ authoritative servers, asked with RD=0, from which we iterate on. The engine pic
 deepest configured zone that contains the question name, so `corp.example` can go to an
 internal server while everything else is iterated or forwarded elsewhere.
 
-Inside the engine every server address is a string. A configured upstream travels as
-`IP@PORT`, `IP@PORT#TLSNAME` or, for DoH, `IP@PORT#TLSNAME/PATH` (see `upstream_spec`);
-`server_address` turns it back into the `ServerAddress` the network needs, so each upstream
-keeps its own port and TLS name and server selection keeps its health and RTT separately.
+Each upstream is parsed here, once, into a `ServerAddress` (IP, port, TLS name, DoH path)
+that the engine carries as it is: each upstream keeps its own port and TLS name, and server
+selection keeps its health and RTT separately. Text comes back only in messages
+(`ServerAddress.notation`).
 
 Loops (Unbound and CoreDNS users' most common forwarding mistake): an upstream that is one
 of our own listen addresses is refused at start (`check_no_self_forwarding`); at run time
@@ -34,7 +34,7 @@ from dataclasses import replace
 
 from resolver.dns import names
 from resolver.engine.delegation import CutSource, Delegation, forwarders
-from resolver.engine.network import Network, ServerAddress, Transport, UpstreamError
+from resolver.engine.network import Network, ServerAddress, Transport
 from resolver.engine.settings import ForwardingSettings
 from resolver.upstream.exchange import ReplyMatcher
 
@@ -88,7 +88,7 @@ def parse_upstream(text: str, *, default_port: int = DNS_PORT, tls: bool = False
         port = int(port_text)
     if hash_sign:
         tls_name = _tls_name(tls_name, raw) if tls_name != ip else ip
-    if slash:  # the engine's spec of a DoH upstream: IP@PORT#TLSNAME/PATH
+    if slash:  # a DoH upstream in `ServerAddress.notation`: IP@PORT#TLSNAME/PATH
         return ServerAddress(ip, port, tls_name=tls_name or ip,
                              doh_path=_doh_path("/" + path, raw))
     return ServerAddress(ip, port, tls_name=(tls_name or ip) if use_tls else None)
@@ -157,23 +157,6 @@ def _tls_name(text: str, raw: str) -> str:
     return name
 
 
-def upstream_spec(server: ServerAddress) -> str:
-    """How a configured upstream travels inside the engine: `IP@PORT`, `IP@PORT#TLSNAME`, or
-    `IP@PORT#TLSNAME/PATH` for DNS over HTTPS (read back by `engine.network.server_from_spec`)."""
-    spec = f"{server.ip}@{server.port}"
-    if server.doh_path is not None:
-        return f"{spec}#{server.tls_name or server.ip}{server.doh_path}"
-    return spec if server.tls_name is None else f"{spec}#{server.tls_name}"
-
-
-def server_address(address: str, default_port: int) -> ServerAddress:
-    """The server the engine means by `address`: a bare IP (on `default_port`, the iterative
-    case) or a configured upstream's `upstream_spec`. ForwardingError if it is neither."""
-    if "@" not in address and "#" not in address:
-        return ServerAddress(address, default_port)
-    return parse_upstream(address, default_port=default_port)
-
-
 def parse_zone_upstreams(
     text: str, *, default_port: int = DNS_PORT, option: str = "--forward-zone"
 ) -> tuple[str, tuple[ServerAddress, ...]]:
@@ -236,11 +219,11 @@ def configured_zones(settings: ForwardingSettings, *, default_port: int) -> dict
     zones: dict[str, Delegation] = {}
     for zone, servers in forward.items():
         if servers:
-            zones[zone] = forwarders(_unique_specs(servers), zone=zone)
+            zones[zone] = forwarders(dict.fromkeys(servers), zone=zone)
     for zone, servers in stub.items():
         if zone in zones:
             raise ForwardingError(f"zone {zone} is both a forward zone and a stub zone")
-        delegation = forwarders(_unique_specs(servers), zone=zone)
+        delegation = forwarders(dict.fromkeys(servers), zone=zone)
         # Stub servers are authorities, not forwarders: their names in logs and EDE text
         # say so.
         named = tuple(replace(server, name=f"stub-server-{number}.")
@@ -250,26 +233,15 @@ def configured_zones(settings: ForwardingSettings, *, default_port: int) -> dict
     return zones
 
 
-def _unique_specs(servers: Iterable[ServerAddress]) -> list[str]:
-    return list(dict.fromkeys(upstream_spec(s) for s in servers))
-
-
 def forward_zone_names(zones: dict[str, Delegation]) -> frozenset[str]:
     """The zones whose servers recurse for us (RD=1)."""
     return frozenset(zone for zone, cut in zones.items() if cut.recursion_desired)
 
 
-def configured_upstreams(zones: dict[str, Delegation], *, default_port: int) -> list[ServerAddress]:
-    """Every server address of the configured zones, decoded."""
-    found: list[ServerAddress] = []
-    for cut in zones.values():
-        for ns in cut.servers:
-            for address in ns.addresses:
-                try:
-                    found.append(server_address(address, default_port))
-                except ForwardingError:
-                    continue
-    return found
+def configured_upstreams(zones: dict[str, Delegation]) -> list[ServerAddress]:
+    """Every server address of the configured zones."""
+    return [ns.upstream for cut in zones.values() for ns in cut.servers
+            if ns.upstream is not None]
 
 
 def check_no_self_forwarding(
@@ -289,7 +261,7 @@ def check_no_self_forwarding(
                 _is_unspecified(ip)
             ):
                 raise ForwardingError(
-                    f"forwarding loop: upstream {upstream_spec(server)} is our own listen "
+                    f"forwarding loop: upstream {server.notation()} is our own listen "
                     f"address {_fmt(own_ip, own_port)}; forward to another server"
                 )
 
@@ -395,7 +367,7 @@ def _loop_key(query: bytes) -> tuple[bytes, bytes, bytes] | None:
 class ForwardingNetwork:
     """A `Network` in front of another, for configured upstreams.
 
-    It sends a configured upstream's query to the port and TLS name of its spec, notes each
+    It sends each query to the server the engine chose (its port and TLS name included), notes each
     forwarded query (RD=1) in the loop guard, and refuses a forwarder's reply without
     RA: a server that does not recurse for us cannot answer as a forwarder (RFC 1035 §4.1.1),
     so the engine moves on to the next upstream. Queries with RD=0 pass untouched.
@@ -408,13 +380,6 @@ class ForwardingNetwork:
     async def exchange(
         self, query: bytes, server: ServerAddress, transport: Transport, timeout_s: float
     ) -> bytes:
-        if "@" in server.ip or "#" in server.ip:
-            # A configured upstream's spec, passed through by an engine that only knows
-            # one upstream port: its own port and TLS name are in the spec.
-            try:
-                server = server_address(server.ip, server.port)
-            except ForwardingError as exc:
-                raise UpstreamError(str(exc)) from None
         forwarded = len(query) > 2 and bool(query[2] & 0x01)
         if forwarded:
             self.guard.remember(query)

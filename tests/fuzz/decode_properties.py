@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from resolver.dns import wire
+from resolver.dns import decoding, encoding, wire
 from resolver.dns.rdata_wire import name_labels
 
 
@@ -18,8 +18,8 @@ def check_decoded_message_round_trips(message: wire.Message) -> None:
     for section in (message.answer, message.authority, message.additional):
         for record in section:
             name_labels(record.name)  # ValueError: the text does not spell wire labels
-    data = wire.encode(message)
-    again = wire.decode(data)
+    data = encoding.encode(message)
+    again = decoding.decode(data)
     if again.tc and not message.tc:
         return  # our compression differed and the result outgrew 65535 octets: truncated
     expected = replace(message, malformed=())

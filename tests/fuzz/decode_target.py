@@ -12,14 +12,14 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from resolver.dns import scanner, wire
+    from resolver.dns import decoding, scanner
 
 from tests.fuzz.decode_properties import check_decoded_message_round_trips
 
 
 def fuzz_one(data: bytes) -> None:
     try:
-        message = wire.decode(data)
+        message = decoding.decode(data)
     except scanner.MalformedMessage:
         return
     check_decoded_message_round_trips(message)

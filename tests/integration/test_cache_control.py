@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from resolver.daemon.control import request
-from resolver.dns.wire import Question, Rcode, RRType, decode, make_query
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, Rcode, RRType
 from tests.integration.conftest import (
     RESOLVER,
     RunningLab,

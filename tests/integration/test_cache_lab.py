@@ -15,7 +15,9 @@ import pytest
 
 from resolver.daemon.app import App, build
 from resolver.daemon.config import ServeConfig
-from resolver.dns.wire import Question, Rcode, RRType, decode, make_query
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.delegation import parse_root_hints
 from resolver.engine.network import Transport
 from resolver.engine.settings import CacheSettings, EngineSettings

@@ -14,7 +14,9 @@ import time
 
 import pytest
 
-from resolver.dns.wire import Message, Question, Rcode, RRType, decode, make_query
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Message, Question, Rcode, RRType
 from resolver.engine.network import Transport
 from resolver.server.handler import QueryHandler
 from resolver.server.listener import Client

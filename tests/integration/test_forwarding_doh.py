@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from resolver.dns.wire import Question, RRType, make_query
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, RRType
 from resolver.upstream.forwarding import parse_https_upstream
 from resolver.upstream.https import DohClient, make_doh_context
 from tests.integration.conftest import RESOLVER, RunningLab, _free_port, start_resolver

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver.dns.wire import Question, RRType, decode, make_query
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, RRType
 from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
 from resolver.upstream.exchange import AsyncioNetwork
 from resolver.upstream.tls import DotClient, make_tls_context

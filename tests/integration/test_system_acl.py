@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from resolver.dns.wire import Question, RRType, make_query
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, RRType
 from tests.integration.conftest import RunningLab
 from tests.integration.test_system_support import Server, answers, dig, start, status
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver.dns.wire import Edns, Message, Record, RRType, decode, encode, parse_record
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode
+from resolver.dns.wire import Edns, Message, Record, RRType, parse_record
 from tests.conftest import require_tool
 from tests.integration.conftest import RESOLVER, RunningLab, _free_port
 from tests.integration.test_system_support import (

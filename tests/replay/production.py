@@ -18,6 +18,7 @@ from resolver.engine.delegation import Delegation, forwarders, parse_root_hints
 from resolver.engine.network import ServerAddress, Transport
 from resolver.engine.settings import CacheSettings, EngineSettings, ValidationSettings
 from resolver.server.listener import Client
+from resolver.upstream.forwarding import parse_upstream
 from tests.replay.seam import FakeClock, ReplayConfig, ResolverUnderTest
 from tests.replay.seam import Transport as ScriptedTransport
 
@@ -68,11 +69,11 @@ class ReplayedResolver:
         )
         zones: dict[str, Delegation] = {}
         if cfg.forwarders:
-            zones["."] = forwarders(cfg.forwarders)
+            zones["."] = forwarders(map(parse_upstream, cfg.forwarders))
         for zone, addresses in cfg.forward_zones.items():
-            zones[zone] = forwarders(addresses, zone=zone)
+            zones[zone] = forwarders(map(parse_upstream, addresses), zone=zone)
         for zone, addresses in cfg.stub_zones.items():
-            stub = forwarders(addresses, zone=zone)
+            stub = forwarders(map(parse_upstream, addresses), zone=zone)
             zones[stub.zone] = replace(stub, recursion_desired=False, source="stub zone")
         hints = parse_root_hints(
             "\n".join(f". 3600000 NS {name}\n{name} 3600000 {'AAAA' if ':' in ip else 'A'} {ip}"

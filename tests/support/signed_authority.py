@@ -14,7 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from resolver.dns import names
-from resolver.dns.wire import Message, Question, Rcode, Record, RRType, decode, encode
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode
+from resolver.dns.wire import Message, Question, Rcode, Record, RRType
 from resolver.dnssec.canonical import name_order_key
 from resolver.dnssec.denial import nsec3_hash
 from resolver.dnssec.records import Nsec3, Rrsig

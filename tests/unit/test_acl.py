@@ -7,7 +7,9 @@ import asyncio
 
 import pytest
 
-from resolver.dns.wire import Question, Rcode, RRType, decode, make_query
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.network import Transport
 from resolver.server.acl import AccessControl, AclAction, AclRule, parse_network
 from resolver.server.handler import QueryHandler

@@ -13,8 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode
 from resolver.dns.scanner import MalformedMessage, scan_query
-from resolver.dns.wire import Edns, Message, Question, RRType, decode, encode, parse_record
+from resolver.dns.wire import Edns, Message, Question, RRType, parse_record
 from resolver.engine.cache import RecordCache
 from resolver.engine.network import Transport
 from resolver.engine.settings import CacheSettings

@@ -18,16 +18,15 @@ import pytest
 
 from resolver.daemon import cache_file
 from resolver.daemon.cache_file import CacheFileError, CacheFileKeeper
+from resolver.dns.record_text import exact_text, record_from_exact_text
 from resolver.dns.wire import (
     Question,
     Rcode,
     Record,
     RRType,
-    exact_text,
     make_record,
     parse_record,
     parse_records,
-    record_from_exact_text,
 )
 from resolver.dnssec.security import Security
 from resolver.engine.cache import Rank, RecordCache

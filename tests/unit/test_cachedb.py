@@ -7,16 +7,9 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver.dns.wire import (
-    Edns,
-    Message,
-    Question,
-    Rcode,
-    RRType,
-    decode,
-    encode,
-    make_record,
-)
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode
+from resolver.dns.wire import Edns, Message, Question, Rcode, RRType, make_record
 from resolver.dnssec.security import Security
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.settings import CacheSettings

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
+from resolver.dns.decoding import decode
 from resolver.dns.extended_errors import ExtendedError
-from resolver.dns.wire import RRType, decode
+from resolver.dns.wire import RRType
 from resolver.dnssec.canonical import canonical_name_wire
 from resolver.service.cachedb_tier import ReadResult
 from tests.support.labnet import FakeClock

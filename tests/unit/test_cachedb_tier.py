@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from resolver.dns.wire import Rcode, decode
+from resolver.dns.decoding import decode
+from resolver.dns.wire import Rcode
 from resolver.engine.network import Transport, UpstreamError
 from resolver.server.handler import QueryHandler
 from resolver.server.listener import Client

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from resolver.dns.wire import Record, RRType, parse_record, rdata_octets, record_from_rdata
+from resolver.dns.record_text import rdata_octets, record_from_rdata
+from resolver.dns.wire import Record, RRType, parse_record
 from resolver.dnssec import signature_math
 from resolver.dnssec.chain import validate_rrset
 from resolver.dnssec.keys import Dnskey

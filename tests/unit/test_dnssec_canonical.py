@@ -5,7 +5,7 @@ from __future__ import annotations
 import dnslib
 import pytest
 
-from resolver.dns import wire
+from resolver.dns import decoding, encoding, wire
 from resolver.dns.rdata_wire import name_wire, rdata_wire
 from resolver.dns.wire import RRType, parse_record
 from resolver.dnssec.canonical import (
@@ -75,7 +75,7 @@ def test_signed_zone_records_round_trip_through_the_wire(
             continue
         seen.add(record.rtype)
         octets = rdata_wire(record)
-        rdata_class = wire._RDATA_CLASSES[record.rtype]
+        rdata_class = decoding._RDATA_CLASSES[record.rtype]
         again = rdata_class.parse(dnslib.DNSBuffer(octets), len(octets))
         assert again.toZone() == record.rdata.toZone()
         assert rdata_wire(wire.Record(record.name, record.rtype, 1, 0, "", again)) == octets
@@ -87,7 +87,7 @@ def test_nsec3_from_a_message_decodes_to_the_same_record(
     signed = cached_zone(tmp_path_factory, ZONE, CHILD_ZONE, "ED25519", nsec3=True)
     nsec3 = signed.of_type(RRType.NSEC3)
     message = wire.Message(id=1, qr=True, opcode=0, rcode=3, authority=tuple(nsec3))
-    decoded = wire.decode(wire.encode(message))
+    decoded = decoding.decode(encoding.encode(message))
     assert [r.rdata_text for r in decoded.authority] == [r.rdata_text for r in nsec3]
     assert [rdata_wire(r) for r in decoded.authority] == [rdata_wire(r) for r in nsec3]
 
@@ -102,6 +102,6 @@ def test_key_tag_agrees_with_ldns(tmp_path_factory: pytest.TempPathFactory) -> N
 def test_malformed_nsec3_rdata_from_the_wire_is_dropped_not_a_crash() -> None:
     record = wire.make_record("abc.example.", RRType.NSEC3, 300, b"\x01\x00\x00\x01\x05")
     message = wire.Message(id=1, qr=True, opcode=0, rcode=0, authority=(record,))
-    decoded = wire.decode(wire.encode(message))
+    decoded = decoding.decode(encoding.encode(message))
     assert decoded.authority == ()
     assert decoded.malformed and "NSEC3" in decoded.malformed[0]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import dnslib
 import pytest
 
-from resolver.dns.wire import Question, Rcode, RRType, decode, parse_records
+from resolver.dns.decoding import decode
+from resolver.dns.wire import Question, Rcode, RRType, parse_records
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.delegation import parse_root_hints
 from resolver.engine.events import Finished, Outcome, QuerySent, SendQuery, TraceEvent

@@ -66,15 +66,17 @@ def test_ipv6_servers_are_demoted_after_network_unreachable() -> None:
     """Once an IPv6 server fails with "network unreachable", IPv4 servers are chosen first."""
     import random
 
+    from resolver.engine.network import ServerAddress
     from resolver.engine.selection import Candidate, ServerSelection
 
     selection = ServerSelection()
-    v4, v6 = Candidate("ns.", "192.0.2.1"), Candidate("ns.", "2001:db8::1")
-    chosen_before = {selection.choose([v4, v6], zone="x.", now=0.0, rng=random.Random(i)).address
+    v4 = Candidate("ns.", ServerAddress("192.0.2.1"))
+    v6 = Candidate("ns.", ServerAddress("2001:db8::1"))
+    chosen_before = {selection.choose([v4, v6], zone="x.", now=0.0, rng=random.Random(i)).server.ip
                      for i in range(20)}
     assert chosen_before == {"192.0.2.1", "2001:db8::1"}
     selection.record_ipv6_unreachable(now=0.0)
-    chosen_after = {selection.choose([v4, v6], zone="x.", now=1.0, rng=random.Random(i)).address
+    chosen_after = {selection.choose([v4, v6], zone="x.", now=1.0, rng=random.Random(i)).server.ip
                     for i in range(20)}
     assert chosen_after == {"192.0.2.1"}
 
@@ -126,7 +128,7 @@ class _HangingNetwork:
         self.release = asyncio.Event()
 
     async def exchange(self, query: bytes, server, transport, timeout_s):  # type: ignore[no-untyped-def]
-        from resolver.dns.wire import decode
+        from resolver.dns.decoding import decode
         asked = decode(query).question
         if asked is not None and any(asked.name.endswith(n) for n in self.hanging):
             await self.release.wait()
@@ -166,7 +168,7 @@ def test_a_new_question_replaces_a_resolution_older_than_jostle_timeout() -> Non
 
 def test_handler_drops_a_clients_queries_beyond_the_wait_limit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """One client address may have only so many queries waiting; others are unaffected."""
-    from resolver.dns.wire import make_query
+    from resolver.dns.encoding import make_query
     from resolver.engine.events import Outcome
     from resolver.engine.network import Transport
     from resolver.server import handler as handler_module
@@ -225,8 +227,9 @@ def test_cache_only_resolution_answers_from_the_cache_or_refers() -> None:
 def test_answer_cache_retires_a_negative_answer_when_its_zone_soa_is_refreshed() -> None:
     """A cached NXDOMAIN shows the zone's freshest SOA: after another negative answer of the
     zone refreshes it, the stored reply bytes are no longer served (testbound ttl_msg)."""
+    from resolver.dns.encoding import encode, make_query
     from resolver.dns.scanner import scan_query
-    from resolver.dns.wire import Message, encode, make_query, parse_record
+    from resolver.dns.wire import Message, parse_record
     from resolver.server.answer_cache import AnswerCache
 
     stamps = {"example.com.": 1.0}
@@ -247,7 +250,8 @@ def test_handler_notimp_copies_the_question_and_rd_and_clears_every_other_flag()
     clear (RFC 1035 §4.1.1: RD is copied into the response)."""
     import struct as struct_module
 
-    from resolver.dns.wire import decode, make_query
+    from resolver.dns.decoding import decode
+    from resolver.dns.encoding import make_query
     from resolver.engine.network import Transport
     from resolver.server.handler import QueryHandler
     from resolver.server.listener import Client

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from resolver.dns.wire import Question, Rcode, RRType, decode
+from resolver.dns.decoding import decode
+from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.settings import EngineSettings
 from tests.support.labnet import FakeClock, LabNetwork, lab_service
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from resolver.dns.wire import Question, Rcode, make_query
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, Rcode
 from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
 from resolver.upstream.exchange import AsyncioNetwork, ReplyMatcher
 from tests.support.fakeauth import (

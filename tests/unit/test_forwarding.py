@@ -13,16 +13,9 @@ from click.testing import CliRunner
 from resolver.cli.commands import main
 from resolver.daemon.app import build
 from resolver.daemon.config import ServeConfig
-from resolver.dns.wire import (
-    Message,
-    Question,
-    Rcode,
-    RRType,
-    decode,
-    encode,
-    make_query,
-    parse_record,
-)
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode, make_query
+from resolver.dns.wire import Message, Question, Rcode, RRType, parse_record
 from resolver.dnssec.anchors import ROOT_ANCHORS
 from resolver.engine.network import ServerAddress, Transport, UpstreamTimeout
 from resolver.engine.settings import EngineSettings, ForwardingSettings, ValidationSettings
@@ -38,8 +31,6 @@ from resolver.upstream.forwarding import (
     forward_zone_names,
     parse_upstream,
     parse_zone_upstreams,
-    server_address,
-    upstream_spec,
 )
 from tests.support.labnet import FakeClock, LabNetwork, lab_root_hints
 
@@ -90,16 +81,20 @@ def test_parse_upstream_rejects_bad_notation_with_one_line(text: str) -> None:
     assert str(caught.value)
 
 
-def test_upstream_spec_round_trips_through_server_address() -> None:
-    """The engine-side spec decodes back to the same server, port and TLS name included."""
+def test_notation_reads_back_as_the_same_server() -> None:
+    """The notation messages show decodes back to the same server, port and TLS name included."""
     for server in (ServerAddress("127.0.0.1", 5301), ServerAddress("::1", 53),
                    ServerAddress("192.0.2.7", 853, tls_name="dot.example")):
-        assert server_address(upstream_spec(server), 53) == server
+        assert parse_upstream(server.notation()) == server
 
 
-def test_server_address_bare_ip_takes_the_engine_port() -> None:
-    """An iterative server address (bare IP) uses the engine's upstream port."""
-    assert server_address("127.41.0.4", 5353) == ServerAddress("127.41.0.4", 5353)
+def test_configured_servers_carry_their_parsed_address() -> None:
+    """A forward zone's servers hold the `ServerAddress` parsed from the option, no text."""
+    zones = configured_zones(ForwardingSettings(forward=("127.0.0.1@5301#dot.test",)),
+                             default_port=53)
+    [server] = zones["."].servers
+    assert server.upstream == ServerAddress("127.0.0.1", 5301, tls_name="dot.test")
+    assert server.addresses == ()
 
 
 def test_parse_zone_upstreams_reads_zone_and_list() -> None:
@@ -128,7 +123,7 @@ def test_configured_zones_forwarders_for_the_root_are_recursive() -> None:
     )
     root = zones["."]
     assert root.recursion_desired
-    assert [a for ns in root.servers for a in ns.addresses] == [
+    assert [a for ns in root.servers for a in ns.address_texts()] == [
         "127.0.0.1@5301", "127.0.0.2@853#dot.test"]
 
 
@@ -143,7 +138,7 @@ def test_configured_zones_stub_zone_is_iterative_and_forward_zone_recursive() ->
     )
     assert set(zones) == {"corp.example.", "lab.example."}
     assert zones["corp.example."].recursion_desired
-    assert [a for ns in zones["corp.example."].servers for a in ns.addresses] == [
+    assert [a for ns in zones["corp.example."].servers for a in ns.address_texts()] == [
         "10.0.0.1@53", "10.0.0.2@53"]
     stub = zones["lab.example."]
     assert not stub.recursion_desired
@@ -155,7 +150,7 @@ def test_configured_zones_default_port_is_the_upstream_port() -> None:
     """An address without @PORT uses the port given (the --upstream-port)."""
     zones = configured_zones(ForwardingSettings(stub_zones=("x.test=127.0.0.9",)),
                              default_port=5353)
-    assert configured_upstreams(zones, default_port=5353) == [ServerAddress("127.0.0.9", 5353)]
+    assert configured_upstreams(zones) == [ServerAddress("127.0.0.9", 5353)]
 
 
 def test_configured_zones_refuses_a_zone_both_forward_and_stub() -> None:
@@ -465,8 +460,8 @@ def test_forwarding_network_remembers_only_forwarded_queries() -> None:
     assert len(network.guard) == 1
 
 
-def test_forwarding_network_routes_spec_to_port_and_tls_name() -> None:
-    """An engine address `IP@PORT#NAME` reaches the network as that port and TLS name."""
+def test_forwarding_network_sends_to_the_port_and_tls_name_the_engine_chose() -> None:
+    """A configured upstream reaches the network with its own port and TLS name."""
     seen: list[ServerAddress] = []
 
     class Recorder:
@@ -477,7 +472,7 @@ def test_forwarding_network_routes_spec_to_port_and_tls_name() -> None:
 
     network = ForwardingNetwork(Recorder(), ForwardLoopGuard(clock=FakeClock()))
     asyncio.run(network.exchange(_query("www.example.com.", 3), ServerAddress(
-        "127.0.0.1@8853#dot.test", 53), Transport.UDP, 1.0))
+        "127.0.0.1", 8853, tls_name="dot.test"), Transport.UDP, 1.0))
     asyncio.run(network.exchange(_query("www.example.com.", 4), ServerAddress(
         "127.41.0.4", 5353), Transport.UDP, 1.0))
     assert seen == [ServerAddress("127.0.0.1", 8853, tls_name="dot.test"),

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from resolver.engine.network import ServerAddress, server_from_spec
+from resolver.engine.network import ServerAddress
 from resolver.engine.settings import ForwardingSettings
 from resolver.upstream.forwarding import (
     ForwardingError,
     configured_zones,
     parse_https_upstream,
+    parse_upstream,
     parse_zone_upstreams,
-    server_address,
-    upstream_spec,
 )
 
 
@@ -50,11 +49,9 @@ def test_unusable_urls_are_refused_with_a_forwarding_error(text: str) -> None:
     "https://[::1]:8443/a/b",
     "https://dns.example/dns-query#10.0.0.1",
 ])
-def test_engine_spec_round_trips_to_the_same_server(url: str) -> None:
+def test_notation_of_a_doh_upstream_reads_back_as_the_same_server(url: str) -> None:
     server = parse_https_upstream(url)
-    spec = upstream_spec(server)
-    assert server_address(spec, 53) == server
-    assert server_from_spec(spec, 53) == server
+    assert parse_upstream(server.notation()) == server
 
 
 def test_forward_zone_entry_may_be_a_doh_url_beside_a_plain_address() -> None:
@@ -72,12 +69,12 @@ def test_forward_https_makes_the_root_a_forward_zone_after_the_others() -> None:
         default_port=53)
     root = zones["."]
     assert root.recursion_desired
-    assert [a for ns in root.servers for a in ns.addresses] == [
+    assert [a for ns in root.servers for a in ns.address_texts()] == [
         "127.0.0.1@5301", "127.0.0.2@8443#127.0.0.2/dns-query", "127.0.0.3@443#127.0.0.3/q"]
 
 
 def test_doh_and_dot_to_the_same_address_stay_two_upstreams() -> None:
-    dot = server_address("127.0.0.1@853#dns.example", 53)
-    doh = server_address("127.0.0.1@853#dns.example/dns-query", 53)
+    dot = parse_upstream("127.0.0.1@853#dns.example")
+    doh = parse_upstream("127.0.0.1@853#dns.example/dns-query")
     assert dot.doh_path is None and doh.doh_path == "/dns-query"
     assert dot != doh

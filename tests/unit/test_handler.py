@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from resolver.dns.decoding import decode
 from resolver.dns.extended_errors import EDNS_OPTION_EDE, ExtendedError
-from resolver.dns.wire import Message, Question, Rcode, RRType, decode
+from resolver.dns.wire import Message, Question, Rcode, RRType
 from resolver.engine.events import Outcome
 from resolver.engine.failure import FailureKind
 from resolver.engine.network import Transport

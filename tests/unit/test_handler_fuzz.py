@@ -8,7 +8,9 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resolver.dns.wire import Question, RRType, decode, make_query
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, RRType
 from resolver.engine.network import Transport
 from resolver.server.handler import QueryHandler
 from resolver.server.listener import Client

@@ -9,7 +9,7 @@ from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, A, DNSLabel, DNSQuestion, DNS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver.dns.wire import decode
+from resolver.dns.decoding import decode
 from resolver.engine.network import Transport
 from resolver.lab.authority import Answer, Authority, Outcome, Zone, ZoneError
 from resolver.lab.world import SERVERS, zone_text

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver.dns.wire import Message, Question, Record, RRType, decode, make_query
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Message, Question, Record, RRType
 from resolver.dnssec.chain import validate_dnskeys, validate_rrset
 from resolver.dnssec.denial import prove_nodata, prove_nxdomain
 from resolver.dnssec.keys import Dnskey, Ds

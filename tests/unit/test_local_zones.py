@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver.dns.wire import Question, Rcode, RRType, decode, make_query, type_from_text
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, Rcode, RRType, type_from_text
 from resolver.engine.events import Outcome
 from resolver.engine.network import Transport
 from resolver.server.handler import QueryHandler

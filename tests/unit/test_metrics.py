@@ -9,7 +9,8 @@ import contextlib
 import pytest
 
 from resolver.daemon.metrics import CountingNetwork, MetricsServer
-from resolver.dns.wire import Question, RRType, make_query
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, RRType
 from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
 from resolver.server.acl import AccessControl
 from resolver.server.handler import QueryHandler

@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from resolver.dns.wire import Question, RRType, make_query
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, RRType
 from resolver.engine.network import Transport
 from resolver.server.handler import QueryHandler
 from resolver.server.listener import Client

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from resolver.dns.wire import Question, Rcode, RRType, decode, make_query, parse_records
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
+from resolver.dns.wire import Question, Rcode, RRType, parse_records
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.failure import Failure, FailureKind
 from resolver.engine.network import ServerAddress, Transport

@@ -13,6 +13,7 @@ import pytest
 
 from resolver.daemon.config import EncryptedSettings, ListenAddress
 from resolver.daemon.encrypted import EncryptedListeners
+from resolver.dns.encoding import make_query
 from resolver.dns.svcb import (
     SVCB_TYPE,
     ServiceBinding,
@@ -25,7 +26,7 @@ from resolver.dns.svcb import (
     encode_svcb,
     port_value,
 )
-from resolver.dns.wire import Question, Rcode, RRType, make_query
+from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.network import Transport
 from resolver.server.client import Client
 from resolver.server.discovery import (

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import make_query
 from resolver.dns.extended_errors import EDNS_OPTION_EDE, ExtendedError
-from resolver.dns.wire import Message, Question, Rcode, RRType, decode, make_query
+from resolver.dns.wire import Message, Question, Rcode, RRType
 from resolver.dnssec.anchors import parse_trust_anchors
 from resolver.dnssec.security import Security
 from resolver.engine.cache import RecordCache
@@ -292,7 +294,7 @@ def test_wildcard_expansion_without_its_proof_is_bogus(world: SignedWorld) -> No
         if message.question and message.question.rtype == RRType.TXT:
             from dataclasses import replace
 
-            from resolver.dns.wire import encode
+            from resolver.dns.encoding import encode
             return encode(replace(message, authority=()))
         return reply
 
@@ -348,7 +350,7 @@ def test_unproven_nxdomain_for_a_minimised_name_asks_the_full_name(world: Signed
     def drop_proof(reply: bytes) -> bytes:
         from dataclasses import replace
 
-        from resolver.dns.wire import encode
+        from resolver.dns.encoding import encode
         message = decode(reply)
         if message.rcode != Rcode.NXDOMAIN:
             return reply
@@ -367,7 +369,7 @@ def test_nxdomain_without_its_nsec_is_servfail_with_ede_12(world: SignedWorld) -
     def drop_nsec(reply: bytes) -> bytes:
         from dataclasses import replace
 
-        from resolver.dns.wire import encode
+        from resolver.dns.encoding import encode
         message = decode(reply)
         if message.rcode != Rcode.NXDOMAIN:
             return reply
@@ -416,7 +418,7 @@ def test_referral_whose_ds_denial_does_not_verify_is_checked_against_the_ds_quer
     def break_referral_proof(reply: bytes) -> bytes:
         from dataclasses import replace
 
-        from resolver.dns.wire import encode
+        from resolver.dns.encoding import encode
         message = decode(reply)
         if message.question is None or message.question.rtype == RRType.DS:
             return reply
@@ -466,7 +468,7 @@ def test_stripped_answer_of_a_signed_child_from_the_parents_server_stays_bogus(
     def drop_rrsigs(reply: bytes) -> bytes:
         from dataclasses import replace
 
-        from resolver.dns.wire import encode
+        from resolver.dns.encoding import encode
         message = decode(reply)
         if message.question and message.question.rtype == RRType.A:
             return encode(replace(message, answer=tuple(
@@ -486,7 +488,7 @@ def test_delegation_whose_ds_denial_is_missing_is_bogus(world: SignedWorld) -> N
     def drop_proof(reply: bytes) -> bytes:
         from dataclasses import replace
 
-        from resolver.dns.wire import encode
+        from resolver.dns.encoding import encode
         message = decode(reply)
         kept = tuple(rr for rr in message.authority
                      if rr.rtype not in (RRType.NSEC, RRType.RRSIG))
@@ -557,7 +559,7 @@ def test_missing_rrsig_in_a_signed_zone_is_servfail_with_ede_10(world: SignedWor
     def drop_rrsigs(reply: bytes) -> bytes:
         from dataclasses import replace
 
-        from resolver.dns.wire import encode
+        from resolver.dns.encoding import encode
         message = decode(reply)
         if message.question and message.question.rtype == RRType.A:
             return encode(replace(message, answer=tuple(
@@ -788,7 +790,8 @@ def rrsig_flood(reply: bytes) -> bytes:
     """Each RRSIG of the answer joined by 40 copies whose signature does not verify."""
     from dataclasses import replace as replace_message
 
-    from resolver.dns.wire import encode, rdata_octets, record_from_rdata
+    from resolver.dns.encoding import encode
+    from resolver.dns.record_text import rdata_octets, record_from_rdata
 
     message = decode(reply)
     flood = []

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver.dns.wire import Question, Rcode, Record, RRType, decode, encode, parse_record
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode
+from resolver.dns.wire import Question, Rcode, Record, RRType, parse_record
 from resolver.dnssec.anchors import parse_trust_anchors
 from resolver.dnssec.security import Security
 from resolver.engine.cache import RecordCache

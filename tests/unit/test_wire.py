@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver.dns import wire
+from resolver.dns import decoding, wire
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode, make_query
 from resolver.dns.rdata_wire import name_labels
 from resolver.dns.scanner import scan_message
 from resolver.dns.wire import (
@@ -19,9 +21,6 @@ from resolver.dns.wire import (
     Question,
     Rcode,
     RRType,
-    decode,
-    encode,
-    make_query,
     parse_record,
     parse_records,
 )
@@ -371,7 +370,7 @@ def test_decode_drops_a_record_whose_rdata_is_longer_than_its_type_reads() -> No
     data[2] |= 0x80
     data[7] = 1
     data += b"\xc0\x0c" + struct.pack("!HHIH", RRType.A, 1, 60, 5) + b"\x01\x02\x03\x04\x05"
-    message = wire.decode(bytes(data))
+    message = decoding.decode(bytes(data))
     assert message.answer == ()
     assert message.malformed == ("x.test. A: 5 octets of RDATA do not fit the type",)
 

@@ -14,8 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from resolver.dns.decoding import decode
+from resolver.dns.encoding import encode
 from resolver.dns.scanner import MalformedMessage
-from resolver.dns.wire import RRType, decode, encode
+from resolver.dns.wire import RRType
 from tests.fuzz.decode_properties import check_decoded_message_round_trips
 
 FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
