@@ -40,6 +40,9 @@ class _ServerState:
     backoff_s: float | None = None
     timeouts_in_row: int = 0
     down_until: float = 0.0
+    #: While down: no query may probe the server before this time. One probe is in flight
+    #: until it, and after a probe timed out the next waits its back-off.
+    probe_after: float = 0.0
     #: After an ICMP unreachable or a refused connection: not asked before this time.
     unreachable_until: float = 0.0
     lame_zones: dict[str, float] = field(default_factory=dict)
@@ -102,6 +105,29 @@ class ServerSelection:
         band = [c for s, _, c in scored if s <= best + RTT_BAND_S]
         return band[rng.randrange(len(band))]
 
+    def is_down(self, server: ServerAddress, now: float) -> bool:
+        """Timed out DOWN_AFTER_TIMEOUTS times in a row, less than MEMORY_S ago."""
+        state = self._servers.get(server)
+        return state is not None and state.down_until > now
+
+    def probe_held(self, server: ServerAddress, now: float) -> float:
+        """Seconds before a down server may be probed again (0: it is not down, or it may
+        be probed now). Unbound's one probe at a time for a host that timed out: while
+        one query probes it, or during the back-off after a probe that timed out, every
+        other query skips it, so a black-holed zone costs one query per back-off instead
+        of every client question waiting out its whole budget."""
+        state = self._servers.get(server)
+        if state is None or state.down_until <= now:
+            return 0.0
+        return max(0.0, state.probe_after - now)
+
+    def claim_probe(self, server: ServerAddress, timeout_s: float, now: float) -> None:
+        """A query is about to ask `server`: if it is down, that query is its one probe
+        for `timeout_s`."""
+        state = self._servers.get(server)
+        if state is not None and state.down_until > now:
+            state.probe_after = now + timeout_s
+
     def is_known_bad(self, server: ServerAddress, zone: str, now: float) -> bool:
         return self.score(server, zone, now) >= _PENALTY_S
 
@@ -130,7 +156,12 @@ class ServerSelection:
         state = self._state(server)
         state.timeouts_in_row += 1
         state.backoff_s = min(2 * max(timeout_s, state.backoff_s or 0.0), MAX_BACKOFF_S)
+        if state.timeouts_in_row > DOWN_AFTER_TIMEOUTS:
+            # A probe timed out: the next waits the back-off (RFC 6298 §5.5).
+            state.probe_after = now + state.backoff_s
         if state.timeouts_in_row >= DOWN_AFTER_TIMEOUTS:
+            # Just down: the next query to ask (the same resolution's retry, most often)
+            # is its probe at once.
             state.down_until = now + MEMORY_S
 
     def record_ipv6_unreachable(self, now: float) -> None:

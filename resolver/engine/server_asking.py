@@ -60,7 +60,7 @@ from resolver.engine.network import (
 )
 from resolver.engine.resolution_core import OutOfBudget, Reply, ResolutionCore
 from resolver.engine.scrub import ScrubbedReply, scrub
-from resolver.engine.selection import Candidate, ServerSelection
+from resolver.engine.selection import DOWN_AFTER_TIMEOUTS, Candidate, ServerSelection
 
 
 @dataclass(slots=True)
@@ -147,6 +147,10 @@ class ServerAsking(ResolutionCore):
                 held = self.selection.unreachable_for(server, self.now)
                 if held and not reason:
                     reason = f"unreachable a moment ago (asked again in {held:.1f} s)"
+                probing = self.selection.probe_held(server, self.now)
+                if probing and not reason:
+                    reason = (f"down after {DOWN_AFTER_TIMEOUTS} timeouts in a row "
+                              f"(probed again in {probing:.1f} s)")
                 if reason:
                     if server not in attempts.tries:
                         attempts.tries[server] = self._max_tries(cut)
@@ -329,6 +333,7 @@ class ServerAsking(ResolutionCore):
             dnssec_ok=self._dnssec is not None and style.edns,
         )
         timeout_s = self._timeout_for(cut, server)
+        self.selection.claim_probe(server.server, timeout_s, self.now)
         self._token += 1
         self.queries_sent += 1
         self._sent_at = self.now

@@ -21,9 +21,9 @@ from resolver.dns.wire import Question, Rcode, RRType, parse_records
 from resolver.engine.cache import Rank, RecordCache
 from resolver.engine.delegation import parse_root_hints
 from resolver.engine.events import Finished, Outcome, QuerySent, SendQuery, TraceEvent
-from resolver.engine.network import Transport
+from resolver.engine.network import ServerAddress, Transport
 from resolver.engine.resolution import Resolution, SharedState
-from resolver.engine.selection import DOWN_AFTER_TIMEOUTS, ServerSelection
+from resolver.engine.selection import DOWN_AFTER_TIMEOUTS, MAX_BACKOFF_S, ServerSelection
 from resolver.engine.settings import CacheSettings, EngineSettings, Limits
 from resolver.lab.authority import Authority, Zone
 from resolver.service.resolver_service import ResolverService
@@ -466,9 +466,42 @@ def test_engine_failure_is_remembered_briefly() -> None:
     before = lab_.total()
     again = lab_.resolve("www.networkutopia.com.")
     assert again.rcode == Rcode.SERVFAIL and lab_.total() == before
-    lab_.clock.advance(CacheSettings().failure_ttl_s)
+    # Past the failure TTL, and past the back-off after which the server, down after its
+    # timeouts, may be probed again (test_engine_down_server_is_probed_by_one_query_...).
+    lab_.clock.advance(max(CacheSettings().failure_ttl_s, MAX_BACKOFF_S))
     lab_.network.silent.clear()
     assert lab_.resolve("www.networkutopia.com.").rcode == Rcode.NOERROR
+
+
+def test_engine_zone_whose_only_server_is_down_is_servfail_at_once_until_its_probe() -> None:
+    """Unbound's one probe at a time: once the zone's one server is down (three timeouts in
+    a row), new questions of the zone do not wait out their budget on it; they are SERVFAIL
+    at once, sending nothing, until the back-off allows one query to probe it again."""
+    lab_ = lab()
+    lab_.network.silent.add(UTOPIA)
+    lab_.resolve("www.networkutopia.com.")
+    server = ServerAddress(UTOPIA, 53)
+    assert lab_.service.state.selection.is_down(server, lab_.clock.now)
+    before, started = lab_.network.received[UTOPIA], lab_.clock.now
+    outcome = lab_.resolve("mail.networkutopia.com.")
+    assert outcome.rcode == Rcode.SERVFAIL
+    assert lab_.network.received[UTOPIA] == before
+    assert lab_.clock.now - started < 0.01
+
+
+def test_engine_down_server_is_probed_by_one_query_and_is_up_again_when_it_answers() -> None:
+    lab_ = lab()
+    lab_.network.silent.add(UTOPIA)
+    lab_.resolve("www.networkutopia.com.")
+    server = ServerAddress(UTOPIA, 53)
+    selection = lab_.service.state.selection
+    lab_.clock.advance(selection.probe_held(server, lab_.clock.now))
+    lab_.network.silent.clear()
+    before = lab_.network.received[UTOPIA]
+    assert lab_.resolve("mail.networkutopia.com.").rcode == Rcode.NOERROR
+    assert lab_.network.received[UTOPIA] == before + 1  # the probe
+    assert not selection.is_down(server, lab_.clock.now)
+    assert lab_.resolve("ftp.networkutopia.com.").rcode in (Rcode.NOERROR, Rcode.NXDOMAIN)
 
 
 def test_engine_never_queries_its_own_addresses() -> None:
