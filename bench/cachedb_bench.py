@@ -57,7 +57,8 @@ def start(hints: Path, lab_port: int, *extra: str) -> tuple[subprocess.Popen[str
     port = _free_port()
     proc = subprocess.Popen(
         [*RESOLVER, "serve", "--listen", f"127.0.0.1:{port}", "--root-hints", str(hints),
-         "--upstream-port", str(lab_port), *extra],
+         "--upstream-port", str(lab_port),
+         "--control-socket", f"/tmp/resolver-bench-{port}.sock", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _wait_for_udp_dns("127.0.0.1", port, proc)

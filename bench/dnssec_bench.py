@@ -153,7 +153,8 @@ def _peers(run_peers: Any, anchor: Path) -> list[Any]:
     def ours(*extra: str) -> Any:
         def make(workdir: str, port: int) -> tuple[list[str], str]:
             argv = [sys.executable, "-m", "resolver", "serve", "--listen", f"{ADDR}:{port}",
-                    "--root-hints", run_peers.hints(), "--upstream-port", "53", *extra]
+                    "--root-hints", run_peers.hints(), "--upstream-port", "53",
+                    "--control-socket", f"/tmp/resolver-bench-{port}.sock", *extra]
             return argv, f"--listen {ADDR}:{port}"
         return make
 

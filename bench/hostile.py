@@ -162,7 +162,7 @@ def world() -> FakeNet:
 def start(hints: Path, log: Path, listen: tuple[str, int], *extra: str) -> subprocess.Popen[bytes]:
     command = [*RESOLVER.split(), "serve", "--listen", f"{listen[0]}:{listen[1]}",
                "--root-hints", str(hints), "--upstream-port", str(WORLD_PORT), "--no-dnssec",
-               *extra]
+               "--control-socket", f"/tmp/resolver-bench-{listen[1]}.sock", *extra]
     with log.open("ab") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -76,7 +76,8 @@ def _import_harness() -> tuple[Any, Any, Any]:
 def _ours(run_peers: Any, name: str, port: int, *extra: str) -> Any:
     def make(workdir: str, port: int) -> tuple[list[str], str]:
         argv = [sys.executable, "-m", "resolver", "serve", "--listen", f"{run_peers.ADDR}:{port}",
-                "--root-hints", run_peers.hints(), "--upstream-port", "53", *extra]
+                "--root-hints", run_peers.hints(), "--upstream-port", "53",
+                "--control-socket", f"/tmp/resolver-bench-{port}.sock", *extra]
         return argv, f"--listen {run_peers.ADDR}:{port}"
 
     note = "resolver serve " + " ".join(extra) if extra else "resolver serve, 1 worker"

@@ -333,12 +333,13 @@ def table(load: Load, minutes: list[dict[str, float]], rate: float, baseline_mb:
     return "\n".join(rows)
 
 
-def start_resolver(hints: Path, cache_size: str, log: Path) -> subprocess.Popen[bytes]:
+def start_resolver(hints: Path, cache_size: str, log: Path,
+                   control: Path) -> subprocess.Popen[bytes]:
     resolver = os.environ.get("SOAK_RESOLVER", str(Path(sys.executable).with_name("resolver")))
     command = [*resolver.split(), "serve", "--listen", f"{LISTEN[0]}:{LISTEN[1]}",
                "--root-hints", str(hints), "--upstream-port", str(WORLD_PORT),
                "--cache-size", cache_size, "--metrics", f"{METRICS[0]}:{METRICS[1]}",
-               "--no-dnssec"]
+               "--no-dnssec", "--control-socket", str(control)]
     # Its log goes to a file: a pipe nobody reads would fill and block the resolver.
     with log.open("wb") as sink:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink)
@@ -390,7 +391,7 @@ def main() -> None:
             assert world.stdout is not None
             world.stdout.readline()  # "ready"
             log = Path(os.environ.get("SOAK_LOG", Path(tmp) / "resolver.log"))
-            resolver = start_resolver(hints, cache_size, log)
+            resolver = start_resolver(hints, cache_size, log, Path(tmp) / "control.sock")
             wait_for_metrics(resolver)
             try:
                 import uvloop

@@ -311,7 +311,8 @@ def main() -> int:
         benchlib.start("peer-ttl-unbound", ["unbound", "-d", "-c", str(conf)], str(conf),
                        cpu="0", logfile=str(work / "unbound.stdout"))
         ours_argv = [sys.executable, "-m", "resolver", "serve", "--listen",
-                     f"{OURS[0]}:{OURS[1]}", "--root-hints", hints, "--upstream-port", "53"]
+                     f"{OURS[0]}:{OURS[1]}", "--root-hints", hints, "--upstream-port", "53",
+                     "--control-socket", str(work / "control.sock")]
         benchlib.start("peer-ttl-ours", ours_argv, f"{OURS[0]}:{OURS[1]}", cpu="0",
                        logfile=str(work / "ours.log"))
         for addr, port in (UNBOUND, OURS):
