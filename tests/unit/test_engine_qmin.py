@@ -48,6 +48,19 @@ def test_qmin_empty_non_terminal_goes_one_label_deeper() -> None:
     assert to_zone == ["deep.example.test. A", "host.deep.example.test. A"]
 
 
+def test_qmin_with_qtype_ns_walks_an_empty_non_terminal_and_asks_the_full_name_last() -> None:
+    """Knot's minimised type, NS (RFC 9156 §2.1 names it): the empty non-terminal answers
+    NODATA to NS as to A, the walk goes one label deeper in the same zone, and only the
+    full name is asked with the client's type."""
+    ns_settings = EngineSettings(qname_minimisation_qtype=int(RRType.NS))
+    network, rcode, answer = _run("host.deep.example.test.", settings=ns_settings)
+    assert rcode == Rcode.NOERROR and answer
+    asked = [q for _, q in _asked(network) if q != ". NS"]
+    assert asked[0] == "test. NS"
+    to_zone = [q for ip, q in _asked(network) if ip == EXAMPLE_TEST]
+    assert to_zone == ["deep.example.test. NS", "host.deep.example.test. A"]
+
+
 def test_qmin_nxdomain_for_an_empty_non_terminal_falls_back_to_the_full_name() -> None:
     """A broken server that says NXDOMAIN for an empty non-terminal is asked the full name
     (RFC 9156 §3 relaxed, as Unbound does), and the answer still comes."""
