@@ -90,7 +90,8 @@ soak: $(STAMP)
 	DURATION=$(DURATION) timeout $$(( $(DURATION) + 120 )) nice -n 10 $(BIN)/python bench/soak.py
 
 ## bench: our resolver beside Unbound on an NSD lab with dnsperf, then the same lab signed,
-## validating and not (about 4 minutes, 1 more the first time: signing; needs root for apt)
+## validating and not, then the mixed workload of bench-mixed (about 8 minutes, 1 more the
+## first time: signing; needs root for apt)
 .PHONY: bench
 bench: $(STAMP)
 	@for tool in nsd nsd-control dnsperf unbound dig taskset ldns-signzone; do \
@@ -103,6 +104,13 @@ bench: $(STAMP)
 	# the unsigned one; its own cap (signing about 40 s, four peers about 30 s each).
 	timeout --signal=TERM --kill-after=30 330 $(BIN)/python bench/dnssec_bench.py
 	$(BIN)/python bench/dnssec_verify_bench.py
+	timeout --signal=TERM --kill-after=30 300 $(BIN)/python bench/mixed_load.py
+
+## bench-mixed: a Zipf query stream with new, NXDOMAIN, slow and dead names at rising rates,
+## ours beside Unbound, until 1% is lost: the rate each holds and its p99 (about 3 minutes)
+.PHONY: bench-mixed
+bench-mixed: $(STAMP)
+	timeout --signal=TERM --kill-after=30 300 $(BIN)/python bench/mixed_load.py
 
 ## bench-ttl: 5,000 names three times against ours and Unbound on the NSD lab: TTLs that grow, TTLs beside Unbound's (about 1 minute)
 .PHONY: bench-ttl
