@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from resolver.daemon.cache_file import CacheFileKeeper, worker_cache_path
 from resolver.daemon.collector import (
-    freeze_after_full_collections,
+    freeze_after_collections,
     freeze_at_intervals,
     raise_young_threshold,
 )
@@ -281,7 +281,7 @@ async def serve(
     priming = asyncio.create_task(_check_root(app, config))
     saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
     freezing = asyncio.create_task(freeze_at_intervals(stop))  # no full-collection pauses
-    unfreeze = freeze_after_full_collections()
+    unfreeze = freeze_after_collections()
     thresholds = raise_young_threshold()
     cachedb = app.handler.cachedb
     writing = asyncio.create_task(cachedb.run_writer()) if cachedb is not None else None

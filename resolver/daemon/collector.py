@@ -6,8 +6,7 @@ which nothing is answered and the kernel drops datagrams. Cache entries live for
 and are freed by reference counting when evicted, so the collector finds nothing in them.
 `gc.freeze()` moves every object alive at that moment to the permanent generation, which
 collections skip: done once the server is up (the loaded cache file, the root data), after
-every collection of the older generations, and at intervals, so full collections only walk
-what is young.
+every collection, and at intervals, so collections only walk what is young.
 
 Cost: an object frozen and later part of unreachable reference cycles is not reclaimed.
 Records and cache entries hold no cycles, nor do upstream failures any longer (`make soak`
@@ -43,7 +42,7 @@ async def freeze_at_intervals(stop: asyncio.Event, interval_s: float = FREEZE_IN
     Only the first freeze collects: at start-up, before the load. A collection later is a
     full one, a pause of its own (about 100 ms a minute under `make soak`), and no longer
     needed: the survivors of the interpreter's own collections are frozen as they go
-    (`freeze_after_full_collections`), and reference counting frees the rest.
+    (`freeze_after_collections`), and reference counting frees the rest.
     """
     first = True
     while not stop.is_set():
@@ -58,32 +57,36 @@ async def freeze_at_intervals(stop: asyncio.Event, interval_s: float = FREEZE_IN
             continue
 
 
-def _freeze_after_full_collection(phase: str, info: dict[str, Any]) -> None:
-    """gc callback: once a collection of the middle or the oldest generation is over,
-    freeze what survived it."""
-    if phase == "stop" and info.get("generation", 0) >= 1:
+def _freeze_after_collection(phase: str, info: dict[str, Any]) -> None:
+    """gc callback: once a collection is over, freeze what survived it."""
+    if phase == "stop":
         gc.freeze()
 
 
-def freeze_after_full_collections() -> Callable[[], None]:
-    """Freeze the survivors of every collection but the youngest; returns what undoes it.
+def freeze_after_collections() -> Callable[[], None]:
+    """Freeze the survivors of every collection; returns what undoes it.
 
     Between two freezes at intervals the young objects pile up (a busy cache adds about a
-    million a minute), and every full collection walks all of them again: measured under
-    `make soak`, 10 a minute of up to 400 ms. Frozen once they survived two collections
-    (cache entries, mostly), they never reach the oldest generation, and full collections
-    walk next to nothing.
+    million a minute), and every full collection walked all of them again: measured under
+    `make soak`, 10 a minute of up to 400 ms. Frozen after the survivors of the middle
+    generation only, they still made that generation's collections the longest pauses
+    (about 60 ms each, ten young collections' survivors walked at once, under `make soak`
+    while the cache fills). Frozen as soon as they survive one young collection (cache
+    entries, and the queries in flight), every object is examined once, by the young
+    collection it survives; the older generations stay empty and their collections walk
+    next to nothing. `gc.freeze()` splices lists: it costs the same whatever it freezes.
 
     Safe because the serving path makes next to no reference cycles (an upstream timeout
     used to make one, with its socket and frames; engine/driver.py and
-    upstream/exchange.py say how they are avoided): a frozen object that dies is freed by
-    reference counting as any other; only one in a cycle would stay.
+    upstream/exchange.py say how they are avoided; `make soak` counts what collections
+    free, none a minute): a frozen object that dies is freed by reference counting as any
+    other; only one in a cycle would stay.
     """
-    gc.callbacks.append(_freeze_after_full_collection)
+    gc.callbacks.append(_freeze_after_collection)
 
     def undo() -> None:
-        if _freeze_after_full_collection in gc.callbacks:
-            gc.callbacks.remove(_freeze_after_full_collection)
+        if _freeze_after_collection in gc.callbacks:
+            gc.callbacks.remove(_freeze_after_collection)
 
     return undo
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from resolver.daemon.collector import (
-    freeze_after_full_collections,
+    freeze_after_collections,
     freeze_at_intervals,
     freeze_survivors,
 )
@@ -47,7 +47,7 @@ def test_freezing_repeats_until_stopped() -> None:
 
 
 def test_the_survivors_of_a_full_collection_are_frozen() -> None:
-    undo = freeze_after_full_collections()
+    undo = freeze_after_collections()
     try:
         entries = [{"entry": i} for i in range(1000)]
         gc.collect()  # a full collection, as the interpreter's own would be
@@ -56,11 +56,14 @@ def test_the_survivors_of_a_full_collection_are_frozen() -> None:
         undo()
 
 
-def test_young_collections_freeze_nothing() -> None:
-    undo = freeze_after_full_collections()
+def test_the_survivors_of_a_young_collection_are_frozen_and_never_walked_again() -> None:
+    gc.unfreeze()
+    undo = freeze_after_collections()
     try:
+        entries = [{"entry": i} for i in range(1000)]
         gc.collect(0)
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() >= 1000
+        assert not any(obj is entries for obj in gc.get_objects())  # in no generation
     finally:
         undo()
 
