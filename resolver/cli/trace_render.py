@@ -115,6 +115,12 @@ class TraceRenderer:
         self.explain = explain
         #: The name being resolved at each nesting level (to spot minimised queries).
         self._resolving: dict[int, str] = {}
+        #: The type each depth's resolution wants in the end (the client's, or A for a
+        #: name server's address), beside the type its minimised queries carry.
+        self._wanted_type: dict[int, str] = {}
+        #: Skips already shown per depth: a second pass over the same dead servers in one
+        #: resolution repeats them word for word (the --json output keeps every event).
+        self._skips_shown: dict[int, set[tuple[str, str]]] = {}
         self.styled = styled
         self._step = 0
         #: depth -> the query in flight there (a reply names only the address).
@@ -174,6 +180,8 @@ class TraceRenderer:
     def _started(self, event: ResolutionStarted) -> list[str]:
         self._new_attempts(event.depth)
         self._resolving[event.depth] = event.qname
+        self._wanted_type[event.depth] = event.qtype
+        self._skips_shown.pop(event.depth, None)
         if event.depth == 0:
             return []  # the header already names the client's question
         if event.purpose == "root priming":
@@ -258,11 +266,20 @@ class TraceRenderer:
                 f"Only as much of {full} as the "
                 f"{'root' if event.zone == '.' else event.zone} servers need is sent "
                 "(QNAME minimisation, RFC 9156): they learn where to refer us, not the "
-                f"whole name. It is asked with type {event.qtype}, not the type wanted in the "
-                "end: an ordinary-looking question that every server answers with the same "
-                "referral (RFC 9156 section 3).",
+                f"whole name. {self._why_minimised_type(event)}",
             )
         return lines
+
+    def _why_minimised_type(self, event: QuerySent) -> str:
+        """Why a minimised query carries the type it does (RFC 9156 section 3)."""
+        wanted = self._wanted_type.get(event.depth, event.qtype)
+        if wanted == event.qtype:
+            return (f"It is asked with type {event.qtype} (here also the type wanted in the "
+                    "end), not NS: an ordinary-looking question that every server answers with "
+                    "the same referral (RFC 9156 section 3).")
+        return (f"It is asked with type {event.qtype}, not {wanted}, the type wanted in the "
+                "end: an ordinary-looking question that every server answers with the same "
+                "referral (RFC 9156 section 3).")
 
     def _reply(self, event: ReplyReceived) -> list[str]:
         sent = self._pending.get(event.depth)
@@ -297,6 +314,10 @@ class TraceRenderer:
         return lines + self._explained(event.depth, why)
 
     def _skipped(self, event: ServerSkipped) -> list[str]:
+        shown = self._skips_shown.setdefault(event.depth, set())
+        if (event.address, event.reason) in shown:
+            return []
+        shown.add((event.address, event.reason))
         lines = self._lines(
             event.depth,
             f"skip {self._server(event.server_name)} {event.address}: {event.reason}",

@@ -389,7 +389,34 @@ def test_trace_no_qmin_sends_the_full_name_to_every_server() -> None:
 
 def test_trace_explain_says_why_a_minimised_query_uses_type_a() -> None:
     traced = trace("www.networkutopia.com", explain=True)
-    assert "It is asked with type A, not the type wanted in the end" in traced.text
+    assert ("It is asked with type A (here also the type wanted in the end), not NS: an "
+            "ordinary-looking question") in traced.text
+    assert "not the type wanted" not in traced.text
+
+
+def test_trace_explain_names_the_wanted_type_beside_the_minimised_one() -> None:
+    traced = trace("networkutopia.com", "MX", explain=True)
+    assert "It is asked with type A, not MX, the type wanted in the end" in traced.text
+
+
+def test_trace_shows_each_skipped_dead_server_once() -> None:
+    """Root servers that answered ICMP port unreachable at priming: the walk skips each,
+    and the trace says so once per server, not once per pass over the list."""
+    from resolver.engine.network import TransportProblem, UpstreamError
+
+    roots = ("127.41.0.4", "127.247.170.2", "127.33.4.12")
+
+    def unreachable(network: LabNetwork) -> None:
+        for address in roots:
+            network.failing[address] = UpstreamError(
+                f"{address} (udp): port unreachable (ICMP)", TransportProblem.NOBODY_LISTENS)
+
+    traced = trace("www.networkutopia.com", setup=unreachable)
+    assert traced.result.exit_code == 2
+    sent = [e for e in traced.result.events if isinstance(e, QuerySent)]
+    assert sorted(e.address for e in sent) == sorted(roots)
+    skips = [line for line in traced.lines if line.startswith("skip ")]
+    assert sorted(line.split()[2].rstrip(":") for line in skips) == sorted(roots)
 
 
 def test_trace_ends_with_a_one_line_path_summary() -> None:
