@@ -446,7 +446,7 @@ def _with_engine(config: ServeConfig, never_query: frozenset[str]) -> ServeConfi
 
 async def _check_root(app: App, config: ServeConfig) -> None:
     """Tell the operator at once when no root server can be reached (RFC 8109 priming)."""
-    outcome = await app.service.resolve(Question(".", RRType.NS))
+    outcome = await app.service.resolve(Question(".", RRType.NS), counted=False)
     root = app.state.configured_zones.get(".")
     if root is not None and root.recursion_desired:
         if outcome.rcode != Rcode.NOERROR or not outcome.answer:
