@@ -121,6 +121,9 @@ class TraceRenderer:
         #: Skips already shown per depth: a second pass over the same dead servers in one
         #: resolution repeats them word for word (the --json output keeps every event).
         self._skips_shown: dict[int, set[tuple[str, str]]] = {}
+        #: Per depth, the minimised name a server has just called nonexistent: the engine
+        #: then asks the full name (RFC 9156 section 2.3), which is no retry.
+        self._minimised_nxdomain: dict[int, str] = {}
         self.styled = styled
         self._step = 0
         #: depth -> the query in flight there (a reply names only the address).
@@ -245,11 +248,15 @@ class TraceRenderer:
     def _sent(self, event: QuerySent) -> list[str]:
         self._step += 1
         self._pending[event.depth] = event
-        key = (event.depth, event.zone, event.address)
+        # A try is the same question again; the full name after a minimised one is not.
+        key = (event.depth, event.zone, event.address, event.qname, event.qtype)
         tries = self._tries[key] = self._tries.get(key, 0) + 1
         note = ""
         previous = self._after_failure.pop(event.depth, None)
-        if tries > 1:
+        denied = self._minimised_nxdomain.pop(event.depth, None)
+        if denied is not None and event.qname != denied:
+            note = self._s(f" (the full name, after NXDOMAIN for {denied})", fg="yellow")
+        elif tries > 1:
             note = self._s(f" (try {tries} at this address)", fg="yellow")
         elif previous is not None:
             note = self._s(f" (another server, after {previous})", fg="yellow")
@@ -260,6 +267,15 @@ class TraceRenderer:
         query = f"-> {event.qname} {event.qtype}  {flags}  {event.transport.upper()}"
         lines = self._lines(event.depth, head) + self._lines(event.depth, query, detail=True)
         full = self._resolving.get(event.depth, event.qname)
+        if denied is not None and event.qname != denied:
+            servers = "root" if event.zone == "." else event.zone
+            lines += self._explained(
+                event.depth,
+                f"The {servers} servers said {denied} does not exist. Proven by DNSSEC, that "
+                "would mean no name below it exists either (RFC 8020 section 2); unproven, it "
+                "may come from a server that wrongly denies a name with only names below it, "
+                "so the resolver asks once more with the full name (RFC 9156 section 2.3).",
+            )
         if event.qname != full and full.endswith(event.qname):
             lines += self._explained(
                 event.depth,
@@ -297,6 +313,10 @@ class TraceRenderer:
                 f"answer {event.answer_count}, authority {event.authority_count}, "
                 f"additional {event.additional_count}  {event.rtt_ms:.1f} ms  {shown}")
         lines = self._lines(event.depth, text, detail=True)
+        if sent is not None and kind == "nxdomain":
+            full = self._resolving.get(event.depth, sent.qname)
+            if sent.qname != full and full.endswith(sent.qname):
+                self._minimised_nxdomain[event.depth] = sent.qname
         return lines + self._explained(event.depth, _explain_reply(event, server, zone))
 
     def _failed(self, event: QueryFailed) -> list[str]:
@@ -389,6 +409,7 @@ class TraceRenderer:
                            + _ede_text(event.ede) + f" ({event.detail})")
 
     def _cname(self, event: CnameFollowed) -> list[str]:
+        self._resolving[event.depth] = event.to_name  # what minimised queries now cut down
         lines = self._lines(
             event.depth,
             self._s("CNAME", fg="magenta", bold=True)

@@ -454,3 +454,22 @@ def test_trace_legend_explains_the_nesting_guide_and_the_markers() -> None:
     text = "\n".join(legend_lines())
     for mark in ("[n]", "|  ", "=> NAME", "AA=1", "referral", "LAME"):
         assert mark in text
+
+
+def test_trace_full_name_after_a_minimised_nxdomain_is_no_retry() -> None:
+    """The root denies the minimised name nothere-tld.: unproven, the engine asks the full
+    name (RFC 9156 section 2.3); the trace says so instead of calling it a second try."""
+    traced = trace("www.nothere-tld", explain=True)
+    sent = [e for e in traced.result.events if isinstance(e, QuerySent) and e.depth == 0]
+    assert [e.qname for e in sent] == ["nothere-tld.", "www.nothere-tld."]
+    assert "(the full name, after NXDOMAIN for nothere-tld.)" in traced.text
+    assert "(try 2 at this address)" not in traced.text
+    assert ("* The root servers said nothere-tld. does not exist. Proven by DNSSEC, that "
+            "would mean no name below it exists either") in traced.text
+    assert "answer: NXDOMAIN" in traced.text
+
+
+def test_trace_explains_minimised_queries_after_a_cname_restart() -> None:
+    traced = trace("www.ibm.com", explain=True)
+    assert ("* Only as much of servereast.backup2.ibm.com. as the ibm.com. servers need is "
+            "sent") in traced.text
