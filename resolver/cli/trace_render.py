@@ -131,7 +131,7 @@ class TraceRenderer:
         #: depth -> a failure or lame reply happened there; the next query is a retry.
         self._after_failure: dict[int, str] = {}
         #: (depth, zone, address) -> tries so far.
-        self._tries: dict[tuple[int, str, str], int] = {}
+        self._tries: dict[tuple[int, str, str, str, str], int] = {}
         #: NS name -> addresses learnt by a nested lookup (not glue).
         self._looked_up: dict[str, set[str]] = {}
         #: depth -> zone of the last referral followed there (what a nested lookup serves).
