@@ -513,15 +513,20 @@ def outcome_lines(outcome: Outcome, *, styled: bool = False) -> list[str]:
 
 def summary_lines(summary: TraceSummary) -> list[str]:
     """The closing line: queries sent, servers contacted, total time."""
+    queries = _counted(summary.queries_sent, "query", "queries")
     lines = [
-        f"summary: {summary.queries_sent} queries sent, {summary.servers_contacted} servers "
+        f"summary: {queries} sent, {_counted(summary.servers_contacted, 'server', 'servers')} "
         f"contacted, {summary.total_ms:.1f} ms in total"
     ]
     if summary.path:
-        referrals = f"{summary.referrals} referral{'' if summary.referrals == 1 else 's'}"
-        lines.append(f"path: {' -> '.join(summary.path)}: {referrals}, "
-                     f"{summary.queries_sent} queries, {summary.total_ms:.1f} ms")
+        referrals = _counted(summary.referrals, "referral", "referrals")
+        lines.append(f"path: {' -> '.join(summary.path)}: {referrals}, {queries}, "
+                     f"{summary.total_ms:.1f} ms")
     return lines
+
+
+def _counted(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 def legend_lines() -> list[str]:

@@ -440,6 +440,9 @@ def test_trace_second_name_starts_at_the_cut_the_first_left_in_the_cache() -> No
     assert ("trace mail.networkutopia.com. A: with the cache the names before left: the walk "
             "starts at the closest zone cut already known") in traced.lines
     assert "zone cut networkutopia.com. (in the cache, learnt earlier)" in traced.text
+    assert traced.lines[-2:] == [
+        "summary: 1 query sent, 1 server contacted, 1.0 ms in total",
+        "path: networkutopia.com.: 0 referrals, 1 query, 1.0 ms"]
 
 
 def test_trace_root_cut_after_priming_says_priming_filled_the_cache() -> None:
