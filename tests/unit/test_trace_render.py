@@ -476,3 +476,30 @@ def test_trace_explains_minimised_queries_after_a_cname_restart() -> None:
     traced = trace("www.ibm.com", explain=True)
     assert ("* Only as much of servereast.backup2.ibm.com. as the ibm.com. servers need is "
             "sent") in traced.text
+
+
+def test_trace_server_starts_at_that_root_server_without_priming() -> None:
+    """--server b.root-servers.net: the hints cut to that server, priming skipped."""
+    from resolver.cli.trace_run import one_root_server
+
+    request = TraceRequest(
+        question=Question("www.networkutopia.com.", type_from_text("A")),
+        root_hints=one_root_server(lab_root_hints(), "b.root-servers.net"),
+        hints_label="lab.hints", prime_root=False)
+    lines: list[str] = []
+    clock = FakeClock()
+    result = asyncio.run(run_trace(request, emit=lines.append, network=LabNetwork(clock),
+                                   clock=clock, rng=random.Random(0)))
+    traced = Traced(lines=lines, result=result, network=LabNetwork(clock))
+    sent = [e for e in traced.result.events if isinstance(e, QuerySent)]
+    assert (sent[0].address, sent[0].qname) == ("127.247.170.2", "com.")
+    assert "root priming" not in traced.text
+    assert "zone cut . (from root hints): b.root-servers.net." in traced.text
+
+
+def test_trace_says_the_root_refers_us_only_when_it_did() -> None:
+    """The root denies nothere-tld.: it is authoritative there and refers us nowhere."""
+    traced = trace("www.nothere-tld", explain=True)
+    assert "refers us" not in traced.text and "referral to" not in traced.text
+    assert "refers us to the servers of com." in trace("www.networkutopia.com",
+                                                       explain=True).text
