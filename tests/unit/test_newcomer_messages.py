@@ -163,6 +163,17 @@ def test_check_config_warns_that_workers_leave_the_metrics_endpoint_out(tmp_path
     assert warnings[1].startswith(f"warning: {path}: 'workers' = 2 needs explicit ports")
 
 
+def test_check_config_says_an_interface_without_a_port_means_53(tmp_path: Path) -> None:
+    (tmp_path / "root.hints").write_text(GOOD_HINTS)
+    path = tmp_path / "resolver.toml"
+    path.write_text('root-hints = "root.hints"\ninterface = ["127.0.0.1", "[::1]:5300"]\n')
+    code, out, err = invoke("check-config", str(path))
+    assert code == 0
+    assert "  listen:          127.0.0.1:53, [::1]:5300 (UDP and TCP)" in out.splitlines()
+    assert err.strip() == ("note: listen address 127.0.0.1 names no port: it means "
+                           "127.0.0.1:53 (give ADDR:PORT for another port)")
+
+
 # -- names and versions ------------------------------------------------------------------
 
 
