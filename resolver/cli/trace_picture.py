@@ -360,10 +360,12 @@ def render_html(picture: Picture, text_trace: Sequence[str] = ()) -> str:
 
 
 def write_pictures(files: PictureFiles, events: Sequence[TraceEvent], qname: str,
-                   qtype: str) -> str:
-    """Write the SVG and/or the HTML page of one traced name; '' or the one-line error."""
+                   qtype: str, *, text_trace: Sequence[str] = ()) -> str:
+    """Write the SVG and/or the HTML page of one traced name (the page with the trace as
+    text under the picture); '' or the one-line error."""
     picture = arrows_of(events, qname, qtype)
-    for path, text in ((files.svg, render_svg(picture)), (files.html, render_html(picture))):
+    for path, text in ((files.svg, render_svg(picture)),
+                       (files.html, render_html(picture, text_trace))):
         if path is None:
             continue
         try:

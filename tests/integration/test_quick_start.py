@@ -188,3 +188,7 @@ def test_the_quick_start_trace_and_picture_work_on_the_lab(lab: RunningLab,
         assert "path: . -> org. -> glueless.org.: 2 referrals" in done.stdout
     page = (tmp_path / "glueless.html").read_text()
     assert "<svg " in page and "ns.hosting.net." in page
+    # Under the picture and its legend, the same lookup as text.
+    assert page.index("<svg ") < page.index("<h2>Legend</h2>") < page.index(
+        "<h2>The trace as text</h2>")
+    assert "path: . -&gt; org. -&gt; glueless.org.: 2 referrals" in page
