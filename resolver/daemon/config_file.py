@@ -356,9 +356,8 @@ def check_files(config: ServeConfig) -> Checked:
         errors.append(str(exc))
     else:
         if mismatch is not None and config.system.config_file is not None:
-            # In the file's words; the command line's --upstream-port wins over the file.
-            warnings.append(mismatch.replace("add --upstream-port", "set upstream-port =")
-                            + f" (or add --upstream-port {mismatch.rsplit(' ', 1)[1]})")
+            # In the file's words: the port comes from the file.
+            warnings.append(mismatch.replace("add --upstream-port", "set upstream-port ="))
         elif mismatch is not None:
             warnings.append(mismatch)
     if config.trust_anchor_file is not None and config.dnssec:
