@@ -533,7 +533,10 @@ def legend_lines() -> list[str]:
     """What the marks of the human trace mean (`resolver trace --legend`)."""
     return [
         "legend:",
-        "  [n]          the n-th query the resolver sent, in order",
+        "  [n]          the n-th query the resolver sent, in order; after the server, in",
+        "               (...), why it was chosen or where its address came from: the root",
+        "               hints, a referral, or the cache (an empty cache at the start fills",
+        "               as the trace goes: priming and each referral put records in it)",
         "  -> / <-      the query as sent (name, type, RD flag, transport) / the reply",
         "  |            one per level of nesting: a lookup the walk needed first (root",
         "               priming before the walk; the address of a name server given",

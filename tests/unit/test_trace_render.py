@@ -457,6 +457,9 @@ def test_trace_legend_explains_the_nesting_guide_and_the_markers() -> None:
     text = "\n".join(legend_lines())
     for mark in ("[n]", "|  ", "=> NAME", "AA=1", "referral", "LAME"):
         assert mark in text
+    # "starting with an empty cache" and "(address from cache)" in one trace: the legend
+    # says how both hold.
+    assert "the cache (an empty cache at the start fills" in text
 
 
 def test_trace_full_name_after_a_minimised_nxdomain_is_no_retry() -> None:
