@@ -10,7 +10,10 @@ LAB_HINTS ?= lab.hints
 LAB_ANCHOR ?= $(LAB_HINTS:.hints=.anchor)
 ROOT_HINTS ?= $(LAB_HINTS)
 LISTEN ?= 127.0.0.1:5300
-UPSTREAM_PORT ?= $(LAB_PORT)
+# The lab writes its port into its hints file ("; The lab's servers listen on port N."):
+# `make run` uses that, so `make lab LAB_PORT=N` needs nothing more on `make run`.
+LAB_STATED_PORT = $(shell sed -n 's/^; The lab.s servers listen on port \([0-9][0-9]*\)\..*/\1/p' $(LAB_HINTS) 2>/dev/null)
+UPSTREAM_PORT ?= $(or $(LAB_STATED_PORT),$(LAB_PORT))
 # Extra options for `resolver serve`, e.g. make run ARGS="--prefetch --verbose"
 ARGS ?=
 

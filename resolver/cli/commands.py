@@ -152,7 +152,11 @@ def _validation_options(f: F) -> F:
 def query(name: str, rtype: str, root_hints: Path, upstream_port: int, dnssec: bool,
           trust_anchor_file: Path | None) -> None:
     """Resolve NAME once, iteratively, without a server; print it like dig's answer."""
-    question = _question(name, rtype)
+    try:
+        question = _question(name, rtype)
+    except click.BadParameter as exc:
+        # One line and exit 1, as `trace`: exit 2 means SERVFAIL for both.
+        raise click.ClickException(exc.format_message()) from None
     hints = _load_hints(root_hints, upstream_port)
     from resolver.cli.trace_run import validation_for
     from resolver.daemon.app import build

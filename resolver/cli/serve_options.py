@@ -34,7 +34,10 @@ def _parse_listen(values: tuple[str, ...]) -> tuple[ListenAddress, ...]:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
     for text, address in zip(values, parsed, strict=True):
         if not _names_a_port(text.strip()):
-            click.echo(f"note: --listen {text} names no port: listening on {address}", err=True)
+            # Said the same for --listen and the file's 'interface', and by check-config,
+            # which listens nowhere.
+            click.echo(f"note: listen address {text} names no port: it means {address} "
+                       "(give ADDR:PORT for another port)", err=True)
     return parsed
 
 

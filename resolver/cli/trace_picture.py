@@ -176,7 +176,9 @@ def arrows_of(events: Sequence[TraceEvent], qname: str, qtype: str) -> Picture:
 
 def _reply_label(event: ReplyReceived) -> str:
     if event.kind == "answer":
-        return f"answer ({'AA' if event.aa else 'not AA'}, {event.answer_count} records)"
+        count = event.answer_count
+        records = "record" if count == 1 else "records"
+        return f"answer ({'AA' if event.aa else 'not AA'}, {count} {records})"
     if event.kind in ("nxdomain", "nodata"):
         return event.kind.upper()
     return event.kind + (f": {event.detail}" if event.detail else "")
@@ -202,6 +204,8 @@ _COLOURS = {
     ArrowKind.CACHE: "#8e24aa",
     ArrowKind.NOTE: "#555555",
 }
+#: Width of one character of the 11-pixel monospace labels (DejaVu Sans Mono: 0.602 em).
+_LABEL_CHAR = 6.7
 _FONT = "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\""
 _MONO = "font-family=\"DejaVu Sans Mono, Menlo, Consolas, monospace\""
 
@@ -267,7 +271,7 @@ def render_svg(picture: Picture) -> str:
         colour = _COLOURS[arrow.kind]
         x1, x2 = centre(arrow.source), centre(arrow.target)
         label = escape(arrow.label)
-        rtt = f"  {arrow.rtt_ms:.1f} ms" if arrow.rtt_ms is not None else ""
+        rtt = f"{arrow.rtt_ms:.1f} ms" if arrow.rtt_ms is not None else ""
         if x1 == x2:
             parts.append(f'<circle cx="{x1}" cy="{y}" r="11" fill="{colour}"/>')
             parts.append(f'<text x="{x1}" y="{y + 4}" font-size="11" font-weight="bold" '
@@ -284,10 +288,40 @@ def render_svg(picture: Picture) -> str:
         parts.append(f'<circle cx="{tail}" cy="{y}" r="10" fill="{colour}"/>')
         parts.append(f'<text x="{tail}" y="{y + 4}" font-size="10" font-weight="bold" '
                      f'text-anchor="middle" fill="#fff" {_FONT}>{arrow.number}</text>')
-        parts.append(f'<text x="{min(x1, x2) + 30}" y="{y - 6}" font-size="11" '
-                     f'fill="{colour}" {_MONO}>{label}{escape(rtt)}</text>')
+        main, _, rest = arrow.label.partition("  ")
+        extra = "  ".join(part for part in (rest, rtt) if part)
+        parts.extend(_arrow_label(main, extra, x1, x2, y, colour))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def _arrow_label(label: str, extra: str, x1: float, x2: float, y: float,
+                 colour: str) -> list[str]:
+    """The text of one arrow, kept clear of its number and of the lifelines it spans.
+
+    It sits above the line, between the numbered tail and the head: left-aligned after
+    the number when the arrow points right, right-aligned before the number when it
+    points left (a reply). What does not fit there goes beside it: "(RD=1)" under the
+    line, a reply's RTT past its number, on the far side of the server's lifeline.
+    """
+    span = abs(x2 - x1) - 30 - 12  # the number's circle at one end, the head at the other
+    text = f"{label}  {extra}" if extra else label
+    split = bool(extra) and len(text) * _LABEL_CHAR > span
+    placed: list[tuple[str, float, float, str]] = []  # text, x, y, anchor
+    if x2 > x1:
+        placed.append((label if split else text, x1 + 30, y - 6, "start"))
+        if split:
+            placed.append((extra, x1 + 30, y + 15, "start"))
+    else:
+        shown = label if split else text
+        if x1 - 28 - len(shown) * _LABEL_CHAR >= _MARGIN / 2:
+            placed.append((shown, x1 - 28, y - 6, "end"))
+        else:  # it would leave the picture on the left: start it after the head
+            placed.append((shown, x2 + 16, y - 6, "start"))
+        if split:
+            placed.append((extra, x1 + 8, y + 4, "start"))
+    return [f'<text x="{x}" y="{line_y}" font-size="11" text-anchor="{anchor}" '
+            f'fill="{colour}" {_MONO}>{escape(line)}</text>' for line, x, line_y, anchor in placed]
 
 
 _LEGEND = (
@@ -326,10 +360,12 @@ def render_html(picture: Picture, text_trace: Sequence[str] = ()) -> str:
 
 
 def write_pictures(files: PictureFiles, events: Sequence[TraceEvent], qname: str,
-                   qtype: str) -> str:
-    """Write the SVG and/or the HTML page of one traced name; '' or the one-line error."""
+                   qtype: str, *, text_trace: Sequence[str] = ()) -> str:
+    """Write the SVG and/or the HTML page of one traced name (the page with the trace as
+    text under the picture); '' or the one-line error."""
     picture = arrows_of(events, qname, qtype)
-    for path, text in ((files.svg, render_svg(picture)), (files.html, render_html(picture))):
+    for path, text in ((files.svg, render_svg(picture)),
+                       (files.html, render_html(picture, text_trace))):
         if path is None:
             continue
         try:

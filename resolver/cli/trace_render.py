@@ -115,6 +115,15 @@ class TraceRenderer:
         self.explain = explain
         #: The name being resolved at each nesting level (to spot minimised queries).
         self._resolving: dict[int, str] = {}
+        #: The type each depth's resolution wants in the end (the client's, or A for a
+        #: name server's address), beside the type its minimised queries carry.
+        self._wanted_type: dict[int, str] = {}
+        #: Skips already shown per depth: a second pass over the same dead servers in one
+        #: resolution repeats them word for word (the --json output keeps every event).
+        self._skips_shown: dict[int, set[tuple[str, str]]] = {}
+        #: Per depth, the minimised name a server has just called nonexistent: the engine
+        #: then asks the full name (RFC 9156 section 2.3), which is no retry.
+        self._minimised_nxdomain: dict[int, str] = {}
         self.styled = styled
         self._step = 0
         #: depth -> the query in flight there (a reply names only the address).
@@ -122,7 +131,7 @@ class TraceRenderer:
         #: depth -> a failure or lame reply happened there; the next query is a retry.
         self._after_failure: dict[int, str] = {}
         #: (depth, zone, address) -> tries so far.
-        self._tries: dict[tuple[int, str, str], int] = {}
+        self._tries: dict[tuple[int, str, str, str, str], int] = {}
         #: NS name -> addresses learnt by a nested lookup (not glue).
         self._looked_up: dict[str, set[str]] = {}
         #: depth -> zone of the last referral followed there (what a nested lookup serves).
@@ -174,6 +183,8 @@ class TraceRenderer:
     def _started(self, event: ResolutionStarted) -> list[str]:
         self._new_attempts(event.depth)
         self._resolving[event.depth] = event.qname
+        self._wanted_type[event.depth] = event.qtype
+        self._skips_shown.pop(event.depth, None)
         if event.depth == 0:
             return []  # the header already names the client's question
         if event.purpose == "root priming":
@@ -237,11 +248,15 @@ class TraceRenderer:
     def _sent(self, event: QuerySent) -> list[str]:
         self._step += 1
         self._pending[event.depth] = event
-        key = (event.depth, event.zone, event.address)
+        # A try is the same question again; the full name after a minimised one is not.
+        key = (event.depth, event.zone, event.address, event.qname, event.qtype)
         tries = self._tries[key] = self._tries.get(key, 0) + 1
         note = ""
         previous = self._after_failure.pop(event.depth, None)
-        if tries > 1:
+        denied = self._minimised_nxdomain.pop(event.depth, None)
+        if denied is not None and event.qname != denied:
+            note = self._s(f" (the full name, after NXDOMAIN for {denied})", fg="yellow")
+        elif tries > 1:
             note = self._s(f" (try {tries} at this address)", fg="yellow")
         elif previous is not None:
             note = self._s(f" (another server, after {previous})", fg="yellow")
@@ -252,17 +267,35 @@ class TraceRenderer:
         query = f"-> {event.qname} {event.qtype}  {flags}  {event.transport.upper()}"
         lines = self._lines(event.depth, head) + self._lines(event.depth, query, detail=True)
         full = self._resolving.get(event.depth, event.qname)
+        if denied is not None and event.qname != denied:
+            servers = "root" if event.zone == "." else event.zone
+            lines += self._explained(
+                event.depth,
+                f"The {servers} servers said {denied} does not exist. Proven by DNSSEC, that "
+                "would mean no name below it exists either (RFC 8020 section 2); unproven, it "
+                "may come from a server that wrongly denies a name with only names below it, "
+                "so the resolver asks once more with the full name (RFC 9156 section 2.3).",
+            )
         if event.qname != full and full.endswith(event.qname):
             lines += self._explained(
                 event.depth,
                 f"Only as much of {full} as the "
                 f"{'root' if event.zone == '.' else event.zone} servers need is sent "
                 "(QNAME minimisation, RFC 9156): they learn where to refer us, not the "
-                f"whole name. It is asked with type {event.qtype}, not the type wanted in the "
-                "end: an ordinary-looking question that every server answers with the same "
-                "referral (RFC 9156 section 3).",
+                f"whole name. {self._why_minimised_type(event)}",
             )
         return lines
+
+    def _why_minimised_type(self, event: QuerySent) -> str:
+        """Why a minimised query carries the type it does (RFC 9156 section 3)."""
+        wanted = self._wanted_type.get(event.depth, event.qtype)
+        if wanted == event.qtype:
+            return (f"It is asked with type {event.qtype} (here also the type wanted in the "
+                    "end), not NS: an ordinary-looking question that every server answers with "
+                    "the same referral (RFC 9156 section 3).")
+        return (f"It is asked with type {event.qtype}, not {wanted}, the type wanted in the "
+                "end: an ordinary-looking question that every server answers with the same "
+                "referral (RFC 9156 section 3).")
 
     def _reply(self, event: ReplyReceived) -> list[str]:
         sent = self._pending.get(event.depth)
@@ -280,6 +313,10 @@ class TraceRenderer:
                 f"answer {event.answer_count}, authority {event.authority_count}, "
                 f"additional {event.additional_count}  {event.rtt_ms:.1f} ms  {shown}")
         lines = self._lines(event.depth, text, detail=True)
+        if sent is not None and kind == "nxdomain":
+            full = self._resolving.get(event.depth, sent.qname)
+            if sent.qname != full and full.endswith(sent.qname):
+                self._minimised_nxdomain[event.depth] = sent.qname
         return lines + self._explained(event.depth, _explain_reply(event, server, zone))
 
     def _failed(self, event: QueryFailed) -> list[str]:
@@ -297,6 +334,10 @@ class TraceRenderer:
         return lines + self._explained(event.depth, why)
 
     def _skipped(self, event: ServerSkipped) -> list[str]:
+        shown = self._skips_shown.setdefault(event.depth, set())
+        if (event.address, event.reason) in shown:
+            return []
+        shown.add((event.address, event.reason))
         lines = self._lines(
             event.depth,
             f"skip {self._server(event.server_name)} {event.address}: {event.reason}",
@@ -368,6 +409,7 @@ class TraceRenderer:
                            + _ede_text(event.ede) + f" ({event.detail})")
 
     def _cname(self, event: CnameFollowed) -> list[str]:
+        self._resolving[event.depth] = event.to_name  # what minimised queries now cut down
         lines = self._lines(
             event.depth,
             self._s("CNAME", fg="magenta", bold=True)
@@ -471,22 +513,30 @@ def outcome_lines(outcome: Outcome, *, styled: bool = False) -> list[str]:
 
 def summary_lines(summary: TraceSummary) -> list[str]:
     """The closing line: queries sent, servers contacted, total time."""
+    queries = _counted(summary.queries_sent, "query", "queries")
     lines = [
-        f"summary: {summary.queries_sent} queries sent, {summary.servers_contacted} servers "
+        f"summary: {queries} sent, {_counted(summary.servers_contacted, 'server', 'servers')} "
         f"contacted, {summary.total_ms:.1f} ms in total"
     ]
     if summary.path:
-        referrals = f"{summary.referrals} referral{'' if summary.referrals == 1 else 's'}"
-        lines.append(f"path: {' -> '.join(summary.path)}: {referrals}, "
-                     f"{summary.queries_sent} queries, {summary.total_ms:.1f} ms")
+        referrals = _counted(summary.referrals, "referral", "referrals")
+        lines.append(f"path: {' -> '.join(summary.path)}: {referrals}, {queries}, "
+                     f"{summary.total_ms:.1f} ms")
     return lines
+
+
+def _counted(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 def legend_lines() -> list[str]:
     """What the marks of the human trace mean (`resolver trace --legend`)."""
     return [
         "legend:",
-        "  [n]          the n-th query the resolver sent, in order",
+        "  [n]          the n-th query the resolver sent, in order; after the server, in",
+        "               (...), why it was chosen or where its address came from: the root",
+        "               hints, a referral, or the cache (an empty cache at the start fills",
+        "               as the trace goes: priming and each referral put records in it)",
         "  -> / <-      the query as sent (name, type, RD flag, transport) / the reply",
         "  |            one per level of nesting: a lookup the walk needed first (root",
         "               priming before the walk; the address of a name server given",

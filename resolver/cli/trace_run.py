@@ -418,9 +418,12 @@ def run_cli(
     rng = random.Random(seed) if seed is not None else None
 
     closed = False
+    printed: list[str] = []  # the text trace, for the HTML page under its picture
 
     def emit(line: str) -> None:
         nonlocal closed
+        if picture is not None and picture.html is not None:
+            printed.append(click.unstyle(line))
         if closed:
             return
         try:
@@ -436,7 +439,8 @@ def run_cli(
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if picture is not None:
-        error = write_pictures(picture, result.events, question.name, type_name(question.rtype))
+        error = write_pictures(picture, result.events, question.name, type_name(question.rtype),
+                               text_trace=printed)
         if error:
             click.echo(f"Error: {error}", err=True)
             return EXIT_BAD_INPUT

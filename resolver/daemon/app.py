@@ -446,7 +446,7 @@ def _with_engine(config: ServeConfig, never_query: frozenset[str]) -> ServeConfi
 
 async def _check_root(app: App, config: ServeConfig) -> None:
     """Tell the operator at once when no root server can be reached (RFC 8109 priming)."""
-    outcome = await app.service.resolve(Question(".", RRType.NS))
+    outcome = await app.service.resolve(Question(".", RRType.NS), counted=False)
     root = app.state.configured_zones.get(".")
     if root is not None and root.recursion_desired:
         if outcome.rcode != Rcode.NOERROR or not outcome.answer:
@@ -457,14 +457,33 @@ async def _check_root(app: App, config: ServeConfig) -> None:
             log.info("forwarding: the upstream resolvers answer")
         return
     if outcome.rcode != Rcode.NOERROR or not outcome.answer:
-        log.warning(
-            "no root server answered the priming query (%s); the root hints in %s are "
-            "unreachable from here. To try the resolver offline, run `resolver lab "
-            "--hints-file lab.hints` and start it with --root-hints lab.hints",
-            outcome.reason or Rcode(outcome.rcode).name, config.root_hints_file,
-        )
+        log.warning("no root server answered the priming query (%s); %s",
+                    outcome.reason or Rcode(outcome.rcode).name,
+                    _unreachable_hints_advice(config))
     else:
         log.info("root priming succeeded: %d root servers", len(outcome.answer))
+
+
+def _unreachable_hints_advice(config: ServeConfig) -> str:
+    """What to do when no server of the root hints answers: for the lab's own hints,
+    the port it wrote into them, or that it is not running; for others, the lab."""
+    from resolver.daemon.hints_file import stated_port
+
+    path = config.root_hints_file
+    try:
+        lab_port = stated_port(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        lab_port = None
+    if lab_port is not None and lab_port != config.engine.upstream_port:
+        return (f"the root hints in {path} come from the lab, whose servers listen on port "
+                f"{lab_port}, but queries go to port {config.engine.upstream_port}: restart "
+                f"with --upstream-port {lab_port}")
+    if lab_port is not None:
+        return (f"the root hints in {path} come from the lab on port {lab_port}: is it "
+                f"running? (`resolver lab --hints-file {path} --port {lab_port}`)")
+    return (f"the root hints in {path} are unreachable from here. To try the resolver "
+            "offline, run `resolver lab --hints-file lab.hints` and start it with "
+            "--root-hints lab.hints")
 
 
 def _fmt(ip: str, port: int) -> str:

@@ -370,8 +370,11 @@ def check_files(config: ServeConfig) -> Checked:
     except RootHintsError as exc:
         errors.append(str(exc))
     else:
-        if mismatch is not None:
+        if mismatch is not None and config.system.config_file is not None:
+            # In the file's words: the port comes from the file.
             warnings.append(mismatch.replace("add --upstream-port", "set upstream-port ="))
+        elif mismatch is not None:
+            warnings.append(mismatch)
     if config.trust_anchor_file is not None and config.dnssec:
         from resolver.daemon.validation_setup import TrustAnchorError, read_anchor_file
 

@@ -297,9 +297,9 @@ def format_stats(samples: list[Sample], *, now: float | None = None) -> list[str
     for s in samples:
         by_name[s.name] = by_name.get(s.name, 0.0) + s.value
     # A hit is a question answered without an upstream query: from the reply-bytes cache
-    # in front, or from the record cache behind it.
-    hits = (by_name.get("resolver_cache_hits_total", 0.0)
-            + by_name.get("resolver_answer_cache_hits_total", 0.0))
+    # in front, or from the record cache behind it. resolver_cache_hits_total counts
+    # both already (resolver_answer_cache_hits_total is the part of it from the front).
+    hits = by_name.get("resolver_cache_hits_total", 0.0)
     misses = by_name.get("resolver_cache_misses_total", 0.0)
     answered = by_name.get("resolver_query_duration_seconds_count", 0.0)
     total_s = by_name.get("resolver_query_duration_seconds_sum", 0.0)

@@ -100,8 +100,12 @@ class ResolverService:
         observer: Callable[[TraceEvent], None] | None = None,
         cache_only: bool = False,
         checking_disabled: bool = False,
+        counted: bool = True,
     ) -> Outcome:
         """Resolve `question`: share identical resolutions, serve stale data, prefetch.
+
+        `counted=False` for the server's own questions (the priming check at start):
+        they are no client's, so they are neither a cache hit nor a miss.
 
         A traced question (with an observer) always runs its own resolution and neither
         serves stale data nor prefetches, so the trace shows the real work. With
@@ -113,7 +117,7 @@ class ResolverService:
                 question, observer, checking_disabled=True))
         if cache_only:  # RD=0 from a client allowed to snoop: the cache's view, no upstream
             return await self._run(question, observer, cache_only=True)
-        if observer is not None:
+        if observer is not None or not counted:
             return await self._resolve_shared(question, observer)
         if self.state.cache.settings.stale_answer_enable:
             outcome = await self._resolve_or_stale(question)

@@ -8,12 +8,13 @@ replace the configured address, and the lab's root is never asked for names belo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import RunningLab
+from tests.integration.conftest import RunningLab, _free_port
 from tests.integration.test_dig import dig
 from tests.integration.test_forwarding import serving
 from tests.support.nsd import RunningNsd, start_nsd, stop_nsd
@@ -56,3 +57,17 @@ def test_two_stub_zones_on_nsd_keep_answering_after_the_first_answer(
         assert missing.status == "NXDOMAIN"
         again = dig(served.resolver, "www.a.corp.example", "A")
         assert again.rdata("A") == ["10.9.0.1"]
+
+
+def test_a_dead_stub_zone_server_is_named_a_stub_server_in_the_ede(lab: RunningLab) -> None:
+    """Nothing listens at the stub zone's address: SERVFAIL whose extended error names the
+    configured server as a stub server, not as a forwarder (it is asked with RD=0)."""
+    dead = f"127.53.2.9@{_free_port('127.53.2.9')}"
+    with serving(lab, "--stub-zone", f"dead.example={dead}") as served:
+        reply = dig(served.resolver, "www.dead.example")
+    assert reply.status == "SERVFAIL"
+    ede = re.search(r"; EDE: 22 \(No Reachable Authority\): \((.*)\)", reply.text)
+    assert ede is not None, reply.text
+    assert ede.group(1).startswith(f"stub-server-1. ({dead}): ")
+    assert "no more servers to try for dead.example." in ede.group(1)
+    assert "forward" not in reply.text

@@ -68,6 +68,39 @@ def test_system_metrics_stats_command_prints_the_counters(observed: Server) -> N
     assert "# TYPE resolver_queries_total counter" in raw.stdout
 
 
+@pytest.mark.parametrize("channel", ["metrics", "control socket"])
+def test_system_stats_hit_rate_counts_client_questions_only(lab: RunningLab, tmp_path: Path,
+                                                           channel: str) -> None:
+    """Every client question is one hit or one miss, and nothing else is: the priming
+    check at start is no client's, and a reply-bytes hit is counted once. One new name,
+    then the same twice (from the reply bytes, then with DO=1 from the record cache)
+    adds 3 questions and 2 hits, on both ways of reading."""
+    server = start(lab, tmp_path, metrics=True)
+    where = (["--metrics", f"127.0.0.1:{server.metrics_port}"] if channel == "metrics"
+             else ["--control-socket", str(tmp_path / f"control-{server.port}.sock")])
+
+    def table() -> tuple[int, int, int]:
+        """(queries received, hits, hits + misses) as `resolver stats` prints them."""
+        result = subprocess.run([*RESOLVER, "stats", *where], capture_output=True, text=True,
+                                timeout=20, check=False)
+        assert result.returncode == 0, result.stderr
+        queries = re.search(r"^queries received\s+(\d+)$", result.stdout, re.MULTILINE)
+        rate = re.search(r"^cache hit rate\s+[\d.]+% \((\d+) of (\d+)\)$", result.stdout,
+                         re.MULTILINE)
+        assert queries is not None and rate is not None, result.stdout
+        return int(queries.group(1)), int(rate.group(1)), int(rate.group(2))
+
+    try:
+        queries, hits, counted = table()  # the start-up check's own query may be in it
+        assert counted == queries
+        assert status(dig(server, "www.crepes.fr")) == "NOERROR"
+        assert status(dig(server, "www.crepes.fr")) == "NOERROR"
+        assert status(dig(server, "+dnssec", "www.crepes.fr")) == "NOERROR"
+        assert table() == (queries + 3, hits + 2, queries + 3)
+    finally:
+        assert server.stop() == 0
+
+
 def test_system_metrics_stats_without_a_server_is_one_clear_line(tmp_path: Path) -> None:
     """Nothing listening: exit 1 and a line saying where it looked and what to do."""
     port = _free_port("127.0.0.1")

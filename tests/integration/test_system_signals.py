@@ -80,6 +80,25 @@ def test_system_sighup_applies_the_new_policy_and_keeps_the_cache(
     server.wait_for_log(r"reload: cache changed, but takes effect only after a restart")
 
 
+def test_system_sighup_with_workers_reloads_every_worker(lab: RunningLab,
+                                                        tmp_path: Path) -> None:
+    """`--workers 2`: SIGHUP to the parent reaches both workers (README, "Signals"): each
+    logs its reload, and the new local data answers whichever worker the kernel picks."""
+    config = tmp_path / "resolver.toml"
+    write_config(config, lab, 'workers = 2\nlocal-data = ["old.example. A 192.0.2.1"]\n')
+    server = start(lab, tmp_path, "--config", str(config), with_lab=False)
+    try:
+        server.wait_for_log(r"(?s)(listening on .*){2}")  # both workers are up
+        write_config(config, lab, 'workers = 2\nlocal-data = ["new.example. A 192.0.2.44"]\n')
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"(?s)(configuration reloaded from .*){2}")
+        # Each dig has a fresh source port, so SO_REUSEPORT spreads them over both workers.
+        assert {tuple(answers(dig(server, "new.example"))) for _ in range(16)} == {
+            ("192.0.2.44",)}
+    finally:
+        assert server.stop() == 0
+
+
 def test_system_sighup_with_a_broken_file_keeps_the_running_configuration(
         configured: tuple[Server, Path]) -> None:
     """A reload that fails says why, one line per error, and changes nothing."""

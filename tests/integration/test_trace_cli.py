@@ -228,3 +228,31 @@ def test_trace_cli_visits_the_same_zone_cuts_as_dig_trace(lab: RunningLab, tmp_p
         assert ours[len(dig_zones):] == ["backup2.ibm.com."]
     else:
         assert ours == dig_zones
+
+
+def test_trace_cli_same_seed_asks_the_same_servers_in_every_run(lab: RunningLab) -> None:
+    """--seed N: the same choice among equal servers every run, for a reproducible walk."""
+
+    def asked(seed: str) -> list[str]:
+        return [r["address"] for r in events(lab, "www.glueless.org", "--seed", seed)
+                if r["event"] == "query_sent"]
+
+    first = asked("5")
+    assert len(first) >= 5
+    assert asked("5") == first and asked("5") == first
+
+
+def test_trace_cli_two_names_and_the_server_option_in_one_run(lab: RunningLab) -> None:
+    """`resolver trace A B --server b.root-servers.net`: priming skipped, the walk starts at
+    that root server, and the second name at the zone cut the first left."""
+    done = trace(lab, "www.networkutopia.com", "mail.networkutopia.com", "MX",
+                 "--server", "b.root-servers.net")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "root priming" not in out
+    assert "zone cut . (from root hints): b.root-servers.net." in out
+    assert "trace mail.networkutopia.com. MX: with the cache the names before left" in out
+    second = out.split("trace mail.networkutopia.com. MX", 1)[1]
+    assert "zone cut networkutopia.com. (in the cache, learnt earlier)" in second
+    assert re.search(r"^path: networkutopia\.com\.: 0 referrals, 1 query, [\d.]+ ms$", second,
+                     re.MULTILINE), second

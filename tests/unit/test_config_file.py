@@ -294,5 +294,6 @@ def test_listen_without_a_port_says_it_means_53(capsys: pytest.CaptureFixture[st
     config = serve_config(["--listen", "127.0.0.1", "--listen", "[::1]:5300"])
     assert [str(a) for a in config.listen] == ["127.0.0.1:53", "[::1]:5300"]
     err = capsys.readouterr().err
-    assert "note: --listen 127.0.0.1 names no port: listening on 127.0.0.1:53" in err
+    assert ("note: listen address 127.0.0.1 names no port: it means 127.0.0.1:53 (give "
+            "ADDR:PORT for another port)") in err
     assert "5300" not in err

@@ -132,6 +132,18 @@ def test_metrics_format_stats_summarises() -> None:
     assert "resolver_queries_total" in text and "_bucket" not in text
 
 
+def test_metrics_format_stats_counts_a_reply_cache_hit_once() -> None:
+    """resolver_cache_hits_total already holds the reply-bytes hits: 4 questions, 1 miss,
+    2 record-cache hits and 1 reply-bytes hit are 3 hits of 4, not 4 of 5."""
+    metrics = Metrics()
+    metrics.add_collector(lambda: core_families(
+        queries=4, rcodes={"NOERROR": 4}, service={"cache_hits": 2, "cache_misses": 1},
+        answer_cache_hits=1, answer_cache_entries=1))
+    text = "\n".join(format_stats(parse_exposition(metrics.render())))
+    assert "cache hit rate        75.0% (3 of 4)" in text
+    assert "queries received      4" in text
+
+
 class Scripted:
     """An upstream network that answers, times out or fails as told."""
 

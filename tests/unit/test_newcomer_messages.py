@@ -163,6 +163,17 @@ def test_check_config_warns_that_workers_leave_the_metrics_endpoint_out(tmp_path
     assert warnings[1].startswith(f"warning: {path}: 'workers' = 2 needs explicit ports")
 
 
+def test_check_config_says_an_interface_without_a_port_means_53(tmp_path: Path) -> None:
+    (tmp_path / "root.hints").write_text(GOOD_HINTS)
+    path = tmp_path / "resolver.toml"
+    path.write_text('root-hints = "root.hints"\ninterface = ["127.0.0.1", "[::1]:5300"]\n')
+    code, out, err = invoke("check-config", str(path))
+    assert code == 0
+    assert "  listen:          127.0.0.1:53, [::1]:5300 (UDP and TCP)" in out.splitlines()
+    assert err.strip() == ("note: listen address 127.0.0.1 names no port: it means "
+                           "127.0.0.1:53 (give ADDR:PORT for another port)")
+
+
 # -- names and versions ------------------------------------------------------------------
 
 
@@ -172,10 +183,23 @@ def test_an_internationalised_name_is_asked_as_a_labels_and_the_conversion_shown
     assert "note: www.exämple.com is asked as www.xn--exmple-cua.com." in err
 
 
-def test_an_invalid_internationalised_name_is_one_line() -> None:
-    code, _, err = invoke("query", "www.ex_ämple.com", "--root-hints", "/dev/null")
-    assert code == 2
-    assert "'www.ex_ämple.com' is not a valid internationalised domain name" in err
+@pytest.mark.parametrize("command", ["query", "trace"])
+def test_an_invalid_internationalised_name_is_one_line_and_exit_one(command: str) -> None:
+    """Exit 1 for bad input, as the README says: 2 is SERVFAIL for both commands."""
+    code, _, err = invoke(command, "www.ex_ämple.com", "--root-hints", "/dev/null")
+    assert code == 1
+    assert err.startswith("Error: Invalid value for NAME: 'www.ex_ämple.com' is not a valid "
+                          "internationalised domain name (")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["a..b"], "Error: Invalid value for NAME: 'a..b' is not a valid domain name"),
+    (["www.example.com", "BOGUS"], "Error: Invalid value for TYPE: unknown record type 'BOGUS'"),
+])
+def test_query_with_bad_input_is_one_line_and_exit_one(args: list[str], message: str) -> None:
+    code, out, err = invoke("query", *args, "--root-hints", "/dev/null")
+    assert (code, out, err.strip()) == (1, "", message)
 
 
 def test_version_is_on_the_command_group() -> None:

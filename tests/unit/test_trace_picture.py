@@ -100,6 +100,43 @@ def test_svg_and_html_are_self_contained() -> None:
     assert svg.startswith("<svg ") and svg.count("<line ") >= len(picture.arrows)
 
 
+def _label_boxes(svg: str) -> list[tuple[float, float, float, float, str]]:
+    """(left, right, top, bottom, text) of each 11-pixel label, from its anchor and length.
+
+    DejaVu Sans Mono advances 0.602 em a character: 6.62 pixels at 11 pixels.
+    """
+    boxes = []
+    for x, y, anchor, text in re.findall(
+            r'<text x="([\d.]+)" y="([\d.]+)" font-size="11" text-anchor="(start|end)"'
+            r'[^>]*>([^<]*)</text>', svg):
+        width = len(text.replace("&gt;", ">").replace("&amp;", "&")) * 6.62
+        left = float(x) if anchor == "start" else float(x) - width
+        boxes.append((left, left + width, float(y) - 10, float(y) + 2, text))
+    return boxes
+
+
+@pytest.mark.parametrize("name", ["www.glueless.org", "www.ibm.com", "www.networkutopia.com"])
+def test_picture_labels_never_cover_a_step_number(name: str) -> None:
+    """Short arrows (the resolver and the first root column) keep their numbers readable:
+    a reply's label ends before its number, and an RTT that does not fit goes under the
+    line."""
+    svg = render_svg(picture_of(name))
+    circles = [(float(x), float(y), float(r)) for x, y, r in
+               re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)" r="([\d.]+)"', svg)]
+    boxes = _label_boxes(svg)
+    assert len(boxes) >= 10
+    for left, right, top, bottom, text in boxes:
+        for cx, cy, r in circles:
+            overlaps = left < cx + r and right > cx - r and top < cy + r and bottom > cy - r
+            assert not overlaps, f"{text!r} covers the number at ({cx}, {cy})"
+    assert any(text.endswith(" ms") and "answer" not in text for *_, text in boxes)
+
+
+def test_picture_says_one_record_not_one_records() -> None:
+    labels = [a.label for a in picture_of("www.networkutopia.com").arrows]
+    assert "answer (AA, 1 record)" in labels and "answer (AA, 3 records)" in labels
+
+
 def _screenshot(html: Path, png: Path, width: int, height: int) -> None:
     chromium = require_tool("chromium")
     subprocess.run(

@@ -389,7 +389,34 @@ def test_trace_no_qmin_sends_the_full_name_to_every_server() -> None:
 
 def test_trace_explain_says_why_a_minimised_query_uses_type_a() -> None:
     traced = trace("www.networkutopia.com", explain=True)
-    assert "It is asked with type A, not the type wanted in the end" in traced.text
+    assert ("It is asked with type A (here also the type wanted in the end), not NS: an "
+            "ordinary-looking question") in traced.text
+    assert "not the type wanted" not in traced.text
+
+
+def test_trace_explain_names_the_wanted_type_beside_the_minimised_one() -> None:
+    traced = trace("networkutopia.com", "MX", explain=True)
+    assert "It is asked with type A, not MX, the type wanted in the end" in traced.text
+
+
+def test_trace_shows_each_skipped_dead_server_once() -> None:
+    """Root servers that answered ICMP port unreachable at priming: the walk skips each,
+    and the trace says so once per server, not once per pass over the list."""
+    from resolver.engine.network import TransportProblem, UpstreamError
+
+    roots = ("127.41.0.4", "127.247.170.2", "127.33.4.12")
+
+    def unreachable(network: LabNetwork) -> None:
+        for address in roots:
+            network.failing[address] = UpstreamError(
+                f"{address} (udp): port unreachable (ICMP)", TransportProblem.NOBODY_LISTENS)
+
+    traced = trace("www.networkutopia.com", setup=unreachable)
+    assert traced.result.exit_code == 2
+    sent = [e for e in traced.result.events if isinstance(e, QuerySent)]
+    assert sorted(e.address for e in sent) == sorted(roots)
+    skips = [line for line in traced.lines if line.startswith("skip ")]
+    assert sorted(line.split()[2].rstrip(":") for line in skips) == sorted(roots)
 
 
 def test_trace_ends_with_a_one_line_path_summary() -> None:
@@ -413,6 +440,9 @@ def test_trace_second_name_starts_at_the_cut_the_first_left_in_the_cache() -> No
     assert ("trace mail.networkutopia.com. A: with the cache the names before left: the walk "
             "starts at the closest zone cut already known") in traced.lines
     assert "zone cut networkutopia.com. (in the cache, learnt earlier)" in traced.text
+    assert traced.lines[-2:] == [
+        "summary: 1 query sent, 1 server contacted, 1.0 ms in total",
+        "path: networkutopia.com.: 0 referrals, 1 query, 1.0 ms"]
 
 
 def test_trace_root_cut_after_priming_says_priming_filled_the_cache() -> None:
@@ -427,3 +457,52 @@ def test_trace_legend_explains_the_nesting_guide_and_the_markers() -> None:
     text = "\n".join(legend_lines())
     for mark in ("[n]", "|  ", "=> NAME", "AA=1", "referral", "LAME"):
         assert mark in text
+    # "starting with an empty cache" and "(address from cache)" in one trace: the legend
+    # says how both hold.
+    assert "the cache (an empty cache at the start fills" in text
+
+
+def test_trace_full_name_after_a_minimised_nxdomain_is_no_retry() -> None:
+    """The root denies the minimised name nothere-tld.: unproven, the engine asks the full
+    name (RFC 9156 section 2.3); the trace says so instead of calling it a second try."""
+    traced = trace("www.nothere-tld", explain=True)
+    sent = [e for e in traced.result.events if isinstance(e, QuerySent) and e.depth == 0]
+    assert [e.qname for e in sent] == ["nothere-tld.", "www.nothere-tld."]
+    assert "(the full name, after NXDOMAIN for nothere-tld.)" in traced.text
+    assert "(try 2 at this address)" not in traced.text
+    assert ("* The root servers said nothere-tld. does not exist. Proven by DNSSEC, that "
+            "would mean no name below it exists either") in traced.text
+    assert "answer: NXDOMAIN" in traced.text
+
+
+def test_trace_explains_minimised_queries_after_a_cname_restart() -> None:
+    traced = trace("www.ibm.com", explain=True)
+    assert ("* Only as much of servereast.backup2.ibm.com. as the ibm.com. servers need is "
+            "sent") in traced.text
+
+
+def test_trace_server_starts_at_that_root_server_without_priming() -> None:
+    """--server b.root-servers.net: the hints cut to that server, priming skipped."""
+    from resolver.cli.trace_run import one_root_server
+
+    request = TraceRequest(
+        question=Question("www.networkutopia.com.", type_from_text("A")),
+        root_hints=one_root_server(lab_root_hints(), "b.root-servers.net"),
+        hints_label="lab.hints", prime_root=False)
+    lines: list[str] = []
+    clock = FakeClock()
+    result = asyncio.run(run_trace(request, emit=lines.append, network=LabNetwork(clock),
+                                   clock=clock, rng=random.Random(0)))
+    traced = Traced(lines=lines, result=result, network=LabNetwork(clock))
+    sent = [e for e in traced.result.events if isinstance(e, QuerySent)]
+    assert (sent[0].address, sent[0].qname) == ("127.247.170.2", "com.")
+    assert "root priming" not in traced.text
+    assert "zone cut . (from root hints): b.root-servers.net." in traced.text
+
+
+def test_trace_says_the_root_refers_us_only_when_it_did() -> None:
+    """The root denies nothere-tld.: it is authoritative there and refers us nowhere."""
+    traced = trace("www.nothere-tld", explain=True)
+    assert "refers us" not in traced.text and "referral to" not in traced.text
+    assert "refers us to the servers of com." in trace("www.networkutopia.com",
+                                                       explain=True).text
