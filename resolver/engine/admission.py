@@ -15,7 +15,8 @@ from __future__ import annotations
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
 from resolver.dnssec.security import Security
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.classify import (
     Classified,
     ResponseKind,
