@@ -36,16 +36,9 @@ from resolver.cli.trace_probe import (
     parse_server,
     recursive_json,
 )
-from resolver.cli.trace_render import (
-    TraceRenderer,
-    chain_of_trust_lines,
-    json_line,
-    outcome_lines,
-    paint,
-    style_rcode,
-    summarize,
-    summary_lines,
-)
+from resolver.cli.trace_render import TraceRenderer, json_line, summarize
+from resolver.cli.trace_report import chain_of_trust_lines, outcome_lines, summary_lines
+from resolver.cli.trace_words import paint, style_rcode
 from resolver.daemon.config import ServeConfig
 from resolver.daemon.hints_file import load_checked
 from resolver.dns.wire import Question, Rcode, RRType, type_name
