@@ -302,10 +302,7 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
         bogus_servers: set[ServerAddress] = set()
         bogus: Classified | None = None
         for _ in range(self.limits.max_referrals + self.limits.max_minimised_queries + 1):
-            asked = qmin.question_for(question, cut)
-            while asked != question and self._exists_without_cut(asked):
-                qmin.deeper()  # the cache already knows this label: no need to ask again
-                asked = qmin.question_for(question, cut)
+            asked = self._next_question(qmin, question, cut)
             distrusted = self._distrusted.get(cut.zone)
             result = yield from self._ask_zone(
                 cut, asked, depth, bogus_servers | distrusted if distrusted else bogus_servers)
@@ -371,17 +368,29 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
             qmin.new_cut()
             previous = cut.zone
             cut = self._with_known_addresses(classified.delegation)
-            if self._observer is not None:
-                self._emit(ReferralFollowed(
-                    depth=depth, at_s=self._at_s(), from_zone=previous, to_zone=cut.zone,
-                    ttl=cut.ttl,
-                    nameservers=tuple(f"{ns.name} {','.join(ns.address_texts())}".strip()
-                                      for ns in cut.servers)))
+            self._announce_referral(previous, cut, depth)
             glue = glue_answering(question, classified.delegation, reply)
             if glue and depth > 0:
                 # Looking up a name server's address and the referral carries it as glue.
                 return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
         return Failure(FailureKind.WORK_LIMIT, f"more than {self.limits.max_referrals} referrals")
+
+    def _next_question(self, qmin: Minimiser, question: Question, cut: Delegation) -> Question:
+        """What to ask `cut` next: the minimised question (RFC 9156), past the labels the
+        cache already knows to exist without a cut of their own."""
+        asked = qmin.question_for(question, cut)
+        while asked != question and self._exists_without_cut(asked):
+            qmin.deeper()  # the cache already knows this label: no need to ask again
+            asked = qmin.question_for(question, cut)
+        return asked
+
+    def _announce_referral(self, previous: str, cut: Delegation, depth: int) -> None:
+        if self._observer is not None:
+            self._emit(ReferralFollowed(
+                depth=depth, at_s=self._at_s(), from_zone=previous, to_zone=cut.zone,
+                ttl=cut.ttl,
+                nameservers=tuple(f"{ns.name} {','.join(ns.address_texts())}".strip()
+                                  for ns in cut.servers)))
 
     def _first_cut(
         self, question: Question, depth: int, is_ds: bool
