@@ -469,7 +469,7 @@ async def _check_root(app: App, config: ServeConfig) -> None:
         if outcome.rcode != Rcode.NOERROR or not outcome.answer:
             log.warning("no upstream resolver answered the first query (%s); forwarding to %s",
                         outcome.reason or Rcode(outcome.rcode).name,
-                        ", ".join(a for ns in root.servers for a in ns.addresses))
+                        ", ".join(a for ns in root.servers for a in ns.address_texts()))
         else:
             log.info("forwarding: the upstream resolvers answer")
         return

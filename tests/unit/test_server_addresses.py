@@ -5,11 +5,16 @@ asked on the port every iterated server is asked on (53, or --upstream-port in a
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
+import pytest
+
+from resolver.daemon.app import _check_root, build
+from resolver.daemon.config import ServeConfig
 from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.cache import RecordCache
-from resolver.engine.network import ServerAddress, Transport
+from resolver.engine.network import ServerAddress, Transport, UpstreamError
 from resolver.engine.resolution import SharedState
 from resolver.engine.selection import ServerSelection
 from resolver.engine.settings import CacheSettings, EngineSettings, ForwardingSettings
@@ -60,3 +65,24 @@ def test_a_stub_server_is_asked_on_the_port_the_operator_gave_it() -> None:
     rcode, network = _resolve("www.crepes.fr.", stub_zones=(f"crepes.fr={CREPES}@5300",))
     assert rcode == Rcode.NOERROR
     assert network.servers == [ServerAddress(CREPES, 5300)]
+
+
+class _NobodyListens:
+    """A network on which no upstream answers."""
+
+    async def exchange(
+        self, query: bytes, server: ServerAddress, transport: Transport, timeout_s: float
+    ) -> bytes:
+        raise UpstreamError(f"nothing listens on {server}")
+
+
+def test_the_start_warning_names_each_forwarder_as_the_operator_wrote_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """No forwarder answered the first query: the warning lists them in their notation."""
+    config = ServeConfig(forwarding=ForwardingSettings(
+        forward=("127.0.0.9@5301", "127.0.0.10@853#dot.test")))
+    app = build(config, root_hints=lab_root_hints(), network=_NobodyListens(),
+                clock=FakeClock())
+    with caplog.at_level(logging.WARNING, logger="resolver"):
+        asyncio.run(_check_root(app, config))
+    assert "forwarding to 127.0.0.9@5301, 127.0.0.10@853#dot.test" in caplog.text
