@@ -27,7 +27,8 @@ from resolver.daemon.app import build
 from resolver.daemon.config import ServeConfig
 from resolver.dns.encoding import make_query
 from resolver.dns.wire import Question, RRType, parse_records
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.delegation import parse_root_hints
 from resolver.engine.network import ServerAddress, Transport, UpstreamError
 from resolver.engine.settings import CacheSettings

@@ -14,7 +14,8 @@ import sys
 import time
 
 from resolver.dns.wire import Question, Rcode, parse_record
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.settings import CacheSettings
 
 

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from resolver.dns.decoding import decode
 from resolver.dns.scanner import scan_query
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.settings import CacheSettings
 from resolver.server.answer_cache import AnswerCache
 

@@ -301,7 +301,7 @@ def trace(words: tuple[str, ...], root_hints: Path, upstream_port: int, tcp: boo
     Several names are resolved one after the other with the same cache: the second
     starts at the zone cut the first left there."""
     from resolver.cli.trace_picture import PictureFiles
-    from resolver.cli.trace_render import legend_lines
+    from resolver.cli.trace_report import legend_lines
     from resolver.cli.trace_run import run_cli
 
     try:

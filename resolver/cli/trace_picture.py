@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from resolver.cli.trace_render import record_rdata, record_type
+from resolver.cli.trace_words import record_rdata, record_type
 from resolver.engine.delegation import CutSource
 from resolver.engine.events import (
     CacheAnswered,

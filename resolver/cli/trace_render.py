@@ -13,7 +13,9 @@ lines as it arrives. Rules:
   a fake clock gives a reproducible rendering.
 
 The run itself (fresh service, options, fan-out, recursive contrast) lives in
-`resolver.cli.trace_run`; the fan-out and the recursive query in `resolver.cli.trace_probe`.
+`resolver.cli.trace_run`; the fan-out and the recursive query in `resolver.cli.trace_probe`;
+the blocks after the walk (answer, summary, legend, chain of trust) in
+`resolver.cli.trace_report`, and the wording they share in `resolver.cli.trace_words`.
 """
 
 from __future__ import annotations
@@ -23,20 +25,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import click
-
-from resolver.dns import names
-from resolver.dns.extended_errors import ExtendedError
-from resolver.dns.wire import Rcode, RRType
-from resolver.dnssec.keys import DigestType
-from resolver.dnssec.signatures import Algorithm
+from resolver.cli.trace_words import (
+    chain_step_text,
+    ede_text,
+    paint,
+    record_rdata,
+    record_type,
+    style_rcode,
+)
 from resolver.engine.delegation import CutSource
 from resolver.engine.events import (
     CacheAnswered,
     ChainStepChecked,
     CnameFollowed,
     DataValidated,
-    Outcome,
     QueryFailed,
     QuerySent,
     RecordsDropped,
@@ -91,17 +93,6 @@ def summarize(events: Sequence[TraceEvent]) -> TraceSummary:
         path=tuple(dict.fromkeys(e.zone for e in sent if e.depth == 0)),
         referrals=sum(1 for e in events if isinstance(e, ReferralFollowed) and e.depth == 0),
     )
-
-
-def paint(text: str, styled: bool, **style: object) -> str:
-    """`text` with click's terminal style when `styled`, unchanged otherwise."""
-    return click.style(text, **style) if styled else text  # type: ignore[arg-type]
-
-
-def style_rcode(rcode: str, styled: bool) -> str:
-    """An rcode in green (NOERROR), yellow (NXDOMAIN) or red (anything else)."""
-    colour = {"NOERROR": "green", "NXDOMAIN": "yellow"}.get(rcode, "red")
-    return paint(rcode, styled, fg=colour, bold=True)
 
 
 class TraceRenderer:
@@ -393,7 +384,7 @@ class TraceRenderer:
         lines = self._lines(event.depth, self._s("chain of trust", bold=True)
                             + f" {chain_step_text(event)}: "
                             + self._s(event.security, fg=colour, bold=True)
-                            + _ede_text(event.ede),
+                            + ede_text(event.ede),
                             f"  {event.detail}")
         return lines + self._explained(
             event.depth,
@@ -406,7 +397,7 @@ class TraceRenderer:
         return self._lines(event.depth, self._s("DNSSEC", bold=True)
                            + f" {event.qname} {event.qtype} signed by {event.zone}: "
                            + self._s(event.security, fg=colour, bold=True)
-                           + _ede_text(event.ede) + f" ({event.detail})")
+                           + ede_text(event.ede) + f" ({event.detail})")
 
     def _cname(self, event: CnameFollowed) -> list[str]:
         self._resolving[event.depth] = event.to_name  # what minimised queries now cut down
@@ -478,175 +469,3 @@ def _explain_reply(event: ReplyReceived, server: str, zone: str) -> str:
     return ""
 
 
-def record_type(record_text: str) -> str:
-    """The TYPE field of a record in `Record.to_text` form (tab-separated)."""
-    parts = record_text.split("\t")
-    return parts[3] if len(parts) > 4 else ""
-
-
-def record_rdata(record_text: str) -> str:
-    """The RDATA of a record in `Record.to_text` form."""
-    parts = record_text.split("\t")
-    return parts[4] if len(parts) > 4 else record_text
-
-
-def outcome_lines(outcome: Outcome, *, styled: bool = False) -> list[str]:
-    """The result of the client's question: status, answer records, negative SOA."""
-    try:
-        status = Rcode(outcome.rcode).name
-    except ValueError:
-        status = f"RCODE{outcome.rcode}"
-    head = f"answer: {style_rcode(status, styled)}"
-    if outcome.reason:
-        head += f" ({outcome.reason})"
-    elif outcome.rcode == Rcode.NXDOMAIN:
-        head += " (the name does not exist)"
-    elif outcome.rcode == Rcode.NOERROR and not any(
-        rr.rtype not in (RRType.CNAME, RRType.DNAME) for rr in outcome.answer
-    ):
-        head += " (no records of this type: NODATA)"
-    lines = ["", head]
-    lines += [f"  {rr.to_text()}" for rr in outcome.answer]
-    lines += [f"  {rr.to_text()}  (authority)" for rr in outcome.authority]
-    return lines
-
-
-def summary_lines(summary: TraceSummary) -> list[str]:
-    """The closing line: queries sent, servers contacted, total time."""
-    queries = _counted(summary.queries_sent, "query", "queries")
-    lines = [
-        f"summary: {queries} sent, {_counted(summary.servers_contacted, 'server', 'servers')} "
-        f"contacted, {summary.total_ms:.1f} ms in total"
-    ]
-    if summary.path:
-        referrals = _counted(summary.referrals, "referral", "referrals")
-        lines.append(f"path: {' -> '.join(summary.path)}: {referrals}, {queries}, "
-                     f"{summary.total_ms:.1f} ms")
-    return lines
-
-
-def _counted(count: int, one: str, many: str) -> str:
-    return f"{count} {one if count == 1 else many}"
-
-
-def legend_lines() -> list[str]:
-    """What the marks of the human trace mean (`resolver trace --legend`)."""
-    return [
-        "legend:",
-        "  [n]          the n-th query the resolver sent, in order; after the server, in",
-        "               (...), why it was chosen or where its address came from: the root",
-        "               hints, a referral, or the cache (an empty cache at the start fills",
-        "               as the trace goes: priming and each referral put records in it)",
-        "  -> / <-      the query as sent (name, type, RD flag, transport) / the reply",
-        "  |            one per level of nesting: a lookup the walk needed first (root",
-        "               priming before the walk; the address of a name server given",
-        "               without glue), hanging under the step that needed it",
-        "  => NAME: X   what such a nested lookup found",
-        "  zone cut Z   where the walk (re)starts: the closest zone whose servers are known;",
-        "               '(root hints)' from the file, '(in the cache ...)' learnt earlier",
-        "  cache:       answered from the cache: no query sent",
-        "  AA=1         the server is authoritative for the name: the walk ends there",
-        "  referral     AA=0 and NS records: 'ask these servers instead' (iterated query)",
-        "  LAME, UNREACHABLE, FAILED   a server that did not serve the zone, or did not reply",
-        "",
-    ]
-
-
-
-def _algorithm_text(number: int | None) -> str:
-    """"ECDSAP256SHA256 (13)" for a DNSSEC algorithm number (IANA registry names)."""
-    if number is None:
-        return "no algorithm"
-    try:
-        return f"{Algorithm(number).name} ({number})"
-    except ValueError:
-        return f"algorithm {number} (unsupported)"
-
-
-def _digest_text(number: int | None) -> str:
-    if number is None:
-        return "no digest"
-    try:
-        return {1: "SHA-1", 2: "SHA-256", 4: "SHA-384"}[DigestType(number)]
-    except (ValueError, KeyError):
-        return f"digest type {number}"
-
-
-#: Least to most severe (RFC 4033 §5 states as the trace events spell them).
-_SEVERITY = ("secure", "insecure", "indeterminate", "bogus")
-_ACRONYMS = frozenset({"DNSSEC", "DNSKEY", "RRSIGS", "NSEC", "NSEC3", "DS"})
-
-
-def _ede_text(code: int | None) -> str:
-    if code is None:
-        return ""
-    try:
-        words = ExtendedError(code).name.split("_")
-        name = " ".join(w if w in _ACRONYMS else w.capitalize() for w in words)
-        name = name.replace("RRSIGS", "RRSIGs")
-    except ValueError:
-        name = "unknown"
-    return f" EDE {code} ({name})"
-
-
-def chain_step_text(event: ChainStepChecked, width: int = 0) -> str:
-    """One link of the chain in words: which DS named which key of which zone."""
-    source = "the trust anchor's" if event.zone == "." else "the parent's"
-    if event.ds_key_tag is None:
-        link = "no DS to rely on"
-    else:
-        link = (f"{source} DS {event.ds_key_tag} ({_digest_text(event.ds_digest_type)}) -> "
-                f"DNSKEY {event.dnskey_tag if event.dnskey_tag is not None else '?'} "
-                f"{_algorithm_text(event.algorithm)}")
-    return f"{event.zone:<{width}}  {link}"
-
-
-def chain_of_trust_lines(events: Sequence[TraceEvent], outcome: Outcome, *,
-                         styled: bool = False) -> list[str]:
-    """After the answer: the chain of trust from the anchor down to the zone that signed
-    the answer, one line per zone, and the verdict with its reason."""
-    steps: dict[str, ChainStepChecked] = {}
-    data: list[DataValidated] = []
-    for event in events:
-        if isinstance(event, ChainStepChecked):
-            steps[event.zone] = event
-        elif isinstance(event, DataValidated) and event.depth == 0:
-            data.append(event)
-    if outcome.security is not None:
-        security = outcome.security.value
-    elif data:  # a bogus answer ends in SERVFAIL, which carries no status of its own
-        security = max((d.security for d in data), key=_SEVERITY.index)
-    else:
-        security = "not validated"
-    colour = {"secure": "green", "insecure": "yellow"}.get(security, "red")
-    zones: list[str] = []
-    for checked in data:
-        for zone in reversed(names.ancestors(checked.zone)):
-            if zone in steps and zone not in zones:
-                zones.append(zone)
-    width = max((len(zone) for zone in zones), default=0)
-    lines = ["", paint("chain of trust", styled, bold=True)
-             + (": " + " -> ".join(zones) if zones else ": no zone was checked")]
-    for zone in zones:
-        step = steps[zone]
-        mark = {"secure": "green", "insecure": "yellow"}.get(step.security, "red")
-        lines.append(f"  {chain_step_text(step, width)}: "
-                     + paint(step.security, styled, fg=mark, bold=True)
-                     + _ede_text(step.ede) + (f" ({step.detail})" if step.detail else ""))
-    for checked in data:
-        mark = {"secure": "green", "insecure": "yellow"}.get(checked.security, "red")
-        lines.append(f"  {checked.qname} {checked.qtype} signed by {checked.zone}: "
-                     + paint(checked.security, styled, fg=mark, bold=True)
-                     + _ede_text(checked.ede) + f" ({checked.detail})")
-    meaning = {
-        "secure": "every link verifies from the trust anchor: a validating resolver sets AD=1",
-        "insecure": "a signed parent proves the zone unsigned: the answer is served, no AD",
-        "bogus": "a link is broken: a validating resolver answers SERVFAIL",
-        "indeterminate": "no trust anchor covers the name",
-    }.get(security, "validation was off or skipped (CD=1)")
-    ede = outcome.ede_code
-    lines.append(paint("security: ", styled, bold=True) + paint(security, styled, fg=colour,
-                                                                 bold=True)
-                 + _ede_text(int(ede) if ede is not None and security == "bogus" else None)
-                 + f": {meaning}")
-    return lines

@@ -36,16 +36,9 @@ from resolver.cli.trace_probe import (
     parse_server,
     recursive_json,
 )
-from resolver.cli.trace_render import (
-    TraceRenderer,
-    chain_of_trust_lines,
-    json_line,
-    outcome_lines,
-    paint,
-    style_rcode,
-    summarize,
-    summary_lines,
-)
+from resolver.cli.trace_render import TraceRenderer, json_line, summarize
+from resolver.cli.trace_report import chain_of_trust_lines, outcome_lines, summary_lines
+from resolver.cli.trace_words import paint, style_rcode
 from resolver.daemon.config import ServeConfig
 from resolver.daemon.hints_file import load_checked
 from resolver.dns.wire import Question, Rcode, RRType, type_name
@@ -53,6 +46,7 @@ from resolver.engine.delegation import Delegation, RootHintsError
 from resolver.engine.events import Outcome, ReplyReceived, TraceEvent
 from resolver.engine.network import Network, ServerAddress, Transport
 from resolver.engine.settings import EngineSettings, ValidationSettings
+from resolver.service.resolver_service import ResolverService
 
 Clock = Callable[[], float]
 Emit = Callable[[str], None]
@@ -123,40 +117,16 @@ async def run_trace(
     app = build(ServeConfig(engine=settings), root_hints=request.root_hints, network=network,
                 clock=clock, rng=rng)
 
-    async def traced(question: Question, header: str) -> tuple[list[TraceEvent], Outcome]:
-        renderer = TraceRenderer(explain=request.explain, styled=request.styled)
-        seen: list[TraceEvent] = []
-
-        def observe(event: TraceEvent) -> None:
-            seen.append(event)
-            if request.as_json:
-                emit(json_line(event))
-            else:
-                for line in renderer.render(event):
-                    emit(line)
-
-        if not request.as_json:
-            emit(header)
-            emit("")
-        result = await app.service.resolve(question, observer=observe)
-        if not request.as_json:
-            for line in outcome_lines(result, styled=request.styled):
-                emit(line)
-            if request.validation is not None:
-                for line in chain_of_trust_lines(seen, result, styled=request.styled):
-                    emit(line)
-            for line in summary_lines(summarize(seen)):
-                emit(line)
-        return seen, result
-
-    events, outcome = await traced(request.question, _header(request))
+    events, outcome = await _traced(app.service, request, emit, request.question,
+                                    _header(request))
     summary = summarize(events)
     more_events: list[tuple[TraceEvent, ...]] = []
     worst = outcome
     for later in request.more:
         if not request.as_json:
             emit("")
-        seen, result = await traced(later, _later_header(request, later))
+        seen, result = await _traced(app.service, request, emit, later,
+                                     _later_header(request, later))
         more_events.append(tuple(seen))
         if result.rcode == Rcode.SERVFAIL:
             worst = result
@@ -166,24 +136,7 @@ async def run_trace(
                     transport=transport, timeout_s=settings.limits.max_timeout_s)
     reports: tuple[CutReport, ...] = ()
     if request.fanout:
-
-        async def addresses_of(name: str) -> tuple[str, ...]:
-            found: list[str] = []
-            for rtype in (RRType.A, RRType.AAAA):
-                answer = await app.service.resolve(Question(name, rtype))
-                found += [rr.address for rr in answer.answer if rr.rtype == rtype]
-            return tuple(found)
-
-        reports = tuple(await prober.fan_out(cuts_on_path(events, request.root_hints),
-                                             addresses_of))
-        for report in reports:
-            if request.as_json:
-                for record in fanout_json(report):
-                    emit(_dumps(record))
-            else:
-                for line in fanout_lines(report, styled=request.styled,
-                                         explain=request.explain):
-                    emit(line)
+        reports = await _fan_out(app.service, prober, events, request, emit)
 
     recursive: RecursiveResult | None = None
     if request.recursive is not None:
@@ -198,6 +151,59 @@ async def run_trace(
     exit_code, error = _verdict(request, events, worst, recursive)
     return TraceResult(exit_code=exit_code, error=error, events=tuple(events), outcome=outcome,
                        fanout=reports, recursive=recursive, more_events=tuple(more_events))
+
+
+async def _traced(service: ResolverService, request: TraceRequest, emit: Emit,
+                  question: Question, header: str) -> tuple[list[TraceEvent], Outcome]:
+    """Resolve `question`, emitting each event as it comes, then the answer, the chain of
+    trust (when validating) and the summary."""
+    renderer = TraceRenderer(explain=request.explain, styled=request.styled)
+    seen: list[TraceEvent] = []
+
+    def observe(event: TraceEvent) -> None:
+        seen.append(event)
+        if request.as_json:
+            emit(json_line(event))
+        else:
+            for line in renderer.render(event):
+                emit(line)
+
+    if not request.as_json:
+        emit(header)
+        emit("")
+    result = await service.resolve(question, observer=observe)
+    if not request.as_json:
+        for line in outcome_lines(result, styled=request.styled):
+            emit(line)
+        if request.validation is not None:
+            for line in chain_of_trust_lines(seen, result, styled=request.styled):
+                emit(line)
+        for line in summary_lines(summarize(seen)):
+            emit(line)
+    return seen, result
+
+
+async def _fan_out(service: ResolverService, prober: Prober, events: list[TraceEvent],
+                   request: TraceRequest, emit: Emit) -> tuple[CutReport, ...]:
+    """Ask every server of every cut on the path (`--fanout`) and emit what each said."""
+
+    async def addresses_of(name: str) -> tuple[str, ...]:
+        found: list[str] = []
+        for rtype in (RRType.A, RRType.AAAA):
+            answer = await service.resolve(Question(name, rtype))
+            found += [rr.address for rr in answer.answer if rr.rtype == rtype]
+        return tuple(found)
+
+    reports = tuple(await prober.fan_out(cuts_on_path(events, request.root_hints),
+                                         addresses_of))
+    for report in reports:
+        if request.as_json:
+            for record in fanout_json(report):
+                emit(_dumps(record))
+        else:
+            for line in fanout_lines(report, styled=request.styled, explain=request.explain):
+                emit(line)
+    return reports
 
 
 def _header(request: TraceRequest) -> str:

@@ -47,7 +47,13 @@ from resolver.server.acl import AccessControl
 from resolver.server.answer_cache import AnswerCache
 from resolver.server.handler import QueryHandler
 from resolver.server.local_zones import LocalZones, RebindingGuard
-from resolver.server.metrics import DEFAULT_METRICS_PORT, Metrics, core_families, counter
+from resolver.server.metrics import (
+    DEFAULT_METRICS_PORT,
+    Family,
+    Metrics,
+    core_families,
+    counter,
+)
 from resolver.server.ratelimit import IpRateLimiter
 from resolver.service.prefetch import PREFETCH_FRACTION
 from resolver.service.resolver_service import ResolverService
@@ -55,6 +61,7 @@ from resolver.upstream.randomness import PooledSystemRandom
 
 if TYPE_CHECKING:
     from resolver.daemon.encrypted import EncryptedListeners
+    from resolver.server.fast_path import FastListener
 
 log = logging.getLogger("resolver")
 T = TypeVar("T")
@@ -207,18 +214,7 @@ async def serve(
     from resolver.server.fast_path import FastListener as Listener
 
     as_started = config
-    root_hints = load_root_hints(Path(config.root_hints_file))
-    # Our listen IPs (never asked while iterating) and endpoints (never asked at all).
-    never_query = frozenset(addr.ip for addr in config.listen) | frozenset(
-        f"{addr.ip}@{addr.port}" for addr in config.listen)
-    engine = config.engine
-    config = _with_engine(config, never_query | engine.never_query)
-    from resolver.daemon.validation_setup import TrustAnchorError, with_validation
-
-    try:
-        config = with_validation(config, root_hints)
-    except TrustAnchorError as exc:
-        raise StartupError(str(exc)) from None
+    config, root_hints = _prepared(config)
     app = build(config, root_hints=root_hints)
     keeper = _cache_file_keeper(app, config, worker_index)
     if keeper is not None:
@@ -249,14 +245,7 @@ async def serve(
     watch = RuntimeWatch()
     watch.start()
     metrics.add_collector(watch.families)
-    metrics.add_collector(lambda: [
-        counter("resolver_udp_dropped_total", "Datagrams dropped: too many pending, or stopping.",
-                listener.udp_dropped),
-        counter("resolver_tcp_connections_total", "TCP connections served.",
-                listener.tcp_connections),
-        counter("resolver_tcp_rejected_total", "TCP connections closed at once: too many open.",
-                listener.tcp_rejected),
-    ])
+    metrics.add_collector(lambda: _listener_counters(listener))
     try:
         metrics_server = await _start_metrics(app, config, reuse_port)
     except StartupError:
@@ -315,6 +304,34 @@ async def serve(
         close_network = getattr(app.service.network, "close", None)
         if close_network is not None:  # connections kept for reuse (DNS over TLS)
             await close_network()
+
+
+def _prepared(config: ServeConfig) -> tuple[ServeConfig, Delegation]:
+    """The configuration as the engine runs it, and the root hints: our own listen
+    addresses are never asked, and DNSSEC validation is set up."""
+    root_hints = load_root_hints(Path(config.root_hints_file))
+    # Our listen IPs (never asked while iterating) and endpoints (never asked at all).
+    never_query = frozenset(addr.ip for addr in config.listen) | frozenset(
+        f"{addr.ip}@{addr.port}" for addr in config.listen)
+    config = _with_engine(config, never_query | config.engine.never_query)
+    from resolver.daemon.validation_setup import TrustAnchorError, with_validation
+
+    try:
+        return with_validation(config, root_hints), root_hints
+    except TrustAnchorError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _listener_counters(listener: FastListener) -> list[Family]:
+    """The listener's own counters, for /metrics."""
+    return [
+        counter("resolver_udp_dropped_total", "Datagrams dropped: too many pending, or stopping.",
+                listener.udp_dropped),
+        counter("resolver_tcp_connections_total", "TCP connections served.",
+                listener.tcp_connections),
+        counter("resolver_tcp_rejected_total", "TCP connections closed at once: too many open.",
+                listener.tcp_rejected),
+    ]
 
 
 class StartupError(Exception):
@@ -452,7 +469,7 @@ async def _check_root(app: App, config: ServeConfig) -> None:
         if outcome.rcode != Rcode.NOERROR or not outcome.answer:
             log.warning("no upstream resolver answered the first query (%s); forwarding to %s",
                         outcome.reason or Rcode(outcome.rcode).name,
-                        ", ".join(a for ns in root.servers for a in ns.addresses))
+                        ", ".join(a for ns in root.servers for a in ns.address_texts()))
         else:
             log.info("forwarding: the upstream resolvers answer")
         return

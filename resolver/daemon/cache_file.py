@@ -62,14 +62,8 @@ from resolver.dns.record_text import exact_text, record_from_exact_text
 from resolver.dns.wire import Rcode, Record, RRType, type_name
 from resolver.dns.wire import type_from_text as _type_from_text
 from resolver.dnssec.security import Security
-from resolver.engine.cache import (
-    CacheSnapshot,
-    Rank,
-    RecordCache,
-    SavedEntry,
-    SavedNegative,
-    SavedRRset,
-)
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import CacheSnapshot, Rank, SavedEntry, SavedNegative, SavedRRset
 
 log = logging.getLogger("resolver")
 

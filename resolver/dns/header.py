@@ -13,6 +13,10 @@ import enum
 HEADER_OCTETS = 12
 #: Largest DNS message: a TCP length prefix or a UDP datagram holds at most this.
 MAX_MESSAGE_OCTETS = 0xFFFF
+#: Without EDNS a UDP reply is at most 512 octets (RFC 1035 §4.2.1).
+CLASSIC_UDP_REPLY = 512
+#: Largest UDP reply we send (DNS Flag Day 2020; BIND max-udp-size 1232).
+MAX_UDP_REPLY = 1232
 
 
 class HeaderFlag(enum.IntFlag):

@@ -251,12 +251,18 @@ class _Denial:
         return Verdict.secure(self.zone, f"NSEC proves {wildcard} has no type {qtype}")
 
     def _nsec_types_deny(self, nsec: Nsec, name: str, qtype: int) -> Verdict:
-        if qtype in nsec.types or RRType.CNAME in nsec.types:
-            return self._bogus(f"the NSEC at {name} lists type {qtype} or CNAME")
-        problem = _wrong_side(nsec.types, name, qtype, self.zone)
+        return self._types_deny(nsec.types, name, qtype, f"the NSEC at {name}", "NSEC")
+
+    def _types_deny(self, types: frozenset[int], name: str, qtype: int, record: str,
+                    kind: str) -> Verdict:
+        """A type bitmap that matches `name` proves NODATA when it lists neither `qtype` nor
+        CNAME (RFC 4035 §5.4, RFC 5155 §8.5) and comes from the right side of a cut."""
+        if qtype in types or RRType.CNAME in types:
+            return self._bogus(f"{record} lists type {qtype} or CNAME")
+        problem = _wrong_side(types, name, qtype, self.zone)
         if problem is not None:
             return self._bogus(problem)
-        return Verdict.secure(self.zone, f"NSEC proves {name} has no type {qtype}")
+        return Verdict.secure(self.zone, f"{kind} proves {name} has no type {qtype}")
 
     def nsec_wildcard_answer(self, qname: str, encloser: str) -> Verdict:
         cover = self._nsec_covering(qname)
@@ -295,17 +301,33 @@ class _Denial:
             return candidate, match
         return self._missing(f"no NSEC3 proves a closest encloser of {qname}")
 
-    def nsec3_name_error(self, qname: str) -> Verdict:
-        if self._nsec3_matching(qname) is not None:
-            return self._bogus(f"an NSEC3 shows {qname} exists")
+    def _closest_encloser_proof(self, qname: str) -> tuple[str, str, Nsec3] | Verdict:
+        """The closest encloser proof (RFC 5155 §8.3): the encloser, the next closer name and
+        the NSEC3 covering it; else the verdict that the proof is missing or broken."""
         found = self._closest_encloser(qname)
         if isinstance(found, Verdict):
             return found
         encloser, _ = found
+        cover = self._next_closer_cover(qname, encloser)
+        if isinstance(cover, Verdict):
+            return cover
+        return encloser, _next_closer(qname, encloser), cover
+
+    def _next_closer_cover(self, qname: str, encloser: str) -> Nsec3 | Verdict:
+        """The NSEC3 covering the next closer name of `qname` below `encloser`."""
         next_closer = _next_closer(qname, encloser)
         cover = self._nsec3_covering(next_closer)
         if cover is None:
             return self._missing(f"no NSEC3 covers the next closer name {next_closer}")
+        return cover
+
+    def nsec3_name_error(self, qname: str) -> Verdict:
+        if self._nsec3_matching(qname) is not None:
+            return self._bogus(f"an NSEC3 shows {qname} exists")
+        proven = self._closest_encloser_proof(qname)
+        if isinstance(proven, Verdict):
+            return proven
+        encloser, next_closer, cover = proven
         wildcard = names.wildcard_at(encloser)
         if self._nsec3_matching(wildcard) is not None:
             return self._bogus(f"{wildcard} exists: {qname} should have been answered")
@@ -321,20 +343,11 @@ class _Denial:
     def nsec3_no_data(self, qname: str, qtype: int) -> Verdict:
         match = self._nsec3_matching(qname)
         if match is not None:  # §8.5, and §8.6 for DS with a matching NSEC3
-            if qtype in match.types or RRType.CNAME in match.types:
-                return self._bogus(f"the NSEC3 of {qname} lists type {qtype} or CNAME")
-            problem = _wrong_side(match.types, qname, qtype, self.zone)
-            if problem is not None:
-                return self._bogus(problem)
-            return Verdict.secure(self.zone, f"NSEC3 proves {qname} has no type {qtype}")
-        found = self._closest_encloser(qname)
-        if isinstance(found, Verdict):
-            return found
-        encloser, _ = found
-        next_closer = _next_closer(qname, encloser)
-        cover = self._nsec3_covering(next_closer)
-        if cover is None:
-            return self._missing(f"no NSEC3 covers the next closer name {next_closer}")
+            return self._types_deny(match.types, qname, qtype, f"the NSEC3 of {qname}", "NSEC3")
+        proven = self._closest_encloser_proof(qname)
+        if isinstance(proven, Verdict):
+            return proven
+        encloser, next_closer, cover = proven
         if qtype == RRType.DS:
             if cover.opt_out:  # §8.6: an unsigned delegation inside an opt-out span
                 return Verdict.insecure(None, self.zone,
@@ -357,10 +370,10 @@ class _Denial:
         return Verdict.secure(self.zone, f"NSEC3 proves {wildcard} has no type {qtype}")
 
     def nsec3_wildcard_answer(self, qname: str, encloser: str) -> Verdict:
+        cover = self._next_closer_cover(qname, encloser)
+        if isinstance(cover, Verdict):
+            return cover
         next_closer = _next_closer(qname, encloser)
-        cover = self._nsec3_covering(next_closer)
-        if cover is None:
-            return self._missing(f"no NSEC3 covers the next closer name {next_closer}")
         if cover.opt_out:  # RFC 5155 §9.2: an opt-out span proves nothing secure
             return Verdict.insecure(None, self.zone,
                                     f"{next_closer} is covered by an opt-out NSEC3")

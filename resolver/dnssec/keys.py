@@ -89,12 +89,7 @@ class Dnskey:
 
     @classmethod
     def from_record(cls, record: Record) -> Dnskey:
-        if record.rtype != RRType.DNSKEY:
-            raise MalformedRdata(f"{record.name} is not a DNSKEY record")
-        try:
-            return cls.from_rdata(record.name, rdata_wire(record))
-        except ValueError as exc:
-            raise MalformedRdata(str(exc)) from None
+        return cls.from_rdata(record.name, _rdata_of(record, RRType.DNSKEY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +115,17 @@ class Ds:
 
     @classmethod
     def from_record(cls, record: Record) -> Ds:
-        if record.rtype != RRType.DS:
-            raise MalformedRdata(f"{record.name} is not a DS record")
-        try:
-            return cls.from_rdata(record.name, rdata_wire(record))
-        except ValueError as exc:
-            raise MalformedRdata(str(exc)) from None
+        return cls.from_rdata(record.name, _rdata_of(record, RRType.DS))
+
+
+def _rdata_of(record: Record, rtype: RRType) -> bytes:
+    """The RDATA octets of `record`, which must be of type `rtype`; MalformedRdata if not."""
+    if record.rtype != rtype:
+        raise MalformedRdata(f"{record.name} is not a {rtype.name} record")
+    try:
+        return rdata_wire(record)
+    except ValueError as exc:
+        raise MalformedRdata(str(exc)) from None
 
 
 def ds_digest(key: Dnskey, digest_type: int) -> bytes | None:

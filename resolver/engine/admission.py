@@ -15,7 +15,8 @@ from __future__ import annotations
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
 from resolver.dnssec.security import Security
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.classify import (
     Classified,
     ResponseKind,
@@ -45,17 +46,7 @@ def admit(
         cache.store_rrset(within_delegation(cache, rrset, cut.zone), answer_rank,
                           security=security, rrsigs=sigs, proof=proof)
     if kind is ResponseKind.REFERRAL and classified.delegation is not None:
-        zone = classified.delegation.zone
-        ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
-        cache.store_rrset(ns_set, Rank.AUTHORITY)
-        ds = [rr for rr in classified.ds if rr.rtype == RRType.DS]
-        if ds:
-            cache.store_rrset(ds, Rank.AUTHORITY, rrsigs=signatures_of(ds, classified.ds))
-        elif classified.denial:
-            cache.store_ds_denial(zone, classified.denial)  # RFC 4035 §5.2: no DS, proved
-        glue = reply.addresses_of({rr.target for rr in ns_set})
-        for rrset in rrsets(glue):
-            cache.store_rrset(rrset, Rank.ADDITIONAL)
+        _admit_referral(cache, reply, classified, classified.delegation.zone)
         return
     if kind in (ResponseKind.NXDOMAIN, ResponseKind.NODATA):
         end = classified.target or chain_end(question.name, classified.answer)
@@ -87,6 +78,22 @@ def admit(
             if ns_ttl is not None:  # glue lives no longer than the NS set it serves
                 rrset = [rr.with_ttl(min(rr.ttl, ns_ttl)) for rr in rrset]
             cache.store_rrset(rrset, Rank.ADDITIONAL)
+
+def _admit_referral(cache: RecordCache, reply: ScrubbedReply, classified: Classified,
+                    zone: str) -> None:
+    """A referral's NS set and glue, and the DS RRset of the child or the proof that it has
+    none (RFC 4035 §5.2), all of non-authoritative rank."""
+    ns_set = [rr for rr in reply.authority if rr.rtype == RRType.NS and rr.name == zone]
+    cache.store_rrset(ns_set, Rank.AUTHORITY)
+    ds = [rr for rr in classified.ds if rr.rtype == RRType.DS]
+    if ds:
+        cache.store_rrset(ds, Rank.AUTHORITY, rrsigs=signatures_of(ds, classified.ds))
+    elif classified.denial:
+        cache.store_ds_denial(zone, classified.denial)  # RFC 4035 §5.2: no DS, proved
+    glue = reply.addresses_of({rr.target for rr in ns_set})
+    for rrset in rrsets(glue):
+        cache.store_rrset(rrset, Rank.ADDITIONAL)
+
 
 def _soa_signatures(classified: Classified) -> tuple[Record, ...]:
     soa = classified.soa

@@ -18,30 +18,45 @@ Rules:
 - `snapshot` and `restore` hand RRsets and negative answers out and back as plain values
   (`SavedRRset`, `SavedNegative`) for the cache file (resolver.daemon.cache_file); failures
   are not saved.
+
+The entry values and their store are in `cache_entries`; flush, dump, snapshot and restore
+(the operator's and the cache file's side) in `cache_operations`.
 """
 
 from __future__ import annotations
 
 import copy
-import enum
-import math
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
 
-from cachetools import Cache, LRUCache
+from cachetools import LRUCache
 
 from resolver.dns import names
 from resolver.dns.wire import Question, Rcode, Record, RRType
 from resolver.dnssec.records import MalformedRdata, Rrsig
 from resolver.dnssec.security import Security
 from resolver.engine.cache_budget import split_bytes
+from resolver.engine.cache_entries import (
+    CachedRRset,
+    Entries,
+    FailureEntry,
+    Key,
+    NegativeAnswer,
+    NegativeEntry,
+    Rank,
+    RRsetInfo,
+    SignedRRset,
+    expiry,
+    expiry_keeping_stale,
+)
+from resolver.engine.cache_operations import CacheOperations
 from resolver.engine.delegation import CutSource, Delegation, NameServer
 from resolver.engine.entry_size import record_cache_entry_size
 from resolver.engine.failure import Failure
 from resolver.engine.nsec_ranges import NsecRanges, SynthesizedAnswer
 from resolver.engine.settings import CacheSettings
-from resolver.engine.sized_cache import SizedTLRUCache
+
+#: `NegativeAnswer` is what negative lookups return: serve-stale reads it from here.
+__all__ = ["MAX_DS_DENIALS", "NegativeAnswer", "RecordCache"]
 
 #: Referral proofs of DS absence kept for the chain of trust (a bound, not a budget).
 MAX_DS_DENIALS = 10_000
@@ -51,213 +66,23 @@ MAX_DS_DENIALS = 10_000
 _SAME_EXPIRY_S = 1.0
 
 
-class Rank(enum.IntEnum):
-    """How much a cached RRset is trusted (RFC 2181 §5.4.1, highest last)."""
-
-    ADDITIONAL = 1  #: glue and other additional-section data
-    AUTHORITY = 2  #: authority-section data of a non-authoritative reply (a referral's NS)
-    ANSWER = 3  #: answer data of a non-authoritative reply (a forwarder's, for instance)
-    AUTHORITATIVE_AUTHORITY = 4  #: authority section of an authoritative reply
-    AUTHORITATIVE_ANSWER = 5  #: the answer section of an authoritative reply
-
-
-@dataclass(frozen=True, slots=True)
-class CachedRRset:
-    records: tuple[Record, ...]
-    rank: Rank
-    stored_at: float
-    expires_at: float
-    security: Security | None = None
-    rrsigs: tuple[Record, ...] = ()
-    #: For a wildcard expansion, the NSEC/NSEC3 records (and RRSIGs) proving no closer
-    #: name exists: a DO client needs them to check the answer (RFC 4035 §3.1.3.3).
-    proof: tuple[Record, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SignedRRset:
-    """A live RRset with its RRSIGs, wildcard proof and security status, TTLs lowered."""
-
-    records: tuple[Record, ...]
-    rrsigs: tuple[Record, ...]
-    security: Security | None
-    proof: tuple[Record, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class NegativeAnswer:
-    """A cached NXDOMAIN or NODATA with its SOA, TTLs already lowered."""
-
-    rcode: Rcode
-    name: str
-    soa: Record | None
-    security: Security | None = None
-    #: The SOA's RRSIGs, then the NSEC/NSEC3 records and their RRSIGs.
-    proof: tuple[Record, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RRsetInfo:
-    """Bookkeeping of one live cached RRset (what prefetch decides on)."""
-
-    rank: Rank
-    stored_at: float
-    expires_at: float
-    #: The TTL it was stored with, after the cache-min/max-ttl clamps.
-    original_ttl: int
-    ttl_left: int
-
-
-@dataclass(frozen=True, slots=True)
-class _NegativeEntry:
-    rcode: Rcode
-    name: str
-    soa: Record | None
-    stored_at: float
-    expires_at: float
-    security: Security | None = None
-    proof: tuple[Record, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _FailureEntry:
-    failure: Failure
-    expires_at: float
-
-
-_Key = tuple[Any, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SavedRRset:
-    """One cached RRset as a cache file holds it."""
-
-    #: With the TTL they were stored with (after the clamps).
-    records: tuple[Record, ...]
-    rank: Rank
-    #: Seconds until it expires; at or below 0 it is kept for serve-stale only.
-    ttl_left: float
-    #: Its DNSSEC status and signatures: a validating resolver reloads it as secure data,
-    #: not as unsigned data to check again (which would find it bogus).
-    security: Security | None = None
-    rrsigs: tuple[Record, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SavedNegative:
-    """One cached NXDOMAIN (any type at `name`) or NODATA (`rtype` at `name`)."""
-
-    rcode: Rcode
-    name: str
-    rclass: int
-    #: The type with no data; None for NXDOMAIN, which covers every type.
-    rtype: int | None
-    #: With the negative TTL it was stored with (RFC 2308 §5).
-    soa: Record
-    ttl_left: float
-    security: Security | None = None
-    #: The SOA's RRSIGs, then the NSEC/NSEC3 records and their RRSIGs (RFC 4035 §3.1.3).
-    proof: tuple[Record, ...] = ()
-
-
-SavedEntry = SavedRRset | SavedNegative
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSnapshot:
-    """The cache's entries at one instant: references to immutable values, so it is taken
-    at once on the event loop and read anywhere afterwards (in a thread, for instance)."""
-
-    taken_at: float
-    #: How long expired data is kept for serve-stale; None when serve-stale is off.
-    keep_stale_s: float | None
-    items: dict[_Key, Any]
-
-    def entries(self) -> Iterator[SavedEntry]:
-        """The RRsets and negative answers still usable (live, or kept for serve-stale)."""
-        floor = -self.keep_stale_s if self.keep_stale_s is not None else 0.0
-        for key, entry in self.items.items():
-            left = entry.expires_at - self.taken_at if hasattr(entry, "expires_at") else 0.0
-            if left <= floor:
-                continue
-            if getattr(entry, "security", None) in _NOT_SAVED:
-                continue  # data that failed validation is never written
-            if isinstance(entry, CachedRRset) and entry.proof:
-                continue  # a wildcard expansion: fetched again with its proof after a restart
-            if isinstance(entry, CachedRRset):
-                yield SavedRRset(records=entry.records, rank=entry.rank, ttl_left=left,
-                                 security=entry.security, rrsigs=entry.rrsigs)
-            elif isinstance(entry, _NegativeEntry) and entry.soa is not None and key[0] != "negsoa":
-                yield SavedNegative(
-                    rcode=entry.rcode, name=key[1], rclass=key[-1],
-                    rtype=int(key[2]) if key[0] == "nodata" else None, soa=entry.soa,
-                    ttl_left=left, security=entry.security, proof=entry.proof,
-                )
-
-
-#: Security states a snapshot leaves out (bogus data is not even cached).
-_NOT_SAVED = (Security.BOGUS, Security.INDETERMINATE)
-
-
-def _expiry(_key: _Key, value: Any, _now: float) -> float:
-    return float(value.expires_at)
-
-
-def _expiry_keeping_stale(keep_s: float) -> Callable[[_Key, Any, float], float]:
-    """A time-to-use that keeps data `keep_s` past expiry (RFC 8767 §5), failures never."""
-
-    def ttu(_key: _Key, value: Any, _now: float) -> float:
-        if isinstance(value, _FailureEntry):
-            return value.expires_at
-        return float(value.expires_at) + keep_s
-
-    return ttu
-
-
-class _Entries(SizedTLRUCache):
-    """TLRUCache whose reads do not sweep the expired entries out first.
-
-    TLRUCache.get runs `expire()` (a walk of its expiry heap behind a timer context) before
-    every lookup; a cold resolution makes dozens of lookups, and that sweep was most of their
-    cost. The entry read is still checked against its own expiry (TLRUCache.__getitem__), and
-    every store sweeps, so expired entries go at the next store instead of the next read.
-    """
-
-    def get(self, key: _Key, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def stored_items(self) -> dict[_Key, Any]:
-        """A copy of every stored item, expired or not, without touching the LRU order.
-
-        Copying cachetools' own dict is one C-level copy; building 100,000 pairs instead
-        took a tenth of a second and more, and woke the garbage collector.
-        """
-        data = vars(self).get("_Cache__data")
-        if isinstance(data, dict):
-            return data.copy()
-        return {key: Cache.__getitem__(self, key) for key in Cache.__iter__(self)}
-
-
-class RecordCache:
+class RecordCache(CacheOperations):
     """RRsets, negative answers and failures, bounded with LRU eviction."""
 
     def __init__(self, settings: CacheSettings, *, timer: Callable[[], float]) -> None:
         self.settings = settings
         self._timer = timer
         # Serve-stale keeps expired data for max-stale-ttl; lookups still see it as expired.
-        ttu = (_expiry_keeping_stale(settings.max_stale_ttl_s) if settings.stale_answer_enable
-               else _expiry)
+        ttu = (expiry_keeping_stale(settings.max_stale_ttl_s) if settings.stale_answer_enable
+               else expiry)
         # A byte budget (--cache-size 64m) bounds memory; a count (--cache-size 100000) entries.
         if settings.max_bytes is not None:
-            self._entries = _Entries(split_bytes(settings.max_bytes)[0], ttu, timer=timer,
+            self._entries = Entries(split_bytes(settings.max_bytes)[0], ttu, timer=timer,
                                      sizer=record_cache_entry_size)
         else:
-            self._entries = _Entries(settings.max_entries, ttu, timer=timer)
+            self._entries = Entries(settings.max_entries, ttu, timer=timer)
         #: RRset keys this view does not see (a prefetch must not be answered from them).
-        self._hidden: frozenset[_Key] = frozenset()
+        self._hidden: frozenset[Key] = frozenset()
         self.hits = 0
         self.misses = 0
         #: Called after every flush: caches built from this one (the answer cache) drop theirs.
@@ -392,7 +217,7 @@ class RecordCache:
                 return False
         if security is Security.SECURE:  # RFC 8198: its NSEC ranges answer other names
             self.nsec_ranges.learn(soa.name, soa.with_ttl(ttl), proof, now, ttl)
-        entry = _NegativeEntry(
+        entry = NegativeEntry(
             rcode=rcode, name=question.name, soa=soa.with_ttl(ttl), stored_at=now,
             expires_at=expires_at, security=security,
             proof=tuple(rr.with_ttl(min(rr.ttl, ttl)) for rr in proof),
@@ -433,12 +258,12 @@ class RecordCache:
         return tuple(rr.with_ttl(min(rr.ttl, left)) for rr in found[1])
 
     def _kept_negative_soa(self, soa: Record,
-                           security: Security | None) -> _NegativeEntry | None:
+                           security: Security | None) -> NegativeEntry | None:
         """The zone's live negative SOA if a new negative answer with `soa` leaves it in
         place: the same RDATA, and the new one no better validated (a secure one replaces
         an unvalidated one, anything replaces a bogus one)."""
         latest = self._entries.get(("negsoa", soa.name, soa.rclass))
-        if not isinstance(latest, _NegativeEntry) or latest.soa is None:
+        if not isinstance(latest, NegativeEntry) or latest.soa is None:
             return None
         if latest.soa.rdata_key != soa.rdata_key or self._ttl_left(latest.expires_at) <= 0:
             return None
@@ -451,14 +276,14 @@ class RecordCache:
         or a NODATA for the type."""
         entry = self._entries.get(("nodata", question.name, question.rtype, question.rclass))
         # Expired entries may linger for serve-stale: they must not hide a live one above.
-        found = self._lowered(entry) if isinstance(entry, _NegativeEntry) else None
+        found = self._lowered(entry) if isinstance(entry, NegativeEntry) else None
         if found is not None:
             return found
         for name in names.ancestors(question.name):
             if within != "." and not names.is_subdomain(name, within):
                 break
             entry = self._entries.get(("nx", name, question.rclass))
-            found = self._lowered(entry) if isinstance(entry, _NegativeEntry) else None
+            found = self._lowered(entry) if isinstance(entry, NegativeEntry) else None
             if found is not None:
                 return found
         return None
@@ -489,7 +314,7 @@ class RecordCache:
         """The TTL left of the zone's cached negative SOA if it holds `soa`'s RDATA (None:
         none live, or another SOA): what a negative answer with `soa` shows once cached."""
         entry = self._entries.get(("negsoa", soa.name, soa.rclass))
-        if not isinstance(entry, _NegativeEntry) or entry.soa is None:
+        if not isinstance(entry, NegativeEntry) or entry.soa is None:
             return None
         if entry.soa.rdata_key != soa.rdata_key:
             return None
@@ -499,16 +324,16 @@ class RecordCache:
     def negative_soa_stamp(self, zone: str, rclass: int = 1) -> float | None:
         """When the zone's latest negative SOA was stored (None: none live)."""
         entry = self._entries.get(("negsoa", zone, rclass))
-        return entry.stored_at if isinstance(entry, _NegativeEntry) else None
+        return entry.stored_at if isinstance(entry, NegativeEntry) else None
 
-    def _lowered(self, entry: _NegativeEntry) -> NegativeAnswer | None:
+    def _lowered(self, entry: NegativeEntry) -> NegativeAnswer | None:
         left = self._ttl_left(entry.expires_at)
         if left <= 0:
             return None
         soa = entry.soa.with_ttl(left) if entry.soa is not None else None
         if soa is not None:
             latest = self._entries.get(("negsoa", soa.name, soa.rclass))
-            if isinstance(latest, _NegativeEntry) and latest.soa is not None:
+            if isinstance(latest, NegativeEntry) and latest.soa is not None:
                 latest_left = self._ttl_left(latest.expires_at)
                 if latest_left > 0 and latest.stored_at > entry.stored_at:
                     soa = latest.soa.with_ttl(latest_left)
@@ -525,13 +350,13 @@ class RecordCache:
         if self._hidden:
             return  # a failed prefetch must not turn the still-cached data into SERVFAIL
         if ttl > 0:
-            self._entries[("fail", *_qkey(question))] = _FailureEntry(
+            self._entries[("fail", *_qkey(question))] = FailureEntry(
                 failure=failure, expires_at=self._timer() + ttl
             )
 
     def failure(self, question: Question) -> Failure | None:
         entry = self._entries.get(("fail", *_qkey(question)))
-        if not isinstance(entry, _FailureEntry) or entry.expires_at <= self._timer():
+        if not isinstance(entry, FailureEntry) or entry.expires_at <= self._timer():
             return None
         return entry.failure
 
@@ -590,11 +415,11 @@ class RecordCache:
         """An expired NODATA for the type, or NXDOMAIN at or above the name, kept stale."""
         if not self.settings.stale_answer_enable:
             return None
-        keys: list[_Key] = [("nodata", question.name, question.rtype, question.rclass)]
+        keys: list[Key] = [("nodata", question.name, question.rtype, question.rclass)]
         keys += [("nx", name, question.rclass) for name in names.ancestors(question.name)]
         for key in keys:
             entry = self._entries.get(key)
-            if isinstance(entry, _NegativeEntry) and self._ttl_left(entry.expires_at) <= 0:
+            if isinstance(entry, NegativeEntry) and self._ttl_left(entry.expires_at) <= 0:
                 soa = entry.soa.with_ttl(ttl) if entry.soa is not None else None
                 return NegativeAnswer(rcode=entry.rcode, name=entry.name, soa=soa)
         return None
@@ -637,124 +462,6 @@ class RecordCache:
         view._hidden = frozenset(("rr", *key) for key in rrsets)
         return view
 
-    # -- operator view ----------------------------------------------------------
-
-    def flush(self, name: str, *, subtree: bool = False, rtype: int | None = None) -> int:
-        """Remove entries for `name` (and below, with `subtree`); returns how many."""
-        doomed = [
-            key
-            for key in list(self._entries.keys())
-            if _key_name(key) is not None
-            and (_key_name(key) == name
-                 or (subtree and names.is_subdomain(str(_key_name(key)), name)))
-            and (rtype is None or _key_type(key) == rtype)
-        ]
-        for key in doomed:
-            self._entries.pop(key, None)
-        if rtype is None or rtype == RRType.NSEC:  # a range may prove `name` absent
-            self.nsec_ranges.forget(name)
-        if rtype is None or rtype == RRType.DS:
-            for zone in [z for z in self._ds_denials
-                         if z == name or (subtree and names.is_subdomain(z, name))]:
-                self._ds_denials.pop(zone, None)
-        for listener in self.flush_listeners:
-            listener()
-        return sum(1 for key in doomed if key[0] != "negsoa")  # that one is bookkeeping
-
-    def dump(self, *, name: str | None = None, rtype: int | None = None) -> Iterator[str]:
-        """Every live entry as text, TTLs counted down; entries kept for serve-stale marked.
-
-        `name` and `rtype` restrict the listing to one owner name and one type (an
-        NXDOMAIN, which covers every type, is listed for any `rtype`).
-        """
-        for key in list(self._entries.keys()):
-            if key[0] == "negsoa" or (name is not None and _key_name(key) != name):
-                continue
-            if rtype is not None and _key_type(key) not in (None, rtype):
-                continue
-            entry = self._entries.get(key)
-            if isinstance(entry, CachedRRset):
-                for rr in self.rrset(key[1], key[2], key[3]) or ():
-                    yield f"{rr.to_text()}\t; rank={entry.rank.name.lower()}"
-                for rr in self.stale_rrset(key[1], key[2], key[3], ttl=0) or ():
-                    yield (f"{rr.to_text()}\t; rank={entry.rank.name.lower()}, "
-                           f"{self._stale_note(entry.expires_at)}")
-            elif isinstance(entry, _NegativeEntry):
-                neg = self._lowered(entry)
-                what = "NXDOMAIN" if key[0] == "nx" else f"NODATA {key[2]}"
-                if neg is not None:
-                    yield f"{key[1]}\t{self._ttl_left(entry.expires_at)}\t; negative {what}"
-                elif self.settings.stale_answer_enable:
-                    yield f"{key[1]}\t0\t; negative {what}, {self._stale_note(entry.expires_at)}"
-
-    # -- the cache file (resolver.daemon.cache_file) -----------------------------
-
-    def snapshot(self) -> CacheSnapshot:
-        """Every entry as it is now, taken in one go (cheap: no entry is copied)."""
-        keep = self.settings.max_stale_ttl_s if self.settings.stale_answer_enable else None
-        return CacheSnapshot(self._timer(), keep, self._entries.stored_items())
-
-    def restore(self, entries: Iterable[SavedEntry]) -> int:
-        """Put saved entries back, TTLs clamped again by the current settings; how many.
-
-        `ttl_left` counts from now. An entry at or past its expiry is taken only as stale
-        data, when serve-stale is on and keeps it still. Live data of a higher rank stays,
-        as for `store_rrset`: a reload never promotes glue over an answer.
-        """
-        now = self._timer()
-        floor = -self.settings.max_stale_ttl_s if self.settings.stale_answer_enable else 0
-        taken = 0
-        for saved in entries:
-            if isinstance(saved, SavedRRset):
-                ttl = self._clamp(saved.records[0].ttl) if saved.records else 0
-                left = min(saved.ttl_left, ttl)
-                if ttl <= 0 or left <= floor:
-                    continue
-                first = saved.records[0]
-                key: _Key = ("rr", first.name, first.rtype, first.rclass)
-                current = self._entries.get(key)
-                if (isinstance(current, CachedRRset) and current.rank > saved.rank
-                        and current.expires_at > now):
-                    continue
-                self._entries[key] = CachedRRset(
-                    records=tuple(rr.with_ttl(ttl) for rr in saved.records), rank=saved.rank,
-                    stored_at=now - (ttl - left), expires_at=now + left,
-                    security=saved.security, rrsigs=tuple(rr.with_ttl(ttl) for rr in saved.rrsigs),
-                )
-            else:
-                ttl = max(self.settings.min_negative_ttl_s,
-                          min(saved.soa.ttl, self.settings.max_negative_ttl_s))
-                left = min(saved.ttl_left, ttl)
-                if ttl <= 0 or left <= floor:
-                    continue
-                entry = _NegativeEntry(rcode=saved.rcode, name=saved.name,
-                                       soa=saved.soa.with_ttl(ttl), stored_at=now - (ttl - left),
-                                       expires_at=now + left, security=saved.security,
-                                       proof=tuple(rr.with_ttl(ttl) for rr in saved.proof))
-                if saved.rtype is None:
-                    self._entries[("nx", saved.name, saved.rclass)] = entry
-                else:
-                    self._entries[("nodata", saved.name, saved.rtype, saved.rclass)] = entry
-                soa_key = ("negsoa", saved.soa.name, saved.soa.rclass)
-                latest = self._entries.get(soa_key)
-                if not isinstance(latest, _NegativeEntry) or latest.stored_at < entry.stored_at:
-                    self._entries[soa_key] = entry
-            taken += 1
-        return taken
-
-    def _stale_note(self, expires_at: float) -> str:
-        return f"stale (expired {math.floor(self._timer() - expires_at)} s ago)"
-
-    # -- helpers ----------------------------------------------------------------
-
-    def _clamp(self, ttl: int) -> int:
-        if ttl <= 0:
-            return 0
-        return max(self.settings.min_ttl_s, min(ttl, self.settings.max_ttl_s))
-
-    def _ttl_left(self, expires_at: float) -> int:
-        return math.floor(expires_at - self._timer() + 1e-9)
-
 
 def _same_rdata(records: tuple[Record, ...], unique: dict[str, Record], ttl: int) -> bool:
     """Whether `records` hold exactly the RDATA in `unique`, with TTL `ttl` when stored."""
@@ -765,15 +472,6 @@ def _same_rdata(records: tuple[Record, ...], unique: dict[str, Record], ttl: int
 def _qkey(question: Question) -> tuple[str, int, int]:
     return (question.name, question.rtype, question.rclass)
 
-
-def _key_name(key: _Key) -> str | None:
-    return key[1] if len(key) > 1 and isinstance(key[1], str) else None
-
-
-def _key_type(key: _Key) -> int | None:
-    if key[0] in ("rr", "nodata", "fail"):
-        return int(key[2])
-    return None
 
 
 def _signer(rrsig: Record) -> str | None:

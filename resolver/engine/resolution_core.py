@@ -2,8 +2,9 @@
 
 A `Resolution` (resolver.engine.resolution) is one object whose algorithm is split by
 concept into mixins over `ResolutionCore`: choosing the zone cut to start from
-(resolver.engine.zone_cut_choice), asking a zone's servers (resolver.engine.server_asking)
-and fetching the chain of trust (resolver.engine.trust_fetching). This module holds what
+(resolver.engine.zone_cut_choice), answering from the cache (resolver.engine.cache_answers),
+asking a zone's servers (resolver.engine.server_asking) and fetching the chain of trust
+(resolver.engine.trust_fetching). This module holds what
 they all read: the attributes a resolution keeps, the trace hook, and the two steps the
 parts call across (`_resolve` for nested lookups and `_ask_zone`), declared here and
 defined by the part they belong to.
@@ -16,6 +17,7 @@ import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
+from resolver.dns import names
 from resolver.dns.wire import (
     Question,
 )
@@ -116,6 +118,11 @@ class ResolutionCore:
     def _at_s(self) -> float:
         """Seconds since the resolution started, as trace events show it."""
         return round(self.now - self.started, 6)
+
+    def _configured_zone(self, qname: str) -> str:
+        """The closest configured (stub or forward) zone at or above `qname`, else the root."""
+        return next((zone for zone in names.ancestors(qname)
+                     if zone in self.state.configured_zones), names.ROOT)
 
     def _resolve(
         self, question: Question, depth: int, purpose: str, *, validate: bool = False

@@ -344,13 +344,8 @@ class ServerAsking(ResolutionCore):
                 address=target.ip, port=target.port, qname=question.name,
                 qtype=type_name(question.rtype), recursion_desired=cut.recursion_desired,
                 transport=transport.value, why=_why(cut, server, self.selection, self.now)))
-        outcome = yield SendQuery(
-            token=self._token,
-            server=target,
-            transport=transport,
-            wire=wire,
-            timeout_s=timeout_s,
-        )
+        outcome = yield SendQuery(token=self._token, server=target, transport=transport,
+                                  wire=wire, timeout_s=timeout_s)
         if isinstance(outcome, UpstreamTimeout):
             self.selection.record_timeout(server.server, timeout_s, self.now)
             return self._failed(depth, server, f"timeout after {round(timeout_s * 1000)} ms")
@@ -363,15 +358,13 @@ class ServerAsking(ResolutionCore):
         mismatch = reply_mismatch(reply, query_id, question)
         if mismatch:
             return self._failed(depth, server, f"reply does not match the query: {mismatch}")
-        if style.caps and reply.question is not None:
-            name_end = len(wire) - 4 - (11 if style.edns else 0)  # type, class, OPT after it
-            if outcome[12:name_end] != wire[12:name_end]:
-                if self._observer is not None:
-                    self._emit(QueryFailed(
-                        depth=depth, at_s=self._at_s(), address=server.label,
-                        error="reply does not echo the 0x20 letter case"))
-                return _CaseNotEchoed(FailureKind.NO_REACHABLE_AUTHORITY,
-                                      f"{server.ns_name} ({server.label}) ignores 0x20 case")
+        if style.caps and reply.question is not None and not _case_echoed(wire, outcome, style):
+            if self._observer is not None:
+                self._emit(QueryFailed(
+                    depth=depth, at_s=self._at_s(), address=server.label,
+                    error="reply does not echo the 0x20 letter case"))
+            return _CaseNotEchoed(FailureKind.NO_REACHABLE_AUTHORITY,
+                                  f"{server.ns_name} ({server.label}) ignores 0x20 case")
         self.selection.record_rtt(server.server, self.now - self._sent_at)
         return reply
 
@@ -433,6 +426,13 @@ class _CaseNotEchoed(Failure):
 @dataclass(frozen=True, slots=True)
 class _Unreachable(Failure):
     """ICMP unreachable or a refused connection: the address is not tried again now."""
+
+
+def _case_echoed(query: bytes, reply: bytes, style: _QueryStyle) -> bool:
+    """Whether the reply's question name has the query's letter case, octet for octet
+    (draft-vixie-dnsext-dns0x20)."""
+    name_end = len(query) - 4 - (11 if style.edns else 0)  # type, class, OPT after it
+    return reply[12:name_end] == query[12:name_end]
 
 
 def _why(cut: Delegation, server: Candidate, selection: ServerSelection, now: float) -> str:

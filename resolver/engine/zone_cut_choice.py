@@ -85,11 +85,6 @@ class ZoneCutChoice(ResolutionCore):
         return cached.zone != configured.zone and names.is_subdomain(cached.zone,
                                                                       configured.zone)
 
-    def _configured_zone(self, qname: str) -> str:
-        """The closest configured (stub or forward) zone at or above `qname`, else the root."""
-        return next((zone for zone in names.ancestors(qname)
-                     if zone in self.state.configured_zones), names.ROOT)
-
     def _configured_cut(self, qname: str) -> Delegation:
         for zone in names.ancestors(qname):
             found = self.state.configured_zones.get(zone)

@@ -47,15 +47,17 @@ import struct
 import sys
 from collections.abc import Callable
 
-from resolver.dns.header import HEADER_OCTETS, TTL_SIGN_BIT, HeaderFlag
+from resolver.dns.header import (
+    CLASSIC_UDP_REPLY,
+    HEADER_OCTETS,
+    MAX_UDP_REPLY,
+    HeaderFlag,
+)
 from resolver.dns.scanner import ScannedMessage, question_key
+from resolver.server.reply_octets import address_runs, ttl_field_offsets
 
 __all__ = ["AnswerCache"]
 
-#: Without EDNS a UDP reply is at most 512 octets (RFC 1035 §4.2.1).
-CLASSIC_UDP_REPLY = 512
-#: Largest UDP reply we send (DNS Flag Day 2020); the handler uses the same value.
-MAX_UDP_REPLY = 1232
 DEFAULT_MAX_ENTRIES = 100_000
 #: Bytes an entry costs beyond its key, body and TTL fields: the _Entry object, three bytes
 #: objects' headers, the expiry float and TTL integers, and the dict slot (measured on
@@ -65,7 +67,6 @@ ENTRY_OVERHEAD = 360
 _EVICTION_BATCH_DIVISOR = 64
 
 _HEADER = HEADER_OCTETS
-_TYPE_OPT = 41
 _EDNS_OPTION_COOKIE = 10
 _RCODE_NOERROR = 0
 _RCODE_NXDOMAIN = 3
@@ -83,7 +84,6 @@ _U32 = struct.Struct(">I")
 #: A TTL field to count down: its offset in the stored reply and the TTL stored there. Packed,
 #: a one-record entry's fields take 6 octets instead of a tuple of Python ints.
 _TTL_FIELD = struct.Struct(">HI")
-_RR_FIXED = struct.Struct(">HHIH")
 
 # Key variants: one octet appended to the question. CD and AD have the values of their
 # bits in the fourth header octet, so that one mask takes both from a query.
@@ -305,7 +305,7 @@ class AnswerCache:
         qend = _HEADER + len(question)
         if reply[_HEADER:qend].lower() != question or reply[4:6] != b"\x00\x01":
             return False
-        records = _ttl_fields(reply, qend)
+        records = ttl_field_offsets(reply, qend)
         if records is None:
             return False
         ttl_fields, opt = records
@@ -328,7 +328,7 @@ class AnswerCache:
         if negative_zone is not None and self._negative_stamp is not None:
             entry.zone, entry.stamp = negative_zone, self._negative_stamp(negative_zone)
         if self.round_robin:
-            entry.runs = _address_runs(reply, qend)
+            entry.runs = address_runs(reply, qend)
         key = question + _VARIANT_OCTET[variant]
         entry.size = (ENTRY_OVERHEAD + len(key) + len(entry.body) + len(entry.ttl_fields)
                       + len(entry.runs) * 64)
@@ -435,87 +435,3 @@ def _options_valid(data: bytes, pos: int, end: int) -> bool:
         if code == _EDNS_OPTION_COOKIE and not (length == 8 or 16 <= length <= 40):
             return False
     return True
-
-
-def record_ttls(reply: bytes, question_end: int) -> list[int] | None:
-    """The TTL of every record after the question, OPT left out; None if the reply cannot be
-    walked (a reply this server encoded always can)."""
-    found = _ttl_fields(reply, question_end)
-    return None if found is None else [ttl for _, ttl in found[0]]
-
-
-def _ttl_fields(reply: bytes, pos: int) -> tuple[list[tuple[int, int]], bytes] | None:
-    """Offsets and values of every record's TTL after the question, and the OPT record's octets.
-
-    The reply is one the handler just encoded; still, any surprise means "do not store".
-    """
-    try:
-        count = sum(struct.unpack_from(">HHH", reply, 6))
-        fields: list[tuple[int, int]] = []
-        opt = b""
-        for index in range(count):
-            start = pos
-            while True:  # the owner name: labels, then the root or one pointer
-                length = reply[pos]
-                if length == 0:
-                    pos += 1
-                    break
-                if length >= 0xC0:
-                    pos += 2
-                    break
-                if length > 63:
-                    return None
-                pos += length + 1
-            rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(reply, pos)
-            if rtype == _TYPE_OPT:
-                if index != count - 1 or opt:
-                    return None
-                opt = reply[start : pos + 10 + rdlength]
-            else:
-                if ttl & TTL_SIGN_BIT:  # RFC 2181 §8: means zero
-                    ttl = 0
-                fields.append((pos + 4, ttl))
-            pos += 10 + rdlength
-    except (IndexError, struct.error):
-        return None
-    if pos != len(reply):
-        return None
-    return fields, opt
-
-
-_TYPE_A = 1
-_TYPE_AAAA = 28
-_ADDRESS_RDLENGTH = {_TYPE_A: 4, _TYPE_AAAA: 16}
-
-
-def _address_runs(reply: bytes, pos: int) -> tuple[tuple[int, int, int], ...]:
-    """Runs of two or more A (or AAAA) records of one owner in the answer section, each
-    record a compression pointer, the fixed fields and its address: (offset after the id,
-    record size, count). A reply the handler just encoded; anything else finds no run."""
-    runs: list[tuple[int, int, int]] = []
-    try:
-        answers = struct.unpack_from(">H", reply, 6)[0]
-        start, key, count = 0, b"", 0
-        for _ in range(answers):
-            if reply[pos] < 0xC0:  # an owner written out: stop looking (rare in our replies)
-                break
-            rtype, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(reply, pos + 2)
-            size = 12 + rdlength
-            this = reply[pos : pos + 4] if _ADDRESS_RDLENGTH.get(rtype) == rdlength else b""
-            if this and this == key:
-                count += 1
-            else:
-                if count > 1:
-                    runs.append((start - 2, _record_size(key), count))
-                start, key, count = pos, this, 1 if this else 0
-            pos += size
-        if count > 1:
-            runs.append((start - 2, _record_size(key), count))
-    except (IndexError, struct.error):
-        return ()
-    return tuple(runs)
-
-
-def _record_size(owner_and_type: bytes) -> int:
-    """Octets of one address record whose pointer and type are `owner_and_type`."""
-    return 12 + _ADDRESS_RDLENGTH[(owner_and_type[2] << 8) | owner_and_type[3]]

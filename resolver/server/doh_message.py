@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from resolver.dns.header import HEADER_OCTETS
 from resolver.dns.scanner import MalformedMessage, scan_message
-from resolver.server.answer_cache import record_ttls
+from resolver.server.reply_octets import record_ttls
 
 DNS_MESSAGE = "application/dns-message"
 DEFAULT_PATH = "/dns-query"

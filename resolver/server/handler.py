@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -39,16 +38,14 @@ from typing import TYPE_CHECKING
 from resolver.dns.decoding import decode
 from resolver.dns.encoding import encode
 from resolver.dns.extended_errors import ExtendedError, ede_option
-from resolver.dns.header import EDNS_DO, HeaderFlag
+from resolver.dns.header import CLASSIC_UDP_REPLY, MAX_UDP_REPLY, HeaderFlag
 from resolver.dns.scanner import MalformedMessage, ScannedMessage, question_key, scan_query
 from resolver.dns.wire import (
-    CLASS_IN,
     Edns,
     Message,
     Question,
     Rcode,
     RRType,
-    make_record,
     rcode_name,
     type_name,
 )
@@ -59,6 +56,15 @@ from resolver.engine.network import Transport
 from resolver.server.acl import AccessControl, AclAction
 from resolver.server.answer_cache import AnswerCache
 from resolver.server.client import Client
+from resolver.server.early_replies import (
+    badvers_reply,
+    ends_with_opt,
+    header_reply,
+    notimp_reply,
+    refusal,
+    rfc8482_answer,
+    servfail_for,
+)
 from resolver.service.cachedb import ReplyVariant, memory_knows, reply_for_client
 from resolver.service.resolver_service import ResolverService
 
@@ -74,16 +80,10 @@ log = logging.getLogger(__name__)
 #: `--log-queries`: one line per query (client, transport, name, type, rcode, time).
 query_log = logging.getLogger("resolver.queries")
 
-#: Largest UDP reply we send (DNS Flag Day 2020; BIND max-udp-size 1232).
-MAX_UDP_REPLY = 1232
-#: Without EDNS a UDP reply is at most 512 octets (RFC 1035 §4.2.1).
-CLASSIC_UDP_REPLY = 512
 #: Queries of one client address waiting for resolution at once (Unbound wait-limit 1000).
 MAX_WAITING_PER_CLIENT = 1000
 #: Shared-cache entries refreshed in the background at once; more wait for their expiry.
 MAX_SHARED_REFRESHES = 100
-_TYPES_REFUSED = {RRType.AXFR, RRType.IXFR}
-_TYPES_FORMERR = {0, RRType.OPT, 249, 250, 253, 254}  # TKEY, TSIG, MAILB, MAILA
 
 
 class QueryHandler:
@@ -192,7 +192,7 @@ class QueryHandler:
                 reply = await self._admit(wire, client)
         except Exception:  # the last line of defence: never let one query stop the server
             log.exception("internal error answering a query from %s", client.ip)
-            reply = _servfail_for(wire)
+            reply = servfail_for(wire)
         if self.metrics is not None and reply is not None:
             self.metrics.latency.observe(time.monotonic() - started)
         if self.log_queries:
@@ -227,10 +227,10 @@ class QueryHandler:
         try:
             query = scan_query(wire)
         except MalformedMessage as exc:
-            return _header_reply(wire, Rcode.REFUSED, with_opt=exc.opt_seen)
+            return header_reply(wire, Rcode.REFUSED, with_opt=exc.opt_seen)
         plain = query.opcode == 0 and (query.edns is None or query.edns.version == 0)
         if not plain or query.qname is None or query.qtype is None or query.qclass is None:
-            return _header_reply(wire, Rcode.REFUSED, with_opt=query.edns is not None)
+            return header_reply(wire, Rcode.REFUSED, with_opt=query.edns is not None)
         # RA set: we do recurse, only not for this client; EDE 18 says so (RFC 8914 §4.19).
         return self._reply(wire, query, client, Outcome(rcode=Rcode.REFUSED))
 
@@ -258,22 +258,22 @@ class QueryHandler:
         try:
             query = scan_query(wire)
         except MalformedMessage as exc:
-            with_opt = exc.opt_seen or _ends_with_opt(wire)
-            return self._count(_header_reply(wire, Rcode.FORMERR, with_opt=with_opt))
+            with_opt = exc.opt_seen or ends_with_opt(wire)
+            return self._count(header_reply(wire, Rcode.FORMERR, with_opt=with_opt))
         if query.opcode != 0:
-            return self._count(_notimp_reply(wire, query))
+            return self._count(notimp_reply(wire, query))
         if query.edns is not None and query.edns.version > 0:
-            return self._count(_badvers_reply(wire, query))
+            return self._count(badvers_reply(wire, query))
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
         question = Question(query.qname, query.qtype, query.qclass)
         recursion_desired = bool(query.flags & HeaderFlag.RD)
-        rcode = _refusal(query, cache_only_allowed=snoop)
+        rcode = refusal(query, cache_only_allowed=snoop)
         if rcode is not None:  # a refusal of the question, not of the client: RA stays clear
             return self._count(
                 self._reply(wire, query, client, Outcome(rcode=rcode), recursion_available=False)
             )
         if question.rtype == RRType.ANY:
-            return self._count(self._reply(wire, query, client, _rfc8482_answer(question)))
+            return self._count(self._reply(wire, query, client, rfc8482_answer(question)))
         if self.loop_guard is not None and self.loop_guard.is_own(wire):
             # Resolving it again would forward it again: break the loop here.
             log.warning("forwarding loop: our own query for %s came back from %s; "
@@ -452,16 +452,6 @@ def _stale_outcome(reply: bytes) -> Outcome | None:
                    authority=message.authority, additional=message.additional, stale=True)
 
 
-def _refusal(query: ScannedMessage, *, cache_only_allowed: bool = False) -> Rcode | None:
-    qtype, qclass = query.qtype, query.qclass
-    if qtype in _TYPES_FORMERR or (qtype is not None and 128 <= qtype <= 248):
-        return Rcode.FORMERR
-    if qtype in _TYPES_REFUSED or qclass != CLASS_IN:
-        return Rcode.REFUSED
-    if not query.flags & HeaderFlag.RD and not cache_only_allowed:
-        return Rcode.REFUSED  # RD=0: only clients allowed to snoop get the cache's view
-    return None
-
 
 def _variant(query: ScannedMessage) -> ReplyVariant:
     """The query bits besides the question that change the reply (DO, CD, AD, EDNS)."""
@@ -469,11 +459,6 @@ def _variant(query: ScannedMessage) -> ReplyVariant:
     return ReplyVariant(do=edns is not None and edns.do, cd=bool(query.flags & HeaderFlag.CD),
                         edns=edns is not None, ad=bool(query.flags & HeaderFlag.AD))
 
-
-def _rfc8482_answer(question: Question) -> Outcome:
-    # HINFO (type 13) with CPU "RFC8482" and an empty OS: two character-strings.
-    hinfo = make_record(question.name, 13, 3789, b"\x07RFC8482\x00")
-    return Outcome(rcode=Rcode.NOERROR, answer=(hinfo,))
 
 
 def _max_size(query: ScannedMessage, client: Client, max_udp_reply: int) -> int:
@@ -492,66 +477,6 @@ def _with_client_case(data: bytes, query: ScannedMessage) -> bytes:
         return data
     return data[:12] + name + data[12 + len(name) :]
 
-
-def _header_reply(wire: bytes, rcode: Rcode, *, with_opt: bool) -> bytes:
-    """A header-only reply (FORMERR, NOTIMP, BADVERS) echoing id, opcode and RD."""
-    ident = struct.unpack_from("!H", wire)[0]
-    opcode_rd = wire[2] & 0x79  # opcode bits and RD; QR set below, AA/TC cleared
-    flags = ((0x80 | opcode_rd) << 8) | (rcode & 0xF)
-    if not with_opt:
-        return struct.pack("!HHHHHH", ident, flags, 0, 0, 0, 0)
-    opt_ttl = (rcode >> 4) << 24  # extended rcode, version 0 (RFC 6891 §6.1.3)
-    opt = b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY, opt_ttl, 0)
-    return struct.pack("!HHHHHH", ident, flags, 0, 0, 0, 1) + opt
-
-
-def _ends_with_opt(wire: bytes) -> bool:
-    """Whether a query the scanner rejected before reaching its records still ends with an
-    OPT record, as clients place it: then the FORMERR carries an OPT too (RFC 6891 §7)."""
-    if len(wire) < 23 or wire[10:12] == b"\x00\x00":  # ARCOUNT 0
-        return False
-    for start in range(len(wire) - 11, 11, -1):
-        if wire[start] == 0 and wire[start + 1 : start + 3] == b"\x00\x29":
-            rdlength = int.from_bytes(wire[start + 9 : start + 11], "big")
-            if start + 11 + rdlength == len(wire):
-                return True
-    return False
-
-
-def _notimp_reply(wire: bytes, query: ScannedMessage) -> bytes:
-    """NOTIMP for an opcode we do not implement (RFC 1035 §4.1.1): opcode and RD echoed,
-    the question copied when there is exactly one, every other flag clear."""
-    return _question_reply(wire, query, Rcode.NOTIMP, flags_kept=0x79)
-
-
-def _badvers_reply(wire: bytes, query: ScannedMessage) -> bytes:
-    """BADVERS for an EDNS version above 0 (RFC 6891 §6.1.3): the question, RD and RA kept,
-    an OPT of version 0 carrying the extended rcode."""
-    return _question_reply(wire, query, Rcode.BADVERS, flags_kept=0x79, ra=True)
-
-
-def _question_reply(
-    wire: bytes, query: ScannedMessage, rcode: Rcode, *, flags_kept: int, ra: bool = False
-) -> bytes:
-    """A reply with the query's question and no records: `flags_kept` of the query's third
-    octet (opcode, RD), QR set; an OPT (with DO copied, RFC 3225 §3) if the query had one."""
-    ident = struct.unpack_from("!H", wire)[0]
-    flags = ((0x80 | (wire[2] & flags_kept)) << 8) | (0x80 if ra else 0) | (rcode & 0xF)
-    question = wire[12 : query.question_end] if query.qdcount == 1 else b""
-    arcount = 1 if query.edns is not None else 0
-    header = struct.pack("!HHHHHH", ident, flags, 1 if question else 0, 0, 0, arcount)
-    if not arcount:
-        return header + question
-    assert query.edns is not None
-    opt_ttl = ((rcode >> 4) << 24) | (EDNS_DO if query.edns.do else 0)
-    return header + question + b"\x00" + struct.pack("!HHIH", RRType.OPT, MAX_UDP_REPLY,
-                                                      opt_ttl, 0)
-
-
-def _servfail_for(wire: bytes) -> bytes | None:
-    if len(wire) < 12 or wire[2] & 0x80:
-        return None
-    return _header_reply(wire, Rcode.SERVFAIL, with_opt=False)
 
 
 #: Names of the 16 header rcodes, computed once: counting must stay cheap on the hot path.

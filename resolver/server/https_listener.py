@@ -108,15 +108,23 @@ class DohListener(SecureStreamServer):
         return request.status, refusal_headers(request), request.reason.encode() + b"\n"
 
 
-class _Http1Session:
-    """One HTTP/1.1 connection: requests answered one after the other (h11)."""
+class _Session:
+    """One client connection of the DoH listener, whichever HTTP version it speaks."""
 
     def __init__(self, listener: DohListener, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, client: Client, first: bytes) -> None:
+                 writer: asyncio.StreamWriter, client: Client) -> None:
         self._listener = listener
         self._reader = reader
         self._writer = writer
         self._client = client
+
+
+class _Http1Session(_Session):
+    """One HTTP/1.1 connection: requests answered one after the other (h11)."""
+
+    def __init__(self, listener: DohListener, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, client: Client, first: bytes) -> None:
+        super().__init__(listener, reader, writer, client)
         self._connection = h11.Connection(h11.SERVER,
                                           max_incomplete_event_size=_MAX_HEADER_OCTETS)
         if first:
@@ -181,15 +189,12 @@ class _Http1Session:
             await self._writer.drain()
 
 
-class _Http2Session:
+class _Http2Session(_Session):
     """One HTTP/2 connection: each stream one request, answered concurrently (h2)."""
 
     def __init__(self, listener: DohListener, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, client: Client, first: bytes) -> None:
-        self._listener = listener
-        self._reader = reader
-        self._writer = writer
-        self._client = client
+        super().__init__(listener, reader, writer, client)
         self._first = first
         limits = listener._gate.limits
         # Our response headers are fixed, lower-case and valid: checking them again on every

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 
 import h2.config
@@ -35,14 +34,12 @@ import h2.settings
 from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
 from resolver.upstream.exchange import ReplyMatcher
 from resolver.upstream.tls import make_tls_context
-
-log = logging.getLogger(__name__)
+from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
 
 #: RFC 8484 §6: the media type of a DNS message in a request or a response body.
 DNS_MESSAGE = "application/dns-message"
 _MAX_MESSAGE = 0xFFFF
 _READ_CHUNK = 65536
-_LOG_EVERY_S = 60.0
 
 
 def make_doh_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -50,10 +47,6 @@ def make_doh_context(ca_file: str | None = None) -> ssl.SSLContext:
     context = make_tls_context(ca_file)
     context.set_alpn_protocols(["h2"])
     return context
-
-
-class _ConnectionClosed(Exception):
-    """The connection ended (or refused the stream) before the reply came."""
 
 
 class _Stream:
@@ -96,7 +89,7 @@ class _Connection:
         self._arm_idle_timer()
 
     async def ask(self, query: bytes) -> bytes:
-        """POST `query` (id already 0) and return the reply body; _ConnectionClosed if the
+        """POST `query` (id already 0) and return the reply body; ConnectionClosed if the
         connection ends before it, UpstreamError if the server answers but not with DNS."""
         done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._disarm_idle_timer()
@@ -104,7 +97,7 @@ class _Connection:
         try:
             while True:
                 if self.closed:
-                    raise _ConnectionClosed("connection already closed")
+                    raise ConnectionClosed("connection already closed")
                 limit = self._h2.remote_settings.max_concurrent_streams
                 if self._h2.open_outbound_streams < limit:
                     break
@@ -114,7 +107,7 @@ class _Connection:
                 stream_id = self._h2.get_next_available_stream_id()
             except h2.exceptions.NoAvailableStreamIDError:
                 self.close()  # all 2^30 client stream ids used: a new connection takes over
-                raise _ConnectionClosed("stream ids exhausted") from None
+                raise ConnectionClosed("stream ids exhausted") from None
             self._streams[stream_id] = _Stream(done)
             self._h2.send_headers(stream_id, [
                 (":method", "POST"), (":scheme", "https"),
@@ -127,7 +120,7 @@ class _Connection:
             return await done
         except (OSError, RuntimeError, h2.exceptions.ProtocolError) as exc:
             self.close()
-            raise _ConnectionClosed(str(exc) or type(exc).__name__) from None
+            raise ConnectionClosed(str(exc) or type(exc).__name__) from None
         finally:
             done.cancel()
             if stream_id is not None and self._streams.pop(stream_id, None) is not None:
@@ -159,7 +152,7 @@ class _Connection:
             self._room.clear()
             await self._room.wait()
             if self.closed:
-                raise _ConnectionClosed("connection closed while sending")
+                raise ConnectionClosed("connection closed while sending")
 
     def _flush(self) -> None:
         data = self._h2.data_to_send()
@@ -189,7 +182,7 @@ class _Connection:
             self.closed = True
             for stream in list(self._streams.values()):
                 if not stream.done.done():
-                    stream.done.set_exception(_ConnectionClosed(reason))
+                    stream.done.set_exception(ConnectionClosed(reason))
             self._room.set()
             self._disarm_idle_timer()
             self._writer.close()
@@ -218,14 +211,14 @@ class _Connection:
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None and not stream.done.done():
                 # REFUSED_STREAM (RFC 9113 §8.7) means unprocessed: safe to send again.
-                stream.done.set_exception(_ConnectionClosed(f"stream reset ({event.error_code})"))
+                stream.done.set_exception(ConnectionClosed(f"stream reset ({event.error_code})"))
             self._room.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.closed = True  # GOAWAY: no new streams; the read loop's end fails the rest
             for stream_id, stream in list(self._streams.items()):
                 if (event.last_stream_id is None or stream_id > event.last_stream_id) \
                         and not stream.done.done():
-                    stream.done.set_exception(_ConnectionClosed("GOAWAY"))
+                    stream.done.set_exception(ConnectionClosed("GOAWAY"))
             self._room.set()
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             self._room.set()
@@ -262,7 +255,7 @@ class _Connection:
             self._idle = None
 
     def close(self) -> None:
-        """Say GOAWAY and close; outstanding queries fail with _ConnectionClosed."""
+        """Say GOAWAY and close; outstanding queries fail with ConnectionClosed."""
         if not self.closed:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self._h2.close_connection()
@@ -280,25 +273,16 @@ def _authority(server: ServerAddress) -> str:
     return host if server.port == 443 else f"{host}:{server.port}"
 
 
-class DohClient:
+class DohClient(TlsConnectionPool[_Connection]):
     """DNS over HTTPS exchanges with upstream resolvers, one HTTP/2 connection per upstream."""
 
-    def __init__(
-        self,
-        *,
-        context: ssl.SSLContext | None = None,
-        ca_file: str | None = None,
-        idle_timeout_s: float = 30.0,
-        connect_timeout_s: float = 5.0,
-    ) -> None:
-        self._context = context if context is not None else make_doh_context(ca_file)
-        self.idle_timeout_s = idle_timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self._connections: dict[ServerAddress, _Connection] = {}
-        self._connecting: dict[ServerAddress, asyncio.Task[_Connection]] = {}
-        self._logged: dict[tuple[ServerAddress, str], float] = {}
-        self.connections_opened = 0  #: HTTP/2 connections established
-        self.reconnects = 0  #: queries sent again after the server closed a used connection
+    scheme = "https"
+    protocol = "DNS over HTTPS"
+
+    default_idle_timeout_s = 30.0
+
+    def _new_context(self, ca_file: str | None) -> ssl.SSLContext:
+        return make_doh_context(ca_file)
 
     async def exchange(self, query: bytes, server: ServerAddress, timeout_s: float) -> bytes:
         """POST `query` to `server`'s URL and return the matching reply, with the query's id.
@@ -312,12 +296,13 @@ class DohClient:
         if len(query) > _MAX_MESSAGE:
             raise UpstreamError(f"{server}: query of {len(query)} octets is too long")
         try:
-            matcher = ReplyMatcher.for_query(b"\x00\x00" + query[2:])
+            asked = b"\x00\x00" + query[2:]  # RFC 8484 §4.1: id 0, cache friendly
+            matcher = ReplyMatcher.for_query(asked)
         except ValueError as exc:
             raise UpstreamError(f"{server}: {exc}") from None
         try:
             async with asyncio.timeout(timeout_s):
-                reply = await self._exchange(b"\x00\x00" + query[2:], server)
+                reply = await self._ask(server, lambda c: c.ask(asked))
         except TimeoutError:
             raise UpstreamTimeout(
                 f"{server} (https): no reply within {timeout_s:g} s"
@@ -326,63 +311,8 @@ class DohClient:
             raise UpstreamError(f"{server} (https): the reply does not answer the query")
         return query[:2] + reply[2:]
 
-    async def _exchange(self, query: bytes, server: ServerAddress) -> bytes:
-        for attempt in (1, 2):
-            connection = await self._connection(server)
-            reused = connection.queries > 0
-            try:
-                return await connection.ask(query)
-            except _ConnectionClosed as exc:
-                if self._connections.get(server) is connection and connection.closed:
-                    del self._connections[server]
-                if reused and attempt == 1:
-                    self.reconnects += 1
-                    continue
-                raise UpstreamError(
-                    f"{server} (https): connection closed without a reply ({exc})"
-                ) from None
-        raise AssertionError("unreachable")
-
-    async def _connection(self, server: ServerAddress) -> _Connection:
-        current = self._connections.get(server)
-        if current is not None and not current.closed:
-            return current
-        task = self._connecting.get(server)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._connect(server))
-            self._connecting[server] = task
-            task.add_done_callback(lambda done: self._connected(server, done))
-        return await asyncio.shield(task)
-
-    def _connected(self, server: ServerAddress, task: asyncio.Task[_Connection]) -> None:
-        if self._connecting.get(server) is task:
-            del self._connecting[server]
-        if task.cancelled() or task.exception() is not None:
-            return
-        self._connections[server] = task.result()
-
     async def _connect(self, server: ServerAddress) -> _Connection:
-        name = server.tls_name or server.ip
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    server.ip, server.port, ssl=self._context, server_hostname=name,
-                    ssl_handshake_timeout=self.connect_timeout_s,
-                )
-        except ssl.SSLCertVerificationError as exc:
-            reason = exc.verify_message or str(exc)
-            self._log_once(server, f"certificate rejected: {reason}")
-            raise UpstreamError(f"{server} (https): certificate rejected: {reason}") from None
-        except ssl.SSLError as exc:
-            reason = exc.reason or str(exc)
-            self._log_once(server, f"TLS handshake failed: {reason}")
-            raise UpstreamError(f"{server} (https): TLS handshake failed: {reason}") from None
-        except TimeoutError:
-            raise UpstreamError(
-                f"{server} (https): no connection within {self.connect_timeout_s:g} s"
-            ) from None
-        except OSError as exc:
-            raise UpstreamError(f"{server} (https): {exc.strerror or exc}") from None
+        reader, writer = await self._open_tls(server, server.tls_name or server.ip)
         tls = writer.get_extra_info("ssl_object")
         protocol = tls.selected_alpn_protocol() if isinstance(tls, ssl.SSLObject) else None
         if protocol != "h2":
@@ -392,26 +322,3 @@ class DohClient:
                                 f"(ALPN {protocol!r})")
         self.connections_opened += 1
         return _Connection(server, reader, writer, self.idle_timeout_s)
-
-    def _log_once(self, server: ServerAddress, what: str) -> None:
-        now = asyncio.get_running_loop().time()
-        key = (server, what)
-        if now - self._logged.get(key, -_LOG_EVERY_S) < _LOG_EVERY_S:
-            return
-        if len(self._logged) > 1000:
-            self._logged.clear()
-        self._logged[key] = now
-        log.warning("DNS over HTTPS to %s rejected: %s", server, what)
-
-    @property
-    def open_connections(self) -> int:
-        return sum(1 for c in self._connections.values() if not c.closed)
-
-    async def close(self) -> None:
-        """Close every connection and abandon connection attempts."""
-        for task in list(self._connecting.values()):
-            task.cancel()
-        for connection in list(self._connections.values()):
-            connection.close()
-        self._connections.clear()
-        await asyncio.sleep(0)

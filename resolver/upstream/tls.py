@@ -14,7 +14,8 @@ Rules this module keeps:
   new connection (RFC 7766 §6.2.1: the client must be prepared for the server to close).
 - A connection attempt is not abandoned when the query that started it times out: it goes on
   (bounded by `connect_timeout_s`) so that the retry finds it ready, since a TLS handshake can
-  take longer than one query's timeout.
+  take longer than one query's timeout. (The pool of connections and the TLS connect are shared
+  with DNS over HTTPS: `resolver.upstream.tls_pool`.)
 - Every failure is an `UpstreamError` or `UpstreamTimeout`; a rejected certificate is also
   logged, at most once a minute per upstream, with the reason.
 """
@@ -23,17 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 
 from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
 from resolver.upstream.exchange import ReplyMatcher
-
-log = logging.getLogger(__name__)
+from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
 
 _MAX_MESSAGE = 0xFFFF
-#: How often the same upstream's TLS failure is logged again.
-_LOG_EVERY_S = 60.0
 
 
 def make_tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -44,10 +41,6 @@ def make_tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
-
-
-class _ConnectionClosed(Exception):
-    """The connection ended before the reply came."""
 
 
 class _Connection:
@@ -74,9 +67,9 @@ class _Connection:
         self._arm_idle_timer()
 
     async def ask(self, query: bytes, matcher: ReplyMatcher) -> bytes:
-        """Write `query` and wait for its reply; _ConnectionClosed if the connection ends first."""
+        """Write `query` and wait for its reply; ConnectionClosed if the connection ends first."""
         if self.closed:
-            raise _ConnectionClosed("connection already closed")
+            raise ConnectionClosed("connection already closed")
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         waiters = self._pending.setdefault(matcher.query_id, [])
         waiters.append((matcher, reply))
@@ -89,7 +82,7 @@ class _Connection:
             return await reply
         except (OSError, RuntimeError) as exc:  # written into a connection that just went away
             self.close()
-            raise _ConnectionClosed(str(exc) or type(exc).__name__) from None
+            raise ConnectionClosed(str(exc) or type(exc).__name__) from None
         finally:
             reply.cancel()
             with contextlib.suppress(ValueError):
@@ -117,7 +110,7 @@ class _Connection:
             for waiters in list(self._pending.values()):
                 for _, reply in waiters:
                     if not reply.done():
-                        reply.set_exception(_ConnectionClosed(reason))
+                        reply.set_exception(ConnectionClosed(reason))
             self._disarm_idle_timer()
             self._writer.close()
 
@@ -140,32 +133,23 @@ class _Connection:
             self._idle = None
 
     def close(self) -> None:
-        """Close the connection; outstanding queries fail with _ConnectionClosed."""
+        """Close the connection; outstanding queries fail with ConnectionClosed."""
         if not self._reading.done():
             self._reading.cancel()
         self.closed = True
         self._writer.close()
 
 
-class DotClient:
+class DotClient(TlsConnectionPool[_Connection]):
     """DNS over TLS exchanges with upstream resolvers, one reused connection per upstream."""
 
-    def __init__(
-        self,
-        *,
-        context: ssl.SSLContext | None = None,
-        ca_file: str | None = None,
-        idle_timeout_s: float = 10.0,
-        connect_timeout_s: float = 5.0,
-    ) -> None:
-        self._context = context if context is not None else make_tls_context(ca_file)
-        self.idle_timeout_s = idle_timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self._connections: dict[ServerAddress, _Connection] = {}
-        self._connecting: dict[ServerAddress, asyncio.Task[_Connection]] = {}
-        self._logged: dict[tuple[ServerAddress, str], float] = {}
-        self.connections_opened = 0  #: TLS connections established
-        self.reconnects = 0  #: queries sent again after the server closed a used connection
+    scheme = "tls"
+    protocol = "DNS over TLS"
+
+    default_idle_timeout_s = 10.0
+
+    def _new_context(self, ca_file: str | None) -> ssl.SSLContext:
+        return make_tls_context(ca_file)
 
     async def exchange(self, query: bytes, server: ServerAddress, timeout_s: float) -> bytes:
         """Send `query` to `server` over TLS and return the matching reply.
@@ -183,91 +167,14 @@ class DotClient:
             raise UpstreamError(f"{server}: {exc}") from None
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._exchange(query, matcher, server)
+                return await self._ask(server, lambda c: c.ask(query, matcher))
         except TimeoutError:
             raise UpstreamTimeout(
                 f"{server} (tls): no matching reply within {timeout_s:g} s"
             ) from None
 
-    async def _exchange(self, query: bytes, matcher: ReplyMatcher, server: ServerAddress) -> bytes:
-        for attempt in (1, 2):
-            connection = await self._connection(server)
-            reused = connection.queries > 0
-            try:
-                return await connection.ask(query, matcher)
-            except _ConnectionClosed as exc:
-                if self._connections.get(server) is connection:
-                    del self._connections[server]
-                if reused and attempt == 1:
-                    self.reconnects += 1
-                    continue
-                raise UpstreamError(
-                    f"{server} (tls): connection closed without a reply ({exc})"
-                ) from None
-        raise AssertionError("unreachable")
-
-    async def _connection(self, server: ServerAddress) -> _Connection:
-        current = self._connections.get(server)
-        if current is not None and not current.closed:
-            return current
-        task = self._connecting.get(server)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._connect(server))
-            self._connecting[server] = task
-            task.add_done_callback(lambda done: self._connected(server, done))
-        return await asyncio.shield(task)
-
-    def _connected(self, server: ServerAddress, task: asyncio.Task[_Connection]) -> None:
-        if self._connecting.get(server) is task:
-            del self._connecting[server]
-        if task.cancelled() or task.exception() is not None:  # retrieved: no "never retrieved"
-            return
-        self._connections[server] = task.result()
-
     async def _connect(self, server: ServerAddress) -> _Connection:
         assert server.tls_name is not None
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    server.ip, server.port, ssl=self._context, server_hostname=server.tls_name,
-                    ssl_handshake_timeout=self.connect_timeout_s,
-                )
-        except ssl.SSLCertVerificationError as exc:
-            reason = exc.verify_message or str(exc)
-            self._log_once(server, f"certificate rejected: {reason}")
-            raise UpstreamError(f"{server} (tls): certificate rejected: {reason}") from None
-        except ssl.SSLError as exc:
-            reason = exc.reason or str(exc)
-            self._log_once(server, f"TLS handshake failed: {reason}")
-            raise UpstreamError(f"{server} (tls): TLS handshake failed: {reason}") from None
-        except TimeoutError:
-            raise UpstreamError(
-                f"{server} (tls): no connection within {self.connect_timeout_s:g} s"
-            ) from None
-        except OSError as exc:
-            raise UpstreamError(f"{server} (tls): {exc.strerror or exc}") from None
+        reader, writer = await self._open_tls(server, server.tls_name)
         self.connections_opened += 1
         return _Connection(server, reader, writer, self.idle_timeout_s)
-
-    def _log_once(self, server: ServerAddress, what: str) -> None:
-        now = asyncio.get_running_loop().time()
-        key = (server, what)
-        if now - self._logged.get(key, -_LOG_EVERY_S) < _LOG_EVERY_S:
-            return
-        if len(self._logged) > 1000:
-            self._logged.clear()
-        self._logged[key] = now
-        log.warning("DNS over TLS to %s rejected: %s", server, what)
-
-    @property
-    def open_connections(self) -> int:
-        return sum(1 for c in self._connections.values() if not c.closed)
-
-    async def close(self) -> None:
-        """Close every connection and abandon connection attempts."""
-        for task in list(self._connecting.values()):
-            task.cancel()
-        for connection in list(self._connections.values()):
-            connection.close()
-        self._connections.clear()
-        await asyncio.sleep(0)

@@ -146,18 +146,18 @@ def test_round_robin_off_serves_the_addresses_in_the_stored_order() -> None:
 def test_round_robin_rotates_only_runs_of_address_records() -> None:
     """A reply whose address records follow a CNAME keeps the CNAME first; a single record
     is served as stored."""
-    from resolver.server.answer_cache import _address_runs
+    from resolver.server.reply_octets import address_runs
 
     answer = (parse_record("alias.example. 60 IN CNAME www.example."),
               *(parse_record(f"www.example. 60 IN A 192.0.2.{n}") for n in (1, 2, 3)))
     reply = encode(Message(id=1, qr=True, opcode=0, rcode=0, rd=True, ra=True,
                            question=Question("alias.example.", RRType.A), answer=answer))
     question_end = 12 + len(name_wire("alias.example.")) + 4
-    runs = _address_runs(reply, question_end)
+    runs = address_runs(reply, question_end)
     assert len(runs) == 1 and runs[0][1:] == (16, 3)
     single = encode(Message(id=1, qr=True, opcode=0, rcode=0, question=Question(
         "www.example.", RRType.A), answer=(answer[1],)))
-    assert _address_runs(single, 12 + len(name_wire("www.example.")) + 4) == ()
+    assert address_runs(single, 12 + len(name_wire("www.example.")) + 4) == ()
 
 
 def test_answer_cache_copies_id_and_question_case(setup: Setup) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from resolver.dns.wire import Question, Rcode, Record, RRType, parse_record, parse_records
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.failure import Failure, FailureKind
 from resolver.engine.settings import CacheSettings
 from tests.support.labnet import FakeClock

@@ -29,7 +29,8 @@ from resolver.dns.wire import (
     parse_records,
 )
 from resolver.dnssec.security import Security
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.settings import CacheSettings
 from tests.support.labnet import FakeClock
 

@@ -11,7 +11,8 @@ from resolver.dns.decoding import decode
 from resolver.dns.encoding import encode
 from resolver.dns.wire import Edns, Message, Question, Rcode, RRType, make_record
 from resolver.dnssec.security import Security
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.settings import CacheSettings
 from resolver.service.cachedb import (
     KEY_PREFIX,

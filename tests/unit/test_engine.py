@@ -18,7 +18,8 @@ import pytest
 
 from resolver.dns.decoding import decode
 from resolver.dns.wire import Question, Rcode, RRType, parse_records
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.delegation import parse_root_hints
 from resolver.engine.events import Finished, Outcome, QuerySent, SendQuery, TraceEvent
 from resolver.engine.network import ServerAddress, Transport

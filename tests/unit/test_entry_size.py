@@ -17,8 +17,9 @@ import pytest
 
 from resolver.dns.scanner import scan_query
 from resolver.dns.wire import Question, Rcode, parse_records
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
 from resolver.engine.cache_budget import CacheSize, parse_cache_size, split_bytes
+from resolver.engine.cache_entries import Rank
 from resolver.engine.entry_size import deep_size
 from resolver.engine.settings import CacheSettings
 from resolver.server.answer_cache import AnswerCache

@@ -191,3 +191,21 @@ def test_selection_memory_is_bounded() -> None:
     for i in range(100_010):
         selection.record_rtt(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 0.01)
     assert selection.known_servers() <= 100_001
+
+
+def test_selection_keeps_two_ports_of_one_address_apart() -> None:
+    """Memory is per server address, port included: a slow server on port 5353 of an IP
+    says nothing of the one on port 53 (Unbound's infra cache keys by address and port)."""
+    selection = ServerSelection()
+    selection.record_rtt(ServerAddress("192.0.2.1", 5353), 0.900)
+    assert selection.score(ServerAddress("192.0.2.1", 53), "e.", NOW) == pytest.approx(
+        UNKNOWN_RTT_S)
+    assert selection.score(ServerAddress("192.0.2.1", 5353), "e.", NOW) == pytest.approx(0.900)
+
+
+def test_candidate_label_is_the_ip_of_a_learnt_address_and_the_notation_of_an_upstream() -> None:
+    """Traces show a learnt address as its IP, a configured upstream as the operator wrote it."""
+    learnt = Candidate("ns.example.", ServerAddress("192.0.2.1", 5353))
+    upstream = Candidate("forwarder-1.", ServerAddress("192.0.2.9", 853, tls_name="dot.test"),
+                         configured=True)
+    assert (learnt.label, upstream.label) == ("192.0.2.1", "192.0.2.9@853#dot.test")

@@ -11,7 +11,8 @@ import asyncio
 from resolver.dns.decoding import decode
 from resolver.dns.encoding import make_query
 from resolver.dns.wire import Question, Rcode, RRType, parse_records
-from resolver.engine.cache import Rank, RecordCache
+from resolver.engine.cache import RecordCache
+from resolver.engine.cache_entries import Rank
 from resolver.engine.failure import Failure, FailureKind
 from resolver.engine.network import ServerAddress, Transport
 from resolver.engine.settings import CacheSettings

@@ -452,7 +452,7 @@ def test_trace_root_cut_after_priming_says_priming_filled_the_cache() -> None:
 
 
 def test_trace_legend_explains_the_nesting_guide_and_the_markers() -> None:
-    from resolver.cli.trace_render import legend_lines
+    from resolver.cli.trace_report import legend_lines
 
     text = "\n".join(legend_lines())
     for mark in ("[n]", "|  ", "=> NAME", "AA=1", "referral", "LAME"):
