@@ -211,9 +211,12 @@ class ResolverService:
             busy.set_result(Outcome(rcode=Rcode.SERVFAIL, failure=FailureKind.OVERLOADED, reason=(
                 f"resolver busy: {len(self._in_flight)} resolutions in progress")))
             return busy
-        task = loop.create_task(self._run_registered(question))
+        # One start time for both records: the task's cleanup removes the entry only if it is
+        # still its own (a later resolution of the same question may have replaced it).
+        started = self.clock()
+        task = loop.create_task(self._run_registered(question, started))
         self._in_flight[question] = task
-        self._started[question] = self.clock()
+        self._started[question] = started
         return task
 
     def _jostle_oldest(self) -> None:
@@ -233,8 +236,7 @@ class ResolverService:
         # Its slot is free now: the cancellation lands at the task's next step.
         del self._in_flight[oldest]
 
-    async def _run_registered(self, question: Question) -> Outcome:
-        started = self.clock()
+    async def _run_registered(self, question: Question, started: float) -> Outcome:
         try:
             outcome = await self._run(question, None)
             if outcome.rcode != Rcode.SERVFAIL:  # what it found supersedes the expired data

@@ -166,6 +166,61 @@ def test_a_new_question_replaces_a_resolution_older_than_jostle_timeout() -> Non
     assert service.jostled == 1
 
 
+class _TickingClock(FakeClock):
+    """Real time's habit: every reading is a little later than the one before."""
+
+    def __call__(self) -> float:
+        self.now += 0.0001
+        return self.now
+
+
+def test_finished_resolutions_leave_nothing_in_the_services_bookkeeping() -> None:
+    """Each resolution is registered with its start time and removed when it ends, however
+    far the clock moved between its start and its first step: 50 names leave no trace (the
+    registration used to be kept forever whenever the clock moved, one entry per name)."""
+    clock = _TickingClock()
+    service = lab_service(clock, LabNetwork(clock))
+
+    async def run() -> list[Outcome]:
+        return list(await asyncio.gather(*(
+            service.resolve(Question(f"nx{i}.networkutopia.com.", RRType.A))
+            for i in range(50))))
+
+    outcomes = asyncio.run(run())
+    assert {o.rcode for o in outcomes} == {Rcode.NXDOMAIN}
+    assert service._started == {} and service._in_flight == {} and service._jostled == set()
+
+
+def test_jostling_finds_the_oldest_running_resolution_after_many_have_finished() -> None:
+    """Finished resolutions must not stand in front of the running ones: with the slots
+    full, the oldest resolution still running is the one replaced."""
+    from resolver.engine.settings import Limits
+
+    clock = _TickingClock()
+    lab = LabNetwork(clock)
+    network = _HangingNetwork(lab, {"crepes.fr."})
+    settings = EngineSettings(limits=Limits(max_concurrent_resolutions=2))
+    service = lab_service(clock, network, settings=settings)  # type: ignore[arg-type]
+
+    async def run() -> tuple[Outcome, Outcome]:
+        for i in range(20):  # finished ones, before the slow one starts
+            await service.resolve(Question(f"nx{i}.networkutopia.com.", RRType.A))
+        slow = asyncio.create_task(service.resolve(Question("www.crepes.fr.", RRType.A)))
+        also = asyncio.create_task(service.resolve(Question("mail.crepes.fr.", RRType.A)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        clock.advance(0.3)
+        newer = await service.resolve(Question("www.networkutopia.com.", RRType.A))
+        network.release.set()
+        await also
+        return await slow, newer
+
+    slow, newer = asyncio.run(run())
+    assert newer.rcode == Rcode.NOERROR
+    assert slow.rcode == Rcode.SERVFAIL and slow.failure is FailureKind.OVERLOADED
+    assert service.jostled == 1
+
+
 def test_handler_drops_a_clients_queries_beyond_the_wait_limit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """One client address may have only so many queries waiting; others are unaffected."""
     from resolver.dns.encoding import make_query
