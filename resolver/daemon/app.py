@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from resolver.daemon.cache_file import CacheFileKeeper, worker_cache_path
 from resolver.daemon.collector import (
+    collect_young_at_intervals,
     freeze_after_collections,
     freeze_at_intervals,
     raise_young_threshold,
@@ -270,6 +271,7 @@ async def serve(
     priming = asyncio.create_task(_check_root(app, config))
     saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
     freezing = asyncio.create_task(freeze_at_intervals(stop))  # no full-collection pauses
+    pacing = asyncio.create_task(collect_young_at_intervals(stop))  # short young ones
     unfreeze = freeze_after_collections()
     thresholds = raise_young_threshold()
     cachedb = app.handler.cachedb
@@ -282,6 +284,7 @@ async def serve(
     finally:
         priming.cancel()
         freezing.cancel()
+        pacing.cancel()
         unfreeze()
         gc.set_threshold(*thresholds)
         watch.stop()

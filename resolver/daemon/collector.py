@@ -57,6 +57,28 @@ async def freeze_at_intervals(stop: asyncio.Event, interval_s: float = FREEZE_IN
             continue
 
 
+#: How often a young collection is run whatever the interpreter's own count says.
+YOUNG_INTERVAL_S = 0.1
+
+
+async def collect_young_at_intervals(stop: asyncio.Event,
+                                     interval_s: float = YOUNG_INTERVAL_S) -> None:
+    """Run a young collection every `interval_s` until `stop` is set.
+
+    The interpreter counts allocations minus deallocations, and the evicted cache entries
+    that die are frozen objects: their deaths hold the count back while new entries keep
+    arriving, so its own young collections come seldom and each walks many seconds of
+    survivors (10 a minute of 65 ms each, up to 160 ms, under `make soak` with the cache
+    full). Paced by time, each walks at most `interval_s` of them; the survivors are frozen
+    at once (`freeze_after_collections`), so the total work stays the same.
+    """
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            gc.collect(0)
+
+
 def _freeze_after_collection(phase: str, info: dict[str, Any]) -> None:
     """gc callback: once a collection is over, freeze what survived it."""
     if phase == "stop":
