@@ -29,7 +29,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -46,24 +45,12 @@ os.environ.setdefault("LATENCY_SECONDS", "3")
 os.environ.setdefault("IDLE_SECONDS", "1")
 os.environ.setdefault("BENCH_PY", sys.executable)
 
-from shared_path import shared_bench  # noqa: E402
-
-SHARED = shared_bench()
+from run import SHARED, _import_harness, bound_in_time, stop_what_was_started  # noqa: E402
 
 TIMEOUT_S = float(os.environ.get("BENCH_TIMEOUT", "300"))
 ADDR = "127.0.24.1"
 PORTS = {"unbound": 24101, "unbound-val": 24102, "ours": 24103, "ours-val": 24104}
 SIGNED_FOR_S = 6 * 86400
-
-
-def _import_harness() -> tuple[Any, Any, Any]:
-    sys.path.insert(0, str(SHARED))
-    sys.path.insert(0, str(SHARED / "lab"))
-    import benchlib
-    import labctl
-    import run_peers
-
-    return benchlib, labctl, run_peers
 
 
 def _zone_of(path: Path) -> str:
@@ -229,13 +216,7 @@ def main() -> int:
     os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     started = time.time()
 
-    def on_alarm(_signum: int, _frame: object) -> None:
-        raise TimeoutError(f"past BENCH_TIMEOUT={TIMEOUT_S:g} s")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    signal.alarm(int(TIMEOUT_S))
-    os.sched_setaffinity(0, {int(c) for c in run_peers.LOAD_CPU.split(",")})
+    bound_in_time(run_peers, TIMEOUT_S)
     rows: list[dict[str, Any]] = []
     try:
         signed_lab(labctl, benchlib)
@@ -260,10 +241,7 @@ def main() -> int:
     except (KeyboardInterrupt, TimeoutError) as exc:
         benchlib.log(f"stopped early: {exc!r}; cleaning up")
     finally:
-        signal.alarm(0)
-        for tag in benchlib.tags("peer-"):
-            benchlib.stop(tag)
-        labctl.stop(quiet=True)
+        stop_what_was_started(benchlib, labctl, stop_lab=True)
     text = report(rows, time.time() - started, run_peers.COLD_NAMES)
     print("\n" + text)
     results = Path(benchlib.WORK) / "results"

@@ -30,7 +30,6 @@ import bisect
 import itertools
 import os
 import random
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +37,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-from run import OURS_PORT, _import_harness, _ours  # noqa: E402
+from run import (  # noqa: E402
+    OURS_PORT,
+    _import_harness,
+    _ours,
+    bound_in_time,
+    stop_what_was_started,
+)
 
 TIMEOUT_S = float(os.environ.get("BENCH_TIMEOUT", "300"))
 START_RATE = 2_000
@@ -179,13 +184,7 @@ def main() -> int:
     args = parser.parse_args()
     benchlib, labctl, run_peers = _import_harness()
 
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeoutError(f"mixed workload over {TIMEOUT_S:.0f} s")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    signal.alarm(int(TIMEOUT_S))
-    os.sched_setaffinity(0, {int(c) for c in run_peers.LOAD_CPU.split(",")})
+    bound_in_time(run_peers, TIMEOUT_S)
     work = Path(benchlib.WORK) / "mixed"
     work.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -204,11 +203,7 @@ def main() -> int:
     except (KeyboardInterrupt, TimeoutError) as exc:
         benchlib.log(f"stopped early: {exc!r}; cleaning up")
     finally:
-        signal.alarm(0)
-        for tag in benchlib.tags("peer-"):
-            benchlib.stop(tag)
-        if lab_started:
-            labctl.stop(quiet=True)
+        stop_what_was_started(benchlib, labctl, stop_lab=lab_started)
     if rows:
         print("\nMixed workload (Zipf popularity, new and NXDOMAIN names, slow and dead servers; "
               f"steps of {args.step_seconds:g} s):\n")

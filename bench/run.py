@@ -73,6 +73,28 @@ def _import_harness() -> tuple[Any, Any, Any]:
     return benchlib, labctl, run_peers
 
 
+def bound_in_time(run_peers: Any, timeout_s: float) -> None:
+    """A hard deadline for this run (SIGALRM raises TimeoutError, SIGTERM stops it as
+    Ctrl-C would, so that the caller's cleanup runs) and this process on the load CPU."""
+    def on_alarm(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"the benchmark ran past BENCH_TIMEOUT={timeout_s:g} s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.alarm(int(timeout_s))
+    os.sched_setaffinity(0, {int(c) for c in run_peers.LOAD_CPU.split(",")})
+
+
+def stop_what_was_started(benchlib: Any, labctl: Any, *, stop_lab: bool) -> None:
+    """The deadline off, every peer this run started stopped (by pid), and the lab if it
+    started it."""
+    signal.alarm(0)
+    for tag in benchlib.tags("peer-"):
+        benchlib.stop(tag)
+    if stop_lab:
+        labctl.stop(quiet=True)
+
+
 def _ours(run_peers: Any, name: str, port: int, *extra: str) -> Any:
     def make(workdir: str, port: int) -> tuple[list[str], str]:
         argv = [sys.executable, "-m", "resolver", "serve", "--listen", f"{run_peers.ADDR}:{port}",
@@ -235,13 +257,7 @@ def main() -> int:
     started = time.time()
     deadline = started + TIMEOUT_S
 
-    def on_alarm(_signum: int, _frame: object) -> None:
-        raise TimeoutError(f"the benchmark ran past BENCH_TIMEOUT={TIMEOUT_S:g} s")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    signal.alarm(int(TIMEOUT_S))
-    os.sched_setaffinity(0, {int(c) for c in run_peers.LOAD_CPU.split(",")})
+    bound_in_time(run_peers, TIMEOUT_S)
     rows: list[dict[str, Any]] = []
     memory: dict[str, float] = {}
     encrypted = ""
@@ -281,11 +297,7 @@ def main() -> int:
     except (KeyboardInterrupt, TimeoutError) as exc:
         benchlib.log(f"stopped early: {exc!r}; cleaning up")
     finally:
-        signal.alarm(0)
-        for tag in benchlib.tags("peer-"):
-            benchlib.stop(tag)
-        if lab_started:
-            labctl.stop(quiet=True)
+        stop_what_was_started(benchlib, labctl, stop_lab=lab_started)
     text = report(rows, memory, time.time() - started, encrypted)
     print("\n" + text)
     results = Path(benchlib.WORK) / "results"
