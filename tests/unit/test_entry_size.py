@@ -13,14 +13,16 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import dnslib
 import pytest
 
+from resolver.dns.decoding import decode
 from resolver.dns.scanner import scan_query
-from resolver.dns.wire import Question, Rcode, parse_records
+from resolver.dns.wire import Question, Rcode, Record, RRType, parse_records
 from resolver.engine.cache import RecordCache
 from resolver.engine.cache_budget import CacheSize, parse_cache_size, split_bytes
-from resolver.engine.cache_entries import Rank
-from resolver.engine.entry_size import deep_size
+from resolver.engine.cache_entries import CachedRRset, Rank
+from resolver.engine.entry_size import deep_size, entry_size, record_cache_entry_size
 from resolver.engine.settings import CacheSettings
 from resolver.server.answer_cache import AnswerCache
 from tests.support.labnet import FakeClock
@@ -149,6 +151,31 @@ def test_reply_cache_in_bytes_stays_within_its_budget() -> None:
         answers.store(wire, scan_query(wire), reply_to(wire, i, False))
     assert answers.size_bytes <= 256 * 1024
     assert 0 < len(answers) < 5_000
+
+
+def decoded_reply_records() -> list[Record]:
+    """Records as the decoder builds them (A RDATA as octets, names shared by offset)."""
+    reply = dnslib.DNSRecord.question("www.example.com").reply()
+    reply.add_answer(*dnslib.RR.fromZone("www.example.com. 300 IN A 192.0.2.1\n"
+                                         "www.example.com. 300 IN A 192.0.2.2"))
+    reply.add_auth(*dnslib.RR.fromZone("example.com. 86400 IN NS ns1.example.com.\n"
+                                       "example.com. 86400 IN NS ns2.example.com."))
+    reply.add_ar(*dnslib.RR.fromZone("ns1.example.com. 86400 IN AAAA 2001:db8::1"))
+    message = decode(reply.pack())
+    return [*message.answer, *message.authority, *message.additional]
+
+
+@pytest.mark.parametrize("rtype", [RRType.A, RRType.NS, RRType.AAAA])
+def test_a_cached_rrsets_size_counted_field_by_field_equals_the_generic_walk(
+        rtype: RRType) -> None:
+    records = tuple(r for r in decoded_reply_records() if r.rtype == rtype)
+    signature = parse_records("www.example.com. 300 IN RRSIG A 13 3 300 20300101000000 "
+                              "20200101000000 12345 example.com. AAAA")[0]
+    for entry in (CachedRRset(records, Rank.AUTHORITATIVE_ANSWER, 1.0, 301.0),
+                  CachedRRset(records, Rank.ANSWER, 1.0, 301.0, rrsigs=(signature,),
+                              proof=records[:1])):
+        key = ("rr", records[0].name, int(rtype), 1)
+        assert record_cache_entry_size(key, entry) == entry_size(key, entry)
 
 
 def test_deep_size_counts_a_shared_object_once() -> None:
