@@ -30,6 +30,7 @@ from resolver.dns.wire import (
     Edns,
     Ipv4Rdata,
     Message,
+    NameRdata,
     Question,
     Record,
     RRType,
@@ -101,6 +102,8 @@ _RDATA_CLASSES: dict[int, Any] = {
 _PLAIN_NAME = re.compile(rb"[\x21-\x2d\x2f-\x5b\x5d-\x7e]+(?:\.[\x21-\x2d\x2f-\x5b\x5d-\x7e]+)*")
 
 
+#: Types whose RDATA is one name, read here without dnslib (`NameRdata`).
+_ONE_NAME = frozenset({RRType.NS, RRType.CNAME, RRType.PTR, RRType.DNAME})
 #: Types whose dnslib RDATA always writes back what it read (fixed fields, names, strings).
 _REPACKS = frozenset({RRType.AAAA, RRType.NS, RRType.CNAME, RRType.SOA, RRType.PTR, RRType.MX,
                       RRType.TXT, RRType.SRV, RRType.DNAME})
@@ -179,6 +182,19 @@ def _read_records(data: bytes, scanned: ScannedMessage) -> Message:
                 address = Ipv4Rdata(data[pos : pos + 4])
                 pos += 4
                 section.append(Record(name, rtype, rclass, ttl, address.text, address))
+                continue
+            if rtype in _ONE_NAME:
+                try:
+                    labels, end = scan_labels(data, pos)
+                except MalformedMessage:
+                    end = -1
+                pos += rdlength
+                if end != pos:
+                    malformed.append(f"{name} {type_name(rtype)}: {rdlength} octets of RDATA "
+                                     "do not fit the type")
+                    continue
+                section.append(Record(name, rtype, rclass, ttl, presentation(labels),
+                                      NameRdata.of_labels(labels)))
                 continue
             buffer.offset = pos
             try:

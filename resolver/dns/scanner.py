@@ -305,6 +305,17 @@ def presentation(labels: list[bytes]) -> str:
     return "".join("".join([escaped[c] for c in label.lower()]) + "." for label in labels)
 
 
+def presentation_as_sent(labels: list[bytes]) -> str:
+    """Presentation form with a trailing dot and the letter case the labels have."""
+    if not labels:
+        return "."
+    joined = b".".join(labels)
+    if _PLAIN_DOTTED.fullmatch(joined.lower()) and joined.count(b".") == len(labels) - 1:
+        return joined.decode("ascii") + "."
+    escaped = _ESCAPED
+    return "".join("".join([escaped[c] for c in label]) + "." for label in labels)
+
+
 def scan_labels(data: bytes, offset: int) -> tuple[list[bytes], int]:
     """Validate the name at `offset`; return its labels (octets as sent) and the offset after
     it. Pointers must go strictly back (RFC 1035 §4.1.4), so none reaches past `data`."""

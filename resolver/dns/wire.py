@@ -26,6 +26,7 @@ from resolver.dns.header import TTL_SIGN_BIT
 from resolver.dns.scanner import (
     MalformedMessage,
     presentation,
+    presentation_as_sent,
 )
 
 __all__ = [
@@ -251,6 +252,8 @@ def _label_text(label: Any) -> str:
 
 
 def rdata_key(rtype: int, rd: Any) -> str:
+    if type(rd) is NameRdata:
+        return presentation(rd.labels())
     if rtype in _TARGET_IS_KEY and type(rd) is not dnslib.RD:
         return _label_text(rd.label)  # exact: dnslib's text would split a dotted label
     text = str(rd.toZone()) if hasattr(rd, "toZone") else str(rd)
@@ -300,6 +303,44 @@ class Ipv4Rdata:
 
     def __str__(self) -> str:
         return self.text
+
+    __repr__ = __str__
+
+
+class NameRdata:
+    """The RDATA of NS, CNAME, PTR and DNAME: one domain name (RFC 1035 §3.3.1, §3.3.11,
+    §3.3.12; RFC 6672 §2.1), kept as its uncompressed wire octets in the letter case it was
+    sent in. The canonical text is the record's `rdata_key`. It offers what dnslib's RDATA
+    objects offer the rest of this module (pack, toZone, str) in one bytes object, where
+    dnslib's takes two objects, two dicts, a tuple and a bytes object per label, and it is
+    read without them."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: bytes) -> None:
+        self.wire = wire
+
+    @classmethod
+    def of_labels(cls, labels: list[bytes]) -> NameRdata:
+        return cls(b"".join([bytes((len(label),)) + label for label in labels]) + b"\x00")
+
+    def labels(self) -> list[bytes]:
+        wire, pos, out = self.wire, 0, []
+        while wire[pos]:
+            end = pos + 1 + wire[pos]
+            out.append(wire[pos + 1 : end])
+            pos = end
+        return out
+
+    def pack(self, buffer: Any) -> None:
+        # The buffer's own name writer: it compresses, or not, as the buffer is meant to.
+        buffer.encode_name(dnslib.DNSLabel(self.labels()))
+
+    def toZone(self) -> str:  # dnslib's name: its encoder and Record.rdata_text call it
+        return presentation_as_sent(self.labels())
+
+    def __str__(self) -> str:
+        return self.toZone()
 
     __repr__ = __str__
 

@@ -489,3 +489,42 @@ def test_encode_never_points_past_what_a_pointer_can_hold() -> None:
     data = encode(message)
     assert len(data) > 0x4000
     assert [r.address for r in decode(data).answer[-2:]] == ["192.0.2.1", "192.0.2.2"]
+
+
+# --- RDATA that is one name (NS, CNAME, PTR, DNAME), read without dnslib -------------------
+
+
+def _answer_of(rtype: int, rdata: bytes, rdlength: int | None = None) -> bytes:
+    """A reply to "x.test. A" whose one answer record has the given type and RDATA."""
+    data = bytearray(make_query(Question("x.test.", RRType.A), query_id=1, edns_udp_size=None))
+    data[2] |= 0x80
+    data[7] = 1
+    length = len(rdata) if rdlength is None else rdlength
+    data += b"\xc0\x0c" + struct.pack("!HHIH", rtype, 1, 60, length) + rdata
+    return bytes(data)
+
+
+@pytest.mark.parametrize("rtype", [RRType.NS, RRType.CNAME, RRType.PTR, RRType.DNAME])
+def test_a_name_in_rdata_keeps_its_case_on_the_wire_and_compares_canonical(rtype: int) -> None:
+    data = _answer_of(rtype, b"\x03NS1\x07Example\x03COM\x00")
+    record = decode(data).answer[0]
+    assert record.rdata_key == record.target == "ns1.example.com."
+    assert record.rdata_text == "NS1.Example.COM."
+    assert encode(decode(data)) == data
+
+
+def test_a_name_in_rdata_may_point_back_into_the_question() -> None:
+    record = decode(_answer_of(RRType.CNAME, b"\x03www\xc0\x0c")).answer[0]
+    assert record.target == "www.x.test."
+
+
+@pytest.mark.parametrize(("rdata", "rdlength"), [
+    (b"\x02ns\x00\x00", None),  # an octet after the name
+    (b"\x02ns\x00", 2),  # the name runs past RDLENGTH
+    (b"\x02ns\xc0\x30", None),  # a pointer forward, past the message
+])
+def test_an_ns_whose_rdata_is_not_exactly_one_name_is_dropped_and_named(
+        rdata: bytes, rdlength: int | None) -> None:
+    message = decode(_answer_of(RRType.NS, rdata, rdlength))
+    assert message.answer == ()
+    assert len(message.malformed) == 1 and message.malformed[0].startswith("x.test. NS:")
