@@ -2,7 +2,7 @@
 
 Rules:
 - Keys are canonical (owner, type, class); one entry holds one RRset (RFC 2181 §5).
-- Entries expire by absolute time from one injected timer (cachetools TLRUCache); a
+- Entries expire by absolute time from one injected timer (expiring_store); a
   lookup returns TTLs lowered by the time spent in the cache, never more than stored.
 - TTLs are clamped on entry (Unbound cache-min-ttl / cache-max-ttl); TTL 0 is never
   stored: such data serves only the resolution that fetched it.
@@ -37,7 +37,6 @@ from resolver.dnssec.security import Security
 from resolver.engine.cache_budget import split_bytes
 from resolver.engine.cache_entries import (
     CachedRRset,
-    Entries,
     FailureEntry,
     Key,
     NegativeAnswer,
@@ -51,6 +50,7 @@ from resolver.engine.cache_entries import (
 from resolver.engine.cache_operations import CacheOperations
 from resolver.engine.delegation import CutSource, Delegation, NameServer
 from resolver.engine.entry_size import record_cache_entry_size
+from resolver.engine.expiring_store import ExpiringStore
 from resolver.engine.failure import Failure
 from resolver.engine.nsec_ranges import NsecRanges, SynthesizedAnswer
 from resolver.engine.settings import CacheSettings
@@ -76,11 +76,9 @@ class RecordCache(CacheOperations):
         ttu = (expiry_keeping_stale(settings.max_stale_ttl_s) if settings.stale_answer_enable
                else expiry)
         # A byte budget (--cache-size 64m) bounds memory; a count (--cache-size 100000) entries.
-        if settings.max_bytes is not None:
-            self._entries = Entries(split_bytes(settings.max_bytes)[0], ttu, timer=timer,
-                                     sizer=record_cache_entry_size)
-        else:
-            self._entries = Entries(settings.max_entries, ttu, timer=timer)
+        bound, sizer = ((split_bytes(settings.max_bytes)[0], record_cache_entry_size)
+                        if settings.max_bytes is not None else (settings.max_entries, None))
+        self._entries: ExpiringStore[Key] = ExpiringStore(bound, ttu, timer=timer, sizer=sizer)
         #: RRset keys this view does not see (a prefetch must not be answered from them).
         self._hidden: frozenset[Key] = frozenset()
         self.hits = 0

@@ -1,5 +1,6 @@
 """What the record cache holds, as values: trust ranks, cached RRsets and negative answers,
-the entries the cache file saves and restores, and the expiring store they live in.
+and the entries the cache file saves and restores (the store they live in is
+`resolver.engine.expiring_store`).
 
 `resolver.engine.cache.RecordCache` owns the rules (ranks, clamps, serve-stale); this module
 only says what an entry is and when the store lets it go (RFC 8767 §5 for data kept stale).
@@ -12,12 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import Cache
-
 from resolver.dns.wire import Rcode, Record
 from resolver.dnssec.security import Security
 from resolver.engine.failure import Failure
-from resolver.engine.sized_cache import SizedTLRUCache
 
 
 class Rank(enum.IntEnum):
@@ -181,30 +179,3 @@ def expiry_keeping_stale(keep_s: float) -> Callable[[Key, Any, float], float]:
         return float(value.expires_at) + keep_s
 
     return ttu
-
-
-class Entries(SizedTLRUCache):
-    """TLRUCache whose reads do not sweep the expired entries out first.
-
-    TLRUCache.get runs `expire()` (a walk of its expiry heap behind a timer context) before
-    every lookup; a cold resolution makes dozens of lookups, and that sweep was most of their
-    cost. The entry read is still checked against its own expiry (TLRUCache.__getitem__), and
-    every store sweeps, so expired entries go at the next store instead of the next read.
-    """
-
-    def get(self, key: Key, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def stored_items(self) -> dict[Key, Any]:
-        """A copy of every stored item, expired or not, without touching the LRU order.
-
-        Copying cachetools' own dict is one C-level copy; building 100,000 pairs instead
-        took a tenth of a second and more, and woke the garbage collector.
-        """
-        data = vars(self).get("_Cache__data")
-        if isinstance(data, dict):
-            return data.copy()
-        return {key: Cache.__getitem__(self, key) for key in Cache.__iter__(self)}

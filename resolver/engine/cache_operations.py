@@ -18,13 +18,13 @@ from resolver.dns.wire import Record, RRType
 from resolver.engine.cache_entries import (
     CachedRRset,
     CacheSnapshot,
-    Entries,
     Key,
     NegativeAnswer,
     NegativeEntry,
     SavedEntry,
     SavedRRset,
 )
+from resolver.engine.expiring_store import ExpiringStore
 from resolver.engine.nsec_ranges import NsecRanges
 from resolver.engine.settings import CacheSettings
 
@@ -34,7 +34,7 @@ class CacheOperations:
 
     settings: CacheSettings
     _timer: Callable[[], float]
-    _entries: Entries
+    _entries: ExpiringStore[Key]
     nsec_ranges: NsecRanges
     _ds_denials: LRUCache[str, tuple[float, tuple[Record, ...]]]
     flush_listeners: list[Callable[[], None]]

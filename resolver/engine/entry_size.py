@@ -12,9 +12,10 @@ Rules:
   Objects shared by every entry are not counted: None, booleans, small integers, enum
   members, classes and functions.
 - Each entry also costs its slot in the containers that hold it: the key, the hash-table
-  slots and the bookkeeping of cachetools' TLRUCache (its size map, ordered item map and
-  expiry heap). `CONTAINER_OVERHEAD` is that cost, measured with tracemalloc on CPython
-  3.11 (tests/unit/test_entry_size.py checks the total within 25%).
+  slot and the bookkeeping of the store (resolver.engine.expiring_store: an ordered-map
+  node, the slot list it shares with the expiry heap, the expiry, sequence and size
+  numbers). `CONTAINER_OVERHEAD` is that cost, measured with tracemalloc on CPython 3.11
+  (tests/unit/test_entry_size.py checks the total within 25%).
 - The walk is bounded (`_MAX_OBJECTS`): an entry too large to walk is already one a
   byte budget must refuse, so the estimate stops early with what it has counted so far
   times a margin rather than spend unbounded time.
@@ -32,9 +33,9 @@ from resolver.engine.cache_entries import CachedRRset
 
 __all__ = ["CONTAINER_OVERHEAD", "deep_size", "entry_size", "record_cache_entry_size"]
 
-#: Bytes an entry costs beyond its key and value: a dict slot in cachetools' data and size
-#: maps, an OrderedDict node, a TLRUCache item with its expiry float, a heap slot, and the
-#: size integer itself (measured: tests/unit/test_entry_size.py).
+#: Bytes an entry costs beyond its key and value: an OrderedDict slot and node, the store's
+#: five-item slot list, its expiry float and sequence and size integers, a heap pointer
+#: (measured: tests/unit/test_entry_size.py; within 2-5% of the totals there).
 CONTAINER_OVERHEAD = 150
 
 #: Objects of these types are shared by all entries (or immortal): never counted.

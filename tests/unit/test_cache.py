@@ -175,8 +175,7 @@ def test_cache_same_rrset_again_within_the_second_keeps_the_entry(clock: FakeClo
     clock.advance(0.4)
     assert cache.store_rrset(a_rrset(ttl=300), Rank.ADDITIONAL)
     assert cache._entries.get(("rr", "www.example.", RRType.A, 1)) is first
-    heap = cache._entries._TLRUCache__order  # type: ignore[attr-defined]
-    assert len(heap) == 1
+    assert cache._entries.heap_length == 1
     clock.advance(1.0)
     cache.store_rrset(a_rrset(ttl=300), Rank.ADDITIONAL)
     got = cache.rrset("www.example.", RRType.A)
