@@ -33,10 +33,8 @@ import ipaddress
 import resource
 import socket
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resolver.dns.header import HEADER_OCTETS
 from resolver.engine.network import (
     ServerAddress,
     Transport,
@@ -44,13 +42,12 @@ from resolver.engine.network import (
     UpstreamError,
     UpstreamTimeout,
 )
+from resolver.upstream.reply_matching import ReplyMatcher
 
 if TYPE_CHECKING:
     from resolver.upstream.https import DohClient
     from resolver.upstream.tls import DotClient
 
-_HEADER_OCTETS = HEADER_OCTETS
-_MAX_LABEL_OCTETS = 63
 _MAX_TCP_MESSAGE = 0xFFFF
 #: Largest UDP datagram: nothing longer can arrive, so nothing is ever cut.
 _MAX_UDP_DATAGRAM = 0xFFFF
@@ -65,56 +62,6 @@ _NONBLOCKING_DATAGRAM = socket.SOCK_DGRAM | getattr(socket, "SOCK_NONBLOCK", 0)
 # Linux values, for Pythons whose socket module does not export them (3.11 does not).
 _LINUX_IP_MTU_DISCOVER = 10
 _LINUX_IP_PMTUDISC_OMIT = 5
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyMatcher:
-    """What a reply must echo to count as the answer to one query (RFC 5452 §9.1)."""
-
-    query_id: bytes  #: the two id octets
-    opcode: int
-    qname: bytes  #: the question name in wire form, lower-cased
-    qtype_qclass: bytes  #: the four octets after the name
-
-    @classmethod
-    def for_query(cls, query: bytes) -> ReplyMatcher:
-        """Read the question of a query we built (uncompressed, QDCOUNT=1); ValueError otherwise."""
-        if len(query) < _HEADER_OCTETS or query[4:6] != b"\x00\x01":
-            raise ValueError("a query must have a header and exactly one question")
-        pos = _HEADER_OCTETS
-        while True:
-            if pos >= len(query):
-                raise ValueError("the query's question name runs past the end")
-            length = query[pos]
-            if length == 0:
-                break
-            if length > _MAX_LABEL_OCTETS:
-                raise ValueError("the query's question name is compressed or malformed")
-            pos += 1 + length
-        name_end = pos + 1
-        if name_end + 4 > len(query):
-            raise ValueError("the query's question has no type and class")
-        return cls(
-            query_id=query[:2],
-            opcode=(query[2] >> 3) & 0xF,
-            # bytes.lower() only touches A-Z (65..90); length octets are <= 63, so they survive.
-            qname=query[_HEADER_OCTETS:name_end].lower(),
-            qtype_qclass=query[name_end : name_end + 4],
-        )
-
-    def matches(self, reply: bytes) -> bool:
-        """True if `reply` answers the query; never raises, whatever the bytes."""
-        if len(reply) < _HEADER_OCTETS:
-            return False
-        name_end = _HEADER_OCTETS + len(self.qname)
-        return (
-            reply[:2] == self.query_id
-            and reply[2] & 0x80 != 0  # QR=1: a response, not a reflected query
-            and (reply[2] >> 3) & 0xF == self.opcode
-            and reply[4:6] == b"\x00\x01"
-            and reply[_HEADER_OCTETS:name_end].lower() == self.qname
-            and reply[name_end : name_end + 4] == self.qtype_qclass
-        )
 
 
 #: Upstream exchanges holding a socket at once (Unbound outgoing-range, 4096 in its

@@ -33,10 +33,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from resolver.dns import names
+from resolver.dns.scanner import MAX_LABEL_OCTETS
 from resolver.engine.delegation import CutSource, Delegation, forwarders
 from resolver.engine.network import Network, ServerAddress, Transport
 from resolver.engine.settings import ForwardingSettings
-from resolver.upstream.exchange import ReplyMatcher
+from resolver.upstream.reply_matching import ReplyMatcher
 
 #: Port of plain DNS (RFC 1035 §4.2).
 DNS_PORT = 53
@@ -48,7 +49,6 @@ DOH_PORT = 443
 DOH_PATH = "/dns-query"
 _URL_PATH_FORBIDDEN = frozenset(" ,#?\"\t\r\n")
 _MAX_NAME_OCTETS = 253
-_MAX_LABEL_OCTETS = 63
 
 
 class ForwardingError(ValueError):
@@ -150,7 +150,7 @@ def _tls_name(text: str, raw: str) -> str:
     if (
         not name
         or len(name) > _MAX_NAME_OCTETS
-        or any(not 0 < len(label) <= _MAX_LABEL_OCTETS for label in labels)
+        or any(not 0 < len(label) <= MAX_LABEL_OCTETS for label in labels)
         or any(not (c.isascii() and (c.isalnum() or c in "-_")) for c in name.replace(".", ""))
     ):
         raise ForwardingError(f"upstream {raw!r}: {text!r} is not a valid TLS server name")
@@ -186,7 +186,7 @@ def _zone_name(text: str, option: str) -> str:
         raise ForwardingError(f"{option}: zone {text!r} is not ASCII (use its xn-- form)") from None
     labels = names.labels(zone)
     if len(zone) > _MAX_NAME_OCTETS + 1 or any(
-        not 0 < len(label) <= _MAX_LABEL_OCTETS for label in labels
+        not 0 < len(label) <= MAX_LABEL_OCTETS for label in labels
     ):
         raise ForwardingError(f"{option}: {text!r} is not a valid zone name")
     return zone

@@ -32,7 +32,7 @@ import h2.exceptions
 import h2.settings
 
 from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
-from resolver.upstream.exchange import ReplyMatcher
+from resolver.upstream.reply_matching import ReplyMatcher
 from resolver.upstream.tls import make_tls_context
 from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
 

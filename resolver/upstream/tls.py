@@ -27,7 +27,7 @@ import contextlib
 import ssl
 
 from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
-from resolver.upstream.exchange import ReplyMatcher
+from resolver.upstream.reply_matching import ReplyMatcher
 from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
 
 _MAX_MESSAGE = 0xFFFF

@@ -14,7 +14,8 @@ import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 
 from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.upstream.exchange import AsyncioNetwork, ReplyMatcher, omit_path_mtu_discovery
+from resolver.upstream.exchange import AsyncioNetwork, omit_path_mtu_discovery
+from resolver.upstream.reply_matching import ReplyMatcher
 
 pytestmark = pytest.mark.integration
 

@@ -55,7 +55,7 @@ from dnslib import EDNS0, QTYPE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from resolver.dns.wire import Rcode, type_from_text
 from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
 from resolver.lab.authority import Authority, Zone
-from resolver.upstream.exchange import ReplyMatcher
+from resolver.upstream.reply_matching import ReplyMatcher
 from tests.support.processes import stop_process
 
 #: The EDNS payload size the fake servers advertise (DNS Flag Day 2020).

@@ -13,7 +13,8 @@ from dnslib import QTYPE, DNSRecord
 from resolver.dns.encoding import make_query
 from resolver.dns.wire import Question, Rcode
 from resolver.engine.network import ServerAddress, Transport, UpstreamError, UpstreamTimeout
-from resolver.upstream.exchange import AsyncioNetwork, ReplyMatcher
+from resolver.upstream.exchange import AsyncioNetwork
+from resolver.upstream.reply_matching import ReplyMatcher
 from tests.support.fakeauth import (
     POISON_ADDRESS,
     FakeAuth,
