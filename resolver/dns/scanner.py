@@ -149,6 +149,16 @@ def _bad_pointer(target: int, segment_start: int, size: int) -> MalformedMessage
     return MalformedMessage("compression pointer into the header")
 
 
+def _bad_suffix(first_target: int, segment_start: int, octets: int) -> MalformedMessage:
+    """Explain why a name cannot end with a suffix validated before: its first pointer does
+    not go back from here, or with it the name is too long or takes too many hops."""
+    if first_target >= segment_start:
+        return MalformedMessage("compression pointer does not point to a prior name")
+    if octets >= MAX_NAME_OCTETS:
+        return MalformedMessage(_TOO_LONG)
+    return MalformedMessage(_TOO_MANY_HOPS)
+
+
 def _read_name(data: bytes, pos: int) -> tuple[list[bytes], int]:
     """Decode and validate the name at `pos`; return its labels and the offset after it."""
     size = len(data)
@@ -225,7 +235,7 @@ def _skip_name(data: bytes, pos: int, known: _Known) -> int:
     suffix = known.get(target)
     if suffix is not None and target < start:
         # A pointer to a known suffix, as dnslib and most encoders write: only the length can
-        # still fail (see the owner fast path in scan_message for why the hops cannot).
+        # still fail (see the owner fast path in _scan_records for why the hops cannot).
         if pos - start + suffix[0] >= MAX_NAME_OCTETS:
             raise MalformedMessage(_TOO_LONG)
     else:
@@ -266,14 +276,11 @@ def _follow_pointers(data: bytes, pos: int, segment_start: int, octets: int, kno
         while True:
             suffix = known.get(pos)
             if suffix is not None:
-                if suffix[2] >= segment_start:
-                    raise MalformedMessage("compression pointer does not point to a prior name")
                 octets += suffix[0]
                 hops += suffix[1]
-                if octets >= MAX_NAME_OCTETS:
-                    raise MalformedMessage(_TOO_LONG)
-                if hops > MAX_POINTER_HOPS:
-                    raise MalformedMessage(_TOO_MANY_HOPS)
+                if (suffix[2] >= segment_start or octets >= MAX_NAME_OCTETS
+                        or hops > MAX_POINTER_HOPS):
+                    raise _bad_suffix(suffix[2], segment_start, octets)
                 run_ends.append(suffix[2])
                 complete = True
                 break
@@ -372,7 +379,6 @@ def scan_message(data: bytes) -> ScannedMessage:
     records = ancount + nscount + arcount
     if HEADER_LEN + _MIN_QUESTION * qdcount + _MIN_RR * records > size:
         raise MalformedMessage("section counts larger than the message")
-
     pos = HEADER_LEN
     qname: str | None = None
     qname_wire: bytes | None = None
@@ -394,10 +400,37 @@ def scan_message(data: bytes) -> ScannedMessage:
             if pos > size:
                 raise MalformedMessage("question without QTYPE and QCLASS")
     question_end = pos
+    edns, opt_offset, end = _scan_records(data, question_end, records, ancount + nscount, known)
+    # Positional arguments, in field order: keyword matching costs a third of the build time.
+    return ScannedMessage(
+        ident,
+        flags,
+        (flags >> 11) & 0xF,  # opcode
+        flags & 0xF,  # rcode
+        bool(flags & _FLAG_QR),
+        qdcount,
+        ancount,
+        nscount,
+        arcount,
+        qname,
+        qname_wire,
+        qtype,
+        qclass,
+        question_end,
+        edns,
+        opt_offset,
+        end,
+    )
 
+
+def _scan_records(
+    data: bytes, pos: int, records: int, first_additional: int, known: _Known
+) -> tuple[EdnsInfo | None, int | None, int]:
+    """Validate the `records` resource records from `pos` (RFC 1035 §4.1.3); return the OPT
+    record's meaning and offset, if one is there, and the offset after the last record."""
+    size = len(data)
     edns: EdnsInfo | None = None
     opt_offset: int | None = None
-    first_additional = ancount + nscount
     unpack_rr = _RR_FIXED.unpack_from
     for index in range(records):
         owner = pos
@@ -436,27 +469,7 @@ def scan_message(data: bytes) -> ScannedMessage:
             edns = _parse_opt(data, pos, rdata_end, rclass, ttl)
             opt_offset = owner
         pos = rdata_end
-
-    # Positional arguments, in field order: keyword matching costs a third of the build time.
-    return ScannedMessage(
-        ident,
-        flags,
-        (flags >> 11) & 0xF,  # opcode
-        flags & 0xF,  # rcode
-        bool(flags & _FLAG_QR),
-        qdcount,
-        ancount,
-        nscount,
-        arcount,
-        qname,
-        qname_wire,
-        qtype,
-        qclass,
-        question_end,
-        edns,
-        opt_offset,
-        pos,  # end
-    )
+    return edns, opt_offset, pos
 
 
 def scan_query(data: bytes) -> ScannedMessage:

@@ -235,18 +235,7 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
             cached = self._from_cache(current, depth)
             if cached is None and self.cache_only:
                 return self._referral_from_cache(current, chain)
-            if cached is not None:
-                result: Classified | Failure = cached
-                if (validate and cached.security is None
-                        and cached.kind in _VALIDATED_KINDS):
-                    hint = self.cache.closest_delegation(current.name)
-                    result = yield from self._validated(
-                        current, cached, hint.zone if hint else names.ROOT, depth)
-                    self._store_verdict(current, result)
-            else:
-                result = yield from self._iterate(current, depth, validate)
-                if isinstance(result, Classified):  # fresh data, as the cache will keep it
-                    result = replace(result, answer=self._clamped(result.answer))
+            result = yield from self._looked_up(current, cached, depth, validate)
             if isinstance(result, Failure):
                 self.cache.store_failure(question, result)
                 return servfail(result, chain)
@@ -285,6 +274,24 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
         return servfail(Failure(FailureKind.WORK_LIMIT,
                                  f"CNAME chain longer than {self.limits.max_cname_chain}"), chain)
 
+    def _looked_up(
+        self, question: Question, cached: Classified | None, depth: int, validate: bool
+    ) -> Generator[SendQuery, Reply, Classified | Failure]:
+        """What is known of `question`: the cache's answer `cached`, judged now if it was kept
+        unjudged, or else what iterating finds (RFC 1034 §5.3.3 steps 1-2)."""
+        if cached is None:
+            result = yield from self._iterate(question, depth, validate)
+            if isinstance(result, Classified):  # fresh data, as the cache will keep it
+                result = replace(result, answer=self._clamped(result.answer))
+            return result
+        if validate and cached.security is None and cached.kind in _VALIDATED_KINDS:
+            hint = self.cache.closest_delegation(question.name)
+            validated = yield from self._validated(
+                question, cached, hint.zone if hint else names.ROOT, depth)
+            self._store_verdict(question, validated)
+            return validated
+        return cached
+
     def _iterate(
         self, question: Question, depth: int, validate: bool = False
     ) -> Generator[SendQuery, Reply, Classified | Failure]:
@@ -292,10 +299,7 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
         is_ds = question.rtype == RRType.DS and question.name != names.ROOT
         cut, relocated = yield from self._first_cut(question, depth, is_ds)
         self._announce_cut(cut, depth)
-        qmin = Minimiser(
-            enabled=self.settings.qname_minimisation and not is_ds,
-            qtype=self.settings.qname_minimisation_qtype,
-        )
+        qmin = self._minimiser(is_ds)
         referrals = 0
         #: Servers whose replies were bogus, not asked again (RFC 4035 §5.5), and the last
         #: bogus result, the answer if no other server does better.
@@ -303,55 +307,35 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
         bogus: Classified | None = None
         for _ in range(self.limits.max_referrals + self.limits.max_minimised_queries + 1):
             asked = self._next_question(qmin, question, cut)
-            distrusted = self._distrusted.get(cut.zone)
-            result = yield from self._ask_zone(
-                cut, asked, depth, bogus_servers | distrusted if distrusted else bogus_servers)
-            if isinstance(result, Failure) and bogus is not None:
-                return bogus
-            if isinstance(result, Failure) and asked != question:
-                qmin.stop()  # RFC 9156 §3: broken servers; ask the full name instead
-                continue
+            result = yield from self._ask_zone(cut, asked, depth, self._avoided(cut, bogus_servers))
             if isinstance(result, Failure):
-                fallback = self._parent_side(cut)
-                if fallback is None:
-                    return result
-                cut = fallback
-                self._announce_cut(cut, depth)
+                after = self._after_failure(question, asked, result, bogus, cut, qmin, depth)
+                if not isinstance(after, Delegation):
+                    return after
+                cut = after
                 continue
             reply, classified = result
             answered_by = self._answered_by  # validation's own fetches change _answered_by
             if is_ds and from_child_side(question, classified) and not relocated:
-                # The server answered from the child zone; find the parent's servers.
-                relocated = True
-                parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
-                if parent_cut is not None and parent_cut.zone != cut.zone:
+                relocated = True  # the server answered from the child zone: ask the parent's
+                parent_cut = yield from self._parent_cut(question, cut, depth)
+                if parent_cut is not None:
                     cut = parent_cut
-                    self._announce_cut(cut, depth)
                     continue
-            if is_ds and classified.kind is ResponseKind.REFERRAL and (
-                classified.delegation is not None and classified.delegation.zone == question.name
-            ):
-                # The parent refers us to the child: it holds no DS there (insecure
-                # delegation); a signed parent sends the NSEC proof with the referral.
+            if is_ds and _refers_to_child(question, classified):
+                # An insecure delegation: no DS at the parent (a signed one sends NSEC proof).
                 return Classified(kind=ResponseKind.NODATA, denial=classified.denial)
             if validate and asked == question and classified.kind in _VALIDATED_KINDS:
                 classified = yield from self._validated(question, classified, cut.zone, depth)
                 if classified.security is Security.BOGUS:
                     bogus = classified
-                    assert self._dnssec is not None
-                    if (answered_by is not None
-                            and len(bogus_servers) < self._dnssec.max_bogus_retries):
-                        bogus_servers.add(answered_by)
+                    if self._ask_another(answered_by, bogus_servers):
                         continue  # RFC 4035 §5.5: another server of the zone may do better
                     return bogus
             if validate and asked != question and classified.kind is ResponseKind.NXDOMAIN:
-                checked = yield from self._validated(asked, classified, cut.zone, depth)
-                if checked.security is Security.SECURE:
-                    # A proven NXDOMAIN for a part of the name: nothing exists below it
-                    # (RFC 8020 §2, RFC 9156 §2.3; Unbound with harden-below-nxdomain), so
-                    # the full name is not asked. Unproven, it is asked in full below.
-                    admit(self.cache, reply, checked, cut, asked)
-                    return checked
+                proven = yield from self._proven_nxdomain(asked, classified, reply, cut, depth)
+                if proven is not None:
+                    return proven
             admit(self.cache, reply, classified, cut, asked)
             if asked != question and classified.kind is not ResponseKind.REFERRAL:
                 step = self._after_minimised(question, asked, classified, reply, qmin, depth)
@@ -365,15 +349,92 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
             referrals += 1
             if referrals > self.limits.max_referrals:
                 break
-            qmin.new_cut()
-            previous = cut.zone
-            cut = self._with_known_addresses(classified.delegation)
-            self._announce_referral(previous, cut, depth)
-            glue = glue_answering(question, classified.delegation, reply)
-            if glue and depth > 0:
-                # Looking up a name server's address and the referral carries it as glue.
-                return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
+            led_to = self._after_referral(question, classified.delegation, reply, cut, qmin, depth)
+            if isinstance(led_to, Classified):
+                return led_to
+            cut = led_to
         return Failure(FailureKind.WORK_LIMIT, f"more than {self.limits.max_referrals} referrals")
+
+    def _minimiser(self, is_ds: bool) -> Minimiser:
+        """QNAME minimisation as configured (RFC 9156), off for a DS question."""
+        return Minimiser(
+            enabled=self.settings.qname_minimisation and not is_ds,
+            qtype=self.settings.qname_minimisation_qtype,
+        )
+
+    def _avoided(self, cut: Delegation, bogus_servers: set[ServerAddress]) -> set[ServerAddress]:
+        """Servers of `cut` not to ask: those whose replies were bogus, and those whose DS or
+        DNSKEY for the zone did not verify."""
+        distrusted = self._distrusted.get(cut.zone)
+        return bogus_servers | distrusted if distrusted else bogus_servers
+
+    def _after_failure(
+        self, question: Question, asked: Question, failure: Failure, bogus: Classified | None,
+        cut: Delegation, qmin: Minimiser, depth: int,
+    ) -> Classified | Failure | Delegation:
+        """What it means for the walk that no server of `cut` gave a usable reply: the bogus
+        result, if a server gave one before; the same cut, asked the full name, after a
+        minimised question; the parent side of the cut, once; or else the failure."""
+        if bogus is not None:
+            return bogus
+        if asked != question:
+            qmin.stop()  # RFC 9156 §3: broken servers; ask the full name instead
+            return cut
+        fallback = self._parent_side(cut)
+        if fallback is None:
+            return failure
+        self._announce_cut(fallback, depth)
+        return fallback
+
+    def _parent_cut(
+        self, question: Question, cut: Delegation, depth: int
+    ) -> Generator[SendQuery, Reply, Delegation | None]:
+        """The servers of the zone above a DS question's name, when they are not those of
+        `cut` (RFC 4035 §3.1.4.1: a DS record lives on the parent side)."""
+        parent_cut = yield from self._delegation_for(names.parent(question.name), depth)
+        if parent_cut is None or parent_cut.zone == cut.zone:
+            return None
+        self._announce_cut(parent_cut, depth)
+        return parent_cut
+
+    def _ask_another(
+        self, answered_by: ServerAddress | None, bogus_servers: set[ServerAddress]
+    ) -> bool:
+        """Whether another server of the zone is to be asked after `answered_by` sent bogus
+        data (RFC 4035 §5.5); if so, `answered_by` joins the servers not asked again."""
+        assert self._dnssec is not None
+        if answered_by is None or len(bogus_servers) >= self._dnssec.max_bogus_retries:
+            return False
+        bogus_servers.add(answered_by)
+        return True
+
+    def _proven_nxdomain(
+        self, asked: Question, classified: Classified, reply: ScrubbedReply, cut: Delegation,
+        depth: int,
+    ) -> Generator[SendQuery, Reply, Classified | None]:
+        """The NXDOMAIN for a minimised name, validated and admitted, when it is proven secure;
+        None when it is not, and the full name is to be asked."""
+        checked = yield from self._validated(asked, classified, cut.zone, depth)
+        if checked.security is not Security.SECURE:
+            return None
+        # A proven NXDOMAIN for a part of the name: nothing exists below it (RFC 8020 §2,
+        # RFC 9156 §2.3; Unbound with harden-below-nxdomain), so the full name is not asked.
+        admit(self.cache, reply, checked, cut, asked)
+        return checked
+
+    def _after_referral(
+        self, question: Question, delegation: Delegation, reply: ScrubbedReply,
+        cut: Delegation, qmin: Minimiser, depth: int,
+    ) -> Classified | Delegation:
+        """The cut a referral from `cut` leads to (RFC 1034 §5.3.3 step 4), or the answer at
+        once when a name server's address is looked up and the referral carries it as glue."""
+        qmin.new_cut()
+        followed = self._with_known_addresses(delegation)
+        self._announce_referral(cut.zone, followed, depth)
+        glue = glue_answering(question, delegation, reply)
+        if glue and depth > 0:
+            return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
+        return followed
 
     def _next_question(self, qmin: Minimiser, question: Question, cut: Delegation) -> Question:
         """What to ask `cut` next: the minimised question (RFC 9156), past the labels the
@@ -451,6 +512,14 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
         finally:
             self._active.discard(key)
         return self.cache.closest_delegation(zone)
+
+
+def _refers_to_child(question: Question, classified: Classified) -> bool:
+    """The reply to a DS question is a referral to the zone of that very name: the parent
+    holds no DS there (an insecure delegation)."""
+    return classified.kind is ResponseKind.REFERRAL and (
+        classified.delegation is not None and classified.delegation.zone == question.name
+    )
 
 
 def _all_loopback(root_hints: Delegation) -> bool:

@@ -229,21 +229,18 @@ class AnswerCache:
             size = len(data)
             edns_size = 0
             entry = None
+            qend = 0  # no guess
             if not data[11]:
                 qend = size
-            elif data[11] == 1:
+            elif (
+                data[11] == 1
+                and data.startswith(_OPT_START, size - 11)
+                and data.endswith(b"\x00\x00")  # RDLENGTH 0
+                and not data[size - 5]  # version 0
+            ):
                 qend = size - 11
-                if (
-                    data.startswith(_OPT_START, qend)
-                    and data.endswith(b"\x00\x00")  # RDLENGTH 0
-                    and not data[qend + 6]  # version 0
-                ):
-                    edns_size = (data[qend + 3] << 8) | data[qend + 4]
-                    variant |= _V_EDNS | _V_DO if data[qend + 7] & 0x80 else _V_EDNS
-                else:
-                    qend = 0
-            else:
-                qend = 0
+                edns_size = (data[qend + 3] << 8) | data[qend + 4]
+                variant |= _V_EDNS | _V_DO if data[qend + 7] & 0x80 else _V_EDNS
             if qend > _HEADER:
                 question = data[_HEADER:qend]
                 lowered = question.lower()
@@ -253,10 +250,7 @@ class AnswerCache:
                 located = _locate(data)
                 if located is None:
                     return None
-                qend, variant, edns_size = located
-                question = data[_HEADER:qend]
-                lowered = question.lower()
-                key = lowered + _VARIANT_OCTET[variant]
+                question, lowered, key, edns_size = located
                 entry = self._entries.get(key)
                 if entry is None:
                     self.misses += 1
@@ -269,8 +263,7 @@ class AnswerCache:
             and self._negative_stamp is not None
             and self._negative_stamp(entry.zone) != entry.stamp
         ):
-            self.size_bytes -= self._entries.pop(key).size
-            self.misses += 1
+            self._retire(key)
             return None
         if left != entry.left:
             entry.render(left)
@@ -285,6 +278,11 @@ class AnswerCache:
         if question == lowered:  # as stored
             return body
         return body[:10] + question + body[10 + len(question) :]
+
+    def _retire(self, key: bytes) -> None:
+        """Drop an entry found expired, due for a refresh or superseded: the query is a miss."""
+        self.size_bytes -= self._entries.pop(key).size
+        self.misses += 1
 
     def store(
         self, query: bytes, scanned: ScannedMessage, reply: bytes, *,
@@ -381,8 +379,9 @@ class AnswerCache:
             self.evicted += len(doomed)
 
 
-def _locate(data: bytes) -> tuple[int, int, int] | None:
-    """Scan a query whose header passed: (end of question, key variant, EDNS size), or None.
+def _locate(data: bytes) -> tuple[bytes, bytes, bytes, int] | None:
+    """Scan a query whose header passed: its question as sent and lower-cased, its key, and
+    its EDNS size; or None.
 
     None for anything the full handler must judge: a compressed or bad name, a question cut
     short, an additional record that is not a plain OPT of version 0 with valid options.
@@ -410,7 +409,9 @@ def _locate(data: bytes) -> tuple[int, int, int] | None:
             return None
         edns_size = (data[qend + 3] << 8) | data[qend + 4]
         variant |= _V_EDNS | _V_DO if data[qend + 7] & 0x80 else _V_EDNS
-    return qend, variant, edns_size
+    question = data[_HEADER:qend]
+    lowered = question.lower()
+    return question, lowered, lowered + _VARIANT_OCTET[variant], edns_size
 
 
 def _udp_limit(edns_size: int, max_udp_reply: int) -> int:

@@ -266,7 +266,6 @@ class QueryHandler:
             return self._count(badvers_reply(wire, query))
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
         question = Question(query.qname, query.qtype, query.qclass)
-        recursion_desired = bool(query.flags & HeaderFlag.RD)
         rcode = refusal(query, cache_only_allowed=snoop)
         if rcode is not None:  # a refusal of the question, not of the client: RA stays clear
             return self._count(
@@ -293,6 +292,14 @@ class QueryHandler:
             if local.outcome is None:  # local-zone type deny
                 return None
             return self._count(self._reply(wire, query, client, local.outcome))
+        return await self._resolve_for(wire, query, question, client)
+
+    async def _resolve_for(
+        self, wire: bytes, query: ScannedMessage, question: Question, client: Client
+    ) -> bytes | None:
+        """Reply with what resolving `question` gives (the shared cache asked first, when
+        there is one); None when the client already has as many queries waiting as it may."""
+        recursion_desired = bool(query.flags & HeaderFlag.RD)
         waiting = self._waiting.get(client.ip, 0)
         if waiting >= MAX_WAITING_PER_CLIENT:  # one address may not hold every slot
             if self.metrics is not None:
@@ -383,19 +390,7 @@ class QueryHandler:
         cache: bool = False,
     ) -> bytes:
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
-        edns = None
-        if query.edns is not None:
-            options: tuple[tuple[int, bytes], ...] = ()
-            ede = outcome.ede_code if outcome.rcode == Rcode.SERVFAIL else None
-            if ede is not None:
-                options = (ede_option(ede, outcome.reason),)
-            elif outcome.rcode == Rcode.REFUSED:
-                # RFC 8914 §4.19: the client may not ask this (REFUSED by policy).
-                options = (ede_option(ExtendedError.PROHIBITED),)
-            elif outcome.stale:  # RFC 8767 §4 / RFC 8914 §5.2: say the answer is stale
-                options = (ede_option(ExtendedError.STALE_ANSWER),)
-            # RFC 3225 §3: the DO bit of the query is copied into the reply.
-            edns = Edns(udp_size=self.max_udp_reply, do=query.edns.do, options=options)
+        edns = _reply_edns(query, outcome, self.max_udp_reply)
         dnssec_ok = query.edns is not None and query.edns.do
         answer, authority = outcome.answer, outcome.authority
         if dnssec_ok and (outcome.signatures or outcome.denial):
@@ -425,20 +420,45 @@ class QueryHandler:
             # Store the whole reply (never a stale one: the next query must try to refresh);
             # the answer cache truncates per client when it serves it.
             data = encode(message)
-            negative_zone = (outcome.authority[0].name if outcome.authority
-                             and outcome.authority[0].rtype == RRType.SOA else None)
-            kept = data if outcome.answer_as_cached is None else encode(
-                replace(message, answer=outcome.answer_as_cached))
-            stored = self.answers.store(wire, query, kept, negative_zone=negative_zone)
-            if stored and self.cachedb is not None:  # queued: the client does not wait
-                # Bogus or indeterminate data is never shared (resolver.service.cachedb).
-                self.cachedb.submit(question_key(wire, query), _variant(query), kept,
-                                    security=outcome.security)
+            self._store_reply(wire, query, outcome, message, data)
             if len(data) > max_size:
                 data = encode(message, max_size=max_size)
         else:
             data = encode(message, max_size=max_size)
         return _with_client_case(data, query)
+
+    def _store_reply(
+        self, wire: bytes, query: ScannedMessage, outcome: Outcome, message: Message, data: bytes
+    ) -> None:
+        """Keep the encoded reply `data` in the answer cache (with the answer as the record
+        cache keeps it, where that differs) and queue it for the shared cache, if there is one."""
+        negative_zone = (outcome.authority[0].name if outcome.authority
+                         and outcome.authority[0].rtype == RRType.SOA else None)
+        kept = data if outcome.answer_as_cached is None else encode(
+            replace(message, answer=outcome.answer_as_cached))
+        stored = self.answers.store(wire, query, kept, negative_zone=negative_zone)
+        if stored and self.cachedb is not None:  # queued: the client does not wait
+            # Bogus or indeterminate data is never shared (resolver.service.cachedb).
+            self.cachedb.submit(question_key(wire, query), _variant(query), kept,
+                                security=outcome.security)
+
+
+def _reply_edns(query: ScannedMessage, outcome: Outcome, max_udp_reply: int) -> Edns | None:
+    """The reply's OPT record, for a query that had one (RFC 6891 §7), with the extended
+    error that explains a failure, a refusal or a stale answer (RFC 8914)."""
+    if query.edns is None:
+        return None
+    options: tuple[tuple[int, bytes], ...] = ()
+    ede = outcome.ede_code if outcome.rcode == Rcode.SERVFAIL else None
+    if ede is not None:
+        options = (ede_option(ede, outcome.reason),)
+    elif outcome.rcode == Rcode.REFUSED:
+        # RFC 8914 §4.19: the client may not ask this (REFUSED by policy).
+        options = (ede_option(ExtendedError.PROHIBITED),)
+    elif outcome.stale:  # RFC 8767 §4 / RFC 8914 §5.2: say the answer is stale
+        options = (ede_option(ExtendedError.STALE_ANSWER),)
+    # RFC 3225 §3: the DO bit of the query is copied into the reply.
+    return Edns(udp_size=max_udp_reply, do=query.edns.do, options=options)
 
 
 def _stale_outcome(reply: bytes) -> Outcome | None:
