@@ -31,6 +31,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from resolver.dns.header import MAX_MESSAGE_OCTETS
 from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
 from resolver.upstream.reply_matching import ReplyMatcher
 from resolver.upstream.tls import make_tls_context
@@ -38,7 +39,6 @@ from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
 
 #: RFC 8484 §6: the media type of a DNS message in a request or a response body.
 DNS_MESSAGE = "application/dns-message"
-_MAX_MESSAGE = 0xFFFF
 _READ_CHUNK = 65536
 
 
@@ -201,7 +201,7 @@ class _Connection:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.body += event.data
-                if len(stream.body) > _MAX_MESSAGE:
+                if len(stream.body) > MAX_MESSAGE_OCTETS:
                     self._fail(event.stream_id, "reply body above 65535 octets")
                     with contextlib.suppress(h2.exceptions.StreamClosedError):
                         self._h2.reset_stream(event.stream_id)
@@ -293,7 +293,7 @@ class DohClient(TlsConnectionPool[_Connection]):
         """
         if server.doh_path is None:
             raise UpstreamError(f"{server}: no URL path, not a DNS over HTTPS upstream")
-        if len(query) > _MAX_MESSAGE:
+        if len(query) > MAX_MESSAGE_OCTETS:
             raise UpstreamError(f"{server}: query of {len(query)} octets is too long")
         try:
             asked = b"\x00\x00" + query[2:]  # RFC 8484 §4.1: id 0, cache friendly

@@ -26,11 +26,10 @@ import asyncio
 import contextlib
 import ssl
 
+from resolver.dns.header import MAX_MESSAGE_OCTETS
 from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
 from resolver.upstream.reply_matching import ReplyMatcher
 from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
-
-_MAX_MESSAGE = 0xFFFF
 
 
 def make_tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -159,7 +158,7 @@ class DotClient(TlsConnectionPool[_Connection]):
         """
         if server.tls_name is None:
             raise UpstreamError(f"{server}: no TLS name, not a DNS over TLS upstream")
-        if len(query) > _MAX_MESSAGE:
+        if len(query) > MAX_MESSAGE_OCTETS:
             raise UpstreamError(f"{server}: query of {len(query)} octets cannot be framed")
         try:
             matcher = ReplyMatcher.for_query(query)
