@@ -32,10 +32,10 @@ import h2.exceptions
 import h2.settings
 
 from resolver.dns.header import MAX_MESSAGE_OCTETS
-from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
+from resolver.engine.network import ServerAddress, UpstreamError
 from resolver.upstream.reply_matching import ReplyMatcher
 from resolver.upstream.tls import make_tls_context
-from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
+from resolver.upstream.tls_pool import ConnectionClosed, IdleClosingConnection, TlsConnectionPool
 
 #: RFC 8484 §6: the media type of a DNS message in a request or a response body.
 DNS_MESSAGE = "application/dns-message"
@@ -61,20 +61,10 @@ class _Stream:
         self.done = done
 
 
-class _Connection:
+class _Connection(IdleClosingConnection):
     """One HTTP/2 connection to one upstream, with its open streams."""
 
-    def __init__(
-        self,
-        server: ServerAddress,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        idle_timeout_s: float,
-    ) -> None:
-        self.server = server
-        self._reader = reader
-        self._writer = writer
-        self._idle_timeout_s = idle_timeout_s
+    def _set_up(self) -> None:
         self._h2 = h2.connection.H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -82,11 +72,6 @@ class _Connection:
         self._writer.write(self._h2.data_to_send())
         self._streams: dict[int, _Stream] = {}
         self._room = asyncio.Event()  #: set when a stream ends or the server grants more
-        self._idle: asyncio.TimerHandle | None = None
-        self.queries = 0  #: streams opened on this connection
-        self.closed = False
-        self._reading = asyncio.get_running_loop().create_task(self._read_frames())
-        self._arm_idle_timer()
 
     async def ask(self, query: bytes) -> bytes:
         """POST `query` (id already 0) and return the reply body; ConnectionClosed if the
@@ -159,7 +144,7 @@ class _Connection:
         if data and not self.closed:
             self._writer.write(data)
 
-    async def _read_frames(self) -> None:
+    async def _read_replies(self) -> None:
         reason = "closed by the server"
         try:
             while True:
@@ -244,16 +229,6 @@ class _Connection:
         if not stream.done.done():
             stream.done.set_exception(UpstreamError(f"{self.server} (https): {reason}"))
 
-    def _arm_idle_timer(self) -> None:
-        self._disarm_idle_timer()
-        if not self.closed:
-            self._idle = asyncio.get_running_loop().call_later(self._idle_timeout_s, self.close)
-
-    def _disarm_idle_timer(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
     def close(self) -> None:
         """Say GOAWAY and close; outstanding queries fail with ConnectionClosed."""
         if not self.closed:
@@ -300,13 +275,7 @@ class DohClient(TlsConnectionPool[_Connection]):
             matcher = ReplyMatcher.for_query(asked)
         except ValueError as exc:
             raise UpstreamError(f"{server}: {exc}") from None
-        try:
-            async with asyncio.timeout(timeout_s):
-                reply = await self._ask(server, lambda c: c.ask(asked))
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"{server} (https): no reply within {timeout_s:g} s"
-            ) from None
+        reply = await self._ask_in_time(server, timeout_s, lambda c: c.ask(asked))
         if not matcher.matches(reply):
             raise UpstreamError(f"{server} (https): the reply does not answer the query")
         return query[:2] + reply[2:]
