@@ -81,11 +81,11 @@ def _checked_name(value: str | None) -> str | None:
 
 
 def _addresses(params: dict[str, Any], name: str) -> tuple[ListenAddress, ...]:
-    try:
-        return tuple(ListenAddress.parse(text, default_port=DEFAULT_PORTS[name])
-                     for text in params.get(name) or ())
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--" + name.replace("_", "-")) from None
+    def parse(text: str) -> ListenAddress:
+        return ListenAddress.parse(text, default_port=DEFAULT_PORTS[name])
+
+    hint = "--" + name.replace("_", "-")
+    return tuple(checked_option(parse, text, hint) for text in params.get(name) or ())
 
 
 def with_encrypted_options(config: ServeConfig, params: dict[str, Any]) -> ServeConfig:

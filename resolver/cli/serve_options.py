@@ -29,10 +29,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _parse_listen(values: tuple[str, ...]) -> tuple[ListenAddress, ...]:
-    try:
-        parsed = tuple(ListenAddress.parse(v) for v in values)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    parsed = tuple(checked_option(ListenAddress.parse, v, "--listen") for v in values)
     for text, address in zip(values, parsed, strict=True):
         if not _names_a_port(text.strip()):
             # Said the same for --listen and the file's 'interface', and by check-config,
