@@ -33,7 +33,6 @@ import h2.settings
 
 from resolver.dns.header import MAX_MESSAGE_OCTETS
 from resolver.engine.network import ServerAddress, UpstreamError
-from resolver.upstream.reply_matching import ReplyMatcher
 from resolver.upstream.tls import make_tls_context
 from resolver.upstream.tls_pool import ConnectionClosed, IdleClosingConnection, TlsConnectionPool
 
@@ -270,11 +269,8 @@ class DohClient(TlsConnectionPool[_Connection]):
             raise UpstreamError(f"{server}: no URL path, not a DNS over HTTPS upstream")
         if len(query) > MAX_MESSAGE_OCTETS:
             raise UpstreamError(f"{server}: query of {len(query)} octets is too long")
-        try:
-            asked = b"\x00\x00" + query[2:]  # RFC 8484 §4.1: id 0, cache friendly
-            matcher = ReplyMatcher.for_query(asked)
-        except ValueError as exc:
-            raise UpstreamError(f"{server}: {exc}") from None
+        asked = b"\x00\x00" + query[2:]  # RFC 8484 §4.1: id 0, cache friendly
+        matcher = self._matcher(server, asked)
         reply = await self._ask_in_time(server, timeout_s, lambda c: c.ask(asked))
         if not matcher.matches(reply):
             raise UpstreamError(f"{server} (https): the reply does not answer the query")

@@ -134,10 +134,7 @@ class DotClient(TlsConnectionPool[_Connection]):
             raise UpstreamError(f"{server}: no TLS name, not a DNS over TLS upstream")
         if len(query) > MAX_MESSAGE_OCTETS:
             raise UpstreamError(f"{server}: query of {len(query)} octets cannot be framed")
-        try:
-            matcher = ReplyMatcher.for_query(query)
-        except ValueError as exc:
-            raise UpstreamError(f"{server}: {exc}") from None
+        matcher = self._matcher(server, query)
         return await self._ask_in_time(server, timeout_s, lambda c: c.ask(query, matcher),
                                        "matching reply")
 

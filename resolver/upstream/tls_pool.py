@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
+from resolver.upstream.reply_matching import ReplyMatcher
 
 #: How often the same upstream's TLS failure is logged again.
 _LOG_EVERY_S = 60.0
@@ -147,6 +148,14 @@ class TlsConnectionPool(Generic[ConnectionT]):
                     f"{server} ({self.scheme}): connection closed without a reply ({exc})"
                 ) from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _matcher(server: ServerAddress, query: bytes) -> ReplyMatcher:
+        """What a reply to `query` must match; UpstreamError when `query` has no question."""
+        try:
+            return ReplyMatcher.for_query(query)
+        except ValueError as exc:
+            raise UpstreamError(f"{server}: {exc}") from None
 
     async def _ask_in_time(self, server: ServerAddress, timeout_s: float,
                            ask: Callable[[ConnectionT], Awaitable[bytes]],
