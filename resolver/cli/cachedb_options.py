@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from resolver.cli.option_checks import checked_option
 from resolver.daemon.cachedb_redis import CacheDbUrl
 from resolver.daemon.config import ServeConfig
 from resolver.service.cachedb_tier import CacheDbSettings
@@ -26,10 +27,7 @@ def _checked_url(_ctx: click.Context, _param: click.Parameter, value: str | None
                  ) -> str | None:
     if value is None:
         return None
-    try:
-        CacheDbUrl.parse(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--cachedb") from None
+    checked_option(CacheDbUrl.parse, value, "--cachedb")
     return value
 
 

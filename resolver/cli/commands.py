@@ -22,6 +22,7 @@ from resolver import __version__
 from resolver.cli.cachedb_options import cachedb_options
 from resolver.cli.control_commands import cache, stats
 from resolver.cli.encrypted_options import encrypted_options
+from resolver.cli.option_checks import checked_option
 from resolver.cli.serve_options import (
     CacheSizeType,
     F,
@@ -193,10 +194,7 @@ def query(name: str, rtype: str, root_hints: Path, upstream_port: int, dnssec: b
 def _question(name: str, rtype: str) -> Question:
     from resolver.dns import names
 
-    try:
-        number = type_from_text(rtype)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="TYPE") from None
+    number = checked_option(type_from_text, rtype, "TYPE")
     qname = names.canonical(_a_labels(name))
     if len(qname) > 254 or any(not 0 < len(label) <= 63 for label in names.labels(qname)):
         raise click.BadParameter(f"{name!r} is not a valid domain name", param_hint="NAME")

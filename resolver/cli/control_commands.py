@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from resolver.cli.option_checks import checked_option
 from resolver.cli.serve_options import _control_socket_option, _fail
 from resolver.daemon.config import ListenAddress
 from resolver.dns.wire import type_from_text
@@ -39,11 +40,8 @@ def stats(address: str | None, config_path: Path | None, raw: bool, as_json: boo
         except config_file.ConfigFileError as exc:
             _fail(exc.errors)
         explicit = address is not None
-    try:
-        default = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
-        endpoint = config_file.check_metrics(address or default)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--metrics") from None
+    default = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
+    endpoint = checked_option(config_file.check_metrics, address or default, "--metrics")
     try:
         texts = [metrics.fetch(endpoint.ip, endpoint.port)]
         engine: dict[str, Any] = {}
@@ -149,19 +147,13 @@ def _echo_lines(replies: list[tuple[int, dict[str, Any]]]) -> int:
 def _control_name(name: str) -> str:
     from resolver.daemon.control import ControlError, check_name
 
-    try:
-        return check_name(name)
-    except ControlError as exc:
-        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    return checked_option(check_name, name, "NAME", errors=ControlError)
 
 
 def _control_type(rtype: str | None) -> str | None:
     if rtype is None:
         return None
-    try:
-        type_from_text(rtype)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--type") from None
+    checked_option(type_from_text, rtype, "--type")
     return rtype
 
 

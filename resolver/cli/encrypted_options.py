@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from resolver.cli.option_checks import checked_option
 from resolver.daemon.config import EncryptedSettings, ListenAddress, ServeConfig
 from resolver.server.connection_limits import ConnectionLimits
 from resolver.server.doh_message import check_https_path
@@ -70,27 +71,21 @@ def encrypted_options(f: F) -> F:
 
 
 def _checked_path(value: str) -> str:
-    try:
-        return check_https_path(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--https-path") from None
+    return checked_option(check_https_path, value, "--https-path")
 
 
 def _checked_name(value: str | None) -> str | None:
     if value is None:
         return None
-    try:
-        return check_name(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--tls-name") from None
+    return checked_option(check_name, value, "--tls-name")
 
 
 def _addresses(params: dict[str, Any], name: str) -> tuple[ListenAddress, ...]:
-    try:
-        return tuple(ListenAddress.parse(text, default_port=DEFAULT_PORTS[name])
-                     for text in params.get(name) or ())
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--" + name.replace("_", "-")) from None
+    def parse(text: str) -> ListenAddress:
+        return ListenAddress.parse(text, default_port=DEFAULT_PORTS[name])
+
+    hint = "--" + name.replace("_", "-")
+    return tuple(checked_option(parse, text, hint) for text in params.get(name) or ())
 
 
 def with_encrypted_options(config: ServeConfig, params: dict[str, Any]) -> ServeConfig:

@@ -19,6 +19,7 @@ import click
 
 from resolver.cli.cachedb_options import with_cachedb_options
 from resolver.cli.encrypted_options import with_encrypted_options
+from resolver.cli.option_checks import checked_option
 from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
 from resolver.engine.cache_budget import CacheSize, parse_cache_size, with_cache_size
 from resolver.engine.settings import ForwardingSettings
@@ -28,10 +29,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _parse_listen(values: tuple[str, ...]) -> tuple[ListenAddress, ...]:
-    try:
-        parsed = tuple(ListenAddress.parse(v) for v in values)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    parsed = tuple(checked_option(ListenAddress.parse, v, "--listen") for v in values)
     for text, address in zip(values, parsed, strict=True):
         if not _names_a_port(text.strip()):
             # Said the same for --listen and the file's 'interface', and by check-config,
@@ -255,10 +253,7 @@ def _checked(check: Callable[[str], object]) -> Callable[[click.Context, click.P
     def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
         for item in value if isinstance(value, tuple) else (value,):
             if item is not None:
-                try:
-                    check(str(item))
-                except ValueError as exc:
-                    raise click.BadParameter(str(exc)) from None
+                checked_option(check, str(item))
         return value
     return callback
 
@@ -363,10 +358,7 @@ def _serve_config(params: dict[str, Any]) -> ServeConfig:
 
 def _domain(text: str) -> str:
     """A name given to --domain-insecure, canonical; a one-line error when invalid."""
-    try:
-        return check_name(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--domain-insecure") from None
+    return checked_option(check_name, text, "--domain-insecure")
 
 
 def _check_files(config: ServeConfig) -> None:

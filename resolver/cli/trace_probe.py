@@ -70,8 +70,9 @@ class ProbeStatus(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CutToProbe:
-    """One zone cut of the traced path and what the trace knew about it."""
+class CutOnPath:
+    """One zone cut of the traced path as the trace met it: what a cut to probe and its
+    report both begin with."""
 
     zone: str
     #: The question the trace asked of this cut first.
@@ -80,6 +81,12 @@ class CutToProbe:
     parent_ns: tuple[str, ...]
     #: Where `parent_ns` comes from: "root hints" or "referral from com.".
     parent_source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CutToProbe(CutOnPath):
+    """One zone cut of the traced path and what the trace knew about it."""
+
     #: Addresses the trace already knew per NS name (glue, hints).
     known: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -101,11 +108,9 @@ class ServerProbe:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CutReport:
-    zone: str
-    question: Question
-    parent_ns: tuple[str, ...]
-    parent_source: str
+class CutReport(CutOnPath):
+    """One cut's fan-out: every server's probe and how the child's NS set compares."""
+
     probes: tuple[ServerProbe, ...]
     #: NS names the zone's own authoritative servers list for `zone NS` (union).
     child_ns: tuple[str, ...]

@@ -68,19 +68,17 @@ class FileOption:
 # -- value checks ---------------------------------------------------------------------------
 
 
+#: What a TOML value is, as errors say it; bool before int, since a bool is an int.
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"), (int, "an integer"), (float, "a number with a fraction"),
+    (str, "a string"), (list, "a list"), (dict, "a table"),
+)
+
+
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a fraction"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
+    for kind, said in _KINDS:
+        if isinstance(value, kind):
+            return said
     return f"a {type(value).__name__}"
 
 

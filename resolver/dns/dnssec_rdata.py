@@ -67,17 +67,45 @@ def _type_text(rtype: int) -> str:
     return str(name) if name is not None else f"TYPE{rtype}"
 
 
-class Nsec3Rdata(dnslib.RD):  # type: ignore[misc]  # dnslib has no type hints
+class _HashParameters(dnslib.RD):  # type: ignore[misc]  # dnslib has no type hints
+    """The fields NSEC3 and NSEC3PARAM RDATA both begin with (RFC 5155 §3.2, §4.2): hash
+    algorithm, flags, iterations and salt, read, written and presented the same way."""
+
+    def __init__(self, algorithm: int, flags: int, iterations: int, salt: bytes) -> None:
+        self.algorithm = algorithm
+        self.flags = flags
+        self.iterations = iterations
+        self.salt = salt
+
+    @staticmethod
+    def _read_parameters(buffer: Any) -> tuple[int, int, int, bytes]:
+        """The four leading fields at `buffer`'s offset; dnslib's BufferError when cut short."""
+        algorithm, flags, iterations, salt_length = buffer.unpack("!BBHB")
+        return algorithm, flags, iterations, bytes(buffer.get(salt_length))
+
+    @staticmethod
+    def _parameters_from_zone(rd: list[str]) -> tuple[int, int, int, bytes]:
+        """The four leading fields from presentation form; the salt "-" is empty (§3.3)."""
+        salt = b"" if rd[3] == "-" else bytes.fromhex(rd[3])
+        return int(rd[0]), int(rd[1]), int(rd[2]), salt
+
+    def _packed_parameters(self) -> bytes:
+        return _NSEC3_FIXED.pack(self.algorithm, self.flags, self.iterations,
+                                 len(self.salt)) + self.salt
+
+    def _parameters_text(self) -> list[str]:
+        salt = self.salt.hex() if self.salt else "-"
+        return [str(self.algorithm), str(self.flags), str(self.iterations), salt]
+
+
+class Nsec3Rdata(_HashParameters):
     """NSEC3 RDATA: hash algorithm, flags, iterations, salt, next hashed owner, types."""
 
     attrs = ("algorithm", "flags", "iterations", "salt", "next_hashed", "bitmap")
 
     def __init__(self, algorithm: int, flags: int, iterations: int, salt: bytes,
                  next_hashed: bytes, bitmap: bytes) -> None:
-        self.algorithm = algorithm
-        self.flags = flags
-        self.iterations = iterations
-        self.salt = salt
+        super().__init__(algorithm, flags, iterations, salt)
         self.next_hashed = next_hashed
         self.bitmap = bitmap
 
@@ -85,8 +113,7 @@ class Nsec3Rdata(dnslib.RD):  # type: ignore[misc]  # dnslib has no type hints
     def parse(cls, buffer: Any, length: int) -> Nsec3Rdata:
         end = buffer.offset + length
         try:
-            algorithm, flags, iterations, salt_length = buffer.unpack("!BBHB")
-            salt = bytes(buffer.get(salt_length))
+            algorithm, flags, iterations, salt = cls._read_parameters(buffer)
             (hash_length,) = buffer.unpack("!B")
             next_hashed = bytes(buffer.get(hash_length))
             if buffer.offset > end:
@@ -99,58 +126,45 @@ class Nsec3Rdata(dnslib.RD):  # type: ignore[misc]  # dnslib has no type hints
 
     @classmethod
     def fromZone(cls, rd: list[str], origin: Any = None) -> Nsec3Rdata:
-        salt = b"" if rd[3] == "-" else bytes.fromhex(rd[3])
         next_hashed = base64.b32hexdecode(rd[4].upper())
         bitmap = type_bitmap([_type_number(t) for t in rd[5:]])
-        return cls(int(rd[0]), int(rd[1]), int(rd[2]), salt, next_hashed, bitmap)
+        return cls(*cls._parameters_from_zone(rd), next_hashed, bitmap)
 
     def pack(self, buffer: Any) -> None:
-        buffer.append(_NSEC3_FIXED.pack(self.algorithm, self.flags, self.iterations,
-                                        len(self.salt)) + self.salt
-                      + bytes((len(self.next_hashed),)) + self.next_hashed + self.bitmap)
+        buffer.append(self._packed_parameters() + bytes((len(self.next_hashed),))
+                      + self.next_hashed + self.bitmap)
 
     def __repr__(self) -> str:
-        salt = self.salt.hex() if self.salt else "-"
         next_text = base64.b32hexencode(self.next_hashed).decode("ascii").lower()
-        fields = [str(self.algorithm), str(self.flags), str(self.iterations), salt, next_text]
+        fields = [*self._parameters_text(), next_text]
         fields += [_type_text(t) for t in types_in_bitmap(self.bitmap)]
         return " ".join(fields)
 
 
-class Nsec3ParamRdata(dnslib.RD):  # type: ignore[misc]  # dnslib has no type hints
+class Nsec3ParamRdata(_HashParameters):
     """NSEC3PARAM RDATA: hash algorithm, flags, iterations, salt (RFC 5155 §4.2)."""
 
     attrs = ("algorithm", "flags", "iterations", "salt")
 
-    def __init__(self, algorithm: int, flags: int, iterations: int, salt: bytes) -> None:
-        self.algorithm = algorithm
-        self.flags = flags
-        self.iterations = iterations
-        self.salt = salt
-
     @classmethod
     def parse(cls, buffer: Any, length: int) -> Nsec3ParamRdata:
         try:
-            algorithm, flags, iterations, salt_length = buffer.unpack("!BBHB")
-            salt = bytes(buffer.get(salt_length))
+            algorithm, flags, iterations, salt = cls._read_parameters(buffer)
         except dnslib.buffer.BufferError as exc:
             raise dnslib.DNSError(f"Error unpacking NSEC3PARAM: {exc}") from None
-        if 5 + salt_length != length:
+        if 5 + len(salt) != length:
             raise dnslib.DNSError("NSEC3PARAM length does not match its salt")
         return cls(algorithm, flags, iterations, salt)
 
     @classmethod
     def fromZone(cls, rd: list[str], origin: Any = None) -> Nsec3ParamRdata:
-        salt = b"" if rd[3] == "-" else bytes.fromhex(rd[3])
-        return cls(int(rd[0]), int(rd[1]), int(rd[2]), salt)
+        return cls(*cls._parameters_from_zone(rd))
 
     def pack(self, buffer: Any) -> None:
-        buffer.append(_NSEC3_FIXED.pack(self.algorithm, self.flags, self.iterations,
-                                        len(self.salt)) + self.salt)
+        buffer.append(self._packed_parameters())
 
     def __repr__(self) -> str:
-        salt = self.salt.hex() if self.salt else "-"
-        return f"{self.algorithm} {self.flags} {self.iterations} {salt}"
+        return " ".join(self._parameters_text())
 
 
 def register() -> None:

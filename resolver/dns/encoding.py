@@ -11,7 +11,7 @@ from typing import Any
 import dnslib
 
 from resolver.dns import names
-from resolver.dns.header import EDNS_DO, HeaderFlag
+from resolver.dns.header import EDNS_DO, MAX_MESSAGE_OCTETS, HeaderFlag
 from resolver.dns.wire import RR_FIXED, Message, Question, RRType
 
 
@@ -70,7 +70,7 @@ def make_query(
     return out
 
 
-def encode(message: Message, *, max_size: int = 65535) -> bytes:
+def encode(message: Message, *, max_size: int = MAX_MESSAGE_OCTETS) -> bytes:
     """Encode `message`; if larger than `max_size`, send header, question and OPT with TC=1.
 
     RFC 1035 §4.2.1 and RFC 6891 §7: a reply that does not fit is truncated and

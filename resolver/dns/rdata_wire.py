@@ -9,6 +9,7 @@ not the codec's.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import dnslib
@@ -16,7 +17,10 @@ import dnslib
 from resolver.dns import names
 from resolver.dns.wire import Record
 
-__all__ = ["name_labels", "name_wire", "rdata_wire"]
+__all__ = [
+    "NameFault", "UncompressedNameError", "name_labels", "name_wire", "rdata_wire",
+    "read_uncompressed_labels",
+]
 
 
 class _UncompressedBuffer(dnslib.DNSBuffer):  # type: ignore[misc]  # dnslib has no hints
@@ -83,6 +87,41 @@ def name_labels(name: str) -> tuple[bytes, ...]:
     if sum(len(label) + 1 for label in labels) + 1 > 255:
         raise ValueError(f"name too long: {name!r}")
     return tuple(labels)
+
+
+class NameFault(enum.Enum):
+    """Why the octets at an offset are not one uncompressed wire name."""
+
+    RUNS_PAST = "the name runs past the data"
+    COMPRESSED = "a compression pointer or a reserved label type"
+    LABEL_RUNS_PAST = "a label runs past the data"
+
+
+class UncompressedNameError(ValueError):
+    """The octets are not one uncompressed name; `fault` says why, for the caller's message."""
+
+    def __init__(self, fault: NameFault) -> None:
+        super().__init__(fault.value)
+        self.fault = fault
+
+
+def read_uncompressed_labels(data: bytes, pos: int) -> tuple[list[bytes], int]:
+    """The labels of the wire name at `pos` and the offset after it; UncompressedNameError
+    if it is cut short or holds a pointer, which names in DNSSEC RDATA (RFC 4034 §6.2) and
+    an SVCB target (RFC 9460 §2.2) may not. The 255-octet limit is the caller's to check."""
+    labels: list[bytes] = []
+    while True:
+        if pos >= len(data):
+            raise UncompressedNameError(NameFault.RUNS_PAST)
+        length = data[pos]
+        if length == 0:
+            return labels, pos + 1
+        if length > 63:
+            raise UncompressedNameError(NameFault.COMPRESSED)
+        if pos + 1 + length > len(data):
+            raise UncompressedNameError(NameFault.LABEL_RUNS_PAST)
+        labels.append(data[pos + 1 : pos + 1 + length])
+        pos += 1 + length
 
 
 def name_wire(name: str) -> bytes:

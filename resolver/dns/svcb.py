@@ -15,7 +15,12 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from resolver.dns.rdata_wire import name_wire
+from resolver.dns.rdata_wire import (
+    NameFault,
+    UncompressedNameError,
+    name_wire,
+    read_uncompressed_labels,
+)
 
 #: The SVCB record type (RFC 9460 §14.1); the HTTPS type (65) shares its RDATA format.
 SVCB_TYPE = 64
@@ -125,28 +130,25 @@ def encode_svcb(binding: ServiceBinding) -> bytes:
     return bytes(out)
 
 
+_TARGET_FAULTS = {
+    NameFault.RUNS_PAST: "SVCB target runs past the RDATA",
+    NameFault.COMPRESSED: "SVCB target is compressed or has a bad label",
+    NameFault.LABEL_RUNS_PAST: "SVCB target label runs past the RDATA",
+}
+
+
 def decode_svcb(rdata: bytes) -> ServiceBinding:
     """The RDATA octets as a `ServiceBinding`; SvcbError for any RFC 9460 §2.2 violation:
     a cut field, a compressed target, keys out of order or repeated."""
     if len(rdata) < 3:
         raise SvcbError("SVCB RDATA shorter than its priority and target")
     priority = int(struct.unpack_from("!H", rdata)[0])
-    at = 2
-    labels: list[str] = []
-    while True:
-        if at >= len(rdata):
-            raise SvcbError("SVCB target runs past the RDATA")
-        length = rdata[at]
-        if length == 0:
-            at += 1
-            break
-        if length > 63:
-            raise SvcbError("SVCB target is compressed or has a bad label")
-        if at + 1 + length > len(rdata):
-            raise SvcbError("SVCB target label runs past the RDATA")
-        label = rdata[at + 1 : at + 1 + length].decode("latin-1")
-        labels.append(label.replace("\\", "\\\\").replace(".", "\\."))
-        at += 1 + length
+    try:
+        raw_labels, at = read_uncompressed_labels(rdata, 2)
+    except UncompressedNameError as exc:
+        raise SvcbError(_TARGET_FAULTS[exc.fault]) from None
+    labels = [label.decode("latin-1").replace("\\", "\\\\").replace(".", "\\.")
+              for label in raw_labels]
     target = ".".join(labels) + "." if labels else "."
     params: dict[int, bytes] = {}
     last = -1

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from resolver.dns import names
 from resolver.dns.dnssec_rdata import types_in_bitmap
-from resolver.dns.rdata_wire import rdata_wire
+from resolver.dns.rdata_wire import (
+    NameFault,
+    UncompressedNameError,
+    rdata_wire,
+    read_uncompressed_labels,
+)
 from resolver.dns.wire import Record, RRType
 
 __all__ = ["MalformedRdata", "Nsec", "Nsec3", "Rrsig", "read_name"]
@@ -28,29 +33,25 @@ class MalformedRdata(ValueError):
     """RDATA whose octets do not fit its type."""
 
 
+_NAME_FAULTS = {
+    NameFault.RUNS_PAST: "name runs past the RDATA",
+    NameFault.COMPRESSED: "compressed or invalid name in DNSSEC RDATA",
+    NameFault.LABEL_RUNS_PAST: "label runs past the RDATA",
+}
+
+
 def read_name(data: bytes, pos: int) -> tuple[str, bytes, int]:
     """The uncompressed name at `pos`: canonical text, wire octets, offset after it."""
-    start = pos
-    text_labels: list[str] = []
-    while True:
-        if pos >= len(data):
-            raise MalformedRdata("name runs past the RDATA")
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length > 63:  # a compression pointer or a reserved label type: not allowed here
-            raise MalformedRdata("compressed or invalid name in DNSSEC RDATA")
-        label = data[pos + 1 : pos + 1 + length]
-        if len(label) != length:
-            raise MalformedRdata("label runs past the RDATA")
-        text_labels.append("".join(chr(o) if o in _PLAIN else f"\\{o:03d}"
-                                   for o in label.lower()))
-        pos += 1 + length
-    if pos - start > 255:
+    try:
+        labels, end = read_uncompressed_labels(data, pos)
+    except UncompressedNameError as exc:
+        raise MalformedRdata(_NAME_FAULTS[exc.fault]) from None
+    if end - pos > 255:
         raise MalformedRdata("name longer than 255 octets")
+    text_labels = ["".join(chr(o) if o in _PLAIN else f"\\{o:03d}" for o in label.lower())
+                   for label in labels]
     text = ".".join(text_labels) + "." if text_labels else names.ROOT
-    return text, data[start:pos], pos
+    return text, data[pos:end], end
 
 
 @dataclass(frozen=True, slots=True)

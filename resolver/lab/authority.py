@@ -33,7 +33,7 @@ from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuest
 from dnslib.buffer import BufferError as DNSBufferError
 from dnslib.label import DNSBuffer
 
-from resolver.dns.header import EDNS_DO, HeaderFlag
+from resolver.dns.header import EDNS_DO, MAX_MESSAGE_OCTETS, HeaderFlag
 from resolver.engine.network import Transport
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ Name = tuple[bytes, ...]
 EDNS_UDP_SIZE = 1232
 #: Without EDNS a UDP reply may not exceed 512 octets (RFC 1035 §4.2.1).
 CLASSIC_UDP_SIZE = 512
-_TCP_MAX_SIZE = 65535
 _BADVERS = 16  # extended RCODE (RFC 6891 §6.1.3); dnslib has no name for it
 _ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
 _MAX_NAME_OCTETS = 255  # RFC 1035 §2.3.4, in wire form
@@ -368,7 +367,8 @@ class Authority:
             reply.add_ar(EDNS0(udp_len=EDNS_UDP_SIZE, flags="do" if dnssec_ok else ""))
 
         packed = bytes(reply.pack())
-        limit = min(client_size, EDNS_UDP_SIZE) if transport is Transport.UDP else _TCP_MAX_SIZE
+        limit = (min(client_size, EDNS_UDP_SIZE) if transport is Transport.UDP
+                 else MAX_MESSAGE_OCTETS)
         if len(packed) <= limit:
             return packed
         # Too big: header, question (and OPT) only, with TC=1; the client retries over TCP

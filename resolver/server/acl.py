@@ -17,6 +17,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from resolver.server.rule_text import read_keyword, read_two_words
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -38,15 +40,8 @@ class AclRule:
     @classmethod
     def parse(cls, text: str) -> AclRule:
         """'10.0.0.0/8 allow', '::1 refuse', '192.0.2.1/32 deny'; ValueError says what is wrong."""
-        parts = text.split()
-        if len(parts) != 2:
-            raise ValueError(f"{text!r} is not 'CIDR ACTION' (for example '10.0.0.0/8 allow')")
-        block, word = parts
-        try:
-            action = AclAction(word.lower())
-        except ValueError:
-            choices = ", ".join(a.value for a in AclAction)
-            raise ValueError(f"unknown action {word!r} in {text!r} (use {choices})") from None
+        block, word = read_two_words(text, "'CIDR ACTION' (for example '10.0.0.0/8 allow')")
+        action = read_keyword(AclAction, word, f"unknown action {word!r} in {text!r}")
         return cls(network=parse_network(block), action=action)
 
     def __str__(self) -> str:

@@ -12,6 +12,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from resolver.dns.header import MAX_MESSAGE_OCTETS
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionLimits:
@@ -29,7 +31,7 @@ class ConnectionLimits:
     #: HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS).
     max_http2_streams: int = 100
     #: Largest DNS message a request may carry (RFC 8484 §6: at most 65535).
-    max_request_octets: int = 65535
+    max_request_octets: int = MAX_MESSAGE_OCTETS
 
 
 class Rejection(enum.Enum):

@@ -16,10 +16,11 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import Unpack
 
 from resolver.server.datagram_batch import DatagramBatch, batching_available
 from resolver.server.handler import QueryHandler
-from resolver.server.listener import DatagramSink, Listener
+from resolver.server.listener import DatagramSink, Listener, ListenerOptions
 
 __all__ = ["FastListener"]
 
@@ -46,18 +47,10 @@ class FastListener(Listener):
         handler: QueryHandler,
         addresses: list[tuple[str, int]],
         *,
-        tcp_idle_timeout_s: float = 10.0,
-        max_tcp_clients: int = 128,
-        reuse_port: bool = False,
         batch_datagrams: bool = True,
+        **options: Unpack[ListenerOptions],
     ) -> None:
-        super().__init__(
-            handler,
-            addresses,
-            tcp_idle_timeout_s=tcp_idle_timeout_s,
-            max_tcp_clients=max_tcp_clients,
-            reuse_port=reuse_port,
-        )
+        super().__init__(handler, addresses, **options)
         self._from_cache = handler.answer_from_cache
         self._handler_ref = handler
         self.batching = batch_datagrams and batching_available()

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from resolver.dns.decoding import decode
 from resolver.dns.encoding import encode
 from resolver.dns.extended_errors import ExtendedError, ede_option
-from resolver.dns.header import CLASSIC_UDP_REPLY, MAX_UDP_REPLY, HeaderFlag
+from resolver.dns.header import CLASSIC_UDP_REPLY, MAX_MESSAGE_OCTETS, MAX_UDP_REPLY, HeaderFlag
 from resolver.dns.scanner import MalformedMessage, ScannedMessage, question_key, scan_query
 from resolver.dns.wire import (
     Edns,
@@ -483,7 +483,7 @@ def _variant(query: ScannedMessage) -> ReplyVariant:
 
 def _max_size(query: ScannedMessage, client: Client, max_udp_reply: int) -> int:
     if client.transport is Transport.TCP:
-        return 65535
+        return MAX_MESSAGE_OCTETS
     if query.edns is None:
         return CLASSIC_UDP_REPLY
     # RFC 6891 §6.2.5: sizes below 512 are treated as 512.

@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Protocol, TypedDict, cast
 
 from resolver.engine.network import Transport
 from resolver.server.client import Client
@@ -55,6 +55,16 @@ class QueryHandler(Protocol):
 
 def _format_address(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class ListenerOptions(TypedDict, total=False):
+    """The keyword options of `Listener`, as a listener built on it passes them along."""
+
+    tcp_idle_timeout_s: float
+    max_tcp_clients: int
+    max_tcp_per_address: int
+    max_pending_udp: int
+    reuse_port: bool
 
 
 class Listener:

@@ -29,6 +29,7 @@ from resolver.dns.wire import CLASS_IN, Question, Rcode, Record, RRType, parse_r
 from resolver.dns.zone_lines import record_problem
 from resolver.engine.events import Outcome
 from resolver.server.acl import IPNetwork, parse_network
+from resolver.server.rule_text import read_keyword, read_two_words
 
 #: TTL of local data written without one (Unbound's default for local-data).
 DEFAULT_TTL = 3600
@@ -60,15 +61,9 @@ class ZoneSpec:
 
     @classmethod
     def parse(cls, text: str) -> ZoneSpec:
-        parts = text.split()
-        if len(parts) != 2:
-            raise ValueError(f"{text!r} is not 'NAME TYPE' (for example 'ads.example. refuse')")
-        try:
-            kind = ZoneType(parts[1].lower())
-        except ValueError:
-            choices = ", ".join(t.value for t in ZoneType)
-            raise ValueError(f"unknown local-zone type {parts[1]!r} (use {choices})") from None
-        return cls(name=check_name(parts[0]), type=kind)
+        name, word = read_two_words(text, "'NAME TYPE' (for example 'ads.example. refuse')")
+        kind = read_keyword(ZoneType, word, f"unknown local-zone type {word!r}")
+        return cls(name=check_name(name), type=kind)
 
 
 def check_name(text: str) -> str:

@@ -9,6 +9,7 @@ OPT record, which must be its last record: then no compression pointer moves.
 
 from __future__ import annotations
 
+from resolver.dns.header import MAX_MESSAGE_OCTETS
 from resolver.dns.scanner import MalformedMessage, scan_message
 
 #: EDNS option code of Padding (RFC 7830 §4).
@@ -16,7 +17,6 @@ PADDING_OPTION = 12
 #: RFC 8467 §4.1: responses padded to a multiple of 468 octets.
 RESPONSE_BLOCK_OCTETS = 468
 _OPT_FIXED = 11  # owner (root), TYPE, CLASS, TTL, RDLENGTH
-_MAX_MESSAGE = 0xFFFF
 
 
 def query_asks_padding(query: bytes) -> bool:
@@ -43,7 +43,7 @@ def padded(reply: bytes, block: int = RESPONSE_BLOCK_OCTETS) -> bytes:
     if start + _OPT_FIXED + rdlength != len(reply):
         return reply
     fill = -(len(reply) + 4) % block
-    if len(reply) + 4 + fill > _MAX_MESSAGE:
+    if len(reply) + 4 + fill > MAX_MESSAGE_OCTETS:
         return reply
     option = PADDING_OPTION.to_bytes(2, "big") + fill.to_bytes(2, "big") + bytes(fill)
     return (reply[: start + 9] + (rdlength + 4 + fill).to_bytes(2, "big")

@@ -17,12 +17,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from resolver.dns.header import HEADER_OCTETS
+from resolver.dns.header import HEADER_OCTETS, MAX_MESSAGE_OCTETS
 from resolver.server.client import Client
 
 logger = logging.getLogger(__name__)
 
-MAX_STREAM_MESSAGE = 0xFFFF
 MAX_INFLIGHT_PER_CONNECTION = 64
 
 #: Answers one query for one client; None means no reply. Never raises.
@@ -107,7 +106,7 @@ class FramedConnection:
             reply = await self._rules.answer(wire, self._client)
             if reply is None or self._writer.is_closing():
                 return
-            if len(reply) > MAX_STREAM_MESSAGE:
+            if len(reply) > MAX_MESSAGE_OCTETS:
                 logger.warning("reply of %d octets cannot be framed for TCP; dropped", len(reply))
                 return
             self._queue(len(reply).to_bytes(2, "big") + reply)

@@ -35,6 +35,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
+from resolver.dns.header import MAX_MESSAGE_OCTETS
 from resolver.engine.network import (
     ServerAddress,
     Transport,
@@ -48,9 +49,8 @@ if TYPE_CHECKING:
     from resolver.upstream.https import DohClient
     from resolver.upstream.tls import DotClient
 
-_MAX_TCP_MESSAGE = 0xFFFF
 #: Largest UDP datagram: nothing longer can arrive, so nothing is ever cut.
-_MAX_UDP_DATAGRAM = 0xFFFF
+_MAX_UDP_DATAGRAM = MAX_MESSAGE_OCTETS
 #: Socket errors (ICMP reports, maybe forged) a UDP exchange outlasts before it gives up:
 #: enough for any forgery burst within one timeout, few enough that a broken socket cannot
 #: spin until the deadline.
@@ -218,7 +218,7 @@ class AsyncioNetwork:
         self, query: bytes, matcher: ReplyMatcher, server: ServerAddress
     ) -> bytes:
         _family(server)
-        if len(query) > _MAX_TCP_MESSAGE:
+        if len(query) > MAX_MESSAGE_OCTETS:
             raise UpstreamError(f"{server}: query of {len(query)} octets cannot be framed for TCP")
         reader, writer = await asyncio.open_connection(server.ip, server.port)
         try:

@@ -31,14 +31,13 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
-from resolver.upstream.reply_matching import ReplyMatcher
+from resolver.dns.header import MAX_MESSAGE_OCTETS
+from resolver.engine.network import ServerAddress, UpstreamError
 from resolver.upstream.tls import make_tls_context
-from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
+from resolver.upstream.tls_pool import ConnectionClosed, IdleClosingConnection, TlsConnectionPool
 
 #: RFC 8484 §6: the media type of a DNS message in a request or a response body.
 DNS_MESSAGE = "application/dns-message"
-_MAX_MESSAGE = 0xFFFF
 _READ_CHUNK = 65536
 
 
@@ -61,20 +60,10 @@ class _Stream:
         self.done = done
 
 
-class _Connection:
+class _Connection(IdleClosingConnection):
     """One HTTP/2 connection to one upstream, with its open streams."""
 
-    def __init__(
-        self,
-        server: ServerAddress,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        idle_timeout_s: float,
-    ) -> None:
-        self.server = server
-        self._reader = reader
-        self._writer = writer
-        self._idle_timeout_s = idle_timeout_s
+    def _set_up(self) -> None:
         self._h2 = h2.connection.H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -82,11 +71,6 @@ class _Connection:
         self._writer.write(self._h2.data_to_send())
         self._streams: dict[int, _Stream] = {}
         self._room = asyncio.Event()  #: set when a stream ends or the server grants more
-        self._idle: asyncio.TimerHandle | None = None
-        self.queries = 0  #: streams opened on this connection
-        self.closed = False
-        self._reading = asyncio.get_running_loop().create_task(self._read_frames())
-        self._arm_idle_timer()
 
     async def ask(self, query: bytes) -> bytes:
         """POST `query` (id already 0) and return the reply body; ConnectionClosed if the
@@ -159,7 +143,7 @@ class _Connection:
         if data and not self.closed:
             self._writer.write(data)
 
-    async def _read_frames(self) -> None:
+    async def _read_replies(self) -> None:
         reason = "closed by the server"
         try:
             while True:
@@ -201,7 +185,7 @@ class _Connection:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.body += event.data
-                if len(stream.body) > _MAX_MESSAGE:
+                if len(stream.body) > MAX_MESSAGE_OCTETS:
                     self._fail(event.stream_id, "reply body above 65535 octets")
                     with contextlib.suppress(h2.exceptions.StreamClosedError):
                         self._h2.reset_stream(event.stream_id)
@@ -244,16 +228,6 @@ class _Connection:
         if not stream.done.done():
             stream.done.set_exception(UpstreamError(f"{self.server} (https): {reason}"))
 
-    def _arm_idle_timer(self) -> None:
-        self._disarm_idle_timer()
-        if not self.closed:
-            self._idle = asyncio.get_running_loop().call_later(self._idle_timeout_s, self.close)
-
-    def _disarm_idle_timer(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
     def close(self) -> None:
         """Say GOAWAY and close; outstanding queries fail with ConnectionClosed."""
         if not self.closed:
@@ -293,20 +267,11 @@ class DohClient(TlsConnectionPool[_Connection]):
         """
         if server.doh_path is None:
             raise UpstreamError(f"{server}: no URL path, not a DNS over HTTPS upstream")
-        if len(query) > _MAX_MESSAGE:
+        if len(query) > MAX_MESSAGE_OCTETS:
             raise UpstreamError(f"{server}: query of {len(query)} octets is too long")
-        try:
-            asked = b"\x00\x00" + query[2:]  # RFC 8484 §4.1: id 0, cache friendly
-            matcher = ReplyMatcher.for_query(asked)
-        except ValueError as exc:
-            raise UpstreamError(f"{server}: {exc}") from None
-        try:
-            async with asyncio.timeout(timeout_s):
-                reply = await self._ask(server, lambda c: c.ask(asked))
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"{server} (https): no reply within {timeout_s:g} s"
-            ) from None
+        asked = b"\x00\x00" + query[2:]  # RFC 8484 §4.1: id 0, cache friendly
+        matcher = self._matcher(server, asked)
+        reply = await self._ask_in_time(server, timeout_s, lambda c: c.ask(asked))
         if not matcher.matches(reply):
             raise UpstreamError(f"{server} (https): the reply does not answer the query")
         return query[:2] + reply[2:]

@@ -26,11 +26,10 @@ import asyncio
 import contextlib
 import ssl
 
-from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
+from resolver.dns.header import MAX_MESSAGE_OCTETS
+from resolver.engine.network import ServerAddress, UpstreamError
 from resolver.upstream.reply_matching import ReplyMatcher
-from resolver.upstream.tls_pool import ConnectionClosed, TlsConnectionPool
-
-_MAX_MESSAGE = 0xFFFF
+from resolver.upstream.tls_pool import ConnectionClosed, IdleClosingConnection, TlsConnectionPool
 
 
 def make_tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -43,28 +42,13 @@ def make_tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     return context
 
 
-class _Connection:
+class _Connection(IdleClosingConnection):
     """One TLS connection to one upstream, with its outstanding queries."""
 
-    def __init__(
-        self,
-        server: ServerAddress,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        idle_timeout_s: float,
-    ) -> None:
-        self.server = server
-        self._reader = reader
-        self._writer = writer
-        self._idle_timeout_s = idle_timeout_s
+    def _set_up(self) -> None:
         self._pending: dict[bytes, list[tuple[ReplyMatcher, asyncio.Future[bytes]]]] = {}
         self._write_lock = asyncio.Lock()
-        self._idle: asyncio.TimerHandle | None = None
-        self.queries = 0  #: queries written on this connection
         self.mismatched = 0  #: messages that answered no outstanding query
-        self.closed = False
-        self._reading = asyncio.get_running_loop().create_task(self._read_replies())
-        self._arm_idle_timer()
 
     async def ask(self, query: bytes, matcher: ReplyMatcher) -> bytes:
         """Write `query` and wait for its reply; ConnectionClosed if the connection ends first."""
@@ -121,17 +105,6 @@ class _Connection:
                 return
         self.mismatched += 1  # late, unknown or forged: ignored, like over UDP (RFC 5452 §9.1)
 
-    def _arm_idle_timer(self) -> None:
-        self._disarm_idle_timer()
-        if not self.closed:
-            loop = asyncio.get_running_loop()
-            self._idle = loop.call_later(self._idle_timeout_s, self.close)
-
-    def _disarm_idle_timer(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
     def close(self) -> None:
         """Close the connection; outstanding queries fail with ConnectionClosed."""
         if not self._reading.done():
@@ -159,19 +132,11 @@ class DotClient(TlsConnectionPool[_Connection]):
         """
         if server.tls_name is None:
             raise UpstreamError(f"{server}: no TLS name, not a DNS over TLS upstream")
-        if len(query) > _MAX_MESSAGE:
+        if len(query) > MAX_MESSAGE_OCTETS:
             raise UpstreamError(f"{server}: query of {len(query)} octets cannot be framed")
-        try:
-            matcher = ReplyMatcher.for_query(query)
-        except ValueError as exc:
-            raise UpstreamError(f"{server}: {exc}") from None
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self._ask(server, lambda c: c.ask(query, matcher))
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"{server} (tls): no matching reply within {timeout_s:g} s"
-            ) from None
+        matcher = self._matcher(server, query)
+        return await self._ask_in_time(server, timeout_s, lambda c: c.ask(query, matcher),
+                                       "matching reply")
 
     async def _connect(self, server: ServerAddress) -> _Connection:
         assert server.tls_name is not None

@@ -18,7 +18,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
-from resolver.engine.network import ServerAddress, UpstreamError
+from resolver.engine.network import ServerAddress, UpstreamError, UpstreamTimeout
+from resolver.upstream.reply_matching import ReplyMatcher
 
 #: How often the same upstream's TLS failure is logged again.
 _LOG_EVERY_S = 60.0
@@ -41,6 +42,52 @@ class PooledConnection(Protocol):
 
 
 ConnectionT = TypeVar("ConnectionT", bound=PooledConnection)
+
+
+class IdleClosingConnection:
+    """What a pooled connection of either transport holds besides its protocol: the stream,
+    its counters, the task reading replies, and the timer that closes it after
+    `idle_timeout_s` without an outstanding query (RFC 7766 §6.2.3)."""
+
+    def __init__(
+        self,
+        server: ServerAddress,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        idle_timeout_s: float,
+    ) -> None:
+        self.server = server
+        self._reader = reader
+        self._writer = writer
+        self._idle_timeout_s = idle_timeout_s
+        self._idle: asyncio.TimerHandle | None = None
+        self.queries = 0  #: queries sent on this connection
+        self.closed = False
+        self._set_up()
+        self._reading = asyncio.get_running_loop().create_task(self._read_replies())
+        self._arm_idle_timer()
+
+    def _set_up(self) -> None:
+        """The transport's own state, made before replies are read."""
+        raise NotImplementedError
+
+    async def _read_replies(self) -> None:
+        """Read until the connection ends, then fail what is still outstanding."""
+        raise NotImplementedError
+
+    def _arm_idle_timer(self) -> None:
+        self._disarm_idle_timer()
+        if not self.closed:
+            self._idle = asyncio.get_running_loop().call_later(self._idle_timeout_s, self.close)
+
+    def _disarm_idle_timer(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def close(self) -> None:
+        """Close the connection; outstanding queries fail with ConnectionClosed."""
+        raise NotImplementedError
 
 
 class TlsConnectionPool(Generic[ConnectionT]):
@@ -101,6 +148,27 @@ class TlsConnectionPool(Generic[ConnectionT]):
                     f"{server} ({self.scheme}): connection closed without a reply ({exc})"
                 ) from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _matcher(server: ServerAddress, query: bytes) -> ReplyMatcher:
+        """What a reply to `query` must match; UpstreamError when `query` has no question."""
+        try:
+            return ReplyMatcher.for_query(query)
+        except ValueError as exc:
+            raise UpstreamError(f"{server}: {exc}") from None
+
+    async def _ask_in_time(self, server: ServerAddress, timeout_s: float,
+                           ask: Callable[[ConnectionT], Awaitable[bytes]],
+                           waited_for: str = "reply") -> bytes:
+        """`_ask` within `timeout_s`, connecting included; UpstreamTimeout after that, saying
+        "no `waited_for` within"."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._ask(server, ask)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"{server} ({self.scheme}): no {waited_for} within {timeout_s:g} s"
+            ) from None
 
     async def _connection(self, server: ServerAddress) -> ConnectionT:
         current = self._connections.get(server)
