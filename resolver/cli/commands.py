@@ -196,7 +196,7 @@ def _question(name: str, rtype: str) -> Question:
 
     number = checked_option(type_from_text, rtype, "TYPE")
     qname = names.canonical(_a_labels(name))
-    if len(qname) > 254 or any(not 0 < len(label) <= 63 for label in names.labels(qname)):
+    if not names.within_size_limits(qname):
         raise click.BadParameter(f"{name!r} is not a valid domain name", param_hint="NAME")
     return Question(qname, number)
 

@@ -258,7 +258,7 @@ def check_name(text: str) -> str:
     except UnicodeEncodeError:
         raise ControlError(f"{text!r} is not ASCII (use its xn-- form)") from None
     name = names.canonical(text)
-    if len(name) > 254 or any(not 0 < len(label) <= 63 for label in names.labels(name)):
+    if not names.within_size_limits(name):
         raise ControlError(f"{text!r} is not a valid domain name")
     return name
 

@@ -12,6 +12,7 @@ import dnslib
 
 from resolver.dns import names
 from resolver.dns.header import EDNS_DO, MAX_MESSAGE_OCTETS, HeaderFlag
+from resolver.dns.names import MAX_LABEL_OCTETS
 from resolver.dns.wire import RR_FIXED, Message, Question, RRType
 
 
@@ -20,7 +21,7 @@ def name_wire(name: str) -> bytes:
     out = bytearray()
     for label in names.labels(name):
         raw = _unescape(label)
-        if not 0 < len(raw) <= 63:
+        if not 0 < len(raw) <= MAX_LABEL_OCTETS:
             raise ValueError(f"bad label in {name!r}")
         out.append(len(raw))
         out += raw
@@ -145,7 +146,7 @@ def _wire_labels(name: str) -> tuple[bytes, ...]:
         labels = tuple(_unescape(label) for label in names.labels(names.canonical(name)))
     else:
         labels = tuple(name.rstrip(".").encode("ascii").split(b"."))
-    if not all(0 < len(label) <= 63 for label in labels) or (
+    if not all(0 < len(label) <= MAX_LABEL_OCTETS for label in labels) or (
         sum(map(len, labels)) + len(labels) + 1 > 255
     ):
         raise ValueError(f"not a valid domain name: {name!r}")

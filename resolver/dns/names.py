@@ -2,14 +2,20 @@
 
 Rules: every name that crosses a module boundary is canonical — lower case (RFC 4343:
 DNS names compare case-insensitively), absolute, with a trailing dot; the root is ".".
-Nothing here knows about the wire format. A label may hold any octet (RFC 2181 §11): a dot
-or backslash inside one is written `\\.` or `\\\\`, other octets may be `\\DDD` (RFC 1035 §5.1),
-so every split here is on unescaped dots only.
+Nothing here reads or writes the wire format; its size limits (RFC 1035 §2.3.4) live here
+because they are rules of names: `within_size_limits` checks them. A label may hold any
+octet (RFC 2181 §11): a dot or backslash inside one is written `\\.` or `\\\\`, other octets
+may be `\\DDD` (RFC 1035 §5.1), so every split here is on unescaped dots only.
 """
 
 from __future__ import annotations
 
 ROOT = "."
+#: RFC 1035 §2.3.4: a name is at most 255 octets on the wire, root label included.
+MAX_NAME_OCTETS = 255
+#: RFC 1035 §2.3.4: a label is at most 63 octets (the two high bits of its length octet
+#: mark a compression pointer, RFC 1035 §4.1.4).
+MAX_LABEL_OCTETS = 63
 
 
 def canonical(name: str) -> str:
@@ -54,6 +60,13 @@ def labels(name: str) -> list[str]:
     if name == ROOT:
         return []
     return _split(name[:-1])
+
+
+def within_size_limits(name: str) -> bool:
+    """True if the canonical `name` has labels of 1 to 63 octets and is at most 255 octets
+    on the wire (one octet more than its presentation form, RFC 1035 §2.3.4)."""
+    return len(name) < MAX_NAME_OCTETS and all(
+        0 < len(label) <= MAX_LABEL_OCTETS for label in labels(name))
 
 
 def label_count(name: str) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import dnslib
 
 from resolver.dns import names
+from resolver.dns.names import MAX_LABEL_OCTETS
 from resolver.dns.wire import Record
 
 __all__ = [
@@ -55,7 +56,7 @@ def name_labels(name: str) -> tuple[bytes, ...]:
     if "\\" not in text:  # no escapes: the common case, split without a character loop
         body = text[:-1] if text.endswith(".") else text
         plain = tuple(label.encode("latin-1") for label in body.split("."))
-        if not all(0 < len(label) <= 63 for label in plain) or (
+        if not all(0 < len(label) <= MAX_LABEL_OCTETS for label in plain) or (
                 sum(len(label) + 1 for label in plain) + 1 > 255):
             raise ValueError(f"bad name {name!r}")
         return plain
@@ -75,7 +76,7 @@ def name_labels(name: str) -> tuple[bytes, ...]:
             i += 2
             continue
         if ch == ".":
-            if not 0 < len(current) <= 63:
+            if not 0 < len(current) <= MAX_LABEL_OCTETS:
                 raise ValueError(f"bad label in {name!r}")
             labels.append(bytes(current))
             current = bytearray()
@@ -116,7 +117,7 @@ def read_uncompressed_labels(data: bytes, pos: int) -> tuple[list[bytes], int]:
         length = data[pos]
         if length == 0:
             return labels, pos + 1
-        if length > 63:
+        if length > MAX_LABEL_OCTETS:
             raise UncompressedNameError(NameFault.COMPRESSED)
         if pos + 1 + length > len(data):
             raise UncompressedNameError(NameFault.LABEL_RUNS_PAST)

@@ -19,11 +19,10 @@ import struct
 from dataclasses import dataclass
 
 from resolver.dns.header import EDNS_DO, HEADER_OCTETS, HeaderFlag
+from resolver.dns.names import MAX_LABEL_OCTETS, MAX_NAME_OCTETS
 
 __all__ = [
     "MAX_LABELS",
-    "MAX_LABEL_OCTETS",
-    "MAX_NAME_OCTETS",
     "MAX_POINTER_HOPS",
     "EdnsInfo",
     "MalformedMessage",
@@ -37,11 +36,6 @@ __all__ = [
 ]
 
 HEADER_LEN = HEADER_OCTETS
-#: RFC 1035 §2.3.4: a name is at most 255 octets on the wire, root label included.
-MAX_NAME_OCTETS = 255
-#: RFC 1035 §2.3.4: a label is at most 63 octets (the two high bits of its length octet
-#: mark a compression pointer, RFC 1035 §4.1.4).
-MAX_LABEL_OCTETS = 63
 #: Follows from MAX_NAME_OCTETS: every non-root label costs at least two octets.
 MAX_LABELS = 127
 #: Every hop that does not land on another pointer is followed by at least one label, so a

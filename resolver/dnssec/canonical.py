@@ -134,7 +134,7 @@ def _lower_name_at(out: bytearray, pos: int) -> int:
         length = out[pos]
         if length == 0:
             return pos + 1
-        if length > 63:
+        if length > names.MAX_LABEL_OCTETS:
             raise MalformedRdata("compressed name in RDATA")
         out[pos + 1 : pos + 1 + length] = bytes(out[pos + 1 : pos + 1 + length]).lower()
         pos += 1 + length

@@ -34,6 +34,7 @@ from dnslib.buffer import BufferError as DNSBufferError
 from dnslib.label import DNSBuffer
 
 from resolver.dns.header import EDNS_DO, MAX_MESSAGE_OCTETS, HeaderFlag
+from resolver.dns.names import MAX_LABEL_OCTETS, MAX_NAME_OCTETS
 from resolver.engine.network import Transport
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ EDNS_UDP_SIZE = 1232
 CLASSIC_UDP_SIZE = 512
 _BADVERS = 16  # extended RCODE (RFC 6891 §6.1.3); dnslib has no name for it
 _ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
-_MAX_NAME_OCTETS = 255  # RFC 1035 §2.3.4, in wire form
 #: RRSIGs are indexed by 65536 + the type they cover, apart from the types themselves.
 _RRSIG_INDEX = 1 << 16
 _DO_BIT = EDNS_DO  # in the OPT record's TTL field (RFC 6891 §6.1.3)
@@ -410,7 +410,7 @@ class _OctetBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib has no type hints
                 break
             else:
                 octets += length + 1
-                if octets > _MAX_NAME_OCTETS:  # also ends pointer loops
+                if octets > MAX_NAME_OCTETS:  # also ends pointer loops
                     raise DNSBufferError("name longer than 255 octets")
                 labels.append(bytes(self.get(length)))
         if resume is not None:
@@ -432,7 +432,8 @@ def _valid_name(name: DNSLabel) -> bool:
     """Labels of at most 63 octets, names of at most 255 (RFC 1035 §2.3.4)."""
     labels = name.label
     return (
-        all(0 < len(label) <= 63 for label in labels) and sum(len(x) + 1 for x in labels) + 1 <= 255
+        all(0 < len(label) <= MAX_LABEL_OCTETS for label in labels)
+        and sum(len(x) + 1 for x in labels) + 1 <= MAX_NAME_OCTETS
     )
 
 

@@ -53,6 +53,7 @@ from resolver.dns.header import (
     MAX_UDP_REPLY,
     HeaderFlag,
 )
+from resolver.dns.names import MAX_LABEL_OCTETS
 from resolver.dns.scanner import ScannedMessage, question_key
 from resolver.server.reply_octets import address_runs, ttl_field_offsets
 
@@ -389,7 +390,7 @@ def _locate(data: bytes) -> tuple[bytes, bytes, bytes, int] | None:
     pos = _HEADER
     length = data[pos]
     while length:
-        if length > 63:  # a pointer or a bad label: the full scanner decides
+        if length > MAX_LABEL_OCTETS:  # a pointer or a bad label: the full scanner decides
             return None
         pos += length + 1
         length = data[pos]

@@ -71,9 +71,9 @@ def check_name(text: str) -> str:
     name = names.canonical(text.strip('"'))
     if name != names.ROOT:
         for label in names.labels(name):
-            if not 0 < len(label) <= 63:
+            if not 0 < len(label) <= names.MAX_LABEL_OCTETS:
                 raise ValueError(f"{text!r} is not a valid domain name (empty or long label)")
-    if len(name) > 254:
+    if len(name) >= names.MAX_NAME_OCTETS:
         raise ValueError(f"{text!r} is longer than 255 octets")
     if not name.isascii() or any(c.isspace() for c in name):
         raise ValueError(f"{text!r} is not a valid domain name")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 from resolver.dns.header import TTL_SIGN_BIT
+from resolver.dns.names import MAX_LABEL_OCTETS
 
 _TYPE_OPT = 41
 _RR_FIXED = struct.Struct(">HHIH")
@@ -40,7 +41,7 @@ def ttl_field_offsets(reply: bytes, pos: int) -> tuple[list[tuple[int, int]], by
                 if length >= 0xC0:
                     pos += 2
                     break
-                if length > 63:
+                if length > MAX_LABEL_OCTETS:
                     return None
                 pos += length + 1
             rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(reply, pos)

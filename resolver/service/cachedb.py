@@ -28,6 +28,7 @@ import hmac
 import struct
 from dataclasses import dataclass
 
+from resolver.dns.names import MAX_LABEL_OCTETS
 from resolver.dns.wire import Question, RRType
 from resolver.dnssec.security import Security
 from resolver.engine.cache import RecordCache
@@ -304,6 +305,6 @@ def _skip_name(reply: bytes, pos: int) -> int:
             if pos + 2 > len(reply):
                 raise IndexError("pointer cut short")
             return pos + 2
-        if length > 63:
+        if length > MAX_LABEL_OCTETS:
             raise IndexError("bad label length")
         pos += length + 1

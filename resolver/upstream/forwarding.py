@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from resolver.dns import names
-from resolver.dns.scanner import MAX_LABEL_OCTETS
+from resolver.dns.names import MAX_LABEL_OCTETS
 from resolver.engine.delegation import CutSource, Delegation, forwarders
 from resolver.engine.network import Network, ServerAddress, Transport
 from resolver.engine.settings import ForwardingSettings

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from resolver.dns.header import HEADER_OCTETS
-from resolver.dns.scanner import MAX_LABEL_OCTETS
+from resolver.dns.names import MAX_LABEL_OCTETS
 
 __all__ = ["ReplyMatcher"]
 

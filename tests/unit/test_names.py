@@ -101,3 +101,14 @@ def test_a_label_holding_a_dot_is_not_a_subdomain_of_its_tail() -> None:
     assert not names.is_subdomain("x\\.example.", "example.")
     assert names.is_subdomain("w.x\\.example.", "x\\.example.")
     assert names.is_subdomain("a.b\\.c.example.", "example.")
+
+
+def test_a_name_within_size_limits_has_labels_of_1_to_63_octets_and_255_octets_in_all() -> None:
+    longest_label = "a" * 63
+    # 127 one-octet labels: 254 octets of labels plus the root label make the 255 of RFC 1035.
+    longest_name = "a." * 127
+    assert names.within_size_limits(".")
+    assert names.within_size_limits(f"{longest_label}.example.")
+    assert names.within_size_limits(longest_name)
+    assert not names.within_size_limits(f"{longest_label}a.example.")
+    assert not names.within_size_limits("b" + longest_name)
