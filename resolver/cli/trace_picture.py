@@ -91,87 +91,116 @@ class PictureFiles:
 
 def arrows_of(events: Sequence[TraceEvent], qname: str, qtype: str) -> Picture:
     """The picture of one traced resolution of `qname` `qtype`."""
-    columns: dict[str, Column] = {
-        STUB: Column(key=STUB, title="stub resolver", subtitle="(dig, your program)"),
-        RESOLVER: Column(key=RESOLVER, title="resolver", subtitle="(this one: iterates)"),
-    }
-    arrows: list[Arrow] = []
-    bands: dict[int, str] = {}
-    pending: dict[int, QuerySent] = {}
-    ends_of_reply: dict[int, int] = {}  # depth -> index in arrows of its last reply
-
-    def add(source: str, target: str, label: str, kind: ArrowKind, depth: int,
-            rtt_ms: float | None = None) -> None:
-        band = bands.get(depth, "") if depth else ""
-        arrows.append(Arrow(number=len(arrows) + 1, source=source, target=target, label=label,
-                            kind=kind, depth=depth, rtt_ms=rtt_ms, band=band))
-
-    def relabel_reply(depth: int, label: str, kind: ArrowKind | None = None) -> None:
-        index = ends_of_reply.pop(depth, None)
-        if index is None:
-            return
-        old = arrows[index]
-        arrows[index] = Arrow(number=old.number, source=old.source, target=old.target,
-                              label=label, kind=kind or old.kind, depth=old.depth,
-                              rtt_ms=old.rtt_ms, band=old.band)
-
-    add(STUB, RESOLVER, f"{qname} {qtype}?  (RD=1)", ArrowKind.ASK, 0)
+    drawing = _Drawing()
+    drawing.add(STUB, RESOLVER, f"{qname} {qtype}?  (RD=1)", ArrowKind.ASK, 0)
     for event in events:
+        drawing.take(event)
+    title = f"Iterated lookup of {qname} {qtype}"
+    return Picture(title=title, columns=tuple(drawing.columns.values()),
+                   arrows=tuple(drawing.arrows))
+
+
+class _Drawing:
+    """The columns and numbered arrows so far, while the events are read in order."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, Column] = {
+            STUB: Column(key=STUB, title="stub resolver", subtitle="(dig, your program)"),
+            RESOLVER: Column(key=RESOLVER, title="resolver", subtitle="(this one: iterates)"),
+        }
+        self.arrows: list[Arrow] = []
+        self._bands: dict[int, str] = {}  # depth -> the nested lookup under way there
+        self._pending: dict[int, QuerySent] = {}  # depth -> its query awaiting a reply
+        self._ends_of_reply: dict[int, int] = {}  # depth -> index in arrows of its last reply
+
+    def add(self, source: str, target: str, label: str, kind: ArrowKind, depth: int,
+            rtt_ms: float | None = None) -> None:
+        band = self._bands.get(depth, "") if depth else ""
+        self.arrows.append(Arrow(number=len(self.arrows) + 1, source=source, target=target,
+                                 label=label, kind=kind, depth=depth, rtt_ms=rtt_ms, band=band))
+
+    def take(self, event: TraceEvent) -> None:
+        """Draw what `event` adds to the picture; events that add nothing are passed over."""
         if isinstance(event, ResolutionStarted) and event.depth > 0:
-            bands[event.depth] = ("root priming (. NS)" if event.purpose == "root priming"
-                                  else f"lookup {event.qname} {event.qtype}: {event.purpose}")
+            self._bands[event.depth] = (
+                "root priming (. NS)" if event.purpose == "root priming"
+                else f"lookup {event.qname} {event.qtype}: {event.purpose}")
         elif (isinstance(event, ZoneCutChosen) and event.source is CutSource.CACHE
               and event.zone != "."):
-            add(RESOLVER, RESOLVER, f"zone cut {event.zone} known from the cache: start there",
-                ArrowKind.CACHE, event.depth)
+            label = f"zone cut {event.zone} known from the cache: start there"
+            self.add(RESOLVER, RESOLVER, label, ArrowKind.CACHE, event.depth)
         elif isinstance(event, CacheAnswered):
-            add(RESOLVER, RESOLVER, f"from the cache: {event.qname} {event.qtype} "
-                f"({event.what})", ArrowKind.CACHE, event.depth)
+            self.add(RESOLVER, RESOLVER, f"from the cache: {event.qname} {event.qtype} "
+                     f"({event.what})", ArrowKind.CACHE, event.depth)
         elif isinstance(event, QuerySent):
-            pending[event.depth] = event
-            if event.address not in columns:
-                columns[event.address] = Column(key=event.address, title=event.server_name,
-                                                subtitle=f"{event.address}  zone {event.zone}")
-            add(RESOLVER, event.address, f"{event.qname} {event.qtype}?", ArrowKind.ASK,
-                event.depth)
+            self._sent(event)
         elif isinstance(event, ReplyReceived):
-            sent = pending.get(event.depth)
-            source = sent.address if sent is not None else event.address
-            failed = event.kind in ("lame", "server-error")
-            label = (f"LAME: {event.detail or event.kind}" if failed
-                     else _reply_label(event))
-            add(source, RESOLVER, label, ArrowKind.FAILURE if failed else ArrowKind.REPLY,
-                event.depth, rtt_ms=event.rtt_ms)
-            ends_of_reply[event.depth] = len(arrows) - 1
+            self._replied(event)
         elif isinstance(event, QueryFailed):
-            sent = pending.get(event.depth)
-            source = sent.address if sent is not None else event.address
-            add(source, RESOLVER, f"no reply: {_short(event.error)}", ArrowKind.FAILURE,
-                event.depth)
+            self.add(self._asked(event.depth, event.address), RESOLVER,
+                     f"no reply: {_short(event.error)}", ArrowKind.FAILURE, event.depth)
         elif isinstance(event, ReferralFollowed):
-            glueless = [e.split(" ", 1)[0] for e in event.nameservers if " " not in e.strip()]
-            label = f"referral to {event.to_zone}"
-            if glueless and len(glueless) == len(event.nameservers):
-                label += f" (no glue for {glueless[0]})"
-            relabel_reply(event.depth, label)
+            self._relabel_reply(event.depth, _referral_label(event))
         elif isinstance(event, CnameFollowed):
-            relabel_reply(event.depth, f"CNAME {event.to_name}")
-            add(RESOLVER, RESOLVER, f"restart at {event.to_name}", ArrowKind.NOTE, event.depth)
+            self._relabel_reply(event.depth, f"CNAME {event.to_name}")
+            self.add(RESOLVER, RESOLVER, f"restart at {event.to_name}", ArrowKind.NOTE,
+                     event.depth)
         elif isinstance(event, ResolutionFinished):
-            found = [record_rdata(rr) for rr in event.answer if record_type(rr) == event.qtype]
-            result = ", ".join(found) if found else event.rcode
-            if event.depth > 0:
-                if event.qtype != "NS":
-                    add(RESOLVER, RESOLVER, f"=> {event.qname} {result}", ArrowKind.NOTE,
-                        event.depth)
-                bands.pop(event.depth, None)
-            else:
-                if event.rcode != "NOERROR" and not found:
-                    result = event.rcode + (f" ({_short(event.reason)})" if event.reason else "")
-                kind = ArrowKind.FAILURE if event.rcode == "SERVFAIL" else ArrowKind.ANSWER
-                add(RESOLVER, STUB, f"{event.qtype} {result}", kind, 0)
-    title = f"Iterated lookup of {qname} {qtype}"
-    return Picture(title=title, columns=tuple(columns.values()), arrows=tuple(arrows))
+            self._finished(event)
+
+    def _asked(self, depth: int, address: str) -> str:
+        """The column of the server last asked at `depth` (the event's own as a fallback)."""
+        sent = self._pending.get(depth)
+        return sent.address if sent is not None else address
+
+    def _sent(self, event: QuerySent) -> None:
+        self._pending[event.depth] = event
+        if event.address not in self.columns:
+            self.columns[event.address] = Column(key=event.address, title=event.server_name,
+                                                 subtitle=f"{event.address}  zone {event.zone}")
+        self.add(RESOLVER, event.address, f"{event.qname} {event.qtype}?", ArrowKind.ASK,
+                 event.depth)
+
+    def _replied(self, event: ReplyReceived) -> None:
+        failed = event.kind in ("lame", "server-error")
+        label = f"LAME: {event.detail or event.kind}" if failed else _reply_label(event)
+        self.add(self._asked(event.depth, event.address), RESOLVER, label,
+                 ArrowKind.FAILURE if failed else ArrowKind.REPLY, event.depth,
+                 rtt_ms=event.rtt_ms)
+        self._ends_of_reply[event.depth] = len(self.arrows) - 1
+
+    def _relabel_reply(self, depth: int, label: str) -> None:
+        """Say what the last reply at `depth` turned out to be (a referral, a CNAME)."""
+        index = self._ends_of_reply.pop(depth, None)
+        if index is None:
+            return
+        old = self.arrows[index]
+        self.arrows[index] = Arrow(number=old.number, source=old.source, target=old.target,
+                                   label=label, kind=old.kind, depth=old.depth,
+                                   rtt_ms=old.rtt_ms, band=old.band)
+
+    def _finished(self, event: ResolutionFinished) -> None:
+        found = [record_rdata(rr) for rr in event.answer if record_type(rr) == event.qtype]
+        result = ", ".join(found) if found else event.rcode
+        if event.depth > 0:  # a nested lookup: its result, and its band ends
+            if event.qtype != "NS":
+                self.add(RESOLVER, RESOLVER, f"=> {event.qname} {result}", ArrowKind.NOTE,
+                         event.depth)
+            self._bands.pop(event.depth, None)
+            return
+        if event.rcode != "NOERROR" and not found:
+            result = event.rcode + (f" ({_short(event.reason)})" if event.reason else "")
+        kind = ArrowKind.FAILURE if event.rcode == "SERVFAIL" else ArrowKind.ANSWER
+        self.add(RESOLVER, STUB, f"{event.qtype} {result}", kind, 0)
+
+
+def _referral_label(event: ReferralFollowed) -> str:
+    """"referral to ZONE", naming a name server when none of them came with glue."""
+    glueless = [e.split(" ", 1)[0] for e in event.nameservers if " " not in e.strip()]
+    label = f"referral to {event.to_zone}"
+    if glueless and len(glueless) == len(event.nameservers):
+        label += f" (no glue for {glueless[0]})"
+    return label
 
 
 def _reply_label(event: ReplyReceived) -> str:
@@ -212,17 +241,48 @@ _MONO = "font-family=\"DejaVu Sans Mono, Menlo, Consolas, monospace\""
 
 def render_svg(picture: Picture) -> str:
     """The picture as a standalone SVG document."""
-    index = {column.key: i for i, column in enumerate(picture.columns)}
-    width = 2 * _MARGIN + len(picture.columns) * _COLUMN_WIDTH
-    height = _HEAD + (len(picture.arrows) + 1) * _ROW + _MARGIN
+    layout = _Layout.of(picture)
+    parts = _svg_head(picture.title, layout)
+    parts += _band_shapes(picture.arrows, layout)
+    for column in picture.columns:
+        parts += _column_shapes(column, layout)
+    for arrow in picture.arrows:
+        parts += _arrow_shapes(arrow, layout)
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
 
-    def centre(key: str) -> float:
-        return _MARGIN + index[key] * _COLUMN_WIDTH + _COLUMN_WIDTH / 2
 
-    parts = [
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where things go: the picture's size and each column's place from the left."""
+
+    width: int
+    height: int
+    index: dict[str, int]  # column key -> its place, 0 for the stub
+
+    @classmethod
+    def of(cls, picture: Picture) -> _Layout:
+        return cls(width=2 * _MARGIN + len(picture.columns) * _COLUMN_WIDTH,
+                   height=_HEAD + (len(picture.arrows) + 1) * _ROW + _MARGIN,
+                   index={column.key: i for i, column in enumerate(picture.columns)})
+
+    def centre(self, key: str) -> float:
+        """The x of a column's lifeline."""
+        return _MARGIN + self.index[key] * _COLUMN_WIDTH + _COLUMN_WIDTH / 2
+
+
+def _row(arrow_number: int) -> int:
+    """The y of the arrow with that number."""
+    return _HEAD + arrow_number * _ROW
+
+
+def _svg_head(title: str, layout: _Layout) -> list[str]:
+    """The opening tag, the title, one arrow head per colour, the background, the caption."""
+    width, height = layout.width, layout.height
+    return [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(picture.title)}">',
-        f"<title>{escape(picture.title)}</title>",
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
         '<defs>' + "".join(
             f'<marker id="head-{kind.value}" viewBox="0 0 10 10" refX="9" refY="5" '
             f'markerWidth="8" markerHeight="8" orient="auto-start-reverse">'
@@ -230,12 +290,14 @@ def render_svg(picture: Picture) -> str:
             for kind, colour in _COLOURS.items()) + '</defs>',
         f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
         f'<text x="{_MARGIN}" y="24" font-size="17" font-weight="bold" {_FONT}>'
-        f"{escape(picture.title)}</text>",
+        f"{escape(title)}</text>",
     ]
-    # Bands behind the nested lookups, one per run of steps with the same band.
-    row_of = {arrow.number: _HEAD + arrow.number * _ROW for arrow in picture.arrows}
+
+
+def _band_runs(arrows: Sequence[Arrow]) -> list[tuple[str, int, int, int]]:
+    """(band, first and last arrow number, depth) of each run of steps on the same band."""
     runs: list[tuple[str, int, int, int]] = []
-    for arrow in picture.arrows:
+    for arrow in arrows:
         if not arrow.band:
             continue
         if runs and runs[-1][0] == arrow.band and runs[-1][2] == arrow.number - 1:
@@ -243,56 +305,69 @@ def render_svg(picture: Picture) -> str:
             runs[-1] = (band, first, arrow.number, depth)
         else:
             runs.append((arrow.band, arrow.number, arrow.number, arrow.depth))
+    return runs
+
+
+def _band_shapes(arrows: Sequence[Arrow], layout: _Layout) -> list[str]:
+    """The shaded bands behind the nested lookups, drawn first so that arrows cross them."""
+    parts: list[str] = []
     left = _MARGIN + _COLUMN_WIDTH * 1 + 8
-    for band, first, last, depth in runs:
-        top = row_of[first] - _ROW / 2 - 8
-        bottom = row_of[last] + _ROW / 2 - 6
+    for band, first, last, depth in _band_runs(arrows):
+        top = _row(first) - _ROW / 2 - 8
+        bottom = _row(last) + _ROW / 2 - 6
         inset = 6 * (depth - 1)
-        band_width = width - left - _MARGIN + 8 - inset
+        band_width = layout.width - left - _MARGIN + 8 - inset
         parts.append(f'<rect x="{left + inset}" y="{top}" width="{band_width}" '
                      f'height="{bottom - top}" rx="6" fill="#fff6d5" stroke="#e0c060" '
                      'stroke-dasharray="4 3"/>')
-        parts.append(f'<text x="{width - _MARGIN - 4}" y="{top + 13}" font-size="11" '
+        parts.append(f'<text x="{layout.width - _MARGIN - 4}" y="{top + 13}" font-size="11" '
                      f'text-anchor="end" fill="#7a5c00" {_FONT}>nested: {escape(band)}</text>')
-    # Column heads and lifelines.
-    for column in picture.columns:
-        x = centre(column.key)
-        parts.append(f'<rect x="{x - _COLUMN_WIDTH / 2 + 6}" y="36" width="{_COLUMN_WIDTH - 12}" '
-                     'height="46" rx="6" fill="#eef3fb" stroke="#1f5fbf"/>')
-        parts.append(f'<text x="{x}" y="55" font-size="12" font-weight="bold" '
-                     f'text-anchor="middle" {_MONO}>{escape(_short(column.title, 26))}</text>')
-        parts.append(f'<text x="{x}" y="72" font-size="9" text-anchor="middle" fill="#444" '
-                     f'{_FONT}>{escape(_short(column.subtitle, 38))}</text>')
-        parts.append(f'<line x1="{x}" y1="82" x2="{x}" y2="{height - _MARGIN}" '
-                     'stroke="#b0b8c8" stroke-dasharray="3 4"/>')
-    # The arrows, numbered in order.
-    for arrow in picture.arrows:
-        y = row_of[arrow.number]
-        colour = _COLOURS[arrow.kind]
-        x1, x2 = centre(arrow.source), centre(arrow.target)
-        label = escape(arrow.label)
-        rtt = f"{arrow.rtt_ms:.1f} ms" if arrow.rtt_ms is not None else ""
-        if x1 == x2:
-            parts.append(f'<circle cx="{x1}" cy="{y}" r="11" fill="{colour}"/>')
-            parts.append(f'<text x="{x1}" y="{y + 4}" font-size="11" font-weight="bold" '
-                         f'text-anchor="middle" fill="#fff" {_FONT}>{arrow.number}</text>')
-            parts.append(f'<text x="{x1 + 16}" y="{y + 4}" font-size="11" fill="{colour}" '
-                         f'font-style="italic" {_MONO}>{label}</text>')
-            continue
-        dash = ' stroke-dasharray="6 4"' if arrow.kind is ArrowKind.FAILURE else ""
-        shorten = 4 if x2 > x1 else -4
-        parts.append(f'<line x1="{x1}" y1="{y}" x2="{x2 - shorten}" y2="{y}" stroke="{colour}" '
-                     f'stroke-width="2"{dash} marker-end="url(#head-{arrow.kind.value})"/>')
-        # The number sits at the arrow's tail, so that the head stays visible.
-        tail = x1 + 14 if x2 > x1 else x1 - 14
-        parts.append(f'<circle cx="{tail}" cy="{y}" r="10" fill="{colour}"/>')
-        parts.append(f'<text x="{tail}" y="{y + 4}" font-size="10" font-weight="bold" '
-                     f'text-anchor="middle" fill="#fff" {_FONT}>{arrow.number}</text>')
-        main, _, rest = arrow.label.partition("  ")
-        extra = "  ".join(part for part in (rest, rtt) if part)
-        parts.extend(_arrow_label(main, extra, x1, x2, y, colour))
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+    return parts
+
+
+def _column_shapes(column: Column, layout: _Layout) -> list[str]:
+    """A column's head and its lifeline."""
+    x = layout.centre(column.key)
+    return [
+        f'<rect x="{x - _COLUMN_WIDTH / 2 + 6}" y="36" width="{_COLUMN_WIDTH - 12}" '
+        'height="46" rx="6" fill="#eef3fb" stroke="#1f5fbf"/>',
+        f'<text x="{x}" y="55" font-size="12" font-weight="bold" '
+        f'text-anchor="middle" {_MONO}>{escape(_short(column.title, 26))}</text>',
+        f'<text x="{x}" y="72" font-size="9" text-anchor="middle" fill="#444" '
+        f'{_FONT}>{escape(_short(column.subtitle, 38))}</text>',
+        f'<line x1="{x}" y1="82" x2="{x}" y2="{layout.height - _MARGIN}" '
+        'stroke="#b0b8c8" stroke-dasharray="3 4"/>',
+    ]
+
+
+def _arrow_shapes(arrow: Arrow, layout: _Layout) -> list[str]:
+    """One numbered step: a note (a numbered dot) or an arrow with its label."""
+    y = _row(arrow.number)
+    colour = _COLOURS[arrow.kind]
+    x1, x2 = layout.centre(arrow.source), layout.centre(arrow.target)
+    if x1 == x2:
+        return [
+            f'<circle cx="{x1}" cy="{y}" r="11" fill="{colour}"/>',
+            f'<text x="{x1}" y="{y + 4}" font-size="11" font-weight="bold" '
+            f'text-anchor="middle" fill="#fff" {_FONT}>{arrow.number}</text>',
+            f'<text x="{x1 + 16}" y="{y + 4}" font-size="11" fill="{colour}" '
+            f'font-style="italic" {_MONO}>{escape(arrow.label)}</text>',
+        ]
+    dash = ' stroke-dasharray="6 4"' if arrow.kind is ArrowKind.FAILURE else ""
+    shorten = 4 if x2 > x1 else -4
+    # The number sits at the arrow's tail, so that the head stays visible.
+    tail = x1 + 14 if x2 > x1 else x1 - 14
+    parts = [
+        f'<line x1="{x1}" y1="{y}" x2="{x2 - shorten}" y2="{y}" stroke="{colour}" '
+        f'stroke-width="2"{dash} marker-end="url(#head-{arrow.kind.value})"/>',
+        f'<circle cx="{tail}" cy="{y}" r="10" fill="{colour}"/>',
+        f'<text x="{tail}" y="{y + 4}" font-size="10" font-weight="bold" '
+        f'text-anchor="middle" fill="#fff" {_FONT}>{arrow.number}</text>',
+    ]
+    rtt = f"{arrow.rtt_ms:.1f} ms" if arrow.rtt_ms is not None else ""
+    main, _, rest = arrow.label.partition("  ")
+    extra = "  ".join(part for part in (rest, rtt) if part)
+    return parts + _arrow_label(main, extra, x1, x2, y, colour)
 
 
 def _arrow_label(label: str, extra: str, x1: float, x2: float, y: float,
