@@ -403,53 +403,69 @@ def run_cli(
     if warning is not None:
         click.echo(f"Warning: {warning}", err=True)
     if server_name is not None:
-        try:
-            hints = one_root_server(hints, server_name)
-        except ValueError as exc:
-            raise click.ClickException(f"--server: {exc}") from None
-    server = None
-    if recursive is not None:
-        try:
-            server = parse_server(recursive)
-        except ValueError as exc:
-            raise click.ClickException(f"--recursive: {exc}") from None
+        hints = _pinned_root(hints, server_name)
     styled = not no_color and not as_json and sys.stdout.isatty()
     request = TraceRequest(
         question=question, root_hints=hints, hints_label=str(root_hints),
         upstream_port=upstream_port, tcp=tcp, as_json=as_json, explain=explain,
-        styled=styled, fanout=fanout, recursive=server, more=more,
+        styled=styled, fanout=fanout, recursive=_recursive_server(recursive), more=more,
         qname_minimisation=qname_minimisation, prime_root=server_name is None,
         validation=validation,
     )
     rng = random.Random(seed) if seed is not None else None
-
-    closed = False
-    printed: list[str] = []  # the text trace, for the HTML page under its picture
-
-    def emit(line: str) -> None:
-        nonlocal closed
-        if picture is not None and picture.html is not None:
-            printed.append(click.unstyle(line))
-        if closed:
-            return
-        try:
-            click.echo(line, color=styled)
-        except BrokenPipeError:
-            # The reader left (`| head`): stop writing, quietly, like other tools.
-            closed = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-
+    output = _Output(styled=styled, keep=picture is not None and picture.html is not None)
     try:
-        result = asyncio.run(run_trace(request, emit=emit, rng=rng))
+        result = asyncio.run(run_trace(request, emit=output.emit, rng=rng))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if picture is not None:
         error = write_pictures(picture, result.events, question.name, type_name(question.rtype),
-                               text_trace=printed)
+                               text_trace=output.printed)
         if error:
             click.echo(f"Error: {error}", err=True)
             return EXIT_BAD_INPUT
     if result.error:
         click.echo(f"Error: {result.error}", err=True)
     return result.exit_code
+
+
+def _pinned_root(hints: Delegation, server_name: str) -> Delegation:
+    """`--server`: the hints cut down to that one root server (ClickException if unknown)."""
+    try:
+        return one_root_server(hints, server_name)
+    except ValueError as exc:
+        raise click.ClickException(f"--server: {exc}") from None
+
+
+def _recursive_server(recursive: str | None) -> ServerAddress | None:
+    """`--recursive ADDR[@PORT]`: the server of the recursive contrast (ClickException if bad)."""
+    if recursive is None:
+        return None
+    try:
+        return parse_server(recursive)
+    except ValueError as exc:
+        raise click.ClickException(f"--recursive: {exc}") from None
+
+
+class _Output:
+    """The trace's lines on stdout, as they come; `keep` also keeps them, unstyled, for the
+    HTML page under the picture."""
+
+    def __init__(self, *, styled: bool, keep: bool) -> None:
+        self.styled = styled
+        self.keep = keep
+        self.printed: list[str] = []
+        self.closed = False
+
+    def emit(self, line: str) -> None:
+        if self.keep:
+            self.printed.append(click.unstyle(line))
+        if self.closed:
+            return
+        try:
+            click.echo(line, color=self.styled)
+        except BrokenPipeError:
+            # The reader left (`| head`): stop writing, quietly, like other tools.
+            self.closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
