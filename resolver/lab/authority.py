@@ -247,62 +247,7 @@ class Authority:
         zone = self.zone_for(name)
         if zone is None:
             return Answer(outcome=Outcome.REFUSED, rcode=RCODE.REFUSED, aa=False)
-        answer: list[RR] = []
-        seen = {name}
-        while True:
-            # Step 2: below a zone cut. (Without DO, DS at a cut is referred too; with DO the
-            # parent answers it: signed_answers.)
-            cut = zone.cut_above(name)
-            if cut is not None:
-                if answer:
-                    # A CNAME led below a cut: give the chain so far; the resolver follows it.
-                    return Answer(
-                        outcome=Outcome.ANSWER, rcode=RCODE.NOERROR, aa=True, answer=tuple(answer)
-                    )
-                ns = zone.rrset(cut, QTYPE.NS)
-                return Answer(
-                    outcome=Outcome.REFERRAL,
-                    rcode=RCODE.NOERROR,
-                    aa=False,
-                    authority=tuple(ns),
-                    additional=tuple(zone.addresses_for(_targets(ns))),
-                )
-            if not zone.exists(name):  # step 6
-                return Answer(
-                    outcome=Outcome.NXDOMAIN,
-                    rcode=RCODE.NXDOMAIN,
-                    aa=True,
-                    answer=tuple(answer),
-                    authority=(zone.negative_soa(),),
-                )
-            found = zone.rrsets_at(name) if qtype == QTYPE.ANY else zone.rrset(name, qtype)
-            if found:  # step 3
-                answer.extend(found)
-                return Answer(
-                    outcome=Outcome.ANSWER,
-                    rcode=RCODE.NOERROR,
-                    aa=True,
-                    answer=tuple(answer),
-                    additional=tuple(zone.addresses_for(_targets(found))),
-                )
-            cname = zone.rrset(name, QTYPE.CNAME)
-            if not cname:  # step 5
-                return Answer(
-                    outcome=Outcome.NODATA,
-                    rcode=RCODE.NOERROR,
-                    aa=True,
-                    answer=tuple(answer),
-                    authority=(zone.negative_soa(),),
-                )
-            answer.extend(cname)  # step 4
-            target = to_name(cname[0].rdata.label)
-            if target in seen or not zone.contains(target):
-                # Another zone (or a loop): stop here, the resolver restarts with the target.
-                return Answer(
-                    outcome=Outcome.ANSWER, rcode=RCODE.NOERROR, aa=True, answer=tuple(answer)
-                )
-            seen.add(target)
-            name = target
+        return _answer_in(zone, name, qtype)
 
     def respond(self, wire: bytes, *, transport: Transport) -> bytes | None:
         """Answer one query message; None means "send nothing". Never raises."""
@@ -325,20 +270,14 @@ class Authority:
         # A query has one question, no answers, and at most one OPT in additional (RFC 6891 §6.1.1).
         if qdcount != 1 or ancount or nscount or arcount > 1:
             return _header_only(qid, opcode, rd, RCODE.FORMERR)
-        try:
-            query = _parse_query(wire)
-        except Exception:  # DNSError, but also RecursionError and others on crafted input
-            return _header_only(qid, opcode, rd, RCODE.FORMERR)
-        question = query.q
-        if not _valid_name(question.qname):
+        query = _well_formed_query(wire)
+        if query is None:
             return _header_only(qid, opcode, rd, RCODE.FORMERR)
 
+        question = query.q
         opt = query.ar[0] if query.ar else None
-        if opt is not None and (opt.rtype != QTYPE.OPT or opt.rname.label):
-            return _header_only(qid, opcode, rd, RCODE.FORMERR)  # not an OPT, or not owned by root
         client_size = CLASSIC_UDP_SIZE if opt is None else max(CLASSIC_UDP_SIZE, opt.rclass)
         dnssec_ok = opt is not None and bool(opt.ttl & _DO_BIT)  # RFC 3225 §3
-
         reply = DNSRecord(
             DNSHeader(id=qid, qr=1, rd=rd >> 8),
             q=DNSQuestion(question.qname, question.qtype, question.qclass),
@@ -346,6 +285,16 @@ class Authority:
         if opt is not None and (opt.ttl >> 16) & 0xFF != 0:
             reply.add_ar(EDNS0(udp_len=EDNS_UDP_SIZE, ext_rcode=_BADVERS >> 4))  # RFC 6891 §6.1.3
             return bytes(reply.pack())
+        self._answer_into(reply, question, dnssec_ok=dnssec_ok)
+        if opt is not None:
+            # RFC 3225 §3: the DO bit is copied into the reply.
+            reply.add_ar(EDNS0(udp_len=EDNS_UDP_SIZE, flags="do" if dnssec_ok else ""))
+        limit = (min(client_size, EDNS_UDP_SIZE) if transport is Transport.UDP
+                 else MAX_MESSAGE_OCTETS)
+        return _packed_within(reply, limit)
+
+    def _answer_into(self, reply: DNSRecord, question: DNSQuestion, *, dnssec_ok: bool) -> None:
+        """Set the rcode and fill the sections of `reply` to `question`."""
         if question.qclass != CLASS.IN:
             reply.header.rcode = RCODE.REFUSED  # the lab has class IN data only
         elif question.qtype == QTYPE.OPT:
@@ -362,21 +311,86 @@ class Authority:
                 reply.add_auth(rr)
             for rr in answer.additional:
                 reply.add_ar(rr)
-        if opt is not None:
-            # RFC 3225 §3: the DO bit is copied into the reply.
-            reply.add_ar(EDNS0(udp_len=EDNS_UDP_SIZE, flags="do" if dnssec_ok else ""))
 
-        packed = bytes(reply.pack())
-        limit = (min(client_size, EDNS_UDP_SIZE) if transport is Transport.UDP
-                 else MAX_MESSAGE_OCTETS)
-        if len(packed) <= limit:
-            return packed
-        # Too big: header, question (and OPT) only, with TC=1; the client retries over TCP
-        # (RFC 1035 §4.2.1, RFC 6891 §7, RFC 7766 §5).
-        reply.rr, reply.auth = [], []
-        reply.ar = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
-        reply.header.tc = 1
-        return bytes(reply.pack())
+
+def _answer_in(zone: Zone, name: Name, qtype: int) -> Answer:
+    """RFC 1034 §4.3.2 steps 2 to 6 in `zone`, which holds `name`, following CNAMEs while
+    their targets stay in the zone."""
+    answer: list[RR] = []
+    seen = {name}
+    while True:
+        # Step 2: below a zone cut. (Without DO, DS at a cut is referred too; with DO the
+        # parent answers it: signed_answers.)
+        cut = zone.cut_above(name)
+        if cut is not None:
+            if answer:
+                # A CNAME led below a cut: give the chain so far; the resolver follows it.
+                return _cname_chain(answer)
+            return _referral(zone, cut)
+        if not zone.exists(name):  # step 6
+            return _negative(zone, Outcome.NXDOMAIN, RCODE.NXDOMAIN, answer)
+        found = zone.rrsets_at(name) if qtype == QTYPE.ANY else zone.rrset(name, qtype)
+        if found:  # step 3
+            answer.extend(found)
+            return Answer(
+                outcome=Outcome.ANSWER,
+                rcode=RCODE.NOERROR,
+                aa=True,
+                answer=tuple(answer),
+                additional=tuple(zone.addresses_for(_targets(found))),
+            )
+        cname = zone.rrset(name, QTYPE.CNAME)
+        if not cname:  # step 5
+            return _negative(zone, Outcome.NODATA, RCODE.NOERROR, answer)
+        answer.extend(cname)  # step 4
+        target = to_name(cname[0].rdata.label)
+        if target in seen or not zone.contains(target):
+            # Another zone (or a loop): stop here, the resolver restarts with the target.
+            return _cname_chain(answer)
+        seen.add(target)
+        name = target
+
+
+def _referral(zone: Zone, cut: Name) -> Answer:
+    """The child's NS records, not authoritative, with the addresses the zone holds for them
+    (the glue)."""
+    ns = zone.rrset(cut, QTYPE.NS)
+    return Answer(
+        outcome=Outcome.REFERRAL,
+        rcode=RCODE.NOERROR,
+        aa=False,
+        authority=tuple(ns),
+        additional=tuple(zone.addresses_for(_targets(ns))),
+    )
+
+
+def _negative(zone: Zone, outcome: Outcome, rcode: int, cnames: list[RR]) -> Answer:
+    """NXDOMAIN or NODATA, after the CNAMEs that led there, with the zone's SOA (RFC 2308 §2)."""
+    return Answer(
+        outcome=outcome,
+        rcode=rcode,
+        aa=True,
+        answer=tuple(cnames),
+        authority=(zone.negative_soa(),),
+    )
+
+
+def _cname_chain(cnames: list[RR]) -> Answer:
+    """An authoritative answer of CNAMEs only: the resolver goes on with the last target."""
+    return Answer(outcome=Outcome.ANSWER, rcode=RCODE.NOERROR, aa=True, answer=tuple(cnames))
+
+
+def _packed_within(reply: DNSRecord, limit: int) -> bytes:
+    """The reply's wire form, if it fits in `limit` octets; else header, question (and OPT)
+    only, with TC=1, and the client retries over TCP (RFC 1035 §4.2.1, RFC 6891 §7,
+    RFC 7766 §5)."""
+    packed = bytes(reply.pack())
+    if len(packed) <= limit:
+        return packed
+    reply.rr, reply.auth = [], []
+    reply.ar = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+    reply.header.tc = 1
+    return bytes(reply.pack())
 
 
 class _OctetBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib has no type hints
@@ -426,6 +440,21 @@ def _parse_query(wire: bytes) -> DNSRecord:
     question = DNSQuestion.parse(buffer)
     additional = [RR.parse(buffer) for _ in range(header.ar)]
     return DNSRecord(header, [question], [], auth=[], ar=additional)
+
+
+def _well_formed_query(wire: bytes) -> DNSRecord | None:
+    """The query, parsed, if its name is valid and its additional record, if any, an OPT
+    owned by the root; None: FORMERR."""
+    try:
+        query = _parse_query(wire)
+    except Exception:  # DNSError, but also RecursionError and others on crafted input
+        return None
+    if not _valid_name(query.q.qname):
+        return None
+    opt = query.ar[0] if query.ar else None
+    if opt is not None and (opt.rtype != QTYPE.OPT or opt.rname.label):
+        return None  # not an OPT, or not owned by root
+    return query
 
 
 def _valid_name(name: DNSLabel) -> bool:
