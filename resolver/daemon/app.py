@@ -2,13 +2,14 @@
 
 The only place that picks concrete implementations: the monotonic clock, the system's
 unpredictable random source (RFC 5452 §9.2), the asyncio network. Tests and the
-replay harness build the same objects with their own clock and network.
+replay harness build the same objects with their own clock and network. The start-up
+steps that can fail on the operator's setup are in resolver.daemon.startup, the policy
+put in force at start and on SIGHUP in resolver.daemon.policy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import os
@@ -27,15 +28,19 @@ from resolver.daemon.collector import (
     freeze_at_intervals,
     raise_young_threshold,
 )
-from resolver.daemon.config import ListenAddress, ServeConfig, SystemSettings
-from resolver.daemon.control import (
-    ControlError,
-    ControlServer,
-    default_socket_path,
-    worker_socket_path,
-)
+from resolver.daemon.config import ServeConfig, SystemSettings
+from resolver.daemon.control import ControlServer
 from resolver.daemon.metrics import CountingNetwork, MetricsServer
+from resolver.daemon.policy import install_policy, reload_policy
 from resolver.daemon.runtime_watch import RuntimeWatch
+from resolver.daemon.startup import (
+    StartupError,
+    drop_privileges,
+    host_port,
+    start_control,
+    start_encrypted_listeners,
+    start_metrics,
+)
 from resolver.dns.wire import Question, Rcode, RRType
 from resolver.engine.cache import RecordCache
 from resolver.engine.cache_budget import split_bytes
@@ -44,18 +49,14 @@ from resolver.engine.driver import Clock
 from resolver.engine.network import Network
 from resolver.engine.resolution import SharedState
 from resolver.engine.selection import ServerSelection
-from resolver.server.acl import AccessControl
 from resolver.server.answer_cache import AnswerCache
 from resolver.server.handler import QueryHandler
-from resolver.server.local_zones import LocalZones, RebindingGuard
 from resolver.server.metrics import (
-    DEFAULT_METRICS_PORT,
     Family,
     Metrics,
     core_families,
     counter,
 )
-from resolver.server.ratelimit import IpRateLimiter
 from resolver.service.prefetch import PREFETCH_FRACTION
 from resolver.service.resolver_service import ResolverService
 from resolver.upstream.randomness import PooledSystemRandom
@@ -63,6 +64,12 @@ from resolver.upstream.randomness import PooledSystemRandom
 if TYPE_CHECKING:
     from resolver.daemon.encrypted import EncryptedListeners
     from resolver.server.fast_path import FastListener
+    from resolver.service.cachedb_tier import CacheDbSettings, CacheDbTier
+    from resolver.upstream.forwarding import ForwardLoopGuard
+
+# StartupError, drop_privileges and install_policy live in resolver.daemon.startup and
+# resolver.daemon.policy; the callers of the composition root find them here too.
+__all__ = ["App", "StartupError", "build", "drop_privileges", "install_policy", "run", "serve"]
 
 log = logging.getLogger("resolver")
 T = TypeVar("T")
@@ -109,15 +116,7 @@ def build(
         configured_zones = forwarding.configured_zones(
             config.forwarding, default_port=config.engine.upstream_port
         )
-    if network is None:
-        from resolver.upstream.exchange import MAX_OUTSTANDING, AsyncioNetwork
-
-        _raise_descriptor_limit(2 * MAX_OUTSTANDING + 1024)
-        network = AsyncioNetwork(tls_ca_file=config.forwarding.tls_ca_file)
-    loop_guard = None
-    if configured_zones:  # upstreams with their own port or TLS name; loop and RA checks
-        loop_guard = forwarding.ForwardLoopGuard(clock=clock)
-        network = forwarding.ForwardingNetwork(network, loop_guard)
+    network, loop_guard = _upstream_network(config, network, configured_zones, clock)
     metrics = Metrics()
     network = CountingNetwork(network, metrics)
     state = SharedState(
@@ -137,7 +136,43 @@ def build(
         forward_first_zones=forward_first,
         wall_clock=wall_clock,
     )
-    answers = AnswerCache(
+    answers = _answer_cache(config, state, clock)
+    state.cache.flush_listeners.append(answers.clear)
+    handler = QueryHandler(service, loop_guard=loop_guard, answers=answers, metrics=metrics,
+                           max_udp_reply=config.max_udp_size)
+    if config.cachedb is not None:
+        handler.cachedb = _start_cachedb(config, config.cachedb, metrics)
+    install_policy(handler, config.system)
+    metrics.add_collector(lambda: core_families(
+        queries=handler.queries, rcodes=handler.rcodes, service=service.stats(),
+        answer_cache_hits=answers.hits, answer_cache_entries=len(answers),
+        answer_cache_bytes=answers.size_bytes))
+    return App(service=service, handler=handler, state=state)
+
+
+def _upstream_network(
+    config: ServeConfig, network: Network | None, configured_zones: dict[str, Delegation],
+    clock: Clock,
+) -> tuple[Network, ForwardLoopGuard | None]:
+    """The network the engine asks through (the asyncio one unless given) and, with forward
+    or stub zones, the guard against forwarding loops that it then goes through."""
+    from resolver.upstream import forwarding
+
+    if network is None:
+        from resolver.upstream.exchange import MAX_OUTSTANDING, AsyncioNetwork
+
+        _raise_descriptor_limit(2 * MAX_OUTSTANDING + 1024)
+        network = AsyncioNetwork(tls_ca_file=config.forwarding.tls_ca_file)
+    if not configured_zones:
+        return network, None
+    # Upstreams with their own port or TLS name; loop and RA checks.
+    loop_guard = forwarding.ForwardLoopGuard(clock=clock)
+    return forwarding.ForwardingNetwork(network, loop_guard), loop_guard
+
+
+def _answer_cache(config: ServeConfig, state: SharedState, clock: Clock) -> AnswerCache:
+    """The cache of whole replies in front of the engine, with its share of the cache bytes."""
+    return AnswerCache(
         clock=clock,
         max_entries=config.cache.max_entries,
         max_bytes=(split_bytes(config.cache.max_bytes)[1]
@@ -147,38 +182,17 @@ def build(
         round_robin=config.cache.rrset_roundrobin,
         max_udp_reply=config.max_udp_size,
     )
-    state.cache.flush_listeners.append(answers.clear)
-    handler = QueryHandler(service, loop_guard=loop_guard, answers=answers, metrics=metrics,
-                           max_udp_reply=config.max_udp_size)
-    if config.cachedb is not None:
-        from resolver.daemon.cachedb_redis import start_cachedb
-
-        stale_window = config.cache.max_stale_ttl_s if config.cache.stale_answer_enable else 0
-        handler.cachedb = start_cachedb(config.cachedb, stale_window_s=stale_window,
-                                        stale_ttl_s=config.cache.stale_answer_ttl_s,
-                                        max_ttl_s=config.cache.max_ttl_s, metrics=metrics)
-    install_policy(handler, config.system)
-    metrics.add_collector(lambda: core_families(
-        queries=handler.queries, rcodes=handler.rcodes, service=service.stats(),
-        answer_cache_hits=answers.hits, answer_cache_entries=len(answers),
-        answer_cache_bytes=answers.size_bytes))
-    return App(service=service, handler=handler, state=state)
 
 
-def install_policy(handler: QueryHandler, system: SystemSettings) -> None:
-    """Put the access control, local zones, rebinding protection, rate limit and query log of
-    `system` in force, at start and on SIGHUP. Everything is built before anything is
-    installed: a bad setting (ValueError, OSError) leaves the handler as it was."""
-    access = AccessControl.from_texts(system.access_control)
-    local_zones = LocalZones.from_settings(system.local_zones, system.local_data,
-                                           system.hosts_files)
-    rebinding = RebindingGuard.from_settings(system.private_addresses, system.private_domains)
-    ratelimit = handler.ratelimit
-    if ratelimit is None or ratelimit.qps != system.ip_ratelimit:  # same rate: keep the buckets
-        ratelimit = IpRateLimiter(system.ip_ratelimit) if system.ip_ratelimit else None
-    handler.access, handler.local_zones, handler.rebinding = access, local_zones, rebinding
-    handler.ratelimit, handler.log_queries = ratelimit, system.log_queries
-    handler.answers.clear()  # replies stored under the previous policy
+def _start_cachedb(config: ServeConfig, settings: CacheDbSettings, metrics: Metrics
+                   ) -> CacheDbTier:
+    """The shared second-level cache (`--cachedb`), with the stale window of the cache."""
+    from resolver.daemon.cachedb_redis import start_cachedb
+
+    stale_window = config.cache.max_stale_ttl_s if config.cache.stale_answer_enable else 0
+    return start_cachedb(settings, stale_window_s=stale_window,
+                         stale_ttl_s=config.cache.stale_answer_ttl_s,
+                         max_ttl_s=config.cache.max_ttl_s, metrics=metrics)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -212,8 +226,6 @@ async def serve(
     SIGHUP calls `reload` for the configuration as it now reads (the file re-read, the
     command line over it) and puts its policy in force without touching the caches.
     """
-    from resolver.server.fast_path import FastListener as Listener
-
     as_started = config
     config, root_hints = _prepared(config)
     app = build(config, root_hints=root_hints)
@@ -222,6 +234,47 @@ async def serve(
         keeper.load()  # before the listener answers: the first clients see the old cache
     if app.handler.cachedb is not None:  # connected before the first client asks
         await app.handler.cachedb.warm_up(timeout_s=2.0)
+    listener, encrypted = await _start_listeners(app, config, reuse_port, worker_index)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    _log_listening(listener, config.root_hints_file)
+    watch = _watch_runtime(app.handler.metrics or Metrics(), listener)
+    try:
+        metrics_server = await start_metrics(app.handler, config.system, reuse_port)
+        control = await start_control(app.service, app.handler, config.control_socket,
+                                      worker_index)
+        _run_as_configured_user(config.system)  # every privileged socket is bound by now
+    except StartupError:
+        await listener.stop()
+        raise
+
+    def on_sighup() -> None:
+        reload_policy(app.handler, as_started, reload)
+        if encrypted is not None:
+            encrypted.reload_certificates()
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    if ready is not None:
+        ready.set()
+    chores = _Chores.start(app, config, keeper, stop)
+    try:
+        await stop.wait()
+    finally:
+        chores.end_timed()
+        watch.stop()
+        stop.set()  # also when leaving on an error: the timed saves end
+        await _shut_down(app, _Servers(listener, encrypted, metrics_server, control),
+                         keeper, chores)
+
+
+async def _start_listeners(
+    app: App, config: ServeConfig, reuse_port: bool, worker_index: int | None
+) -> tuple[FastListener, EncryptedListeners | None]:
+    """The UDP and TCP listener, then the encrypted ones; if these fail, the first stops."""
+    from resolver.server.fast_path import FastListener as Listener
+
     listener = Listener(
         app.handler,
         [(addr.ip, addr.port) for addr in config.listen],
@@ -231,82 +284,110 @@ async def serve(
     )
     await listener.start()
     try:
-        encrypted = await _start_encrypted(app, config, (worker_index or 0) if reuse_port else None)
+        encrypted = await start_encrypted_listeners(
+            app.handler, config.encrypted, (worker_index or 0) if reuse_port else None)
     except BaseException:
         await listener.stop()
         raise
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    bound = ", ".join(sorted({_fmt(ip, port) for ip, port, _ in listener.bound_addresses}))
-    log.info("resolver listening on %s (UDP and TCP), root hints %s",
-             bound, config.root_hints_file)
-    metrics = app.handler.metrics or Metrics()
+    return listener, encrypted
+
+
+def _log_listening(listener: FastListener, root_hints_file: str) -> None:
+    bound = ", ".join(sorted({host_port(ip, port) for ip, port, _ in listener.bound_addresses}))
+    log.info("resolver listening on %s (UDP and TCP), root hints %s", bound, root_hints_file)
+
+
+def _run_as_configured_user(system: SystemSettings) -> None:
+    """Switch to `--user` (Unbound's username), if given; StartupError if that fails."""
+    if system.username is not None:
+        drop_privileges(system.username)
+        log.info("running as user %s", system.username)
+
+
+def _watch_runtime(metrics: Metrics, listener: FastListener) -> RuntimeWatch:
+    """Collections and loop stalls (resolver.daemon.runtime_watch) and the listener's own
+    counters, counted for /metrics from now on."""
     watch = RuntimeWatch()
     watch.start()
     metrics.add_collector(watch.families)
     metrics.add_collector(lambda: _listener_counters(listener))
-    try:
-        metrics_server = await _start_metrics(app, config, reuse_port)
-    except StartupError:
-        await listener.stop()
-        raise
-    control = await _start_control(app, config, worker_index)
-    if config.system.username is not None:
-        try:  # every privileged socket is bound by now (Unbound's username)
-            drop_privileges(config.system.username)
-        except StartupError:
-            await listener.stop()
-            raise
-        log.info("running as user %s", config.system.username)
-    def on_sighup() -> None:
-        _reload(app, as_started, reload)
-        if encrypted is not None:
-            encrypted.reload_certificates()
+    return watch
 
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    if ready is not None:
-        ready.set()
-    priming = asyncio.create_task(_check_root(app, config))
-    saving = asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None
-    freezing = asyncio.create_task(freeze_at_intervals(stop))  # no full-collection pauses
-    pacing = asyncio.create_task(collect_young_at_intervals(stop))  # short young ones
-    unfreeze = freeze_after_collections()
-    thresholds = raise_young_threshold()
-    cachedb = app.handler.cachedb
-    writing = asyncio.create_task(cachedb.run_writer()) if cachedb is not None else None
-    if cachedb is not None:
-        log.info("cachedb %s: read on a miss, within %g ms; written behind",
-                 cachedb.store.description, cachedb.settings.read_budget_ms)
-    try:
-        await stop.wait()
-    finally:
-        priming.cancel()
-        freezing.cancel()
-        pacing.cancel()
-        unfreeze()
-        gc.set_threshold(*thresholds)
-        watch.stop()
-        stop.set()  # also when leaving on an error: the timed saves end
-        log.info("shutting down: no new queries; up to 2 s for those in flight")
-        await listener.stop(drain_s=2.0)
-        if encrypted is not None:
-            await encrypted.stop()
-        if keeper is not None and saving is not None:
-            await saving  # a timed save under way is finished, then the final one
-            if await keeper.save():
-                log.info("cache saved to %s", keeper.path)
-        if metrics_server is not None:
-            await metrics_server.stop()
-        if control is not None:
-            await control.stop()
-        if cachedb is not None and writing is not None:
-            writing.cancel()
-            await cachedb.close(drain_s=1.0)
-        close_network = getattr(app.service.network, "close", None)
-        if close_network is not None:  # connections kept for reuse (DNS over TLS)
-            await close_network()
+
+@dataclass(frozen=True, slots=True)
+class _Servers:
+    """What serves clients and operators once started, stopped at shutdown in this order."""
+
+    listener: FastListener
+    encrypted: EncryptedListeners | None
+    metrics: MetricsServer | None
+    control: ControlServer | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Chores:
+    """What runs beside the servers until the stop: the root check, the timed cache saves,
+    the collector's pacing (no full-collection pauses, short young ones) and the writer
+    of the shared cache."""
+
+    priming: asyncio.Task[None]
+    saving: asyncio.Task[None] | None
+    freezing: asyncio.Task[None]
+    pacing: asyncio.Task[None]
+    unfreeze: Callable[[], None]
+    thresholds: tuple[int, int, int]  # the collector's own, put back at the end
+    cachedb: CacheDbTier | None
+    writing: asyncio.Task[None] | None
+
+    @classmethod
+    def start(cls, app: App, config: ServeConfig, keeper: CacheFileKeeper | None,
+              stop: asyncio.Event) -> _Chores:
+        cachedb = app.handler.cachedb
+        chores = cls(
+            priming=asyncio.create_task(_check_root(app, config)),
+            saving=asyncio.create_task(keeper.save_until(stop)) if keeper is not None else None,
+            freezing=asyncio.create_task(freeze_at_intervals(stop)),
+            pacing=asyncio.create_task(collect_young_at_intervals(stop)),
+            unfreeze=freeze_after_collections(),
+            thresholds=raise_young_threshold(),
+            cachedb=cachedb,
+            writing=asyncio.create_task(cachedb.run_writer()) if cachedb is not None else None,
+        )
+        if cachedb is not None:
+            log.info("cachedb %s: read on a miss, within %g ms; written behind",
+                     cachedb.store.description, cachedb.settings.read_budget_ms)
+        return chores
+
+    def end_timed(self) -> None:
+        """Cancel the root check and the collector's pacing; the collector as it was."""
+        self.priming.cancel()
+        self.freezing.cancel()
+        self.pacing.cancel()
+        self.unfreeze()
+        gc.set_threshold(*self.thresholds)
+
+
+async def _shut_down(app: App, servers: _Servers, keeper: CacheFileKeeper | None,
+                     chores: _Chores) -> None:
+    """Stop listening, give the queries in flight up to 2 s, save the cache, close the rest."""
+    log.info("shutting down: no new queries; up to 2 s for those in flight")
+    await servers.listener.stop(drain_s=2.0)
+    if servers.encrypted is not None:
+        await servers.encrypted.stop()
+    if keeper is not None and chores.saving is not None:
+        await chores.saving  # a timed save under way is finished, then the final one
+        if await keeper.save():
+            log.info("cache saved to %s", keeper.path)
+    if servers.metrics is not None:
+        await servers.metrics.stop()
+    if servers.control is not None:
+        await servers.control.stop()
+    if chores.cachedb is not None and chores.writing is not None:
+        chores.writing.cancel()
+        await chores.cachedb.close(drain_s=1.0)
+    close_network = getattr(app.service.network, "close", None)
+    if close_network is not None:  # connections kept for reuse (DNS over TLS)
+        await close_network()
 
 
 def _prepared(config: ServeConfig) -> tuple[ServeConfig, Delegation]:
@@ -335,117 +416,6 @@ def _listener_counters(listener: FastListener) -> list[Family]:
         counter("resolver_tcp_rejected_total", "TCP connections closed at once: too many open.",
                 listener.tcp_rejected),
     ]
-
-
-class StartupError(Exception):
-    """The server cannot start as configured; the message is one line for the operator."""
-
-
-async def _start_encrypted(app: App, config: ServeConfig, worker_index: int | None
-                           ) -> EncryptedListeners | None:
-    """DoT, DoH and DoQ listeners (resolver.daemon.encrypted), if configured; a worker
-    (`worker_index` not None) shares their addresses with the others."""
-    from resolver.daemon.encrypted import start_encrypted
-    from resolver.server.tls_context import CertificateError
-
-    try:
-        return await start_encrypted(app.handler, config.encrypted, worker_index=worker_index)
-    except CertificateError as exc:
-        raise StartupError(str(exc)) from None
-    except OSError as exc:  # the message names the listener and the address
-        raise StartupError(exc.strerror or str(exc)) from None
-
-
-async def _start_metrics(app: App, config: ServeConfig, worker: bool) -> MetricsServer | None:
-    """The Prometheus endpoint (`--metrics ADDR:PORT`), if configured."""
-    if config.system.metrics is None or app.handler.metrics is None:
-        return None
-    if worker:  # the workers would race for the one port, each with only its own counts
-        log.warning("--metrics is not served with --workers above 1 (each worker counts "
-                    "alone); run one worker to scrape it")
-        return None
-    address = ListenAddress.parse(config.system.metrics, default_port=DEFAULT_METRICS_PORT)
-    server = MetricsServer(app.handler.metrics, address.ip, address.port)
-    try:
-        await server.start()
-    except OSError as exc:
-        reason = ("the address is already in use" if exc.errno == errno.EADDRINUSE
-                  else exc.strerror or str(exc))
-        raise StartupError(f"cannot serve metrics on {address}: {reason}") from None
-    log.info("metrics on http://%s/metrics", _fmt(address.ip, server.port))
-    return server
-
-
-def drop_privileges(username: str) -> None:
-    """Become `username` (its uid, gid and groups) for good; StartupError if that fails."""
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(username)
-    except KeyError:
-        raise StartupError(f"cannot run as user {username!r}: no such user") from None
-    if os.geteuid() == entry.pw_uid:
-        return
-    if os.geteuid() != 0:
-        raise StartupError(f"cannot switch to user {username!r}: only root can (start as "
-                           f"root, or leave out --user)")
-    try:
-        os.initgroups(username, entry.pw_gid)
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)  # last: after it nothing can be taken back
-    except OSError as exc:
-        raise StartupError(f"cannot switch to user {username!r}: {exc.strerror}") from None
-
-
-def _reload(app: App, as_started: ServeConfig, reload: Callable[[], ServeConfig] | None) -> None:
-    """SIGHUP: re-read the configuration; apply the policy, keep the caches."""
-    from resolver.daemon.config_file import ConfigFileError, needs_restart
-
-    if reload is None:
-        log.info("SIGHUP: nothing to reload (the configuration came from the command line; "
-                 "use --config FILE)")
-        return
-    try:
-        new = reload()
-        install_policy(app.handler, new.system)
-        # Stored replies were shaped by the old policy (local data, private addresses).
-        app.handler.answers.clear()
-    except Exception as exc:  # the running configuration stays: say why, one line each
-        lines = exc.errors if isinstance(exc, ConfigFileError) else [str(exc)]
-        for line in lines:
-            log.error("reload failed, nothing changed: %s", line)
-        return
-    logging.getLogger().setLevel(logging.DEBUG if new.system.verbose else logging.INFO)
-    for name in needs_restart(as_started, new):
-        log.warning("reload: %s changed, but takes effect only after a restart (listen "
-                    "addresses, ports, caches and upstreams are set up at start)", name)
-    system = new.system
-    log.info("configuration reloaded from %s: %d access-control rules, %d local zones, "
-             "%d local-data records, ip-ratelimit %s, log-queries %s; the cache is kept",
-             system.config_file or "the command line", len(system.access_control),
-             len(system.local_zones), len(system.local_data), system.ip_ratelimit or "off",
-             "on" if system.log_queries else "off")
-
-
-async def _start_control(
-    app: App, config: ServeConfig, worker_index: int | None
-) -> ControlServer | None:
-    """The local control channel (`resolver cache ...`); serving DNS does not depend on it.
-
-    With several workers, each has its own: worker 0 on the configured path, worker N on
-    that path with ".N" appended (control.worker_socket_path); the client asks them all.
-    """
-    path = Path(config.control_socket) if config.control_socket else default_socket_path()
-    if worker_index:
-        path = worker_socket_path(path, worker_index)
-    control = ControlServer(path, app.service, app.handler)
-    try:
-        await control.start()
-    except ControlError as exc:
-        log.warning("no control channel: %s", exc)
-        return None
-    log.info("control channel on %s", path)
-    return control
 
 
 def _cache_file_keeper(
@@ -504,7 +474,3 @@ def _unreachable_hints_advice(config: ServeConfig) -> str:
     return (f"the root hints in {path} are unreachable from here. To try the resolver "
             "offline, run `resolver lab --hints-file lab.hints` and start it with "
             "--root-hints lab.hints")
-
-
-def _fmt(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
