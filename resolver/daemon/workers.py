@@ -25,14 +25,20 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from resolver.daemon.config import ServeConfig
 
 if TYPE_CHECKING:  # multiprocessing costs megabytes of RSS: imported only to start workers
+    from multiprocessing.context import ForkContext
     from multiprocessing.process import BaseProcess
 
 log = logging.getLogger("resolver")
+
+#: What signal.signal returns: the handler a signal had.
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 #: How long workers get to drain and exit after the parent forwarded a stop signal.
 STOP_GRACE_S = 10.0
@@ -83,7 +89,6 @@ def run_workers(
     SIGHUP is passed on to every worker, which reloads its configuration with `reload`.
     """
     import multiprocessing
-    from multiprocessing.connection import wait
 
     if any(address.port == 0 for address in config.listen):
         log.error("--workers needs explicit ports: with port 0 each worker would get its own")
@@ -91,32 +96,8 @@ def run_workers(
     # fork: the workers start from this process's configuration, with no event loop running yet.
     context = multiprocessing.get_context("fork")
     # Signals are caught before any worker exists, so none can be orphaned by an early one.
-    wake_read, wake_write = socket.socketpair()
-    wake_write.setblocking(False)
-    received: list[int] = []
-    reloads: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        (reloads if signum == signal.SIGHUP else received).append(signum)
-
-    previous = {
-        sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    }
-    previous_fd = signal.set_wakeup_fd(wake_write.fileno())
-    processes: list[BaseProcess] = []
-    started_at: list[float] = []
-    restarts: list[float] = []
-
-    def start(index: int) -> BaseProcess:
-        process = context.Process(
-            target=_worker_main,
-            args=(config, index, os.getpid(), reload),
-            name=f"resolver-worker-{index}",
-        )
-        process.start()
-        log.info("worker %d started (pid %d)", index, process.pid)
-        return process
-
+    signals = _CaughtSignals.install()
+    pool = _Pool(context, config, reload)
     try:
         try:
             probe_addresses_free(config)
@@ -127,44 +108,121 @@ def run_workers(
             log.error("cannot bind the listen addresses: %s", exc.strerror or exc)
             return 2
         for index in range(workers):
-            if received:
+            if signals.stops:
                 break
-            processes.append(start(index))
-            started_at.append(time.monotonic())
-        failed = False
-        while not received and not failed:
-            ready = wait([wake_read, *(p.sentinel for p in processes)])
-            for index, process in enumerate(processes):
-                if process.exitcode is None or received:
-                    continue
-                now = time.monotonic()
-                lived = now - started_at[index]
-                restarts[:] = [t for t in restarts if now - t < 60.0]
-                if lived < MIN_UPTIME_S or len(restarts) >= MAX_RESTARTS_PER_MINUTE:
-                    log.error("worker %s (pid %d) stopped with status %s after %.1f s; "
-                              "stopping all", process.name, process.pid, process.exitcode, lived)
-                    failed = True
-                    break
-                log.error("worker %s (pid %d) died with status %s after %.0f s; restarting it",
-                          process.name, process.pid, process.exitcode, lived)
-                restarts.append(now)
-                processes[index] = start(index)
-                started_at[index] = now
-            if wake_read in ready:
-                _drain(wake_read)
-            while reloads and not received:
-                reloads.pop()
-                for worker in processes:
-                    if worker.exitcode is None and worker.pid is not None:
-                        os.kill(worker.pid, signal.SIGHUP)
-        return 1 if failed else 0
+            pool.add(index)
+        return 1 if _supervise(pool, signals) else 0
     finally:
-        _stop_all(processes)
-        signal.set_wakeup_fd(previous_fd)
-        for sig, handler in previous.items():
+        _stop_all(pool.processes)
+        signals.restore()
+
+
+@dataclass(frozen=True, slots=True)
+class _CaughtSignals:
+    """SIGTERM, SIGINT and SIGHUP as the parent catches them: each noted in a list, and the
+    interpreter writes a byte to `wake_write` (signal.set_wakeup_fd) to end the wait."""
+
+    wake_read: socket.socket
+    wake_write: socket.socket
+    stops: list[int]  # SIGTERM and SIGINT received
+    reloads: list[int]  # SIGHUPs not yet passed on
+    previous: dict[signal.Signals, _Handler]  # the handlers before, put back at the end
+    previous_fd: int
+
+    @classmethod
+    def install(cls) -> _CaughtSignals:
+        """Catch the three signals from now on, in place of their handlers until `restore`."""
+        wake_read, wake_write = socket.socketpair()
+        wake_write.setblocking(False)
+        stops: list[int] = []
+        reloads: list[int] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            (reloads if signum == signal.SIGHUP else stops).append(signum)
+
+        previous = {sig: signal.signal(sig, on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        previous_fd = signal.set_wakeup_fd(wake_write.fileno())
+        return cls(wake_read, wake_write, stops, reloads, previous, previous_fd)
+
+    def restore(self) -> None:
+        """The handlers and wake-up descriptor as they were; the wake-up sockets closed."""
+        signal.set_wakeup_fd(self.previous_fd)
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-        wake_read.close()
-        wake_write.close()
+        self.wake_read.close()
+        self.wake_write.close()
+
+
+class _Pool:
+    """The worker processes, one per slot, with when each started and the recent restarts."""
+
+    def __init__(self, context: ForkContext, config: ServeConfig,
+                 reload: Callable[[], ServeConfig] | None) -> None:
+        self._context = context
+        self._config = config
+        self._reload = reload
+        self.processes: list[BaseProcess] = []
+        self._started_at: list[float] = []
+        self._restarts: list[float] = []
+
+    def add(self, index: int) -> None:
+        """Start the worker of a new slot, `index`."""
+        self.processes.append(self._start(index))
+        self._started_at.append(time.monotonic())
+
+    def _start(self, index: int) -> BaseProcess:
+        process = self._context.Process(
+            target=_worker_main,
+            args=(self._config, index, os.getpid(), self._reload),
+            name=f"resolver-worker-{index}",
+        )
+        process.start()
+        log.info("worker %d started (pid %d)", index, process.pid)
+        return process
+
+    def restart_dead(self, stops: list[int]) -> bool:
+        """Restart each worker that died after it was serving, unless a stop signal came;
+        True when one stopped within MIN_UPTIME_S of its start, or restarts come more often
+        than MAX_RESTARTS_PER_MINUTE: then the parent stops them all."""
+        for index, process in enumerate(self.processes):
+            if process.exitcode is None or stops:
+                continue
+            now = time.monotonic()
+            lived = now - self._started_at[index]
+            self._restarts[:] = [t for t in self._restarts if now - t < 60.0]
+            if lived < MIN_UPTIME_S or len(self._restarts) >= MAX_RESTARTS_PER_MINUTE:
+                log.error("worker %s (pid %d) stopped with status %s after %.1f s; "
+                          "stopping all", process.name, process.pid, process.exitcode, lived)
+                return True
+            log.error("worker %s (pid %d) died with status %s after %.0f s; restarting it",
+                      process.name, process.pid, process.exitcode, lived)
+            self._restarts.append(now)
+            self.processes[index] = self._start(index)
+            self._started_at[index] = now
+        return False
+
+    def pass_on_sighup(self) -> None:
+        """SIGHUP to every live worker: each reloads its own configuration."""
+        for worker in self.processes:
+            if worker.exitcode is None and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGHUP)
+
+
+def _supervise(pool: _Pool, signals: _CaughtSignals) -> bool:
+    """Wait for a signal or a worker's end until a stop signal; True if the workers failed."""
+    from multiprocessing.connection import wait
+
+    failed = False
+    while not signals.stops and not failed:
+        ready = wait([signals.wake_read, *(p.sentinel for p in pool.processes)])
+        failed = pool.restart_dead(signals.stops)
+        if signals.wake_read in ready:
+            _drain(signals.wake_read)
+        while signals.reloads and not signals.stops:
+            signals.reloads.pop()
+            pool.pass_on_sighup()
+    return failed
 
 
 def _drain(sock: socket.socket) -> None:
