@@ -17,14 +17,7 @@ import dnslib
 import dnslib.dns
 
 from resolver.dns.header import TTL_SIGN_BIT, HeaderFlag
-from resolver.dns.scanner import (
-    HEADER_LEN,
-    MalformedMessage,
-    ScannedMessage,
-    presentation,
-    scan_labels,
-    scan_message,
-)
+from resolver.dns.scanner import HEADER_LEN, MalformedMessage, ScannedMessage, scan_message
 from resolver.dns.wire import (
     RR_FIXED,
     Edns,
@@ -37,6 +30,7 @@ from resolver.dns.wire import (
     rdata_key,
     type_name,
 )
+from resolver.dns.wire_names import presentation, scan_labels
 
 
 def decode(data: bytes, *, max_records: int | None = None) -> Message:

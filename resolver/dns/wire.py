@@ -23,11 +23,8 @@ import dnslib.dns
 
 from resolver.dns import dnssec_rdata, names
 from resolver.dns.header import TTL_SIGN_BIT
-from resolver.dns.scanner import (
-    MalformedMessage,
-    presentation,
-    presentation_as_sent,
-)
+from resolver.dns.malformed import MalformedMessage
+from resolver.dns.wire_names import presentation, presentation_as_sent
 
 __all__ = [
     "Edns",

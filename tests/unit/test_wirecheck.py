@@ -19,16 +19,15 @@ from dnslib import (
 )
 
 from resolver.dns.scanner import (
-    MAX_POINTER_HOPS,
     EdnsInfo,
     MalformedMessage,
     ScannedMessage,
     header_id,
     question_key,
     scan_message,
-    scan_name,
     scan_query,
 )
+from resolver.dns.wire_names import MAX_POINTER_HOPS, scan_name
 
 # Offset of the first RDATA octet of a record with a root owner right after the header.
 FIRST_RDATA = 12 + 1 + 10

@@ -19,9 +19,9 @@ from resolver.dns.scanner import (
     ScannedMessage,
     question_key,
     scan_message,
-    scan_name,
     scan_query,
 )
+from resolver.dns.wire_names import scan_name
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
