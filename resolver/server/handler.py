@@ -35,13 +35,10 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from resolver.dns.decoding import decode
 from resolver.dns.encoding import encode
-from resolver.dns.extended_errors import ExtendedError, ede_option
-from resolver.dns.header import CLASSIC_UDP_REPLY, MAX_MESSAGE_OCTETS, MAX_UDP_REPLY, HeaderFlag
+from resolver.dns.header import MAX_UDP_REPLY, HeaderFlag
 from resolver.dns.scanner import MalformedMessage, ScannedMessage, question_key, scan_query
 from resolver.dns.wire import (
-    Edns,
     Message,
     Question,
     Rcode,
@@ -65,7 +62,14 @@ from resolver.server.early_replies import (
     rfc8482_answer,
     servfail_for,
 )
-from resolver.service.cachedb import ReplyVariant, memory_knows, reply_for_client
+from resolver.server.reply_fitting import (
+    max_reply_size,
+    reply_edns,
+    reply_variant,
+    stale_outcome,
+    with_client_case,
+)
+from resolver.service.cachedb import memory_knows, reply_for_client
 from resolver.service.resolver_service import ResolverService
 
 if TYPE_CHECKING:
@@ -333,18 +337,18 @@ class QueryHandler:
         in the answer cache, so the next query is answered from memory."""
         if memory_knows(self.service.state.cache, question):
             return None
-        shared = await cachedb.fetch(question_key(wire, query), _variant(query))
+        shared = await cachedb.fetch(question_key(wire, query), reply_variant(query))
         if shared is None:
             return None
         if shared.stale:  # another instance is refreshing it (RFC 8767 §4: EDE 3, short TTL)
-            stale = _stale_outcome(shared.reply)
+            stale = stale_outcome(shared.reply)
             return self._reply(wire, query, client, stale) if stale is not None else None
         assert query.qname_wire is not None
         self.answers.store(wire, query, shared.reply)
         if shared.refresh:  # this instance holds the fleet's refresh lock
             self._refresh_shared(wire, query, question, client)
         return reply_for_client(shared.reply, wire, query.qname_wire,
-                                _max_size(query, client, self.max_udp_reply))
+                                max_reply_size(query, client, self.max_udp_reply))
 
     def _refresh_shared(self, wire: bytes, query: ScannedMessage, question: Question,
                         client: Client) -> None:
@@ -390,7 +394,7 @@ class QueryHandler:
         cache: bool = False,
     ) -> bytes:
         assert query.qname is not None and query.qtype is not None and query.qclass is not None
-        edns = _reply_edns(query, outcome, self.max_udp_reply)
+        edns = reply_edns(query, outcome, self.max_udp_reply)
         dnssec_ok = query.edns is not None and query.edns.do
         answer, authority = outcome.answer, outcome.authority
         if dnssec_ok and (outcome.signatures or outcome.denial):
@@ -414,7 +418,7 @@ class QueryHandler:
             additional=outcome.additional,
             edns=edns,
         )
-        max_size = _max_size(query, client, self.max_udp_reply)
+        max_size = max_reply_size(query, client, self.max_udp_reply)
         if (cache and outcome.rcode in (Rcode.NOERROR, Rcode.NXDOMAIN) and not outcome.stale
                 and not outcome.refreshing):
             # Store the whole reply (never a stale one: the next query must try to refresh);
@@ -425,7 +429,7 @@ class QueryHandler:
                 data = encode(message, max_size=max_size)
         else:
             data = encode(message, max_size=max_size)
-        return _with_client_case(data, query)
+        return with_client_case(data, query)
 
     def _store_reply(
         self, wire: bytes, query: ScannedMessage, outcome: Outcome, message: Message, data: bytes
@@ -439,64 +443,8 @@ class QueryHandler:
         stored = self.answers.store(wire, query, kept, negative_zone=negative_zone)
         if stored and self.cachedb is not None:  # queued: the client does not wait
             # Bogus or indeterminate data is never shared (resolver.service.cachedb).
-            self.cachedb.submit(question_key(wire, query), _variant(query), kept,
+            self.cachedb.submit(question_key(wire, query), reply_variant(query), kept,
                                 security=outcome.security)
-
-
-def _reply_edns(query: ScannedMessage, outcome: Outcome, max_udp_reply: int) -> Edns | None:
-    """The reply's OPT record, for a query that had one (RFC 6891 §7), with the extended
-    error that explains a failure, a refusal or a stale answer (RFC 8914)."""
-    if query.edns is None:
-        return None
-    options: tuple[tuple[int, bytes], ...] = ()
-    ede = outcome.ede_code if outcome.rcode == Rcode.SERVFAIL else None
-    if ede is not None:
-        options = (ede_option(ede, outcome.reason),)
-    elif outcome.rcode == Rcode.REFUSED:
-        # RFC 8914 §4.19: the client may not ask this (REFUSED by policy).
-        options = (ede_option(ExtendedError.PROHIBITED),)
-    elif outcome.stale:  # RFC 8767 §4 / RFC 8914 §5.2: say the answer is stale
-        options = (ede_option(ExtendedError.STALE_ANSWER),)
-    # RFC 3225 §3: the DO bit of the query is copied into the reply.
-    return Edns(udp_size=max_udp_reply, do=query.edns.do, options=options)
-
-
-def _stale_outcome(reply: bytes) -> Outcome | None:
-    """A stale reply from the shared cache as an outcome, so that it goes out as the record
-    cache's stale answers do (EDE 3 "Stale Answer", never kept as fresh bytes)."""
-    try:
-        message = decode(reply)
-    except MalformedMessage:
-        return None
-    return Outcome(rcode=Rcode(message.rcode), answer=message.answer,
-                   authority=message.authority, additional=message.additional, stale=True)
-
-
-
-def _variant(query: ScannedMessage) -> ReplyVariant:
-    """The query bits besides the question that change the reply (DO, CD, AD, EDNS)."""
-    edns = query.edns
-    return ReplyVariant(do=edns is not None and edns.do, cd=bool(query.flags & HeaderFlag.CD),
-                        edns=edns is not None, ad=bool(query.flags & HeaderFlag.AD))
-
-
-
-def _max_size(query: ScannedMessage, client: Client, max_udp_reply: int) -> int:
-    if client.transport is Transport.TCP:
-        return MAX_MESSAGE_OCTETS
-    if query.edns is None:
-        return CLASSIC_UDP_REPLY
-    # RFC 6891 §6.2.5: sizes below 512 are treated as 512.
-    return max(CLASSIC_UDP_REPLY, min(query.edns.udp_size, max_udp_reply))
-
-
-def _with_client_case(data: bytes, query: ScannedMessage) -> bytes:
-    """Put the question name back exactly as the client wrote it (0x20 clients check it)."""
-    name = query.qname_wire
-    if name is None or data[12 : 12 + len(name)].lower() != name.lower():
-        return data
-    return data[:12] + name + data[12 + len(name) :]
-
 
 
 #: Names of the 16 header rcodes, computed once: counting must stay cheap on the hot path.
