@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 
 from resolver.dns.header import EDNS_DO, HEADER_OCTETS, HeaderFlag
-from resolver.dns.names import MAX_LABEL_OCTETS, MAX_NAME_OCTETS
+from resolver.dns.names import MAX_NAME_OCTETS
 
 __all__ = [
     "MAX_LABELS",
