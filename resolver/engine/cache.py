@@ -138,8 +138,10 @@ class RecordCache(CacheOperations):
             return True
         self._entries[key] = CachedRRset(
             records=tuple(unique.values()), rank=rank, stored_at=now, expires_at=now + ttl,
-            security=security, rrsigs=tuple(rr.with_ttl(ttl) for rr in rrsigs),
-            proof=tuple(rr.with_ttl(min(ttl, rr.ttl)) for rr in proof),
+            # Without DNSSEC both are empty: no generator to build for them.
+            security=security,
+            rrsigs=tuple(rr.with_ttl(ttl) for rr in rrsigs) if rrsigs else (),
+            proof=tuple(rr.with_ttl(min(ttl, rr.ttl)) for rr in proof) if proof else (),
         )
         if proof and security is Security.SECURE and rrsigs:
             signer = _signer(rrsigs[0])
