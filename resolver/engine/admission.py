@@ -118,17 +118,18 @@ def within_delegation(
     if not rrset:
         return rrset
     first = rrset[0]
+    # Only the delegation's names and TTL left are read: the records as stored will do.
     if first.rtype == RRType.NS:
-        cached = cache.rrset(first.name, RRType.NS)
+        cached = cache.stored_rrset(first.name, RRType.NS)
     elif first.rtype in (RRType.A, RRType.AAAA) and zone is not None:
-        cached = cache.rrset(zone, RRType.NS)
-        if cached and first.name not in {rr.target for rr in cached}:
+        cached = cache.stored_rrset(zone, RRType.NS)
+        if cached is not None and all(first.name != rr.target for rr in cached[0]):
             cached = None
     else:
         cached = None
-    if not cached:
+    if cached is None:
         return rrset
-    limit = cached[0].ttl
+    limit = cached[1]
     return [rr.with_ttl(min(rr.ttl, limit)) for rr in rrset]
 
 

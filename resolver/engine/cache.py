@@ -138,8 +138,10 @@ class RecordCache(CacheOperations):
             return True
         self._entries[key] = CachedRRset(
             records=tuple(unique.values()), rank=rank, stored_at=now, expires_at=now + ttl,
-            security=security, rrsigs=tuple(rr.with_ttl(ttl) for rr in rrsigs),
-            proof=tuple(rr.with_ttl(min(ttl, rr.ttl)) for rr in proof),
+            # Without DNSSEC both are empty: no generator to build for them.
+            security=security,
+            rrsigs=tuple(rr.with_ttl(ttl) for rr in rrsigs) if rrsigs else (),
+            proof=tuple(rr.with_ttl(min(ttl, rr.ttl)) for rr in proof) if proof else (),
         )
         if proof and security is Security.SECURE and rrsigs:
             signer = _signer(rrsigs[0])
@@ -169,6 +171,14 @@ class RecordCache(CacheOperations):
             return None
         entry, left = live
         return tuple(rr.with_ttl(left) for rr in entry.records)
+
+    def stored_rrset(
+        self, name: str, rtype: int, rclass: int = 1
+    ) -> tuple[tuple[Record, ...], int] | None:
+        """The live RRset's records as stored (TTLs not counted down) and the TTL left, or
+        None: for readers of names, addresses or the TTL alone, spared a copy per record."""
+        live = self._live(name, rtype, rclass, Rank.ADDITIONAL)
+        return (live[0].records, live[1]) if live is not None else None
 
     def _live(self, name: str, rtype: int, rclass: int,
               min_rank: Rank) -> tuple[CachedRRset, int] | None:
@@ -370,25 +380,27 @@ class RecordCache(CacheOperations):
         A cut is usable when at least one NS name has a cached address, or an NS name
         lies outside the zone (its address can be looked up without this very cut).
         """
+        stored = self.stored_rrset
         for zone in names.ancestors(qname):
-            ns_set = self.rrset(zone, RRType.NS)
-            if not ns_set:
+            live = stored(zone, RRType.NS)
+            if live is None:
                 continue
+            ns_set, ns_ttl = live
             servers = []
             for rr in ns_set:
                 target = rr.target
-                addresses = tuple(
-                    rec.address
-                    for rtype in (RRType.A, RRType.AAAA)
-                    for rec in self.rrset(target, rtype) or ()
-                )
-                servers.append(NameServer(target, addresses))
+                addresses: list[str] = []
+                for rtype in (RRType.A, RRType.AAAA):
+                    glue = stored(target, rtype)
+                    if glue is not None:
+                        addresses.extend(rec.address for rec in glue[0])
+                servers.append(NameServer(target, tuple(addresses)))
             usable = any(s.addresses for s in servers) or any(
                 not names.is_subdomain(s.name, zone) for s in servers
             )
             if usable:
                 return Delegation(
-                    zone=zone, servers=tuple(servers), source=CutSource.CACHE, ttl=ns_set[0].ttl
+                    zone=zone, servers=tuple(servers), source=CutSource.CACHE, ttl=ns_ttl
                 )
         return None
 

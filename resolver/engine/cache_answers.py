@@ -99,6 +99,8 @@ class CacheAnswering(ResolutionCore):
         """Answer TTLs as the cache would keep them (cache-min-ttl, cache-max-ttl), so the
         first answer and the cached ones agree."""
         low, high = self.cache.settings.min_ttl_s, self.cache.settings.max_ttl_s
+        if all(low <= rr.ttl <= high for rr in records):
+            return records  # the common case: nothing to copy, and nothing to replace
         return tuple(rr if low <= rr.ttl <= high else rr.with_ttl(max(low, min(rr.ttl, high)))
                      for rr in records)
 

@@ -28,7 +28,7 @@ import sys
 import types
 from typing import Any
 
-from resolver.dns.wire import Ipv4Rdata, Record
+from resolver.dns.wire import Ipv4Rdata, NameRdata, Record
 from resolver.engine.cache_entries import CachedRRset
 
 __all__ = ["CONTAINER_OVERHEAD", "deep_size", "entry_size", "record_cache_entry_size"]
@@ -194,8 +194,11 @@ def _records_size(records: tuple[Record, ...], seen: set[int]) -> int:
                   + _number(record.rclass, seen) + _number(record.ttl, seen)
                   + _once(record.rdata_key, seen))
         rdata = record.rdata
-        if type(rdata) is Ipv4Rdata:
+        kind = type(rdata)
+        if kind is Ipv4Rdata:
             total += _once(rdata, seen) + _once(rdata.octets, seen) + _once(rdata.text, seen)
+        elif kind is NameRdata:  # NS and CNAME sets: one bytes object in a slot, no walk
+            total += _once(rdata, seen) + _once(rdata.wire, seen)
         elif rdata is not None:
             total += _walk([rdata], seen)
     return total

@@ -72,6 +72,17 @@ class Outcome:
     #: is due, so the reply is not worth keeping as bytes.
     refreshing: bool = False
 
+    def with_queries_sent(self, queries_sent: int) -> Outcome:
+        """This outcome with `queries_sent` set. Built field by field: every resolution
+        ends here, and dataclasses.replace costs twice as much (tests/unit/test_events.py
+        checks that no field is left out)."""
+        return Outcome(
+            rcode=self.rcode, answer=self.answer, authority=self.authority,
+            additional=self.additional, answer_as_cached=self.answer_as_cached,
+            reason=self.reason, failure=self.failure, extended_error=self.extended_error,
+            security=self.security, signatures=self.signatures, denial=self.denial,
+            queries_sent=queries_sent, stale=self.stale, refreshing=self.refreshing)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finished:

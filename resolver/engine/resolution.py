@@ -200,7 +200,7 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
         except OutOfBudget as exc:
             outcome = servfail(exc.failure)
             self.cache.store_failure(self.question, exc.failure)
-        return replace(outcome, queries_sent=self.queries_sent)
+        return outcome.with_queries_sent(self.queries_sent)
 
     def _resolve(
         self, question: Question, depth: int, purpose: str, *, validate: bool = False
@@ -282,7 +282,9 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
         if cached is None:
             result = yield from self._iterate(question, depth, validate)
             if isinstance(result, Classified):  # fresh data, as the cache will keep it
-                result = replace(result, answer=self._clamped(result.answer))
+                clamped = self._clamped(result.answer)
+                if clamped is not result.answer:
+                    result = replace(result, answer=clamped)
             return result
         if validate and cached.security is None and cached.kind in _VALIDATED_KINDS:
             hint = self.cache.closest_delegation(question.name)
