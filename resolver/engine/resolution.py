@@ -27,8 +27,9 @@ failure's extended error. Signature times are checked against `wall_time` (epoch
 seconds, passed in like `now`).
 
 The parts of one resolution are mixins over `resolver.engine.resolution_core`: the zone cut
-to start from (`zone_cut_choice`), what the cache answers (`cache_answers`), asking a zone's
-servers (`server_asking`) and the chain of trust (`trust_fetching`).
+to start from (`zone_cut_choice`), what the cache answers (`cache_answers`), the QNAME
+minimisation steps of the walk (`minimised_walk`), asking a zone's servers
+(`server_asking`) and the chain of trust (`trust_fetching`).
 The pure pieces live apart: `resolver.engine.classify` says what a reply is,
 `resolver.engine.iterate` what to ask next (QNAME minimisation, glue that answers a lookup,
 the DS side of a cut), `resolver.engine.admission` what a reply may put into the cache.
@@ -79,8 +80,8 @@ from resolver.engine.iterate import (
     Minimiser,
     from_child_side,
     glue_answering,
-    zone_in_answer,
 )
+from resolver.engine.minimised_walk import MinimisedWalk
 from resolver.engine.network import (
     ServerAddress,
     UpstreamError,
@@ -103,7 +104,7 @@ _VALIDATED_KINDS = frozenset((ResponseKind.ANSWER, ResponseKind.CNAME, ResponseK
                               ResponseKind.NODATA))
 
 
-class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
+class Resolution(CacheAnswering, ZoneCutChoice, MinimisedWalk, ServerAsking, TrustFetching):
     """Resolves one question; see the module docstring for how it is driven."""
 
     def __init__(
@@ -357,13 +358,6 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
             cut = led_to
         return Failure(FailureKind.WORK_LIMIT, f"more than {self.limits.max_referrals} referrals")
 
-    def _minimiser(self, is_ds: bool) -> Minimiser:
-        """QNAME minimisation as configured (RFC 9156), off for a DS question."""
-        return Minimiser(
-            enabled=self.settings.qname_minimisation and not is_ds,
-            qtype=self.settings.qname_minimisation_qtype,
-        )
-
     def _avoided(self, cut: Delegation, bogus_servers: set[ServerAddress]) -> set[ServerAddress]:
         """Servers of `cut` not to ask: those whose replies were bogus, and those whose DS or
         DNSKEY for the zone did not verify."""
@@ -438,15 +432,6 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
             return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
         return followed
 
-    def _next_question(self, qmin: Minimiser, question: Question, cut: Delegation) -> Question:
-        """What to ask `cut` next: the minimised question (RFC 9156), past the labels the
-        cache already knows to exist without a cut of their own."""
-        asked = qmin.question_for(question, cut)
-        while asked != question and self._exists_without_cut(asked):
-            qmin.deeper()  # the cache already knows this label: no need to ask again
-            asked = qmin.question_for(question, cut)
-        return asked
-
     def _announce_referral(self, previous: str, cut: Delegation, depth: int) -> None:
         if self._observer is not None:
             self._emit(ReferralFollowed(
@@ -472,34 +457,6 @@ class Resolution(CacheAnswering, ZoneCutChoice, ServerAsking, TrustFetching):
             self._emit(ZoneCutChosen(
                 depth=depth, at_s=self._at_s(), zone=cut.zone, source=cut.source,
                 nameservers=tuple(cut.names())))
-
-    def _after_minimised(
-        self, question: Question, asked: Question, classified: Classified,
-        reply: ScrubbedReply, qmin: Minimiser, depth: int,
-    ) -> Classified | Delegation | None:
-        """What the answer to a minimised question means for the walk (RFC 9156 §3): a
-        new zone cut (an NS answer: the name is a zone apex), the glue that answers a
-        name-server lookup at once, or None to go on from the same cut."""
-        found = zone_in_answer(asked, classified, reply)
-        if found is not None:  # the minimised name is a zone apex
-            glue = glue_answering(question, found, reply)
-            if glue and depth > 0:
-                return Classified(kind=ResponseKind.ANSWER, answer=tuple(glue))
-            qmin.new_cut()
-            return found
-        if classified.kind in (ResponseKind.NODATA, ResponseKind.ANSWER):
-            qmin.deeper()  # an empty non-terminal or a name without a cut: go on
-        else:
-            qmin.stop()  # NXDOMAIN or CNAME for a part of the name: ask in full
-        return None
-
-    def _exists_without_cut(self, asked: Question) -> bool:
-        """The cache shows data or a NODATA for a minimised name: it exists, and (as the
-        cut in use is the closest cached one) it is no zone cut we know of."""
-        if asked.rtype != RRType.NS and self.cache.rrset(asked.name, asked.rtype, asked.rclass):
-            return True  # (an NS set there would be a cut, not a mere name)
-        negative = self.cache.negative(asked)
-        return negative is not None and negative.rcode == Rcode.NOERROR
 
     def _delegation_for(
         self, zone: str, depth: int
