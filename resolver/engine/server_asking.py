@@ -138,22 +138,26 @@ class ServerAsking(ResolutionCore):
 
     def _candidates(self, cut: Delegation, attempts: _Attempts, depth: int) -> list[Candidate]:
         found: list[Candidate] = []
+        # Read once, not per address: this runs before every query sent.
+        max_tries = self._max_tries(cut)
+        tries = attempts.tries
+        selection, now = self.selection, self.now
         for ns in attempts.servers:
             for candidate in self._addresses_to_ask(ns):
                 server = candidate.server
-                if attempts.tries.get(server, 0) >= self._max_tries(cut):
+                if tries.get(server, 0) >= max_tries:
                     continue
                 reason = self._unusable(candidate)
-                held = self.selection.unreachable_for(server, self.now)
+                held = selection.unreachable_for(server, now)
                 if held and not reason:
                     reason = f"unreachable a moment ago (asked again in {held:.1f} s)"
-                probing = self.selection.probe_held(server, self.now)
+                probing = selection.probe_held(server, now)
                 if probing and not reason:
                     reason = (f"down after {DOWN_AFTER_TIMEOUTS} timeouts in a row "
                               f"(probed again in {probing:.1f} s)")
                 if reason:
-                    if server not in attempts.tries:
-                        attempts.tries[server] = self._max_tries(cut)
+                    if server not in tries:
+                        tries[server] = max_tries
                         if self._observer is not None:
                             self._emit(ServerSkipped(
                                 depth=depth, at_s=self._at_s(), server_name=ns.name,
@@ -180,9 +184,10 @@ class ServerAsking(ResolutionCore):
 
     def _unusable(self, candidate: Candidate) -> str:
         address = candidate.server.ip
-        if is_ipv6(address) and not self.settings.do_ip6:
-            return "IPv6 disabled (do-ip6: no)"
-        if not is_ipv6(address) and not self.settings.do_ip4:
+        if is_ipv6(address):
+            if not self.settings.do_ip6:
+                return "IPv6 disabled (do-ip6: no)"
+        elif not self.settings.do_ip4:
             return "IPv4 disabled (do-ip4: no)"
         if self._is_own_address(candidate):
             return "one of our own addresses"
