@@ -142,3 +142,8 @@ class EncryptedSettings:
     @property
     def needs_certificate(self) -> bool:
         return bool(self.listen_tls or self.listen_https or self.listen_quic)
+
+    @property
+    def any_listener(self) -> bool:
+        """Whether any encrypted listener is configured (plain HTTP for a DoH proxy included)."""
+        return self.needs_certificate or bool(self.listen_http)

@@ -205,8 +205,7 @@ async def start_encrypted(handler: QueryHandler, settings: EncryptedSettings, *,
                           worker_index: int | None = None) -> EncryptedListeners | None:
     """Start what `settings` configures, or None when it configures nothing; CertificateError
     or OSError (naming the address) when that cannot be done."""
-    if not (settings.listen_tls or settings.listen_https or settings.listen_http
-            or settings.listen_quic):
+    if not settings.any_listener:
         return None
     listeners = EncryptedListeners(handler, settings, worker_index=worker_index)
     await listeners.start()

@@ -40,6 +40,8 @@ async def start_encrypted_listeners(handler: QueryHandler, settings: EncryptedSe
                                     worker_index: int | None) -> EncryptedListeners | None:
     """DoT, DoH and DoQ listeners (resolver.daemon.encrypted), if configured; a worker
     (`worker_index` not None) shares their addresses with the others."""
+    if not settings.any_listener:
+        return None  # h2, aioquic and their TLS stack cost about 18 MB: imported only if used
     from resolver.daemon.encrypted import start_encrypted
     from resolver.server.tls_context import CertificateError
 

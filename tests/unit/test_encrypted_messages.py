@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import ssl
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,3 +234,19 @@ def test_command_line_encrypted_addresses_take_the_protocol_default_ports() -> N
     assert [a.port for a in encrypted.listen_https] == [443]
     assert [a.port for a in encrypted.listen_quic] == [853]
     assert encrypted.tls_cert == "c.pem" and encrypted.limits.max_per_client == 16
+
+
+def test_a_server_without_encrypted_listeners_never_loads_the_http2_and_quic_stacks() -> None:
+    """h2, aioquic and the TLS stack they pull in cost about 18 MB of RSS: a resolver that
+    serves only UDP and TCP does not import them (in a fresh interpreter, so that other
+    tests' imports do not count)."""
+    code = (
+        "import asyncio, sys\n"
+        "from resolver.daemon.config import EncryptedSettings\n"
+        "from resolver.daemon.startup import start_encrypted_listeners\n"
+        "started = asyncio.run(start_encrypted_listeners(None, EncryptedSettings(), None))\n"
+        "print(started, sorted(m for m in ('aioquic', 'h2') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.split() == ["None", "[]"]
